@@ -1,0 +1,1 @@
+"""The Azure Databricks client: auth, retries, rate limiting, wire models, error mapping."""
