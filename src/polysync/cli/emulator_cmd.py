@@ -1,0 +1,96 @@
+"""`polysync emulator ...`: serve the Databricks Jobs API emulator on its own."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+from rich.console import Console
+
+from polysync.clock import ScaledClock
+from polysync.emulator.app import create_app
+from polysync.emulator.spec import load_workspace
+from polysync.emulator.tls import make_self_signed_cert
+from polysync.errors import WorkspaceFileError
+
+app = typer.Typer(help="The Databricks Jobs API emulator.", no_args_is_help=True)
+err = Console(stderr=True)
+
+
+@app.command()
+def serve(
+    workspace: Annotated[
+        str, typer.Option("--workspace", "-w", help="Workspace file (JSON or YAML), or `demo`.")
+    ] = "demo",
+    port: Annotated[int, typer.Option(help="TCP port (0 picks a free one).")] = 8765,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    speed: Annotated[
+        float, typer.Option(help="Emulated time runs this many times faster than real time.")
+    ] = 1.0,
+    tls: Annotated[
+        bool, typer.Option("--tls/--no-tls", help="Serve HTTPS with a self-signed certificate.")
+    ] = False,
+    tls_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where to write the certificate files (default: a temp dir)."),
+    ] = None,
+    no_auth: Annotated[
+        bool, typer.Option("--no-auth", help="Accept requests without a token.")
+    ] = False,
+) -> None:
+    """Serve the Jobs API (/api/2.0, 2.1, 2.2), the identity endpoints and the control plane."""
+    try:
+        spec = load_workspace(workspace)
+    except WorkspaceFileError as exc:
+        err.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(2) from exc
+    if speed <= 0:
+        err.print(f"[red]error:[/red] --speed must be > 0, got {speed}.")
+        raise typer.Exit(2)
+    if no_auth:
+        spec.auth.enabled = False
+    ssl: dict[str, str] = {}
+    scheme = "http"
+    if tls:
+        directory = tls_dir or Path(tempfile.mkdtemp(prefix="polysync-emulator-tls-"))
+        files = make_self_signed_cert(directory, hostnames=("localhost", "127.0.0.1", "::1", host))
+        ssl = {"ssl_certfile": str(files.cert_path), "ssl_keyfile": str(files.key_path)}
+        scheme = "https"
+        err.print(f"CA certificate (trust it): {files.ca_path}")
+        err.print(f"  export REQUESTS_CA_BUNDLE={files.ca_path} SSL_CERT_FILE={files.ca_path}")
+    emulator_app = create_app(spec, clock=ScaledClock(speed))
+    config = uvicorn.Config(
+        emulator_app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        **ssl,  # type: ignore[arg-type]
+    )
+    server = uvicorn.Server(config)
+
+    async def run() -> None:
+        task = asyncio.create_task(server.serve())
+        while not server.started and not task.done():
+            await asyncio.sleep(0.05)
+        if server.started:
+            bound = server.servers[0].sockets[0].getsockname()[1]
+            url = f"{scheme}://{'localhost' if host == '127.0.0.1' else host}:{bound}"
+            err.print(f"Databricks Jobs API emulator serving {len(spec.jobs)} jobs at {url}")
+            err.print(
+                f"  workspace {workspace!r}, clock speed x{speed:g}, auth {'on' if spec.auth.enabled else 'off'}"
+            )
+            if spec.auth.enabled and spec.auth.tokens:
+                err.print(
+                    f"  export DATABRICKS_HOST={url} DATABRICKS_TOKEN=<a token from the workspace file>"
+                )
+            err.print(
+                "  control plane: /emulator/health, /emulator/stats, /emulator/faults (Ctrl-C stops)"
+            )
+        await task
+
+    asyncio.run(run())

@@ -1,0 +1,86 @@
+"""Shared fixtures: an in-process emulator on manual clocks, reachable over httpx's ASGI transport."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from polysync.clock import Clock, ManualClock, SystemClock
+from polysync.emulator.app import EmulatorApp, create_app
+from polysync.emulator.engine import Workspace
+from polysync.emulator.spec import WorkspaceSpec, load_workspace, parse_workspace
+
+TEST_TOKEN = "dapi-test-token-0123456789abcdef"
+TEST_HOST = "https://adb-1234567890123456.7.azuredatabricks.net"
+
+
+@dataclass
+class EmulatorHarness:
+    """An emulator app with its clocks; `client()` talks to it over the ASGI transport."""
+
+    app: EmulatorApp
+    clock: ManualClock  # the workspace's time
+    real_clock: Clock  # rate limits and token lifetimes (manual in-process, real when served)
+    base_url: str
+    token: str
+
+    @property
+    def state(self) -> Workspace:
+        return self.app.emulator.workspace
+
+    def transport(self) -> httpx.ASGITransport:
+        return httpx.ASGITransport(app=self.app)
+
+    def client(self, *, token: str | None = None, **kwargs: Any) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {token or self.token}"}
+        return httpx.AsyncClient(
+            transport=self.transport(), base_url=self.base_url, headers=headers, **kwargs
+        )
+
+    def advance(self, seconds: float) -> None:
+        """Move both clocks: workspace time and the real-time pacing of limits and tokens."""
+        self.clock.advance(seconds)
+        if isinstance(self.real_clock, ManualClock):
+            self.real_clock.advance(seconds)
+
+
+def make_spec(**overrides: Any) -> WorkspaceSpec:
+    data: dict[str, Any] = {
+        "workspace": {"default_pending_s": 2, "terminating_s": 1, "cancel_s": 1},
+        "auth": {"tokens": [TEST_TOKEN]},
+    }
+    data.update(overrides)
+    return parse_workspace(data)
+
+
+def make_harness(spec: WorkspaceSpec, *, served: bool = False) -> EmulatorHarness:
+    """`served=True` when real clients talk over a socket: their retries wait real seconds, so
+    rate limits and token lifetimes must run on real time."""
+    clock = ManualClock()
+    real: Clock = SystemClock() if served else ManualClock()
+    app = create_app(spec, clock=clock, real_clock=real)
+    return EmulatorHarness(app=app, clock=clock, real_clock=real, base_url=TEST_HOST, token=TEST_TOKEN)
+
+
+@pytest.fixture
+def emulator() -> EmulatorHarness:
+    """An empty workspace (seed jobs through `emulator.state` or the API)."""
+    return make_harness(make_spec())
+
+
+@pytest.fixture
+def demo_emulator() -> EmulatorHarness:
+    """The shipped demo workspace, accepting TEST_TOKEN besides its own."""
+    spec = load_workspace("demo")
+    spec.auth.tokens.append(TEST_TOKEN)
+    return make_harness(spec)
+
+
+@pytest.fixture
+async def api(emulator: EmulatorHarness) -> AsyncIterator[httpx.AsyncClient]:
+    async with emulator.client() as client:
+        yield client
