@@ -1,0 +1,247 @@
+"""Domain records of the Databricks Workflow job type: parameters, imported jobs, run snapshots."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class DataType(StrEnum):
+    """The Data Type of a Polysync parameter."""
+
+    STRING = "String"
+    SECRET = "Secret"  # noqa: S105 - the name of a Data Type, not a password
+    INT = "Int"
+    FLOAT = "Float"
+    BOOL = "Bool"
+    JSON = "JSON"
+    JSON_ARRAY = "JsonArray"
+
+
+class Direction(StrEnum):
+    """Which way a parameter flows; a parameter whose Direction is unset (None) behaves as Input."""
+
+    INPUT = "Input"
+    OUTPUT = "Output"
+    INPUT_OUTPUT = "Input&Output"
+
+
+class JobKind(StrEnum):
+    """The Polysync Job Type a Databricks job is imported as (D5)."""
+
+    WORKFLOW = "Databricks Workflow"
+    JOB = "Databricks Job"
+
+
+class ParameterSource(StrEnum):
+    """The `JobSettings` field a parameter definition was read from (D1)."""
+
+    PARAMETERS = "parameters"
+    JOB_PARAMETERS = "job_parameters"
+    NOTEBOOK_BASE_PARAMETERS = "notebook_task.base_parameters"
+    SQL_PARAMETERS = "sql_task.parameters"
+    RUN_JOB_PARAMETERS = "run_job_task.job_parameters"
+    PYTHON_WHEEL_NAMED_PARAMETERS = "python_wheel_task.named_parameters"
+
+
+@dataclass(frozen=True, slots=True)
+class ParameterScope:
+    """Where a parameter lives: the job level (task_key None) or one task."""
+
+    task_key: str | None = None
+
+    @property
+    def is_job_level(self) -> bool:
+        return self.task_key is None
+
+    def __str__(self) -> str:
+        return "job level" if self.task_key is None else f"task {self.task_key!r}"
+
+
+@dataclass(frozen=True, slots=True)
+class Parameter:
+    """One parameter of a Polysync Job, as imported from Databricks plus what the user set on it."""
+
+    name: str
+    data_type: DataType = DataType.STRING
+    default: str | None = None
+    direction: Direction | None = None
+    task_key: str | None = None
+    source: ParameterSource = ParameterSource.PARAMETERS
+    stored_value: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str | None]:
+        """Identity within a Job: the same name may exist at job level and on several tasks."""
+        return (self.name, self.task_key)
+
+    @property
+    def scope(self) -> ParameterScope:
+        return ParameterScope(self.task_key)
+
+    @property
+    def is_job_level(self) -> bool:
+        return self.task_key is None
+
+    @property
+    def is_internal(self) -> bool:
+        """Names starting with `_` are internal and never sent (D3)."""
+        return self.name.startswith("_")
+
+    @property
+    def effective_direction(self) -> Direction:
+        return self.direction or Direction.INPUT
+
+    @property
+    def is_sent(self) -> bool:
+        """Whether run-now carries this parameter in `job_parameters` (D3)."""
+        return (
+            self.is_job_level
+            and not self.is_internal
+            and self.effective_direction is not Direction.OUTPUT
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ImportedJob:
+    """What `jobs/get` tells us about a Databricks job: identity, kind and parameter schema."""
+
+    external_id: str
+    name: str
+    kind: JobKind
+    task_count: int
+    description: str = ""
+    tags: Mapping[str, str] = field(default_factory=dict, hash=False)
+    task_keys: tuple[str, ...] = ()
+    parameters: tuple[Parameter, ...] = ()
+
+
+JobSchema = ImportedJob
+
+
+@dataclass(frozen=True, slots=True)
+class ParameterChange:
+    """A parameter present before and after Sync Parameters whose definition changed (D9)."""
+
+    old: Parameter
+    new: Parameter
+    fields: tuple[str, ...]
+    """Which of "default", "data_type", "scope" changed, in that order."""
+
+    @property
+    def name(self) -> str:
+        return self.new.name
+
+
+@dataclass(frozen=True, slots=True)
+class ParameterDiff:
+    """What Sync Parameters changed in a Job's schema (D9)."""
+
+    added: tuple[Parameter, ...] = ()
+    removed: tuple[Parameter, ...] = ()
+    changed: tuple[ParameterChange, ...] = ()
+    kind_changed: tuple[JobKind, JobKind] | None = None
+    """(old, new) when the task count crossed 1 and the Job Type changes."""
+    unfit_stored_values: tuple[Parameter, ...] = ()
+    """Kept parameters whose stored value no longer fits their Data Type: a run would refuse it."""
+
+    @property
+    def is_empty(self) -> bool:
+        return not (
+            self.added
+            or self.removed
+            or self.changed
+            or self.kind_changed
+            or self.unfit_stored_values
+        )
+
+
+class RunStatus(StrEnum):
+    """A Polysync run status decoded from Databricks (D6)."""
+
+    STARTING = "Starting"
+    RUNNING = "Running"
+    SUCCESS = "Success"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+    UNKNOWN = "Unknown"
+
+    @property
+    def is_terminal(self) -> bool:
+        """Success, Failed and Cancelled never change again; Unknown keeps polling (D6)."""
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.CANCELLED})
+
+
+@dataclass(frozen=True, slots=True)
+class Termination:
+    """`status.termination_details` of a run or task run (reference §4 `RunStatus`)."""
+
+    code: str | None = None
+    type: str | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRunState:
+    """One attempt of one task of a run, as the last poll saw it."""
+
+    task_key: str
+    status: RunStatus
+    run_id: int | None = None
+    attempt_number: int = 0
+    life_cycle_state: str | None = None
+    result_state: str | None = None
+    state_message: str = ""
+    termination: Termination | None = None
+    start_time_ms: int | None = None
+    end_time_ms: int | None = None
+    duration_ms: int | None = None
+    run_page_url: str | None = None
+    error: str | None = None
+    """The task's `runs/get-output` error, merged in by the caller (`with_task_errors`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunSnapshot:
+    """A decoded `jobs/runs/get` answer: our status, the run message and the per-task states."""
+
+    status: RunStatus
+    message: str = ""
+    run_id: int | None = None
+    life_cycle_state: str | None = None
+    result_state: str | None = None
+    state_message: str = ""
+    termination: Termination | None = None
+    queue_reason: str = ""
+    run_page_url: str | None = None
+    start_time_ms: int | None = None
+    end_time_ms: int | None = None
+    duration_ms: int | None = None
+    tasks: tuple[TaskRunState, ...] = ()
+    """Every task attempt in Databricks' order (a retried task appears once per attempt, §4)."""
+    warnings: tuple[str, ...] = ()
+    """E.g. an unknown state value; the engine logs each distinct warning once."""
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status.is_terminal
+
+    def latest_attempts(self) -> tuple[TaskRunState, ...]:
+        """The last attempt of each task, in first-seen order: the last attempt decides (§4)."""
+        latest: dict[str | int, TaskRunState] = {}
+        for index, task in enumerate(self.tasks):
+            # A task without a task_key cannot be grouped with its retries: keep it on its own.
+            group: str | int = task.task_key or index
+            current = latest.get(group)
+            if current is None or task.attempt_number >= current.attempt_number:
+                latest[group] = task
+        return tuple(latest.values())
+
+    @property
+    def failed_tasks(self) -> tuple[TaskRunState, ...]:
+        """Tasks whose last attempt failed, including those an upstream failure skipped."""
+        return tuple(t for t in self.latest_attempts() if t.status is RunStatus.FAILED)

@@ -1,0 +1,567 @@
+"""Parameter rules: import (D1), Data Types (D2), run values (D3), Job Type (D5), Sync (D9)."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from polysync.domain._text import shown
+from polysync.domain.external_id import format_external_id, parse_external_id
+from polysync.domain.models import (
+    DataType,
+    Direction,
+    ImportedJob,
+    JobKind,
+    Parameter,
+    ParameterChange,
+    ParameterDiff,
+    ParameterSource,
+)
+from polysync.errors import (
+    ParameterValueError,
+    TaskScopedParameterError,
+    UnknownParameterError,
+    UsageError,
+)
+
+# Task-type fields whose map of named values is seeded into the schema, reference-only (D1;
+# reference §2 "Task-level parameters"). List-shaped task parameters (spark_python_task etc.)
+# have no names, so there is nothing to import from them.
+_TASK_PARAMETER_FIELDS: tuple[tuple[str, str, ParameterSource], ...] = (
+    ("notebook_task", "base_parameters", ParameterSource.NOTEBOOK_BASE_PARAMETERS),
+    ("sql_task", "parameters", ParameterSource.SQL_PARAMETERS),
+    ("run_job_task", "job_parameters", ParameterSource.RUN_JOB_PARAMETERS),
+    ("python_wheel_task", "named_parameters", ParameterSource.PYTHON_WHEEL_NAMED_PARAMETERS),
+)
+
+# D2 inference accepts only the canonical spelling a value would be sent back in, so inference
+# never changes what Databricks receives: "0042" (an id, a zip code) and "3.10" (a version) stay
+# String instead of being sent as 42 and 3.1.
+_CANONICAL_INT = re.compile(r"0|-?[1-9][0-9]*")
+_FLOAT_REPR_SHAPE = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:e[-+][0-9]+)?")
+# What a user may type for a number at run time: looser, then canonicalised.
+_INT_INPUT = re.compile(r"[-+]?[0-9]+")
+_FLOAT_INPUT = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+
+_EXPECTED: dict[DataType, str] = {
+    DataType.STRING: "a String (text)",
+    DataType.SECRET: "a Secret (text)",
+    DataType.INT: "an Int: a whole number such as 42 or -7",
+    DataType.FLOAT: "a Float: a decimal number such as 1.5, -2 or 1e3",
+    DataType.BOOL: "a Bool: true or false",
+    DataType.JSON: 'JSON: a JSON object such as {"key": "value"}',
+    DataType.JSON_ARRAY: "a JsonArray: a JSON array such as [1, 2]",
+}
+
+
+# --- D1: import ----------------------------------------------------------------------------
+
+
+def extract_parameters(settings: Mapping[str, Any]) -> tuple[Parameter, ...]:
+    """The parameter schema in a `JobSettings` dict: job level first, then each task's (D1).
+
+    Job level: the real `parameters[] {name, default}` first, then the specification's
+    `job_parameters[] {name, default_value}`; a name in both is one parameter (the real shape
+    wins). Then, per task in order, scoped to its `task_key` and reference-only:
+    `notebook_task.base_parameters`, `sql_task.parameters`, `run_job_task.job_parameters`,
+    `python_wheel_task.named_parameters`. Malformed entries are skipped, never fatal.
+    """
+    if not isinstance(settings, Mapping):
+        return ()
+    found: dict[tuple[str, str | None], Parameter] = {}
+
+    def add(name: str, raw_default: object, task_key: str | None, source: ParameterSource) -> None:
+        if (name, task_key) not in found:
+            found[(name, task_key)] = Parameter(
+                name=name,
+                data_type=infer_data_type(raw_default),
+                default=_default_text(raw_default),
+                task_key=task_key,
+                source=source,
+            )
+
+    for name, raw in _definitions(settings.get("parameters"), ("default",)):
+        add(name, raw, None, ParameterSource.PARAMETERS)
+    for name, raw in _definitions(settings.get("job_parameters"), ("default_value", "default")):
+        add(name, raw, None, ParameterSource.JOB_PARAMETERS)
+    for task in _tasks(settings):
+        task_key = task.get("task_key")
+        if not isinstance(task_key, str) or not task_key:
+            continue  # no scope to name: the API requires task_key, so this is junk
+        for field_name, values_name, source in _TASK_PARAMETER_FIELDS:
+            task_field = task.get(field_name)
+            if isinstance(task_field, Mapping):
+                for name, raw in _named_values(task_field.get(values_name)):
+                    add(name, raw, task_key, source)
+    return tuple(found.values())
+
+
+def _definitions(raw: object, default_keys: tuple[str, ...]) -> Iterator[tuple[str, object]]:
+    if isinstance(raw, Mapping):
+        yield from _named_values(raw)
+        return
+    if not isinstance(raw, list):
+        return
+    for entry in raw:
+        if not isinstance(entry, Mapping):
+            continue
+        name = entry.get("name")
+        if isinstance(name, str) and name:
+            default = next((entry[k] for k in default_keys if k in entry), None)
+            yield name, default
+
+
+def _named_values(raw: object) -> Iterator[tuple[str, object]]:
+    if isinstance(raw, Mapping):
+        for name, value in raw.items():
+            if isinstance(name, str) and name:
+                yield name, value
+
+
+def _tasks(settings: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    tasks = settings.get("tasks")
+    if not isinstance(tasks, list):
+        return []
+    return [task for task in tasks if isinstance(task, Mapping)]
+
+
+def _default_text(raw: object) -> str | None:
+    """A default as the string Databricks would hold (defaults are strings in the API)."""
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        return raw
+    if isinstance(raw, bool | int | float):
+        return _scalar_text(raw)
+    try:
+        return json.dumps(raw, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError):
+        return str(raw)
+
+
+# --- D2: Data Types ------------------------------------------------------------------------
+
+
+def infer_data_type(default: object) -> DataType:
+    """The Data Type inferred from a Databricks default (D2).
+
+    `true`/`false` in any case -> Bool; a canonical decimal integer (`0`, `42`, `-7`; no sign
+    `+`, no leading zeros, no `-0`) -> Int; a float written exactly as Python's `repr` writes it
+    (`1.5`, `-0.0`, `1e+16`, `1.5e-07`; not `1.50`, `1e3`, `.5`, `nan`, `inf`) -> Float; anything
+    else, including empty, surrounding whitespace, `0x10` and `1_000` -> String. A JSON boolean
+    or number given as a non-string default is typed the same way (a non-finite float -> String).
+    """
+    if isinstance(default, bool):  # before int: bool is an int subclass
+        return DataType.BOOL
+    if isinstance(default, int):
+        return DataType.INT
+    if isinstance(default, float):
+        return DataType.FLOAT if math.isfinite(default) else DataType.STRING
+    if not isinstance(default, str) or not default.isascii():
+        return DataType.STRING
+    if default.lower() in ("true", "false"):
+        return DataType.BOOL
+    if _CANONICAL_INT.fullmatch(default):
+        return DataType.INT
+    if _FLOAT_REPR_SHAPE.fullmatch(default) and _is_float_repr(default):
+        return DataType.FLOAT
+    return DataType.STRING
+
+
+def _is_float_repr(text: str) -> bool:
+    number = float(text)
+    return math.isfinite(number) and repr(number) == text
+
+
+def serialise_value(data_type: DataType, value: object, *, name: str | None = None) -> str:
+    """The string sent in `job_parameters` for a value of a Data Type (D2), or ParameterValueError.
+
+    Bool -> `true`/`false` (input: true/false in any case). Int -> canonical decimal (input may
+    carry a sign and leading zeros). Float -> Python's shortest round-trip `repr`, which uses an
+    exponent only outside 1e-4 <= |x| < 1e16 (`1e3` -> `1000.0`, `1e16` -> `1e+16`); input is a
+    decimal literal, finite (no nan/inf/hex/underscores). Surrounding whitespace is ignored for
+    these three. String and Secret pass through; JSON (an object) and JsonArray (an array) pass
+    through once they parse as JSON of that shape. Python bool/int/float/dict/list values are
+    accepted where they fit.
+    """
+    if data_type in (DataType.STRING, DataType.SECRET):
+        if isinstance(value, str):
+            return value
+        if isinstance(value, bool | int | float):
+            return _scalar_text(value)
+    elif data_type is DataType.BOOL:
+        text = _bool_text(value)
+        if text is not None:
+            return text
+    elif data_type is DataType.INT:
+        text = _int_text(value)
+        if text is not None:
+            return text
+    elif data_type is DataType.FLOAT:
+        text = _float_text(value)
+        if text is not None:
+            return text
+    elif data_type in (DataType.JSON, DataType.JSON_ARRAY):
+        text = _json_text(value, dict if data_type is DataType.JSON else list)
+        if text is not None:
+            return text
+    raise _value_error(data_type, value, name)
+
+
+def value_fits(data_type: DataType, value: object) -> bool:
+    """Whether `serialise_value` accepts the value."""
+    try:
+        serialise_value(data_type, value)
+    except ParameterValueError:
+        return False
+    return True
+
+
+def _scalar_text(value: bool | int | float) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)  # int: decimal digits; float: shortest round-trip form (or nan/inf)
+
+
+def _bool_text(value: object) -> str | None:
+    if isinstance(value, bool):
+        return _scalar_text(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isascii() and text.lower() in ("true", "false"):
+            return text.lower()
+    return None
+
+
+def _int_text(value: object) -> str | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        if isinstance(value, int):
+            return str(value)
+        if isinstance(value, str) and _INT_INPUT.fullmatch(value.strip()):
+            return str(int(value.strip()))
+    except ValueError:  # over CPython's 4300-digit int/str conversion limit
+        return None
+    return None
+
+
+def _float_text(value: object) -> str | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        if isinstance(value, int | float):
+            number = float(value)
+        elif isinstance(value, str) and _FLOAT_INPUT.fullmatch(value.strip()):
+            number = float(value.strip())
+        else:
+            return None
+    except OverflowError:  # an int too large for a float
+        return None
+    return repr(number) if math.isfinite(number) else None
+
+
+def _json_text(value: object, shape: type[dict[Any, Any]] | type[list[Any]]) -> str | None:
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value, parse_constant=_refuse_constant)
+        except ValueError:
+            return None
+        return value if isinstance(parsed, shape) else None
+    if isinstance(value, shape):
+        try:
+            return json.dumps(value, ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def _refuse_constant(constant: str) -> object:
+    # json.loads accepts NaN and Infinity, which are not JSON (RFC 8259) and which Databricks'
+    # JSON readers refuse.
+    raise ValueError(f"{constant} is not valid JSON")
+
+
+def _value_error(data_type: DataType, value: object, name: str | None) -> ParameterValueError:
+    subject = f"Parameter {name!r}" if name else "The value"
+    # A Secret's value never appears in a message (STYLE.md, Errors).
+    value_text = "(hidden)" if data_type is DataType.SECRET else shown(value)
+    return ParameterValueError(
+        f"{subject} must be {_EXPECTED[data_type]}; got {value_text}. Give a value of that "
+        f"type, or change the parameter's Data Type on the Polysync Job."
+    )
+
+
+# --- D3: what a run sends --------------------------------------------------------------------
+
+
+def resolve_run_parameters(
+    parameters: Sequence[Parameter], overrides: Mapping[str, str]
+) -> dict[str, str]:
+    """The `job_parameters` map of run-now, or the UsageError that must stop the run (D3).
+
+    Sent: job-level parameters whose Direction is Input, Input&Output or unset and whose names
+    do not start with `_`, each as the run's override, else the Job's stored value, else the
+    Databricks default (a parameter with none of the three is left to Databricks), serialised
+    for its Data Type. Refused, before any API call: an override of a task-scoped parameter
+    (TaskScopedParameterError), of an Output parameter, of an internal `_` parameter
+    (UsageError), of a name the Job does not have (UnknownParameterError), or a value that does
+    not fit its Data Type (ParameterValueError).
+    """
+    job_level: dict[str, Parameter] = {}
+    task_scoped: dict[str, list[Parameter]] = {}
+    for parameter in parameters:
+        if parameter.is_job_level:
+            job_level.setdefault(parameter.name, parameter)
+        else:
+            task_scoped.setdefault(parameter.name, []).append(parameter)
+
+    for name in overrides:
+        _check_override(name, job_level, task_scoped)
+
+    resolved: dict[str, str] = {}
+    for parameter in job_level.values():
+        if not parameter.is_sent:
+            continue
+        value: str | None
+        if parameter.name in overrides:
+            value = overrides[parameter.name]
+        elif parameter.stored_value is not None:
+            value = parameter.stored_value
+        else:
+            value = parameter.default
+        if value is not None:
+            resolved[parameter.name] = serialise_value(
+                parameter.data_type, value, name=parameter.name
+            )
+    return resolved
+
+
+def _check_override(
+    name: str, job_level: Mapping[str, Parameter], task_scoped: Mapping[str, list[Parameter]]
+) -> None:
+    if name.startswith("_"):
+        # Refused rather than silently dropped: the caller asked for something that cannot happen.
+        raise UsageError(
+            f"Parameter {name!r} is internal (its name starts with '_') and is never sent to "
+            f"Databricks. Remove it from the run's values."
+        )
+    parameter = job_level.get(name)
+    if parameter is None:
+        if name in task_scoped:
+            raise task_scoped_parameter_error(task_scoped[name])
+        settable = sorted(p.name for p in job_level.values() if p.is_sent)
+        known = (
+            f"Parameters that can be set for a run: {', '.join(settable)}."
+            if settable
+            else "This Job has no job-level parameters that can be set for a run."
+        )
+        raise UnknownParameterError(
+            f"This Job has no parameter {name!r}. {known} If it was added to the Databricks Job "
+            f"since the import, click Sync Parameters on the Polysync Job."
+        )
+    if parameter.effective_direction is Direction.OUTPUT:
+        raise UsageError(
+            f"Parameter {name!r} has Direction Output, and Output parameters are never sent to "
+            f"Databricks, so it cannot be set for a run. Remove it from the run's values, or "
+            f"change its Direction to Input or Input&Output on the Polysync Job."
+        )
+
+
+def task_scoped_parameter_error(scoped: Sequence[Parameter]) -> TaskScopedParameterError:
+    """The specification's troubleshooting text for a value that would not reach the workflow."""
+    name = scoped[0].name
+    places = ", ".join(f"task {p.task_key!r} ({p.source})" for p in scoped)
+    return TaskScopedParameterError(
+        f"Parameter {name!r} is defined on {places}, not at the job level, so a value for it "
+        f"would not reach the workflow: Polysync sends only job-level parameters. Fix: declare "
+        f"it on the Databricks Job's job-level parameters (settings.parameters), then click "
+        f"Sync Parameters on the Polysync Job."
+    )
+
+
+# --- D5: Job Type --------------------------------------------------------------------------
+
+
+def classify(task_count: int) -> JobKind:
+    """More than one task -> Databricks Workflow; one or zero -> Databricks Job (D5)."""
+    return JobKind.WORKFLOW if task_count > 1 else JobKind.JOB
+
+
+def imported_job(job: Mapping[str, Any]) -> ImportedJob:
+    """An ImportedJob from a `jobs/get` answer whose `settings.tasks` pages were all fetched.
+
+    Raises InvalidExternalIdError when `job_id` is not a valid Job Id.
+    """
+    raw_id = job.get("job_id")
+    # Databricks sends an int; repr() turns anything else (True, None, 1.5) into refused text.
+    job_id = parse_external_id(raw_id if isinstance(raw_id, str) else repr(raw_id))
+    raw_settings = job.get("settings")
+    settings: Mapping[str, Any] = raw_settings if isinstance(raw_settings, Mapping) else {}
+    tasks = _tasks(settings)
+    task_keys = tuple(
+        key for key in (task.get("task_key") for task in tasks) if isinstance(key, str) and key
+    )
+    raw_tags = settings.get("tags")
+    tags = (
+        {k: v for k, v in raw_tags.items() if isinstance(k, str) and isinstance(v, str)}
+        if isinstance(raw_tags, Mapping)
+        else {}
+    )
+    name = settings.get("name")
+    description = settings.get("description")
+    return ImportedJob(
+        external_id=format_external_id(job_id),
+        name=name if isinstance(name, str) else "",
+        description=description if isinstance(description, str) else "",
+        tags=tags,
+        kind=classify(len(tasks)),
+        task_count=len(tasks),
+        task_keys=task_keys,
+        parameters=extract_parameters(settings),
+    )
+
+
+# --- D9: Sync Parameters -------------------------------------------------------------------
+
+
+def merge_user_settings(
+    old: Sequence[Parameter], new: Sequence[Parameter]
+) -> tuple[Parameter, ...]:
+    """The new schema, keeping what the user set on parameters that remain (D9).
+
+    A parameter remains when (name, task_key) matches; failing that, when exactly one vanished
+    and one new parameter share a name (it moved between the job level and a task, e.g. after
+    following the task-scoped troubleshooting fix). It keeps its Direction and stored value, and
+    its Data Type when the user changed it from the inferred one and the new default still fits.
+    """
+    merged, _, _ = _reconcile(old, new)
+    return merged
+
+
+def diff_parameters(old: ImportedJob, new: ImportedJob) -> ParameterDiff:
+    """What Sync Parameters changes: `old` is the stored Job, `new` a fresh import (D9).
+
+    Changes are measured against the merged schema, so a Data Type the user chose and Sync
+    keeps is not reported as changed.
+    """
+    merged, pairs, removed = _reconcile(old.parameters, new.parameters)
+    changed: list[ParameterChange] = []
+    added: list[Parameter] = []
+    for index, parameter in enumerate(merged):
+        previous = pairs.get(index)
+        if previous is None:
+            added.append(parameter)
+            continue
+        fields = tuple(
+            field_name
+            for field_name, differs in (
+                ("default", previous.default != parameter.default),
+                ("data_type", previous.data_type != parameter.data_type),
+                ("scope", previous.task_key != parameter.task_key),
+            )
+            if differs
+        )
+        if fields:
+            changed.append(ParameterChange(old=previous, new=parameter, fields=fields))
+    unfit = tuple(
+        p
+        for p in merged
+        if p.stored_value is not None and not value_fits(p.data_type, p.stored_value)
+    )
+    return ParameterDiff(
+        added=tuple(added),
+        removed=removed,
+        changed=tuple(changed),
+        kind_changed=(old.kind, new.kind) if old.kind is not new.kind else None,
+        unfit_stored_values=unfit,
+    )
+
+
+def sync_job(old: ImportedJob, new: ImportedJob) -> tuple[ImportedJob, ParameterDiff]:
+    """The Job after Sync Parameters (fresh schema, user settings kept) and the difference."""
+    return replace(new, parameters=merge_user_settings(old.parameters, new.parameters)), (
+        diff_parameters(old, new)
+    )
+
+
+def describe_diff(diff: ParameterDiff) -> tuple[str, ...]:
+    """One line per difference, for the Sync Parameters report."""
+    lines: list[str] = []
+    if diff.kind_changed is not None:
+        before, after = diff.kind_changed
+        lines.append(f"Job Type changed from {before} to {after} (the task count crossed 1).")
+    lines.extend(
+        f"Added {_describe(p)} ({p.data_type}, default {p.default!r})." for p in diff.added
+    )
+    lines.extend(f"Removed {_describe(p)}." for p in diff.removed)
+    for change in diff.changed:
+        parts = []
+        if "scope" in change.fields:
+            parts.append(f"moved from {change.old.scope} to {change.new.scope}")
+        if "default" in change.fields:
+            parts.append(f"default {change.old.default!r} -> {change.new.default!r}")
+        if "data_type" in change.fields:
+            parts.append(f"Data Type {change.old.data_type} -> {change.new.data_type}")
+        lines.append(f"Changed {_describe(change.new)}: {'; '.join(parts)}.")
+    lines.extend(
+        f"The stored value of {_describe(p)} no longer fits its Data Type {p.data_type}; "
+        f"update it before the next run."
+        for p in diff.unfit_stored_values
+    )
+    return tuple(lines)
+
+
+def _describe(parameter: Parameter) -> str:
+    return f"parameter {parameter.name!r} ({parameter.scope})"
+
+
+def _reconcile(
+    old: Sequence[Parameter], new: Sequence[Parameter]
+) -> tuple[tuple[Parameter, ...], dict[int, Parameter], tuple[Parameter, ...]]:
+    """(merged schema, index in `new` -> the old parameter it continues, removed parameters)."""
+    old_index_by_key: dict[tuple[str, str | None], int] = {}
+    for index, parameter in enumerate(old):
+        old_index_by_key.setdefault(parameter.key, index)
+    pairs: dict[int, int] = {}
+    used_old: set[int] = set()
+    for new_index, parameter in enumerate(new):
+        old_index = old_index_by_key.get(parameter.key)
+        if old_index is not None and old_index not in used_old:
+            pairs[new_index] = old_index
+            used_old.add(old_index)
+
+    # Scope moves: pair by name only when it is unambiguous on both sides.
+    vanished: dict[str, list[int]] = {}
+    for index, parameter in enumerate(old):
+        if index not in used_old:
+            vanished.setdefault(parameter.name, []).append(index)
+    appeared: dict[str, list[int]] = {}
+    for index, parameter in enumerate(new):
+        if index not in pairs:
+            appeared.setdefault(parameter.name, []).append(index)
+    for name, old_indexes in vanished.items():
+        new_indexes = appeared.get(name, [])
+        if len(old_indexes) == 1 and len(new_indexes) == 1:
+            pairs[new_indexes[0]] = old_indexes[0]
+            used_old.add(old_indexes[0])
+
+    merged = tuple(
+        _keep_user_settings(old[pairs[index]], parameter) if index in pairs else parameter
+        for index, parameter in enumerate(new)
+    )
+    removed = tuple(p for index, p in enumerate(old) if index not in used_old)
+    return merged, {index: old[old_index] for index, old_index in pairs.items()}, removed
+
+
+def _keep_user_settings(old: Parameter, new: Parameter) -> Parameter:
+    data_type = new.data_type
+    # At import data_type == infer_data_type(default); a difference means the user chose it.
+    user_chose_type = old.data_type is not infer_data_type(old.default)
+    if user_chose_type and (new.default is None or value_fits(old.data_type, new.default)):
+        data_type = old.data_type
+    return replace(new, data_type=data_type, direction=old.direction, stored_value=old.stored_value)
