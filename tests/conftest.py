@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -12,8 +13,10 @@ import pytest
 from polysync.clock import Clock, ManualClock, SystemClock
 from polysync.emulator.app import EmulatorApp, create_app
 from polysync.emulator.engine import Workspace
+from polysync.emulator.serving import InProcessTransport
 from polysync.emulator.spec import WorkspaceSpec, load_workspace, parse_workspace
 
+T = TypeVar("T")
 TEST_TOKEN = "dapi-test-token-0123456789abcdef"
 TEST_HOST = "https://adb-1234567890123456.7.azuredatabricks.net"
 
@@ -33,7 +36,8 @@ class EmulatorHarness:
         return self.app.emulator.workspace
 
     def transport(self) -> httpx.ASGITransport:
-        return httpx.ASGITransport(app=self.app)
+        # Like httpx's ASGITransport, but a dropped connection surfaces as it would on a socket.
+        return InProcessTransport(app=self.app)
 
     def client(self, *, token: str | None = None, **kwargs: Any) -> httpx.AsyncClient:
         headers = {"Authorization": f"Bearer {token or self.token}"}
@@ -63,7 +67,9 @@ def make_harness(spec: WorkspaceSpec, *, served: bool = False) -> EmulatorHarnes
     clock = ManualClock()
     real: Clock = SystemClock() if served else ManualClock()
     app = create_app(spec, clock=clock, real_clock=real)
-    return EmulatorHarness(app=app, clock=clock, real_clock=real, base_url=TEST_HOST, token=TEST_TOKEN)
+    return EmulatorHarness(
+        app=app, clock=clock, real_clock=real, base_url=TEST_HOST, token=TEST_TOKEN
+    )
 
 
 @pytest.fixture
@@ -84,3 +90,22 @@ def demo_emulator() -> EmulatorHarness:
 async def api(emulator: EmulatorHarness) -> AsyncIterator[httpx.AsyncClient]:
     async with emulator.client() as client:
         yield client
+
+
+async def autojump(clock: ManualClock, awaitable: Awaitable[T], *, max_jumps: int = 10_000) -> T:
+    """Run `awaitable`; whenever everything is parked on `clock`, jump it to the next deadline.
+
+    Everything here runs in one event loop (the emulator over the ASGI transport), so "nothing can
+    move" is seen after yielding to the loop a few times. Like trio's autojump clock.
+    """
+    task = asyncio.ensure_future(awaitable)
+    for _ in range(max_jumps):
+        for _ in range(50):
+            if task.done():
+                return task.result()
+            await asyncio.sleep(0)
+        deadline = clock.next_deadline()
+        if deadline is not None:
+            clock.advance(max(0.0, deadline - clock.now()))
+    task.cancel()
+    raise AssertionError(f"autojump: still not done after {max_jumps} jumps")

@@ -55,16 +55,21 @@ def tasks(count: int, **script: Any) -> list[dict[str, Any]]:
 
 def test_sdk_lists_every_job_across_pages(served: tuple[EmulatorHarness, str]) -> None:
     harness, url = served
-    ids = {harness.state.create_job({"name": f"j{i}", "tasks": tasks(1 + i % 3)}).job_id for i in range(57)}
+    ids = {
+        harness.state.create_job({"name": f"j{i}", "tasks": tasks(1 + i % 3)}).job_id
+        for i in range(57)
+    }
     listed = [job.job_id for job in sdk(url, harness.token).jobs.list(limit=10)]
-    assert len(listed) == 57 and set(listed) == ids
+    assert len(listed) == 57
+    assert set(listed) == ids
 
 
 def test_sdk_gets_a_job_with_more_than_100_tasks(served: tuple[EmulatorHarness, str]) -> None:
     harness, url = served
     job = harness.state.create_job({"name": "wide", "tasks": tasks(230)})
     got = sdk(url, harness.token).jobs.get(job.job_id)
-    assert got.settings is not None and got.settings.tasks is not None
+    assert got.settings is not None
+    assert got.settings.tasks is not None
     assert [t.task_key for t in got.settings.tasks] == [f"t{i}" for i in range(230)]
 
 
@@ -76,10 +81,12 @@ def test_sdk_run_now_and_wait_for_success(served: tuple[EmulatorHarness, str]) -
     waiter = sdk(url, harness.token).jobs.run_now(job_id=job.job_id, job_parameters={"env": "dev"})
     run = waiter.result(timeout=timedelta(minutes=2), callback=lambda _: harness.clock.advance(60))
     assert run.run_id == waiter.run_id
-    assert run.state is not None and run.state.result_state == jobs.RunResultState.SUCCESS
+    assert run.state is not None
+    assert run.state.result_state == jobs.RunResultState.SUCCESS
     assert run.job_parameters is not None
     assert [(p.name, p.value) for p in run.job_parameters] == [("env", "dev")]
-    assert run.tasks is not None and len(run.tasks) == 3
+    assert run.tasks is not None
+    assert len(run.tasks) == 3
 
 
 def test_sdk_waiter_raises_on_a_failed_multi_task_run(served: tuple[EmulatorHarness, str]) -> None:
@@ -99,7 +106,8 @@ def test_sdk_cancels_a_run(served: tuple[EmulatorHarness, str]) -> None:
     run = client.jobs.cancel_run(run_id).result(
         timeout=timedelta(minutes=2), callback=lambda _: harness.clock.advance(5)
     )
-    assert run.state is not None and run.state.result_state == jobs.RunResultState.CANCELED
+    assert run.state is not None
+    assert run.state.result_state == jobs.RunResultState.CANCELED
 
 
 def test_sdk_lists_runs(served: tuple[EmulatorHarness, str]) -> None:
@@ -126,14 +134,25 @@ def test_sdk_retries_through_429_with_retry_after(served: tuple[EmulatorHarness,
     job = harness.state.create_job({"name": "x", "tasks": tasks(1)})
     added = httpx.post(
         f"{url}/emulator/faults",
-        json={"method": "GET", "path": "jobs/get$", "kind": "status", "status": 429,
-              "error_code": "REQUEST_LIMIT_EXCEEDED", "message": "slow down", "retry_after_s": 1, "times": 2},
+        json={
+            "method": "GET",
+            "path": "jobs/get$",
+            "kind": "status",
+            "status": 429,
+            "error_code": "REQUEST_LIMIT_EXCEEDED",
+            "message": "slow down",
+            "retry_after_s": 1,
+            "times": 2,
+        },
     )
     assert added.status_code == 200
     got = sdk(url, harness.token).jobs.get(job.job_id)
     assert got.job_id == job.job_id
-    statuses = [r["status"] for r in httpx.get(f"{url}/emulator/requests").json()["requests"]
-                if r["path"].endswith("/jobs/get")]
+    statuses = [
+        r["status"]
+        for r in httpx.get(f"{url}/emulator/requests").json()["requests"]
+        if r["path"].endswith("/jobs/get")
+    ]
     assert statuses == [429, 429, 200]
 
 

@@ -41,6 +41,14 @@ def serve(
     no_auth: Annotated[
         bool, typer.Option("--no-auth", help="Accept requests without a token.")
     ] = False,
+    emulated_limits: Annotated[
+        bool,
+        typer.Option(
+            "--emulated-limits",
+            help="Pace rate limits and token lifetimes on emulated time (with --speed: a faithful "
+            "simulation of a workspace's limits, for benchmarks).",
+        ),
+    ] = False,
 ) -> None:
     """Serve the Jobs API (/api/2.0, 2.1, 2.2), the identity endpoints and the control plane."""
     try:
@@ -62,7 +70,8 @@ def serve(
         scheme = "https"
         err.print(f"CA certificate (trust it): {files.ca_path}")
         err.print(f"  export REQUESTS_CA_BUNDLE={files.ca_path} SSL_CERT_FILE={files.ca_path}")
-    emulator_app = create_app(spec, clock=ScaledClock(speed))
+    clock = ScaledClock(speed)
+    emulator_app = create_app(spec, clock=clock, real_clock=clock if emulated_limits else None)
     config = uvicorn.Config(
         emulator_app,
         host=host,
@@ -75,7 +84,8 @@ def serve(
 
     async def run() -> None:
         task = asyncio.create_task(server.serve())
-        while not server.started and not task.done():
+        # uvicorn exposes readiness only as a flag, so poll it (bounded by the task ending).
+        while not server.started and not task.done():  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         if server.started:
             bound = server.servers[0].sockets[0].getsockname()[1]

@@ -786,9 +786,9 @@ class Workspace:
         for run in list(self.runs.values()):
             if run.terminal:
                 continue
-            if job_id is not None and run.job_id == job_id:
-                self.cancel_run(run.run_id)
-            elif job_id is None and run.st.life_cycle_state == QUEUED:
+            if (job_id is not None and run.job_id == job_id) or (
+                job_id is None and run.st.life_cycle_state == QUEUED
+            ):
                 self.cancel_run(run.run_id)
 
     # ------------------------------------------------------------------ reads

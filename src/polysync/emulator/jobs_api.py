@@ -42,8 +42,14 @@ class HasWorkspace(Protocol):
 Handler = Callable[[Request, Workspace, str], Awaitable[dict[str, Any]]]
 
 
-def _json(body: dict[str, Any], status: int = 200) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")), status, media_type="application/json")
+def _json(body: dict[str, Any], workspace_id: int) -> Response:
+    # Real workspaces name themselves in this header (the `o=` of run page URLs).
+    return Response(
+        json.dumps(body, separators=(",", ":")),
+        200,
+        media_type="application/json",
+        headers={"X-Databricks-Org-Id": str(workspace_id)},
+    )
 
 
 def _endpoint(method: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
@@ -53,7 +59,10 @@ def _endpoint(method: str, handler: Handler) -> Callable[[Request], Awaitable[Re
             return not_found(request)
         emulator: HasWorkspace = request.app.state.emulator
         try:
-            return _json(await handler(request, emulator.workspace, version))
+            workspace = emulator.workspace
+            return _json(
+                await handler(request, workspace, version), workspace.settings.workspace_id
+            )
         except ApiError as exc:
             return exc.to_response()
 

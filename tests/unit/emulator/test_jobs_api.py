@@ -11,7 +11,10 @@ from tests.conftest import EmulatorHarness
 
 
 def many_tasks(count: int) -> list[dict[str, Any]]:
-    return [{"task_key": f"task_{i:03d}", "notebook_task": {"notebook_path": f"/n/{i}"}} for i in range(count)]
+    return [
+        {"task_key": f"task_{i:03d}", "notebook_task": {"notebook_path": f"/n/{i}"}}
+        for i in range(count)
+    ]
 
 
 def seed(emulator: EmulatorHarness, count: int, *, big_every: int = 0) -> list[int]:
@@ -58,9 +61,12 @@ async def test_list_root_has_more_and_tokens_differ_by_version(
     v20 = (await api.get("/api/2.0/jobs/list", params={"limit": 3})).json()
     v21 = (await api.get("/api/2.1/jobs/list", params={"limit": 3})).json()
     v22 = (await api.get("/api/2.2/jobs/list", params={"limit": 3})).json()
-    assert v20["has_more"] is True and "next_page_token" not in v20
-    assert v21["has_more"] is True and "next_page_token" in v21
-    assert "has_more" not in v22 and "next_page_token" in v22
+    assert v20["has_more"] is True
+    assert "next_page_token" not in v20
+    assert v21["has_more"] is True
+    assert "next_page_token" in v21
+    assert "has_more" not in v22
+    assert "next_page_token" in v22
     assert all("tasks" not in j["settings"] for j in v21["jobs"] + v22["jobs"] + v20["jobs"])
     assert {j["settings"]["format"] for j in v20["jobs"]} <= {"SINGLE_TASK", "MULTI_TASK"}
 
@@ -72,7 +78,8 @@ async def test_list_expand_tasks_over_100_per_version(
     v21 = (await api.get("/api/2.1/jobs/list", params={"expand_tasks": "true"})).json()["jobs"][0]
     v22 = (await api.get("/api/2.2/jobs/list", params={"expand_tasks": "true"})).json()["jobs"][0]
     assert "tasks" not in v21["settings"]  # the reported 2.1 behaviour for jobs over 100 tasks
-    assert len(v22["settings"]["tasks"]) == 100 and v22["has_more"] is True
+    assert len(v22["settings"]["tasks"]) == 100
+    assert v22["has_more"] is True
 
 
 async def test_list_name_filter_is_exact_and_case_insensitive(
@@ -82,7 +89,8 @@ async def test_list_name_filter_is_exact_and_case_insensitive(
     body = (await api.get("/api/2.1/jobs/list", params={"name": "JOB-003"})).json()
     assert [j["settings"]["name"] for j in body["jobs"]] == ["job-003"]
     empty = (await api.get("/api/2.1/jobs/list", params={"name": "job-00"})).json()
-    assert "jobs" not in empty and empty["has_more"] is False
+    assert "jobs" not in empty
+    assert empty["has_more"] is False
 
 
 @pytest.mark.parametrize(
@@ -106,7 +114,9 @@ async def test_list_refuses_bad_paging(
     assert message in response.json()["message"]
 
 
-async def test_get_job_pages_tasks_in_22_only(emulator: EmulatorHarness, api: httpx.AsyncClient) -> None:
+async def test_get_job_pages_tasks_in_22_only(
+    emulator: EmulatorHarness, api: httpx.AsyncClient
+) -> None:
     job = emulator.state.create_job(
         {
             "name": "wide",
@@ -115,7 +125,8 @@ async def test_get_job_pages_tasks_in_22_only(emulator: EmulatorHarness, api: ht
         }
     )
     full = (await api.get("/api/2.1/jobs/get", params={"job_id": job.job_id})).json()
-    assert len(full["settings"]["tasks"]) == 250 and "next_page_token" not in full
+    assert len(full["settings"]["tasks"]) == 250
+    assert "next_page_token" not in full
     keys: list[str] = []
     params: dict[str, Any] = {"job_id": job.job_id}
     pages = 0
@@ -134,16 +145,24 @@ async def test_get_job_pages_tasks_in_22_only(emulator: EmulatorHarness, api: ht
 
 async def test_missing_job_and_run_answer_the_legacy_400(api: httpx.AsyncClient) -> None:
     for response, message in [
-        (await api.get("/api/2.1/jobs/get", params={"job_id": 998654886170278}), "Job 998654886170278 does not exist."),
+        (
+            await api.get("/api/2.1/jobs/get", params={"job_id": 998654886170278}),
+            "Job 998654886170278 does not exist.",
+        ),
         (await api.post("/api/2.1/jobs/run-now", json={"job_id": 5}), "Job 5 does not exist."),
         (await api.get("/api/2.1/jobs/runs/get", params={"run_id": 77}), "Run 77 does not exist."),
-        (await api.post("/api/2.1/jobs/runs/cancel", json={"run_id": 77}), "Run 77 does not exist."),
+        (
+            await api.post("/api/2.1/jobs/runs/cancel", json={"run_id": 77}),
+            "Run 77 does not exist.",
+        ),
     ]:
         assert response.status_code == 400
         assert response.json() == {"error_code": "INVALID_PARAMETER_VALUE", "message": message}
 
 
-async def test_run_now_then_watch_to_success(emulator: EmulatorHarness, api: httpx.AsyncClient) -> None:
+async def test_run_now_then_watch_to_success(
+    emulator: EmulatorHarness, api: httpx.AsyncClient
+) -> None:
     job = emulator.state.create_job(
         {
             "name": "etl",
@@ -167,7 +186,9 @@ async def test_run_now_then_watch_to_success(emulator: EmulatorHarness, api: htt
         if run["state"]["life_cycle_state"] == "TERMINATED":
             break
         emulator.clock.advance(2)
-    assert seen[0] == "PENDING" and "RUNNING" in seen and "TERMINATING" in seen
+    assert seen[0] == "PENDING"
+    assert "RUNNING" in seen
+    assert "TERMINATING" in seen
     assert run["state"]["result_state"] == "SUCCESS"
     assert run["job_parameters"] == [{"name": "env", "default": "prod", "value": "dev"}]
     assert run["run_page_url"] == (
@@ -176,17 +197,22 @@ async def test_run_now_then_watch_to_success(emulator: EmulatorHarness, api: htt
     assert [t["task_key"] for t in run["tasks"]] == ["a", "b"]
 
 
-async def test_runs_get_pages_tasks_in_22(emulator: EmulatorHarness, api: httpx.AsyncClient) -> None:
+async def test_runs_get_pages_tasks_in_22(
+    emulator: EmulatorHarness, api: httpx.AsyncClient
+) -> None:
     job = emulator.state.create_job({"name": "wide", "tasks": many_tasks(130)})
     run_id = (await api.post("/api/2.2/jobs/run-now", json={"job_id": job.job_id})).json()["run_id"]
     first = (await api.get("/api/2.2/jobs/runs/get", params={"run_id": run_id})).json()
-    assert len(first["tasks"]) == 100 and first["has_more"] is True
+    assert len(first["tasks"]) == 100
+    assert first["has_more"] is True
     second = (
         await api.get(
-            "/api/2.2/jobs/runs/get", params={"run_id": run_id, "page_token": first["next_page_token"]}
+            "/api/2.2/jobs/runs/get",
+            params={"run_id": run_id, "page_token": first["next_page_token"]},
         )
     ).json()
-    assert len(second["tasks"]) == 30 and "next_page_token" not in second
+    assert len(second["tasks"]) == 30
+    assert "next_page_token" not in second
     whole = (await api.get("/api/2.1/jobs/runs/get", params={"run_id": run_id})).json()
     assert len(whole["tasks"]) == 130
 
@@ -198,7 +224,10 @@ async def test_get_output_per_task_and_refused_on_the_parent(
         {
             "name": "f",
             "tasks": [
-                {"task_key": "a", "emulator": {"outcome": "failure", "duration_s": 1, "error": "KeyError: 'x'"}},
+                {
+                    "task_key": "a",
+                    "emulator": {"outcome": "failure", "duration_s": 1, "error": "KeyError: 'x'"},
+                },
                 {"task_key": "b"},
             ],
         }
@@ -213,19 +242,31 @@ async def test_get_output_per_task_and_refused_on_the_parent(
     )
     run = (await api.get("/api/2.1/jobs/runs/get", params={"run_id": run_id})).json()
     task_run = next(t for t in run["tasks"] if t["task_key"] == "a")
-    output = (await api.get("/api/2.1/jobs/runs/get-output", params={"run_id": task_run["run_id"]})).json()
+    output = (
+        await api.get("/api/2.1/jobs/runs/get-output", params={"run_id": task_run["run_id"]})
+    ).json()
     assert output["error"] == "KeyError: 'x'"
     assert output["metadata"]["state"]["result_state"] == "FAILED"
 
 
-async def test_runs_list_filters_and_pages(emulator: EmulatorHarness, api: httpx.AsyncClient) -> None:
+async def test_runs_list_filters_and_pages(
+    emulator: EmulatorHarness, api: httpx.AsyncClient
+) -> None:
     job = emulator.state.create_job(
-        {"name": "r", "max_concurrent_runs": 50, "tasks": [{"task_key": "a", "emulator": {"duration_s": 100}}]}
+        {
+            "name": "r",
+            "max_concurrent_runs": 50,
+            "tasks": [{"task_key": "a", "emulator": {"duration_s": 100}}],
+        }
     )
-    other = emulator.state.create_job({"name": "o", "tasks": [{"task_key": "a", "emulator": {"duration_s": 1}}]})
+    other = emulator.state.create_job(
+        {"name": "o", "tasks": [{"task_key": "a", "emulator": {"duration_s": 1}}]}
+    )
     ids = []
     for _ in range(30):
-        ids.append((await api.post("/api/2.1/jobs/run-now", json={"job_id": job.job_id})).json()["run_id"])
+        ids.append(
+            (await api.post("/api/2.1/jobs/run-now", json={"job_id": job.job_id})).json()["run_id"]
+        )
         emulator.advance(1)  # both clocks: the real one refills the run-now rate limit
     await api.post("/api/2.1/jobs/run-now", json={"job_id": other.job_id})
     emulator.clock.advance(20)  # the other job's run is done; the 30 long runs are not
@@ -242,26 +283,39 @@ async def test_runs_list_filters_and_pages(emulator: EmulatorHarness, api: httpx
     done = (await api.get("/api/2.1/jobs/runs/list", params={"completed_only": "true"})).json()
     assert [r["job_id"] for r in done["runs"]] == [other.job_id]
     assert "tasks" not in done["runs"][0]
-    both = await api.get("/api/2.1/jobs/runs/list", params={"active_only": "true", "completed_only": "true"})
+    both = await api.get(
+        "/api/2.1/jobs/runs/list", params={"active_only": "true", "completed_only": "true"}
+    )
     assert both.status_code == 400
     too_many = await api.get("/api/2.1/jobs/runs/list", params={"limit": 26})
     assert too_many.json()["message"] == "Invalid limit 26 - it has to be no more than 25."
 
 
-async def test_cancel_all_cancels_the_jobs_active_runs(emulator: EmulatorHarness, api: httpx.AsyncClient) -> None:
+async def test_cancel_all_cancels_the_jobs_active_runs(
+    emulator: EmulatorHarness, api: httpx.AsyncClient
+) -> None:
     job = emulator.state.create_job(
-        {"name": "c", "max_concurrent_runs": 5, "tasks": [{"task_key": "a", "emulator": {"duration_s": 100}}]}
+        {
+            "name": "c",
+            "max_concurrent_runs": 5,
+            "tasks": [{"task_key": "a", "emulator": {"duration_s": 100}}],
+        }
     )
     for _ in range(3):
         await api.post("/api/2.1/jobs/run-now", json={"job_id": job.job_id})
-    assert (await api.post("/api/2.1/jobs/runs/cancel-all", json={"job_id": job.job_id})).json() == {}
+    assert (
+        await api.post("/api/2.1/jobs/runs/cancel-all", json={"job_id": job.job_id})
+    ).json() == {}
     emulator.clock.advance(5)
     runs = (await api.get("/api/2.1/jobs/runs/list", params={"job_id": job.job_id})).json()["runs"]
     assert [r["state"]["result_state"] for r in runs] == ["CANCELED"] * 3
 
 
 async def test_create_get_delete_and_22_queue_default(api: httpx.AsyncClient) -> None:
-    settings = {"name": "made-by-sdk", "tasks": [{"task_key": "a", "notebook_task": {"notebook_path": "/a"}}]}
+    settings = {
+        "name": "made-by-sdk",
+        "tasks": [{"task_key": "a", "notebook_task": {"notebook_path": "/a"}}],
+    }
     job_22 = (await api.post("/api/2.2/jobs/create", json=settings)).json()["job_id"]
     job_21 = (await api.post("/api/2.1/jobs/create", json=settings)).json()["job_id"]
     got_22 = (await api.get("/api/2.2/jobs/get", params={"job_id": job_22})).json()
@@ -278,7 +332,11 @@ async def test_create_get_delete_and_22_queue_default(api: httpx.AsyncClient) ->
     ("body", "code", "fragment"),
     [
         ("{not json", "MALFORMED_REQUEST", "Could not parse request object"),
-        ('{"job_id": 1, "job_parameters": "x"}', "MALFORMED_REQUEST", "Expected object for field 'job_parameters', found STRING"),
+        (
+            '{"job_id": 1, "job_parameters": "x"}',
+            "MALFORMED_REQUEST",
+            "Expected object for field 'job_parameters', found STRING",
+        ),
         ('{"job_id": "abc"}', "MALFORMED_REQUEST", "Expected integer for field 'job_id'"),
         ("{}", "INVALID_PARAMETER_VALUE", "Missing required field: job_id"),
     ],
@@ -295,7 +353,13 @@ async def test_run_now_refuses_malformed_bodies(
 
 
 @pytest.mark.parametrize(
-    "path", ["/api/2.1/jobs/nope", "/api/3.0/jobs/list", "/api/2.1/clusters/list", "/api/2.1/jobs/runs/get/extra"]
+    "path",
+    [
+        "/api/2.1/jobs/nope",
+        "/api/3.0/jobs/list",
+        "/api/2.1/clusters/list",
+        "/api/2.1/jobs/runs/get/extra",
+    ],
 )
 async def test_unknown_paths_are_404(api: httpx.AsyncClient, path: str) -> None:
     response = await api.get(path)
@@ -312,7 +376,10 @@ async def test_control_plane_scripts_a_task_and_reports_runs(
 ) -> None:
     seeded = await api.post(
         "/emulator/jobs",
-        json={"name": "scripted", "tasks": [{"task_key": "a"}, {"task_key": "b", "depends_on": ["a"]}]},
+        json={
+            "name": "scripted",
+            "tasks": [{"task_key": "a"}, {"task_key": "b", "depends_on": ["a"]}],
+        },
     )
     job_id = seeded.json()["job_ids"][0]
     scripted = await api.post(
@@ -341,7 +408,9 @@ async def test_control_plane_scripts_a_task_and_reports_runs(
 
 async def test_demo_workspace_loads_with_its_jobs(demo_emulator: EmulatorHarness) -> None:
     async with demo_emulator.client() as api:
-        jobs = (await api.get("/api/2.1/jobs/list", params={"limit": 100, "expand_tasks": "true"})).json()["jobs"]
+        jobs = (
+            await api.get("/api/2.1/jobs/list", params={"limit": 100, "expand_tasks": "true"})
+        ).json()["jobs"]
     names = {j["settings"]["name"]: len(j["settings"]["tasks"]) for j in jobs}
     assert names["nightly-sales-etl"] == 4
     assert names["vacuum-delta-tables"] == 1

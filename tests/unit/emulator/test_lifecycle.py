@@ -91,7 +91,8 @@ def test_success_walks_pending_running_terminating_terminated_in_dag_order() -> 
     assert (body["setup_duration"], body["execution_duration"]) == (0, 0)
     t1 = body["tasks"][1]
     assert (t1["setup_duration"], t1["execution_duration"]) == (5_000, 20_000)
-    assert t1["run_id"] != run.run_id and t1["run_page_url"].endswith(f"/run/{t1['run_id']}")
+    assert t1["run_id"] != run.run_id
+    assert t1["run_page_url"].endswith(f"/run/{t1['run_id']}")
 
 
 def test_middle_task_failure_rolls_up_like_real_databricks() -> None:
@@ -204,7 +205,13 @@ def test_retries_exhausted_fail_the_run() -> None:
     job = ws.create_job(
         {
             "name": "flaky",
-            "tasks": [{"task_key": "a", "max_retries": 1, "emulator": {"outcome": "failure", "duration_s": 1}}],
+            "tasks": [
+                {
+                    "task_key": "a",
+                    "max_retries": 1,
+                    "emulator": {"outcome": "failure", "duration_s": 1},
+                }
+            ],
         }
     )
     run = ws.run_now({"job_id": job.job_id})
@@ -251,7 +258,7 @@ def test_cancel_unknown_run_is_the_legacy_400() -> None:
 
 
 def test_max_concurrent_runs_without_queue_skips_with_the_real_message() -> None:
-    ws, clock = make_workspace()
+    ws, _clock = make_workspace()
     job_id = chain_job(ws, {"duration_s": 100}, max_concurrent_runs=1)
     first = ws.run_now({"job_id": job_id})
     second = ws.run_now({"job_id": job_id})
@@ -291,7 +298,10 @@ def test_workspace_active_run_limit_queues_or_refuses() -> None:
         ws.run_now({"job_id": a})
     assert refused.value.status == 429
     queued = ws.run_now({"job_id": a, "queue": {"enabled": True}})
-    assert rendered(ws, queued.run_id)["status"]["queue_details"]["code"] == "ACTIVE_RUNS_LIMIT_REACHED"
+    assert (
+        rendered(ws, queued.run_id)["status"]["queue_details"]["code"]
+        == "ACTIVE_RUNS_LIMIT_REACHED"
+    )
     clock.advance(50)
     assert rendered(ws, queued.run_id)["state"]["life_cycle_state"] == "RUNNING"
 
@@ -327,8 +337,11 @@ def test_job_parameters_are_resolved_and_unknown_names_refused_by_switch() -> No
     assert unknown.value.error_code == "INVALID_PARAMETER_VALUE"
     assert "nope" in unknown.value.message
     with pytest.raises(ApiError) as mixed:
-        ws.run_now({"job_id": job.job_id, "job_parameters": {"n": "1"}, "notebook_params": {"x": "1"}})
-    assert mixed.value.status == 400 and "notebook_params" in mixed.value.message
+        ws.run_now(
+            {"job_id": job.job_id, "job_parameters": {"n": "1"}, "notebook_params": {"x": "1"}}
+        )
+    assert mixed.value.status == 400
+    assert "notebook_params" in mixed.value.message
 
     lenient, _ = make_workspace(reject_unknown_job_parameters=False)
     job2 = lenient.create_job({"name": "p", "tasks": [{"task_key": "a"}]})
@@ -350,10 +363,18 @@ def test_missing_job_is_the_legacy_400_does_not_exist() -> None:
 def test_task_timeout_and_internal_error_outcomes() -> None:
     ws, clock = make_workspace(default_pending_s=0)
     timeout_job = ws.create_job(
-        {"name": "slow", "tasks": [{"task_key": "a", "timeout_seconds": 10, "emulator": {"duration_s": 99}}]}
+        {
+            "name": "slow",
+            "tasks": [{"task_key": "a", "timeout_seconds": 10, "emulator": {"duration_s": 99}}],
+        }
     )
     broken_job = ws.create_job(
-        {"name": "broken", "tasks": [{"task_key": "a", "emulator": {"outcome": "internal_error", "duration_s": 2}}]}
+        {
+            "name": "broken",
+            "tasks": [
+                {"task_key": "a", "emulator": {"outcome": "internal_error", "duration_s": 2}}
+            ],
+        }
     )
     slow = ws.run_now({"job_id": timeout_job.job_id})
     broken = ws.run_now({"job_id": broken_job.job_id})
@@ -374,7 +395,10 @@ def test_job_timeout_stops_the_run() -> None:
     body = rendered(ws, run.run_id)
     assert body["state"]["result_state"] == "TIMEDOUT"
     assert body["state"]["user_cancelled_or_timedout"] is True
-    assert task_states(body) == {"t0": ("TERMINATED", "TIMEDOUT"), "t1": ("SKIPPED", "UPSTREAM_CANCELED")}
+    assert task_states(body) == {
+        "t0": ("TERMINATED", "TIMEDOUT"),
+        "t1": ("SKIPPED", "UPSTREAM_CANCELED"),
+    }
 
 
 def test_cancel_while_waiting_for_retry_never_restarts_the_task() -> None:
@@ -416,14 +440,18 @@ def test_task_run_ids_resolve_to_task_runs() -> None:
     job_id = chain_job(ws, {})
     run = ws.run_now({"job_id": job_id})
     task_run = ws.get_run(run.attempts[0].run_id)
-    assert isinstance(task_run, TaskAttempt) and task_run.parent is run
+    assert isinstance(task_run, TaskAttempt)
+    assert task_run.parent is run
 
 
 @pytest.mark.parametrize(
     ("settings", "fragment"),
     [
         ({"name": "x", "tasks": [{"task_key": "a"}, {"task_key": "a"}]}, "more than one task"),
-        ({"name": "x", "tasks": [{"task_key": "a", "depends_on": [{"task_key": "zz"}]}]}, "not a task"),
+        (
+            {"name": "x", "tasks": [{"task_key": "a", "depends_on": [{"task_key": "zz"}]}]},
+            "not a task",
+        ),
         (
             {
                 "name": "x",
@@ -434,7 +462,10 @@ def test_task_run_ids_resolve_to_task_runs() -> None:
             },
             "cycle",
         ),
-        ({"name": "x", "parameters": [{"name": "bad name", "default": ""}]}, "Invalid job parameter name"),
+        (
+            {"name": "x", "parameters": [{"name": "bad name", "default": ""}]},
+            "Invalid job parameter name",
+        ),
         ({"name": "x", "max_concurrent_runs": 5000}, "max_concurrent_runs"),
         ({"name": "x", "tasks": "nope"}, "Expected array for field 'tasks'"),
     ],
