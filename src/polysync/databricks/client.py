@@ -1,0 +1,467 @@
+"""The async Jobs API client of one workspace: auth, shared rate limits, retries, paging, errors."""
+
+from __future__ import annotations
+
+import logging
+import random
+import ssl
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import httpx
+from pydantic import SecretStr, ValidationError
+
+import polysync
+from polysync.clock import Clock, SystemClock
+from polysync.databricks.auth import TokenProvider, build_auth, token_principal
+from polysync.databricks.endpoints import Endpoint
+from polysync.databricks.errors import MAX_MESSAGE_CHARS, error_from_response, redact
+from polysync.databricks.metrics import TRANSPORT_ERROR, ClientMetrics
+from polysync.databricks.models import (
+    DatabricksJob,
+    DatabricksRun,
+    RunNowResponse,
+    RunOutput,
+    WireModel,
+)
+from polysync.databricks.paging import (
+    JOB_PAGED_ARRAYS,
+    RUN_PAGED_ARRAYS,
+    ListPager,
+    merge_array_page,
+    next_page_token,
+)
+from polysync.databricks.ratelimit import RateLimiterRegistry
+from polysync.databricks.retry import RetryPolicy, retry_delay_s
+from polysync.databricks.settings import WorkspaceSettings
+from polysync.errors import (
+    ConfigError,
+    DatabricksError,
+    DatabricksRateLimitError,
+    DatabricksTransportError,
+    TokenExpiredError,
+)
+
+_log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=WireModel)
+
+MAX_IDEMPOTENCY_TOKEN_CHARS = 64  # reference §3, §8
+MAX_JOBS_PAGE = 100  # jobs/list limit (reference §1)
+MAX_RUNS_PAGE = 25  # runs/list limit on 2.1+ (reference §6)
+# Failures raised before any byte of the request left: safe to repeat whatever the method.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectivityReport:
+    """What answered a Test connectivity call, and as whom."""
+
+    workspace_url: str
+    auth_method: str
+    principal: str | None
+    """Who the token says we are (Entra/OAuth token claims); None for an opaque PAT."""
+    workspace_id: str | None
+    """The `X-Databricks-Org-Id` the workspace answered with, when it sends one."""
+    api_version: str
+    jobs_visible: bool
+
+
+class DatabricksClient:
+    """Jobs API calls for one workspace (one client per Platform, one connection pool).
+
+    Every call waits for the workspace's rate limiter, sends a bearer token (refreshed once when
+    Databricks says it expired), and retries what is safe to retry (D8) within a deadline.
+    """
+
+    def __init__(
+        self,
+        settings: WorkspaceSettings,
+        *,
+        auth: TokenProvider | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Clock | None = None,
+        rate_limiters: RateLimiterRegistry | None = None,
+        metrics: ClientMetrics | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics or ClientMetrics()
+        self._clock: Clock = clock or (rate_limiters.clock if rate_limiters else SystemClock())
+        self._rng = rng or random.Random()
+        self._policy = RetryPolicy.from_settings(settings.retry)
+        self._http = httpx.AsyncClient(
+            transport=transport,
+            timeout=httpx.Timeout(settings.request_timeout_s, connect=settings.connect_timeout_s),
+            limits=httpx.Limits(max_connections=settings.max_connections),
+            verify=_tls_verify(settings),
+            headers={"User-Agent": f"polysync/{polysync.__version__}"},
+            follow_redirects=False,
+        )
+        self.auth = auth or build_auth(
+            settings, http=self._http, clock=self._clock, metrics=self.metrics
+        )
+        registry = rate_limiters or RateLimiterRegistry(self._clock)
+        self.rate_limiter = registry.for_workspace(settings.url, settings.rate_limits)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.auth.aclose()
+        await self._http.aclose()
+
+    # ------------------------------------------------------------------ jobs
+    async def list_jobs(
+        self,
+        *,
+        expand_tasks: bool = False,
+        name: str | None = None,
+        page_size: int = MAX_JOBS_PAGE,
+    ) -> AsyncIterator[DatabricksJob]:
+        """Every job (newest first), paging to the end whatever the configured version does (D5).
+
+        `name` is an exact, case-insensitive match; it is also applied here because 2.0 may ignore
+        it. Without `expand_tasks`, `settings.tasks` is None; in 2.2 a job with `has_more` shows
+        only its first 100 tasks - get_job has them all. Pages are as large as allowed (100):
+        fewer calls, and offset paging (2.0 only) reaches past its 1000 cap (reference §1).
+        """
+        _check_page_size(page_size, MAX_JOBS_PAGE)
+        version = self.settings.api_versions.for_endpoint(Endpoint.JOBS_LIST)
+        pager = ListPager(version, page_size)
+        wanted = name.casefold() if name is not None else None
+        while not pager.done:
+            params = {**pager.params(), "expand_tasks": expand_tasks or None, "name": name}
+            answer, _ = await self._call(Endpoint.JOBS_LIST, params=params)
+            entries = _entries(answer, "jobs")
+            pager.advance(answer, len(entries))
+            for entry in entries:
+                job = _parse(DatabricksJob, entry, Endpoint.JOBS_LIST)
+                if wanted is None or (job.settings.name or "").casefold() == wanted:
+                    yield job
+
+    async def get_job(self, job_id: int) -> DatabricksJob:
+        """The job with all its tasks, job clusters, parameters, environments (2.2 pages merged)."""
+        answer = await self._get_all_pages(
+            Endpoint.JOBS_GET, {"job_id": job_id}, container="settings", keys=JOB_PAGED_ARRAYS
+        )
+        return _parse(DatabricksJob, answer, Endpoint.JOBS_GET)
+
+    async def create_job(self, settings: Mapping[str, Any]) -> int:
+        """Create a job from JobSettings JSON; its job_id. Never retried once it was sent."""
+        answer, _ = await self._call(Endpoint.JOBS_CREATE, body=dict(settings))
+        job_id = answer.get("job_id")
+        if not isinstance(job_id, int):
+            raise _unexpected(Endpoint.JOBS_CREATE, "no integer job_id")
+        return job_id
+
+    async def delete_job(self, job_id: int) -> None:
+        await self._call(Endpoint.JOBS_DELETE, body={"job_id": job_id})
+
+    # ------------------------------------------------------------------ runs
+    async def run_now(
+        self,
+        job_id: int,
+        job_parameters: Mapping[str, str] | None = None,
+        idempotency_token: str | None = None,
+    ) -> RunNowResponse:
+        """Start a run. With an idempotency token the call is retried until it is known to have
+        landed, and Databricks starts at most one run per token (reference §3, D8); without one,
+        only refusals (429) and unsent requests are retried.
+        """
+        if idempotency_token is not None and not (
+            0 < len(idempotency_token) <= MAX_IDEMPOTENCY_TOKEN_CHARS
+        ):
+            raise ValueError(
+                f"idempotency_token must be 1 to {MAX_IDEMPOTENCY_TOKEN_CHARS} characters, "
+                f"got {len(idempotency_token)}"
+            )
+        body: dict[str, Any] = {"job_id": job_id}
+        if job_parameters is not None:
+            body["job_parameters"] = dict(job_parameters)
+        if idempotency_token is not None:
+            body["idempotency_token"] = idempotency_token
+        answer, _ = await self._call(
+            Endpoint.RUN_NOW, body=body, idempotent=idempotency_token is not None
+        )
+        return _parse(RunNowResponse, answer, Endpoint.RUN_NOW)
+
+    async def get_run(
+        self, run_id: int, *, include_resolved_values: bool = False, include_history: bool = False
+    ) -> DatabricksRun:
+        """The run with all its task runs and job parameters (2.2 pages merged)."""
+        params = {
+            "run_id": run_id,
+            "include_resolved_values": include_resolved_values or None,
+            "include_history": include_history or None,
+        }
+        answer = await self._get_all_pages(
+            Endpoint.RUNS_GET, params, container=None, keys=RUN_PAGED_ARRAYS
+        )
+        return _parse(DatabricksRun, answer, Endpoint.RUNS_GET)
+
+    async def get_run_output(self, run_id: int) -> RunOutput:
+        """Output of one task run (a multi-task parent answers 400, reference §4)."""
+        answer, _ = await self._call(Endpoint.RUNS_GET_OUTPUT, params={"run_id": run_id})
+        return _parse(RunOutput, answer, Endpoint.RUNS_GET_OUTPUT)
+
+    async def list_runs(
+        self,
+        *,
+        job_id: int | None = None,
+        active_only: bool = False,
+        completed_only: bool = False,
+        expand_tasks: bool = False,
+        start_time_from_ms: int | None = None,
+        start_time_to_ms: int | None = None,
+        page_size: int = MAX_RUNS_PAGE,
+    ) -> AsyncIterator[DatabricksRun]:
+        """Runs, most recently started first, paging to the end."""
+        if active_only and completed_only:
+            raise ValueError("active_only and completed_only cannot both be true")
+        _check_page_size(page_size, MAX_RUNS_PAGE)
+        version = self.settings.api_versions.for_endpoint(Endpoint.RUNS_LIST)
+        pager = ListPager(version, page_size)
+        while not pager.done:
+            params = {
+                **pager.params(),
+                "job_id": job_id,
+                "active_only": active_only or None,
+                "completed_only": completed_only or None,
+                "expand_tasks": expand_tasks or None,
+                "start_time_from": start_time_from_ms,
+                "start_time_to": start_time_to_ms,
+            }
+            answer, _ = await self._call(Endpoint.RUNS_LIST, params=params)
+            entries = _entries(answer, "runs")
+            pager.advance(answer, len(entries))
+            for entry in entries:
+                yield _parse(DatabricksRun, entry, Endpoint.RUNS_LIST)
+
+    async def cancel_run(self, run_id: int) -> None:
+        """Ask Databricks to cancel a run: asynchronous; a no-op on a finished run (§5)."""
+        await self._call(Endpoint.RUNS_CANCEL, body={"run_id": run_id})
+
+    async def cancel_all_runs(self, job_id: int, *, all_queued_runs: bool = False) -> None:
+        """Cancel every active run of a job (asynchronous; new runs may still start)."""
+        body: dict[str, Any] = {"job_id": job_id}
+        if all_queued_runs:
+            body["all_queued_runs"] = True
+        await self._call(Endpoint.RUNS_CANCEL_ALL, body=body)
+
+    async def test_connectivity(self) -> ConnectivityReport:
+        """One cheap authenticated call (jobs/list, limit 1); raises the typed error on failure."""
+        answer, headers = await self._call(Endpoint.JOBS_LIST, params={"limit": 1})
+        return ConnectivityReport(
+            workspace_url=self.settings.url,
+            auth_method=self.auth.description,
+            principal=token_principal(await self.auth.token()),
+            workspace_id=headers.get("x-databricks-org-id"),
+            api_version=self.settings.api_versions.for_endpoint(Endpoint.JOBS_LIST),
+            jobs_visible=bool(_entries(answer, "jobs")),
+        )
+
+    # ------------------------------------------------------------------ plumbing
+    async def _get_all_pages(
+        self,
+        endpoint: Endpoint,
+        params: Mapping[str, Any],
+        *,
+        container: str | None,
+        keys: tuple[str, ...],
+    ) -> dict[str, Any]:
+        merged, _ = await self._call(endpoint, params=params)
+        seen: set[str] = set()
+        while (token := next_page_token(merged)) is not None:
+            if token in seen:
+                raise _unexpected(endpoint, f"page token {token!r} repeated")
+            seen.add(token)
+            page, _ = await self._call(endpoint, params={**params, "page_token": token})
+            merge_array_page(merged, page, container=container, keys=keys)
+        return merged
+
+    async def _call(
+        self,
+        endpoint: Endpoint,
+        *,
+        params: Mapping[str, Any] | None = None,
+        body: Mapping[str, Any] | None = None,
+        idempotent: bool | None = None,
+    ) -> tuple[dict[str, Any], httpx.Headers]:
+        """Send one API call with rate limiting, auth and retries; the JSON object and headers."""
+        version = self.settings.api_versions.for_endpoint(endpoint)
+        path = f"/api/{version}/{endpoint.path}"
+        url = self.settings.url + path
+        query = {key: value for key, value in (params or {}).items() if value is not None}
+        repeatable = endpoint.idempotent if idempotent is None else idempotent
+        deadline_s = self._clock.now() + self._policy.deadline_s
+        rejected: SecretStr | None = None
+        refreshed = False
+        attempt = 0
+        while True:
+            attempt += 1
+            await self.rate_limiter.acquire(endpoint)
+            token_value = ""
+            sent = False
+            try:
+                token = await (
+                    self.auth.refresh(rejected) if rejected is not None else self.auth.token()
+                )
+                rejected = None
+                token_value = token.get_secret_value()
+                sent = True
+                response = await self._http.request(
+                    endpoint.method,
+                    url,
+                    params=query,
+                    json=None if body is None else dict(body),
+                    headers={"Authorization": f"Bearer {token_value}"},
+                )
+            except DatabricksError as exc:
+                error = exc  # from the token provider: the API request was never sent
+                sent = False
+            except httpx.RequestError as exc:  # transport failures, undecodable bodies, redirects
+                sent = not isinstance(exc, _NOT_SENT)
+                self.metrics.record_call(endpoint.key, TRANSPORT_ERROR)
+                error = self._transport_error(exc, endpoint, path, token_value)
+            else:
+                self.metrics.record_call(endpoint.key, response.status_code)
+                if response.is_success:
+                    return _json_object(response, endpoint, path), response.headers
+                error = error_from_response(
+                    response.status_code,
+                    response.headers,
+                    response.content,
+                    method=endpoint.method,
+                    path=path,
+                    secrets=(token_value,),
+                    default_retry_after_s=self.settings.retry.default_retry_after_s,
+                )
+                if isinstance(error, DatabricksRateLimitError):
+                    # Hold every caller of this endpoint, not just this one (peers.md §4 idea 2).
+                    self.metrics.rate_limited[endpoint.key] += 1
+                    self.rate_limiter.pause_until(
+                        endpoint, self._clock.now() + (error.retry_after_s or 0.0)
+                    )
+                if isinstance(error, TokenExpiredError) and not refreshed:
+                    # One refresh, one immediate retry (reference §7 "Auth"; peers.md §4 idea 10).
+                    refreshed = True
+                    rejected = token
+                    self.metrics.token_rejections += 1
+                    _log.info("%s %s: token expired, refreshing once", endpoint.method, path)
+                    continue
+            delay_s = retry_delay_s(
+                error,
+                attempt=attempt,
+                idempotent=repeatable,
+                request_sent=sent,
+                remaining_s=deadline_s - self._clock.now(),
+                policy=self._policy,
+                rng=self._rng,
+            )
+            if delay_s is None:
+                raise error
+            _log.warning("%s; retrying in %.1f s (attempt %d)", error, delay_s, attempt + 1)
+            self.metrics.record_retry(endpoint.key, delay_s)
+            await self._clock.sleep(delay_s)
+
+    def _transport_error(
+        self, exc: httpx.RequestError, endpoint: Endpoint, path: str, token_value: str
+    ) -> DatabricksTransportError:
+        detail = redact(str(exc), token_value) or "connection failed"
+        untrusted = _certificate_failure(exc)
+        if untrusted:
+            detail += (
+                " - the workspace's TLS certificate is not trusted; if a proxy or private CA "
+                "signs it, set tls_ca_bundle"
+            )
+        error = DatabricksTransportError(
+            f"no answer from {self.settings.url}: {type(exc).__name__}: {detail}",
+            method=endpoint.method,
+            path=path,
+        )
+        error.__cause__ = exc
+        if untrusted:
+            error.retryable = False  # an untrusted certificate does not become trusted by retrying
+        return error
+
+
+def _certificate_failure(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _tls_verify(settings: WorkspaceSettings) -> ssl.SSLContext | bool:
+    if settings.tls_ca_bundle is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=str(settings.tls_ca_bundle))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"tls_ca_bundle {settings.tls_ca_bundle} cannot be used as a CA bundle: {exc}"
+        ) from exc
+
+
+def _check_page_size(page_size: int, maximum: int) -> None:
+    if not 1 <= page_size <= maximum:
+        raise ValueError(f"page_size must be 1 to {maximum}, got {page_size}")
+
+
+def _entries(answer: Mapping[str, Any], key: str) -> list[Any]:
+    # The array is omitted entirely when empty (reference §1, §6).
+    entries = answer.get(key)
+    return entries if isinstance(entries, list) else []
+
+
+def _json_object(response: httpx.Response, endpoint: Endpoint, path: str) -> dict[str, Any]:
+    if not response.content.strip():
+        return {}  # cancel answers {} but an empty body means the same
+    try:
+        answer = response.json()
+    except ValueError as exc:
+        # A 200 HTML page usually means the URL is not a workspace (a login or portal page).
+        snippet = redact(response.text[:200])
+        raise DatabricksError(
+            f"the answer is not JSON (is {response.url.host} a Databricks workspace?): {snippet}",
+            http_status=response.status_code,
+            method=endpoint.method,
+            path=path,
+        ) from exc
+    if not isinstance(answer, dict):
+        raise _unexpected(endpoint, f"a JSON {type(answer).__name__} instead of an object")
+    return answer
+
+
+def _parse(model: type[M], answer: Any, endpoint: Endpoint) -> M:
+    try:
+        return model.model_validate(answer)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'answer'}: {error['msg']}"
+            for error in exc.errors(include_url=False, include_input=False)[:3]
+        )
+        raise _unexpected(endpoint, problems[:MAX_MESSAGE_CHARS]) from exc
+
+
+def _unexpected(endpoint: Endpoint, what: str) -> DatabricksError:
+    return DatabricksError(
+        f"unexpected answer from {endpoint.path}: {what}",
+        method=endpoint.method,
+        path=endpoint.path,
+    )
