@@ -112,7 +112,7 @@ async def test_connectivity_with_a_personal_access_token(
     assert report.workspace_url == emulator.base_url
     assert report.auth_method == "personal access token"
     assert report.principal is None
-    assert report.api_version == "2.0"
+    assert report.api_version == "2.2"
     assert report.jobs_visible
     assert client.metrics.calls[("jobs_list", "200")] == 1
 
