@@ -1,0 +1,108 @@
+"""Database URLs and engines: the async driver per backend, SQLite pragmas and transaction mode."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError, InvalidRequestError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from polysync.errors import ConfigError
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+"""How long a SQLite writer waits for another process's write lock before giving up."""
+
+WRITE_OPTION = "polysync_write"
+"""Execution option marking a connection whose transaction writes (SQLite: BEGIN IMMEDIATE)."""
+
+_ASYNC_DRIVERS = {"sqlite": "aiosqlite", "postgresql": "psycopg"}
+# Sync drivers people paste from other tools; their URLs mean the same to the async driver.
+_SYNC_DRIVERS = {"sqlite": {"pysqlite"}, "postgresql": {"psycopg2", "psycopg2cffi"}}
+
+
+def default_database_url(home: Path | None = None) -> str:
+    """The SQLite file in `home` (default $POLYSYNC_HOME, else ~/.polysync), created if missing."""
+    if home is None:
+        home = Path(os.environ.get("POLYSYNC_HOME") or "~/.polysync")
+    home = home.expanduser().resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    return URL.create("sqlite+aiosqlite", database=str(home / "polysync.db")).render_as_string()
+
+
+def async_url(url: str | URL) -> URL:
+    """`url` with its backend's async driver: `sqlite:///x.db` -> `sqlite+aiosqlite:///x.db`."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(
+            "The database URL cannot be parsed: write e.g. `sqlite:///path/to/polysync.db` or "
+            "`postgresql://user@host:5432/dbname`."
+        ) from exc
+    backend = parsed.get_backend_name()
+    if backend == "postgres":  # the scheme Heroku and some tools still print
+        backend = "postgresql"
+    if backend not in _ASYNC_DRIVERS:
+        raise ConfigError(
+            f"Unsupported database {parsed.render_as_string(hide_password=True)!r}: Polysync "
+            "stores its data in SQLite (`sqlite:///path`) or PostgreSQL (`postgresql://...`)."
+        )
+    driver = parsed.get_driver_name() if "+" in parsed.drivername else None
+    if driver is None or driver in _SYNC_DRIVERS[backend]:
+        driver = _ASYNC_DRIVERS[backend]
+    return parsed.set(drivername=f"{backend}+{driver}")
+
+
+def is_sqlite(url: URL) -> bool:
+    return url.get_backend_name() == "sqlite"
+
+
+def create_engine(url: str | URL) -> AsyncEngine:
+    """An async engine for `url`; on SQLite: WAL, foreign keys, a busy timeout, explicit BEGINs."""
+    target = async_url(url)
+    options: dict[str, Any] = {}
+    if is_sqlite(target):
+        options["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+        if target.database and target.database != ":memory:" and not target.query.get("uri"):
+            Path(target.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    else:
+        # A connection dropped by a server restart or an idle timeout is replaced, not reported.
+        options["pool_pre_ping"] = True
+    try:
+        engine = create_async_engine(target, **options)
+    except (ArgumentError, InvalidRequestError, ImportError) as exc:
+        raise ConfigError(
+            f"Cannot use the database {target.render_as_string(hide_password=True)!r}: {exc}"
+        ) from exc
+    if is_sqlite(target):
+        event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+        event.listen(engine.sync_engine, "begin", _sqlite_on_begin)
+    return engine
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # sqlite3's legacy mode starts transactions lazily (not before SELECTs, never BEGIN IMMEDIATE);
+    # taking BEGIN over is SQLAlchemy's documented recipe (dialects/sqlite "sqlite_transactions").
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        # WAL lets readers proceed while one process writes. synchronous stays FULL (the
+        # default): an idempotency token must survive a power loss once committed (D8).
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    finally:
+        cursor.close()
+
+
+def _sqlite_on_begin(connection: Connection) -> None:
+    # A writer takes the write lock up front: a deferred transaction that reads and then writes
+    # fails with SQLITE_BUSY (no waiting) when another process committed in between, and a
+    # select-then-update such as claiming runs would not be atomic across processes.
+    if connection.get_execution_options().get(WRITE_OPTION):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        connection.exec_driver_sql("BEGIN")

@@ -1,0 +1,153 @@
+"""The schema as SQLAlchemy Core tables (migrations/ creates it; keep the two in step)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+
+# Constraint names are fixed so later migrations can refer to them on both backends.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# SQLite makes only an INTEGER PRIMARY KEY an auto-assigned rowid, so BIGINT ids are INTEGER there.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """An aware UTC datetime: refuses naive values, and reads SQLite's naive text back as UTC."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value.isoformat()} given: times must be aware UTC")
+        # SQLite stores the wall time without its offset: only UTC keeps rows comparable.
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _json() -> JSON:
+    return JSON(none_as_null=True)
+
+
+def _fk(target: str) -> ForeignKey:
+    return ForeignKey(target, ondelete="CASCADE")
+
+
+platforms = Table(
+    "platforms",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", Text, nullable=False, unique=True),
+    Column("provider", String(64), nullable=False),
+    Column("workspace_url", Text, nullable=False),
+    Column("auth", _json(), nullable=False),
+    Column("cluster_id", Text),
+    Column("description", Text, nullable=False),
+    Column("options", _json(), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    sqlite_autoincrement=True,
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("platform_id", Id, _fk("platforms.id"), nullable=False),
+    Column("job_type", String(64), nullable=False),
+    Column("external_id", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("tags", _json(), nullable=False),
+    Column("task_count", Integer, nullable=False),
+    Column("task_keys", _json(), nullable=False),
+    Column("parameters", _json(), nullable=False),
+    Column("imported_at", UtcDateTime, nullable=False),
+    Column("synced_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    UniqueConstraint("platform_id", "external_id"),
+    Index(None, "name"),
+    sqlite_autoincrement=True,
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("job_id", Id, _fk("jobs.id"), nullable=False),
+    Column("platform_id", Id, _fk("platforms.id"), nullable=False, index=True),
+    Column("key", Text, nullable=False, unique=True),
+    Column("idempotency_token", Text, nullable=False, unique=True),
+    Column("overrides", _json(), nullable=False),
+    Column("parameters_sent", _json(), nullable=False),
+    Column("run_id", Text),
+    Column("status", String(16), nullable=False),
+    # Kept equal to status.is_terminal by the store: the claim index needs a plain column.
+    Column("terminal", Boolean, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("run_page_url", Text),
+    Column("life_cycle_state", Text),
+    Column("result_state", Text),
+    Column("tasks", _json(), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("submitted_at", UtcDateTime),
+    Column("ended_at", UtcDateTime),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("cancel_requested_at", UtcDateTime),
+    Column("next_poll_at", UtcDateTime),
+    Column("lease_owner", Text),
+    Column("lease_expires_at", UtcDateTime),
+    Column("submit_attempts", Integer, nullable=False),
+    Index(None, "terminal", "next_poll_at"),
+    Index(None, "job_id", "created_at"),
+    Index(None, "created_at"),
+    sqlite_autoincrement=True,
+)
+
+run_events = Table(
+    "run_events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("run_id", Id, _fk("runs.id"), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("life_cycle_state", Text),
+    Column("result_state", Text),
+    Column("source", String(16), nullable=False),
+    Index(None, "run_id", "id"),
+    sqlite_autoincrement=True,
+)
