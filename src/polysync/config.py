@@ -1,0 +1,34 @@
+"""Settings: built once from the environment (prefix POLYSYNC_) and passed explicitly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_home() -> Path:
+    return Path.home() / ".polysync"
+
+
+class Settings(BaseSettings):
+    """Where Polysync keeps its data and how its engine watches runs."""
+
+    model_config = SettingsConfigDict(env_prefix="POLYSYNC_", extra="ignore")
+
+    home: Path = Field(default_factory=default_home)
+    # SQLite file under `home` by default; a PostgreSQL URL for teams and several engines.
+    database_url: str | None = None
+    # Engine: bounds of the adaptive poll interval (seconds).
+    poll_min_s: float = Field(default=5.0, gt=0)
+    poll_max_s: float = Field(default=120.0, gt=0)
+    sweep_interval_s: float = Field(default=15.0, gt=0)
+    lease_s: float = Field(default=60.0, gt=0)
+    log_level: str = "WARNING"
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        self.home.mkdir(parents=True, exist_ok=True)
+        return f"sqlite+aiosqlite:///{self.home / 'polysync.db'}"

@@ -1,0 +1,151 @@
+"""What Polysync keeps: platforms, jobs, runs and their status history (frozen records)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from polysync.domain.models import ImportedJob, JobKind, Parameter, RunStatus, TaskRunState
+
+
+def utc(epoch_s: float) -> datetime:
+    """An aware UTC datetime from the clock's epoch seconds."""
+    return datetime.fromtimestamp(epoch_s, UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class NewPlatform:
+    """A platform to register. `auth` holds the method, its non-secret fields and secret
+    *references* (`env:NAME`, `file:PATH`) - never a secret value."""
+
+    name: str
+    workspace_url: str
+    auth: Mapping[str, Any]
+    cluster_id: str | None = None
+    description: str = ""
+    # Optional client settings: api_versions, rate_limits, retry, tls_ca_bundle, ...
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Platform:
+    id: int
+    name: str
+    provider: str  # "azure-databricks"
+    workspace_url: str
+    auth: Mapping[str, Any]
+    cluster_id: str | None
+    description: str
+    options: Mapping[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def auth_method(self) -> str:
+        return str(self.auth.get("method", "?"))
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """An imported Databricks job: the schema Polysync keeps, with the user's settings in it."""
+
+    id: int
+    platform_id: int
+    job_type: JobKind
+    external_id: str
+    name: str
+    description: str
+    tags: Mapping[str, str]
+    task_count: int
+    task_keys: tuple[str, ...]
+    parameters: tuple[Parameter, ...]
+    imported_at: datetime
+    synced_at: datetime
+
+    def as_imported(self) -> ImportedJob:
+        return ImportedJob(
+            external_id=self.external_id,
+            name=self.name,
+            kind=self.job_type,
+            task_count=self.task_count,
+            description=self.description,
+            tags=dict(self.tags),
+            task_keys=self.task_keys,
+            parameters=self.parameters,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NewRun:
+    """A run to start: committed (with its idempotency token) before run-now is sent (D8)."""
+
+    job_id: int
+    platform_id: int
+    key: str  # our run's identity (uuid4 hex); the idempotency token derives from it
+    idempotency_token: str
+    overrides: Mapping[str, str]
+    parameters_sent: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One execution of a Job, as Polysync knows it."""
+
+    id: int
+    job_id: int
+    platform_id: int
+    key: str
+    idempotency_token: str
+    overrides: Mapping[str, str]
+    parameters_sent: Mapping[str, str]
+    run_id: str | None  # the Databricks RunId, once run-now answered
+    status: RunStatus
+    message: str
+    run_page_url: str | None
+    life_cycle_state: str | None
+    result_state: str | None
+    tasks: tuple[TaskRunState, ...]
+    created_at: datetime
+    submitted_at: datetime | None
+    ended_at: datetime | None
+    updated_at: datetime
+    cancel_requested_at: datetime | None
+    next_poll_at: datetime | None
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    submit_attempts: int
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status.is_terminal
+
+    @property
+    def submitted(self) -> bool:
+        return self.run_id is not None
+
+
+@dataclass(frozen=True, slots=True)
+class RunEvent:
+    """One recorded transition of a run (status history)."""
+
+    id: int
+    run_id: int  # ours
+    at: datetime
+    status: RunStatus
+    message: str
+    life_cycle_state: str | None
+    result_state: str | None
+    source: str  # "submit", "poll", "cancel", "engine"
+
+
+@dataclass(frozen=True, slots=True)
+class RunFilter:
+    job_id: int | None = None
+    platform_id: int | None = None
+    statuses: tuple[RunStatus, ...] = ()
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    active_only: bool = False
+    limit: int = 100

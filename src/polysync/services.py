@@ -1,0 +1,243 @@
+"""The composition root: the only module that chooses implementations and wires them together."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import httpx
+from pydantic import ValidationError
+
+from polysync.clock import Clock, SystemClock
+from polysync.config import Settings
+from polysync.databricks.client import ConnectivityReport, DatabricksClient
+from polysync.databricks.ratelimit import RateLimiterRegistry
+from polysync.databricks.settings import WorkspaceSettings
+from polysync.domain.models import ImportedJob, JobKind, ParameterDiff
+from polysync.domain.parameters import sync_job
+from polysync.domain.records import Job, NewPlatform, Platform, Run, RunEvent, RunFilter, utc
+from polysync.engine.engine import Engine, EngineSettings
+from polysync.engine.polling import PollPolicy
+from polysync.engine.ports import Store
+from polysync.errors import PolysyncError, UsageError
+from polysync.jobtypes.base import DiscoveredJob, JobType
+from polysync.jobtypes.databricks_job import DatabricksJobJobType
+from polysync.jobtypes.databricks_workflow import DatabricksWorkflowJobType
+from polysync.store import open_store
+
+TransportFactory = Callable[[Platform], httpx.AsyncBaseTransport | None]
+
+JOB_TYPES: dict[JobKind, type[DatabricksWorkflowJobType]] = {
+    JobKind.WORKFLOW: DatabricksWorkflowJobType,
+    JobKind.JOB: DatabricksJobJobType,
+}
+
+
+def workspace_settings(platform: Platform) -> WorkspaceSettings:
+    """The client settings of a platform record (auth holds references only)."""
+    try:
+        return WorkspaceSettings.model_validate(
+            {"url": platform.workspace_url, "auth": dict(platform.auth), **platform.options}
+        )
+    except ValidationError as exc:
+        raise UsageError(
+            f"Platform {platform.name!r} is not usable: {_first_error(exc)}. "
+            f"Fix it with `polysync platform add {platform.name} ...` (after removing it)."
+        ) from exc
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"])
+    return f"{where}: {err['msg']}" if where else str(err["msg"])
+
+
+class Connections:
+    """One Databricks client per platform (one connection pool and one rate limiter each),
+    shared by every caller; it also picks the job type of a job (the engine's `JobTypes`)."""
+
+    def __init__(self, clock: Clock, *, transport_factory: TransportFactory | None = None) -> None:
+        self._clock = clock
+        self._limiters = RateLimiterRegistry(clock)
+        self._transport_factory = transport_factory
+        self._clients: dict[int, tuple[Any, DatabricksClient]] = {}
+        self._retired: list[DatabricksClient] = []  # replaced after an edit; closed at the end
+
+    def client(self, platform: Platform) -> DatabricksClient:
+        fingerprint = (platform.workspace_url, dict(platform.auth), dict(platform.options))
+        cached = self._clients.get(platform.id)
+        if cached is not None and cached[0] == fingerprint:
+            return cached[1]
+        if cached is not None:
+            self._retired.append(cached[1])
+        transport = self._transport_factory(platform) if self._transport_factory else None
+        client = DatabricksClient(
+            workspace_settings(platform),
+            transport=transport,
+            clock=self._clock,
+            rate_limiters=self._limiters,
+        )
+        self._clients[platform.id] = (fingerprint, client)
+        return client
+
+    def for_job(self, platform: Platform, job: Job) -> JobType:
+        return JOB_TYPES[job.job_type](self.client(platform))
+
+    def for_platform(self, platform: Platform) -> DatabricksWorkflowJobType:
+        return DatabricksWorkflowJobType(self.client(platform))
+
+    async def aclose(self) -> None:
+        for client in [*self._retired, *(c for _, c in self._clients.values())]:
+            await client.aclose()
+        self._clients.clear()
+        self._retired.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class ImportResult:
+    external_id: str
+    job: Job | None
+    created: bool
+    error: PolysyncError | None
+
+
+class Services:
+    """Everything the CLI, the API and the demo do, over one store, one engine, one clock."""
+
+    def __init__(
+        self,
+        store: Store,
+        connections: Connections,
+        engine: Engine,
+        clock: Clock,
+        settings: Settings,
+    ) -> None:
+        self.store = store
+        self.connections = connections
+        self.engine = engine
+        self.clock = clock
+        self.settings = settings
+
+    @classmethod
+    async def open(
+        cls,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        api_clock: Clock | None = None,
+        transport_factory: TransportFactory | None = None,
+        engine_settings: EngineSettings | None = None,
+    ) -> Services:
+        """`clock` schedules the engine; `api_clock` paces API calls and retries (real time by
+        default - only a benchmark against a fast emulator sets both to emulated time)."""
+        clock = clock or SystemClock()
+        store = await open_store(settings.resolved_database_url())
+        connections = Connections(api_clock or SystemClock(), transport_factory=transport_factory)
+        policy = PollPolicy(
+            min_interval_s=settings.poll_min_s,
+            max_interval_s=max(settings.poll_min_s, settings.poll_max_s),
+            sweep_interval_s=settings.sweep_interval_s,
+        )
+        engine = Engine(
+            store,
+            connections,
+            clock,
+            engine_settings or EngineSettings(policy=policy, lease_s=settings.lease_s),
+        )
+        return cls(store, connections, engine, clock, settings)
+
+    async def aclose(self) -> None:
+        await self.connections.aclose()
+        await self.store.aclose()  # type: ignore[attr-defined]
+
+    def now(self) -> Any:
+        return utc(self.clock.now())
+
+    # ------------------------------------------------------------------ platforms
+    async def add_platform(self, new: NewPlatform) -> Platform:
+        probe = Platform(
+            id=0,
+            name=new.name,
+            provider="azure-databricks",
+            workspace_url=new.workspace_url,
+            auth=new.auth,
+            cluster_id=new.cluster_id,
+            description=new.description,
+            options=new.options,
+            created_at=self.now(),
+            updated_at=self.now(),
+        )
+        checked = workspace_settings(probe)  # refuses a bad URL, a secret value, ... first
+        return await self.store.add_platform(replace(new, workspace_url=checked.url), self.now())
+
+    async def test_platform(self, ref: str) -> ConnectivityReport:
+        platform = await self.store.get_platform(ref)
+        return await self.connections.client(platform).test_connectivity()
+
+    async def discover(self, ref: str) -> tuple[Platform, Sequence[DiscoveredJob]]:
+        platform = await self.store.get_platform(ref)
+        return platform, await self.connections.for_platform(platform).discover()
+
+    async def import_jobs(
+        self, ref: str, external_ids: Sequence[str] | None
+    ) -> tuple[Platform, list[ImportResult]]:
+        """Import the given jobs, or every discovered one; re-importing keeps the user's settings."""
+        platform = await self.store.get_platform(ref)
+        job_type = self.connections.for_platform(platform)
+        ids = (
+            [job.external_id for job in await job_type.discover()]
+            if external_ids is None
+            else list(external_ids)
+        )
+        results: list[ImportResult] = []
+        for external_id, outcome in zip(ids, await job_type.import_jobs(ids), strict=True):
+            if isinstance(outcome, PolysyncError):
+                results.append(ImportResult(external_id, None, False, outcome))
+                continue
+            merged = await self._merge_existing(platform.id, outcome)
+            job, created = await self.store.upsert_job(platform.id, merged, self.now())
+            results.append(ImportResult(external_id, job, created, None))
+        return platform, results
+
+    async def _merge_existing(self, platform_id: int, imported: ImportedJob) -> ImportedJob:
+        try:
+            existing = await self.store.get_job(imported.external_id, platform_id=platform_id)
+        except PolysyncError:
+            return imported
+        merged, _ = sync_job(existing.as_imported(), imported)
+        return merged
+
+    # ------------------------------------------------------------------ jobs
+    async def get_job(self, ref: str, platform: str | None = None) -> Job:
+        platform_id = (await self.store.get_platform(platform)).id if platform else None
+        return await self.store.get_job(
+            int(ref) if ref.isdigit() and platform is None else ref, platform_id=platform_id
+        )
+
+    async def sync_parameters(self, job: Job) -> tuple[Job, ParameterDiff]:
+        platform = await self.store.get_platform(job.platform_id)
+        merged, diff = await self.connections.for_job(platform, job).sync_parameters(
+            job.as_imported()
+        )
+        saved, _ = await self.store.upsert_job(platform.id, merged, self.now())
+        return saved, diff
+
+    # ------------------------------------------------------------------ runs
+    async def execute(self, job: Job, overrides: Mapping[str, str]) -> Run:
+        """Execute Now: commit the run, then start it at once (the engine re-attaches if needed)."""
+        run = await self.engine.submit(job, overrides)
+        await self.engine.step()
+        return await self.store.get_run(run.id)
+
+    async def cancel(self, run_id: int) -> Run:
+        run = await self.engine.request_cancel(await self.store.get_run(run_id))
+        await self.engine.step()
+        return await self.store.get_run(run.id)
+
+    async def list_runs(self, where: RunFilter) -> Sequence[Run]:
+        return await self.store.list_runs(where)
+
+    async def run_details(self, run_id: int) -> tuple[Run, Job, Sequence[RunEvent]]:
+        run = await self.store.get_run(run_id)
+        return run, await self.store.get_job(run.job_id), await self.store.run_events(run_id)
