@@ -163,6 +163,8 @@ async def main(args: argparse.Namespace) -> None:
 
     run_hours = 0.0
     lags: list[float] = []
+    start_lags: list[float] = []
+    end_lags: list[float] = []
     finished = 0
     for _stored, body, events in emulated.values():
         start_ms, end_ms = body["start_time"], body["end_time"]
@@ -174,10 +176,15 @@ async def main(args: argparse.Namespace) -> None:
         )
         for event in events:
             if event.status is RunStatus.RUNNING and running_ms:
-                lags.append(event.at.timestamp() - running_ms / 1000)
+                start_lags.append(event.at.timestamp() - running_ms / 1000)
             if event.status.is_terminal and end_ms:
-                lags.append(event.at.timestamp() - end_ms / 1000)
+                end_lags.append(event.at.timestamp() - end_ms / 1000)
                 finished += 1
+    lags = start_lags + end_lags
+
+    def p95(values: list[float]) -> str:
+        return f"{statistics.quantiles(values, n=100)[94]:.1f}" if len(values) > 2 else "-"
+
     gets = delta("jobs/runs/get")
     q = statistics.quantiles(lags, n=100) if len(lags) > 2 else [0.0] * 99
     rows = [
@@ -201,6 +208,7 @@ async def main(args: argparse.Namespace) -> None:
             "lag p50 / p95 / max (emulated s)",
             f"{q[49]:.1f} / {q[94]:.1f} / {max(lags, default=0):.1f}",
         ),
+        ("p95 lag Starting->Running / ->terminal", f"{p95(start_lags)} / {p95(end_lags)}"),
         ("wall time", f"{wall_s:.1f} s"),
         ("engine CPU", f"{cpu_s:.1f} s"),
         ("peak RSS", f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"),

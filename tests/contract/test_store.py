@@ -727,6 +727,19 @@ async def test_release_lets_another_engine_claim_at_once(store: SqlStore) -> Non
     assert [r.id for r in await store.claim_due_runs("engine-b", T0, 300, 10)] == [first.id]
 
 
+async def test_reschedule_moves_only_active_runs_in_one_call(store: SqlStore) -> None:
+    _, job = await platform_and_job(store)
+    active = await start(store, job, at(0))
+    ended = await start(store, job, at(0))
+    await store.record_failure(ended.id, "refused", at(1))
+    await store.reschedule_runs([active.id, ended.id], at(90))
+    await store.reschedule_runs([], at(999))
+    assert (await store.get_run(active.id)).next_poll_at == at(90)
+    assert (await store.get_run(ended.id)).next_poll_at != at(90)
+    assert await store.claim_due_runs("engine-a", at(89), 30, 10) == []
+    assert [r.id for r in await store.claim_due_runs("engine-a", at(90), 30, 10)] == [active.id]
+
+
 async def test_make_all_due(store: SqlStore) -> None:
     _, job = await platform_and_job(store)
     overdue = await start(store, job, at(0))

@@ -15,6 +15,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol, TypeVar
 
 from polysync.clock import Clock
@@ -29,6 +30,9 @@ from polysync.jobtypes.databricks_workflow import idempotency_token
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# (our run id, what was seen, when it was seen, when to look again)
+Observation = tuple[int, RunSnapshot, datetime, datetime | None]
+Submission = tuple[int, str, str, datetime]
 
 
 class JobTypes(Protocol):
@@ -83,6 +87,7 @@ class Engine:
         self._last_full_poll: dict[int, float] = {}
         self._semaphore = asyncio.Semaphore(self.settings.max_parallel_calls)
         self._leased: set[int] = set()  # runs this engine has claimed, released on shutdown
+        self._jobs: dict[int, Job] = {}  # per cycle: a job read once however many runs it has
         # One runs/list pass serves every claim batch of the same moment: (taken at, result).
         self._sweeps: dict[int, tuple[float, Mapping[str, RunSnapshot]]] = {}
 
@@ -161,16 +166,22 @@ class Engine:
         report.claimed = len(due)
         if not due:
             return report
+        self._jobs.clear()
         self._leased.update(run.id for run in due)
         to_submit = [run for run in due if not run.submitted]
         to_watch = [run for run in due if run.submitted]
-        await self._gather(self._submit(run, report) for run in to_submit)
+        submitted = await self._gather(self._submit(run, report) for run in to_submit)
+        await self.store.record_submissions(
+            [s for s in submitted if s is not None], utc(self.clock.now())
+        )
         by_platform: dict[int, list[Run]] = defaultdict(list)
         for run in to_watch:
             by_platform[run.platform_id].append(run)
-        await asyncio.gather(
+        observed = await asyncio.gather(
             *(self._watch_platform(pid, runs, report) for pid, runs in by_platform.items())
         )
+        results = await self.store.record_snapshots([o for batch in observed for o in batch])
+        report.changes += sum(changed for _, changed in results)
         return report
 
     async def _gather(self, calls: Iterable[Awaitable[T]]) -> list[T]:
@@ -181,10 +192,10 @@ class Engine:
         return list(await asyncio.gather(*(bounded(call) for call in calls)))
 
     # ------------------------------------------------------------------ submit (dispatcher)
-    async def _submit(self, run: Run, report: StepReport) -> None:
+    async def _submit(self, run: Run, report: StepReport) -> Submission | None:
         now_s = self.clock.now()
         try:
-            job = await self.store.get_job(run.job_id)
+            job = await self._job(run.job_id)
             platform = await self.store.get_platform(run.platform_id)
             job_type = self.job_types.for_job(platform, job)
             started = await job_type.start(
@@ -199,28 +210,26 @@ class Engine:
                     f"Could not reach Databricks yet: {exc}",
                     utc(now_s + self.settings.policy.submit_retry_s),
                 )
-                return
+                return None
             report.errors += 1
             await self.store.record_failure(run.id, _refusal_message(exc), utc(self.clock.now()))
-            return
+            return None
         report.submitted += 1
-        done_s = self.clock.now()
-        await self.store.record_submitted(
-            run.id,
-            started.run_id,
-            started.run_page_url,
-            utc(done_s),
-            utc(done_s + self.settings.policy.first_poll_s),
-        )
+        first_poll_s = self.clock.now() + self.settings.policy.first_poll_s
+        return (run.id, started.run_id, started.run_page_url, utc(first_poll_s))
 
     # ------------------------------------------------------------------ watch (monitor)
-    async def _watch_platform(self, platform_id: int, runs: list[Run], report: StepReport) -> None:
+    async def _watch_platform(
+        self, platform_id: int, runs: list[Run], report: StepReport
+    ) -> list[Observation]:
+        """Look at a platform's due runs; the observations are written by the caller at once."""
         try:
             platform = await self.store.get_platform(platform_id)
         except PolysyncError as exc:
             log.error("platform %s of %d run(s) unavailable: %s", platform_id, len(runs), exc)
             report.errors += len(runs)
-            return
+            retry = utc(self.clock.now() + self.settings.policy.max_interval_s)
+            return [(run.id, _unchanged(run), utc(self.clock.now()), retry) for run in runs]
         policy = self.settings.policy
         job_type = self.job_types.for_platform(platform)
         if len(runs) >= policy.sweep_min_runs:
@@ -232,9 +241,8 @@ class Engine:
                 )
             else:
                 report.swept_platforms += 1
-                await self._gather(self._after_sweep(platform, run, active, report) for run in runs)
-                return
-        await self._gather(self._poll(platform, run, report) for run in runs)
+                return await self._after_sweep(platform, runs, active, report)
+        return await self._gather(self._poll(platform, run, report) for run in runs)
 
     async def _sweep(self, platform_id: int, job_type: JobType) -> Mapping[str, RunSnapshot]:
         now_s = self.clock.now()
@@ -251,35 +259,42 @@ class Engine:
         return (now_s // interval + 1) * interval
 
     async def _after_sweep(
-        self, platform: Platform, run: Run, active: Mapping[str, RunSnapshot], report: StepReport
-    ) -> None:
+        self,
+        platform: Platform,
+        runs: list[Run],
+        active: Mapping[str, RunSnapshot],
+        report: StepReport,
+    ) -> list[Observation]:
+        """Runs still active and unchanged are rescheduled in one statement; only the others -
+        changed, gone from the active list (ended), cancelling, or due a task refresh - get a
+        runs/get."""
         now_s = self.clock.now()
-        listed = active.get(run.run_id or "")
-        stale_tasks = (
-            now_s - self._last_full_poll.get(run.id, 0.0) >= self.settings.policy.task_refresh_s
+        refresh_s = self.settings.policy.task_refresh_s
+        unchanged: list[int] = []
+        to_poll: list[Run] = []
+        for run in runs:
+            listed = active.get(run.run_id or "")
+            fresh = now_s - self._last_full_poll.get(run.id, now_s) < refresh_s
+            if (
+                listed is not None
+                and listed.status == run.status
+                and run.cancel_requested_at is None
+                and fresh
+            ):
+                unchanged.append(run.id)
+            else:
+                to_poll.append(run)
+        await self.store.reschedule_runs(unchanged, utc(self._next_sweep_s(now_s)))
+        return await self._gather(
+            self._poll(platform, run, report, on_grid=True) for run in to_poll
         )
-        if (
-            listed is not None
-            and listed.status == run.status
-            and run.cancel_requested_at is None
-            and not stale_tasks
-        ):
-            # Unchanged and still active: no runs/get needed; look again at the next sweep.
-            await self.store.record_snapshot(
-                run.id,
-                _unchanged(run),
-                utc(now_s),
-                utc(now_s + self.settings.policy.sweep_interval_s),
-            )
-            return
-        await self._poll(platform, run, report, on_grid=True)
 
     async def _poll(
         self, platform: Platform, run: Run, report: StepReport, *, on_grid: bool = False
-    ) -> None:
+    ) -> Observation:
         assert run.run_id is not None
         try:
-            job = await self.store.get_job(run.job_id)
+            job = await self._job(run.job_id)
             job_type = self.job_types.for_job(platform, job)
             if run.cancel_requested_at is not None and not run.is_terminal:
                 outcome = await job_type.cancel(run.run_id)
@@ -295,10 +310,7 @@ class Engine:
                 "run %s (Databricks %s): poll failed, will retry: %s", run.id, run.run_id, exc
             )
             retry_s = self.clock.now() + self.settings.policy.min_interval_s
-            await self.store.record_snapshot(
-                run.id, _unchanged(run), utc(self.clock.now()), utc(retry_s)
-            )
-            return
+            return (run.id, _unchanged(run), utc(self.clock.now()), utc(retry_s))
         report.polled += 1
         now_s = self.clock.now()
         self._last_full_poll[run.id] = now_s
@@ -312,12 +324,15 @@ class Engine:
             next_s = self._next_sweep_s(now_s)
         else:
             next_s = now_s + await self._delay_s(run, snapshot, now_s)
-        _, changed = await self.store.record_snapshot(
-            run.id, snapshot, utc(now_s), utc(next_s) if next_s is not None else None
-        )
-        report.changes += int(changed)
         if snapshot.is_terminal:
             self._last_full_poll.pop(run.id, None)
+        return (run.id, snapshot, utc(now_s), utc(next_s) if next_s is not None else None)
+
+    async def _job(self, job_id: int) -> Job:
+        job = self._jobs.get(job_id)
+        if job is None:
+            job = self._jobs[job_id] = await self.store.get_job(job_id)
+        return job
 
     async def _delay_s(self, run: Run, snapshot: RunSnapshot, now_s: float) -> float:
         policy = self.settings.policy

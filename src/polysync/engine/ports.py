@@ -78,6 +78,12 @@ class Store(Protocol):
         """run-now answered: keep the Databricks RunId and the best URL known (D7); one event."""
         ...
 
+    async def record_submissions(
+        self, submissions: Sequence[tuple[int, str, str, datetime]], now: datetime
+    ) -> Sequence[Run]:
+        """Several `record_submitted` (run id, RunId, URL, next poll) in one transaction."""
+        ...
+
     async def record_submit_attempt(self, run_id: int, message: str, retry_at: datetime) -> Run:
         """run-now could not be confirmed (transient): count it, try again at `retry_at`."""
         ...
@@ -87,6 +93,13 @@ class Store(Protocol):
     ) -> tuple[Run, bool]:
         """Store a poll: the per-task snapshot always; an event only when the status or message
         changed. A terminal run keeps its status. True if an event was written."""
+        ...
+
+    async def record_snapshots(
+        self, polls: Sequence[tuple[int, RunSnapshot, datetime, datetime | None]]
+    ) -> Sequence[tuple[Run, bool]]:
+        """Several `record_snapshot` (run id, snapshot, observed at, next poll) in one
+        transaction: a cycle over thousands of runs commits once."""
         ...
 
     async def record_failure(self, run_id: int, message: str, now: datetime) -> Run:
@@ -118,6 +131,10 @@ class Store(Protocol):
         """Lease up to `limit` non-terminal runs that are due (`next_poll_at <= now`) and not
         leased by another live engine (lease absent, expired, or ours). PostgreSQL uses
         `FOR UPDATE SKIP LOCKED`, so two engines never claim the same run."""
+        ...
+
+    async def reschedule_runs(self, run_ids: Sequence[int], next_poll_at: datetime) -> None:
+        """Set the next poll of unchanged runs in one statement (a sweep saw no change in them)."""
         ...
 
     async def release_runs(self, owner: str, run_ids: Sequence[int]) -> None:

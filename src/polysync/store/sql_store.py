@@ -332,25 +332,26 @@ class SqlStore:
         now: datetime,
         next_poll_at: datetime,
     ) -> Run:
+        (run,) = await self.record_submissions(
+            [(run_id, databricks_run_id, run_page_url, next_poll_at)], now
+        )
+        return run
+
+    async def record_submissions(
+        self, submissions: Sequence[tuple[int, str, str, datetime]], now: datetime
+    ) -> list[Run]:
+        """Several `record_submitted` in one transaction (run id, RunId, URL, next poll)."""
+        if not submissions:
+            return []
+        recorded: list[Run] = []
         async with self._write() as conn:
-            current = await _lock_run(conn, run_id)
-            values: dict[str, Any] = {
-                "run_page_url": run_page_url,
-                "next_poll_at": next_poll_at,
-                "updated_at": now,
-            }
-            # A retried run-now reuses its token and Databricks answers with the same run (D8):
-            # nothing new happened, so the first submission time stays and no event is added.
-            repeated = current.run_id == databricks_run_id
-            message = f"Submitted to Databricks as run {databricks_run_id}"
-            if not repeated:
-                values |= {"run_id": databricks_run_id, "submitted_at": now}
-                if not current.terminal:
-                    values["message"] = message
-            row = await _update_run(conn, run_id, values)
-            if not repeated:
-                await _add_event(conn, row, now, SOURCE_SUBMIT, message=message)
-        return run_from_row(row)
+            for run_id, databricks_run_id, run_page_url, next_poll_at in submissions:
+                recorded.append(
+                    await _apply_submission(
+                        conn, run_id, databricks_run_id, run_page_url, now, next_poll_at
+                    )
+                )
+        return recorded
 
     async def record_submit_attempt(self, run_id: int, message: str, retry_at: datetime) -> Run:
         async with self._write() as conn:
@@ -372,33 +373,23 @@ class SqlStore:
     async def record_snapshot(
         self, run_id: int, snapshot: RunSnapshot, now: datetime, next_poll_at: datetime | None
     ) -> tuple[Run, bool]:
+        (result,) = await self.record_snapshots([(run_id, snapshot, now, next_poll_at)])
+        return result
+
+    async def record_snapshots(
+        self, polls: Sequence[tuple[int, RunSnapshot, datetime, datetime | None]]
+    ) -> list[tuple[Run, bool]]:
+        # One transaction for a whole cycle's polls: with thousands of watched runs, a commit
+        # per run would cost more than the API calls themselves.
+        if not polls:
+            return []
+        results: list[tuple[Run, bool]] = []
         async with self._write() as conn:
-            current = await _lock_run(conn, run_id)
-            values: dict[str, Any] = {
-                "tasks": tasks_to_json(snapshot.tasks),
-                "next_poll_at": next_poll_at,
-                "updated_at": now,
-            }
-            if snapshot.run_page_url:
-                values["run_page_url"] = snapshot.run_page_url
-            changed = False
-            # A terminal status never changes again (D6): the poll only adds tasks and the URL.
-            if not current.terminal:
-                values |= {
-                    "life_cycle_state": snapshot.life_cycle_state,
-                    "result_state": snapshot.result_state,
-                }
-                changed = (
-                    snapshot.status.value != current.status or snapshot.message != current.message
+            for run_id, snapshot, observed_at, next_poll_at in polls:
+                results.append(
+                    await _apply_snapshot(conn, run_id, snapshot, observed_at, next_poll_at)
                 )
-                if changed:
-                    values |= status_values(snapshot.status) | {"message": snapshot.message}
-                if snapshot.status.is_terminal:
-                    values["ended_at"] = now
-            row = await _update_run(conn, run_id, values)
-            if changed:
-                await _add_event(conn, row, now, SOURCE_POLL)
-        return run_from_row(row), changed
+        return results
 
     async def record_failure(self, run_id: int, message: str, now: datetime) -> Run:
         async with self._write() as conn:
@@ -523,6 +514,16 @@ class SqlStore:
         leased = [run_from_row(row) for row in claimed]
         return sorted(leased, key=lambda run: (run.next_poll_at or now, run.id))
 
+    async def reschedule_runs(self, run_ids: Sequence[int], next_poll_at: datetime) -> None:
+        if not run_ids:
+            return
+        async with self._write() as conn:
+            await conn.execute(
+                update(runs)
+                .where(runs.c.id.in_(list(run_ids)), runs.c.terminal == false())
+                .values(next_poll_at=next_poll_at)
+            )
+
     async def release_runs(self, owner: str, run_ids: Sequence[int]) -> None:
         if not run_ids:
             return
@@ -623,3 +624,64 @@ def _run_not_found(run_id: int) -> NotFoundError:
 if TYPE_CHECKING:
     # mypy proves here that SqlStore implements the engine's Store protocol.
     _conforms: type[Store] = SqlStore
+
+
+async def _apply_snapshot(
+    conn: AsyncConnection,
+    run_id: int,
+    snapshot: RunSnapshot,
+    now: datetime,
+    next_poll_at: datetime | None,
+) -> tuple[Run, bool]:
+    current = await _lock_run(conn, run_id)
+    values: dict[str, Any] = {
+        "tasks": tasks_to_json(snapshot.tasks),
+        "next_poll_at": next_poll_at,
+        "updated_at": now,
+    }
+    if snapshot.run_page_url:
+        values["run_page_url"] = snapshot.run_page_url
+    changed = False
+    # A terminal status never changes again (D6): the poll only adds tasks and the URL.
+    if not current.terminal:
+        values |= {
+            "life_cycle_state": snapshot.life_cycle_state,
+            "result_state": snapshot.result_state,
+        }
+        changed = snapshot.status.value != current.status or snapshot.message != current.message
+        if changed:
+            values |= status_values(snapshot.status) | {"message": snapshot.message}
+        if snapshot.status.is_terminal:
+            values["ended_at"] = now
+    row = await _update_run(conn, run_id, values)
+    if changed:
+        await _add_event(conn, row, now, SOURCE_POLL)
+    return run_from_row(row), changed
+
+
+async def _apply_submission(
+    conn: AsyncConnection,
+    run_id: int,
+    databricks_run_id: str,
+    run_page_url: str,
+    now: datetime,
+    next_poll_at: datetime,
+) -> Run:
+    current = await _lock_run(conn, run_id)
+    values: dict[str, Any] = {
+        "run_page_url": run_page_url,
+        "next_poll_at": next_poll_at,
+        "updated_at": now,
+    }
+    # A retried run-now reuses its token and Databricks answers with the same run (D8):
+    # nothing new happened, so the first submission time stays and no event is added.
+    repeated = current.run_id == databricks_run_id
+    message = f"Submitted to Databricks as run {databricks_run_id}"
+    if not repeated:
+        values |= {"run_id": databricks_run_id, "submitted_at": now}
+        if not current.terminal:
+            values["message"] = message
+    row = await _update_run(conn, run_id, values)
+    if not repeated:
+        await _add_event(conn, row, now, SOURCE_SUBMIT, message=message)
+    return run_from_row(row)
