@@ -103,7 +103,7 @@ async def main(args: argparse.Namespace) -> None:
                 settings,
                 clock=clock,
                 api_clock=clock,
-                engine_settings=EngineSettings(policy=PollPolicy(), claim_batch=1000),
+                engine_settings=EngineSettings(policy=PollPolicy()),
             )
             await services.add_platform(
                 NewPlatform(
@@ -224,6 +224,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=2000)
     parser.add_argument("--jobs", type=int, default=200)
-    parser.add_argument("--speed", type=float, default=20.0)
+    parser.add_argument("--speed", type=float, default=5.0)
     parser.add_argument("--timeout-s", type=float, default=600.0)
     asyncio.run(main(parser.parse_args()))

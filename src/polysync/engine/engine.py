@@ -47,7 +47,11 @@ class JobTypes(Protocol):
 class EngineSettings:
     policy: PollPolicy = field(default_factory=PollPolicy)
     lease_s: float = 60.0  # another engine may take a run over once its lease expires
-    claim_batch: int = 500
+    # Large enough that new submissions (the oldest due times) never crowd out the runs to watch.
+    claim_batch: int = 5000
+    # run-now is paced at 20/s per workspace: a burst of submissions is spread over cycles so
+    # that watching the runs already started never waits behind it.
+    max_submits_per_cycle: int = 40
     max_parallel_calls: int = 32  # in-flight API calls per engine (the rate limiter paces them)
     idle_s: float = 1.0  # how often an idle engine looks for new work
 
@@ -168,7 +172,7 @@ class Engine:
             return report
         self._jobs.clear()
         self._leased.update(run.id for run in due)
-        to_submit = [run for run in due if not run.submitted]
+        to_submit = [run for run in due if not run.submitted][: self.settings.max_submits_per_cycle]
         to_watch = [run for run in due if run.submitted]
         submitted = await self._gather(self._submit(run, report) for run in to_submit)
         await self.store.record_submissions(
