@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -20,11 +21,11 @@ from polysync.domain.records import Job, NewPlatform, Platform, Run, RunEvent, R
 from polysync.engine.engine import Engine, EngineSettings
 from polysync.engine.polling import PollPolicy
 from polysync.engine.ports import Store
-from polysync.errors import PolysyncError, UsageError
+from polysync.errors import NotFoundError, PolysyncError, UsageError
 from polysync.jobtypes.base import DiscoveredJob, JobType
 from polysync.jobtypes.databricks_job import DatabricksJobJobType
 from polysync.jobtypes.databricks_workflow import DatabricksWorkflowJobType
-from polysync.store import open_store
+from polysync.store import open_store, upgrade
 
 TransportFactory = Callable[[Platform], httpx.AsyncBaseTransport | None]
 
@@ -80,6 +81,10 @@ class Connections:
         )
         self._clients[platform.id] = (fingerprint, client)
         return client
+
+    def clients(self) -> list[DatabricksClient]:
+        """Every client made so far, replaced ones too (their metrics still count)."""
+        return [*self._retired, *(c for _, c in self._clients.values())]
 
     def for_job(self, platform: Platform, job: Job) -> JobType:
         return JOB_TYPES[job.job_type](self.client(platform))
@@ -138,6 +143,9 @@ class Services:
             min_interval_s=settings.poll_min_s,
             max_interval_s=max(settings.poll_min_s, settings.poll_max_s),
             sweep_interval_s=settings.sweep_interval_s,
+            # The shortest poll bounds every poll: the first one and the cancel confirmation too.
+            first_poll_s=settings.poll_min_s,
+            cancel_poll_s=settings.poll_min_s,
         )
         engine = Engine(
             store,
@@ -148,8 +156,11 @@ class Services:
         return cls(store, connections, engine, clock, settings)
 
     async def aclose(self) -> None:
-        await self.connections.aclose()
-        await self.store.aclose()  # type: ignore[attr-defined]
+        try:
+            await self.engine.release()  # the runs this process claimed go back to other engines
+        finally:
+            await self.connections.aclose()
+            await self.store.aclose()  # type: ignore[attr-defined]
 
     def now(self) -> Any:
         return utc(self.clock.now())
@@ -210,10 +221,12 @@ class Services:
 
     # ------------------------------------------------------------------ jobs
     async def get_job(self, ref: str, platform: str | None = None) -> Job:
+        """By Polysync id; else by External Id or name (within `platform` when given)."""
         platform_id = (await self.store.get_platform(platform)).id if platform else None
-        return await self.store.get_job(
-            int(ref) if ref.isdigit() and platform is None else ref, platform_id=platform_id
-        )
+        if ref.isdigit() and platform is None:
+            with contextlib.suppress(NotFoundError):  # not a Polysync id: External Ids are digits
+                return await self.store.get_job(int(ref))
+        return await self.store.get_job(ref, platform_id=platform_id)
 
     async def sync_parameters(self, job: Job) -> tuple[Job, ParameterDiff]:
         platform = await self.store.get_platform(job.platform_id)
@@ -241,3 +254,8 @@ class Services:
     async def run_details(self, run_id: int) -> tuple[Run, Job, Sequence[RunEvent]]:
         run = await self.store.get_run(run_id)
         return run, await self.store.get_job(run.job_id), await self.store.run_events(run_id)
+
+
+async def upgrade_database(settings: Settings) -> str | None:
+    """Apply every pending schema migration to the configured database; its revision after."""
+    return await upgrade(settings.resolved_database_url())

@@ -8,13 +8,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import uvicorn
 from rich.console import Console
 
-from polysync.clock import ScaledClock
-from polysync.emulator.app import create_app
-from polysync.emulator.spec import load_workspace
-from polysync.emulator.tls import make_self_signed_cert
 from polysync.errors import WorkspaceFileError
 
 app = typer.Typer(help="The Databricks Jobs API emulator.", no_args_is_help=True)
@@ -51,6 +46,14 @@ def serve(
     ] = False,
 ) -> None:
     """Serve the Jobs API (/api/2.0, 2.1, 2.2), the identity endpoints and the control plane."""
+    # Imported here, not at the top: uvicorn and the emulator would slow every command's start.
+    import uvicorn
+
+    from polysync.clock import ScaledClock
+    from polysync.emulator.app import create_app
+    from polysync.emulator.spec import load_workspace
+    from polysync.emulator.tls import make_self_signed_cert
+
     try:
         spec = load_workspace(workspace)
     except WorkspaceFileError as exc:

@@ -1,0 +1,158 @@
+"""What every command shares: consoles, options, exit codes, settings and the services session."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.markup import escape
+
+from polysync.config import Settings
+from polysync.errors import (
+    ConfigError,
+    DatabricksAuthError,
+    DatabricksError,
+    DatabricksTransportError,
+    PolysyncError,
+    SecretReferenceError,
+)
+
+if TYPE_CHECKING:
+    from polysync.services import Services
+
+T = TypeVar("T")
+
+EXIT_OK = 0
+EXIT_RUN_FAILED = 1  # the run failed or was cancelled
+EXIT_USAGE = 2  # bad usage or input
+EXIT_PLATFORM = 3  # Databricks refused, or could not be reached
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), by shell convention
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        metavar="URL",
+        help="Database URL (overrides POLYSYNC_DATABASE_URL; default: SQLite in POLYSYNC_HOME).",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print JSON to stdout (and nothing else) for scripts.")
+]
+PlatformOption = Annotated[
+    str | None,
+    typer.Option(
+        "--platform",
+        help="The platform of JOB, when JOB is an External Id or a name.",
+        show_default=False,
+    ),
+]
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """One paragraph on stderr (soft-wrapped, so it stays copy-pastable), then exit."""
+    err.print(f"[bold red]Error:[/] {escape(message)}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def exit_code(exc: PolysyncError) -> int:
+    """3 for Databricks (refused, unreachable, auth); 2 for bad input, settings or references."""
+    return EXIT_PLATFORM if isinstance(exc, DatabricksError) else EXIT_USAGE
+
+
+def error_text(exc: PolysyncError) -> str:
+    """The exception's own message (it says what and which value), plus how to fix it where
+    only the command line knows the commands to suggest."""
+    if not isinstance(exc, DatabricksError):
+        text = exc.message
+        if isinstance(exc, SecretReferenceError):
+            text += (
+                ". Set it for every polysync process (e.g. `export NAME=...` for env:NAME), or "
+                "re-add the platform with another reference."
+            )
+        return text
+    # DatabricksError's str() adds the HTTP status, the error code and the call that failed.
+    text = str(exc)
+    if isinstance(exc, DatabricksAuthError):
+        text += (
+            " - Databricks refused the credentials: check that the platform's secret reference "
+            "holds a valid secret for this workspace (`polysync platform show NAME` shows it), "
+            "then `polysync platform test NAME`."
+        )
+    elif isinstance(exc, DatabricksTransportError):
+        text += (
+            " - check the workspace URL and the network; for HTTPS with a private CA, add the "
+            "platform with --ca-bundle PATH."
+        )
+    return text
+
+
+def run_async(main: Callable[[], Awaitable[T]]) -> T:
+    """Run one command's coroutine; expected errors become a message and an exit code (no
+    traceback). KeyboardInterrupt is left to the caller."""
+    try:
+        return asyncio.run(_as_coroutine(main))
+    except PolysyncError as exc:
+        fail(error_text(exc), exit_code(exc))
+
+
+async def _as_coroutine(main: Callable[[], Awaitable[T]]) -> T:
+    return await main()
+
+
+def load_settings(db: str | None = None, **overrides: Any) -> Settings:
+    """Settings from the environment (POLYSYNC_*), `--db` taking precedence."""
+    if db is not None:
+        overrides["database_url"] = db
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ConfigError(
+            f"Setting {where!r} is not valid: {first['msg']}. Fix the environment variable "
+            f"POLYSYNC_{where.upper()}."
+        ) from exc
+    _configure_logging(settings.log_level)
+    return settings
+
+
+def _configure_logging(level: str) -> None:
+    root = logging.getLogger()
+    if any(isinstance(handler, RichHandler) for handler in root.handlers):
+        return
+    handler = RichHandler(console=err, show_path=False, markup=False, rich_tracebacks=False)
+    root.addHandler(handler)
+    root.setLevel(level.upper() if level.upper() in logging.getLevelNamesMapping() else "WARNING")
+
+
+@asynccontextmanager
+async def session(
+    db: str | None = None, settings: Settings | None = None
+) -> AsyncIterator[Services]:
+    """The services over the configured store; closed (leases released) however the command ends."""
+    from polysync.services import Services  # imported here: `--help` stays fast
+
+    services = await Services.open(settings or load_settings(db))
+    try:
+        yield services
+    finally:
+        await services.aclose()
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.flush()

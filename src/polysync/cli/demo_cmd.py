@@ -1,0 +1,251 @@
+"""`polysync demo`: the whole story in under a minute, against an in-process emulated workspace."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.markup import escape
+from rich.rule import Rule
+from rich.text import Text
+
+from polysync.cli.common import (
+    EXIT_INTERRUPTED,
+    EXIT_RUN_FAILED,
+    load_settings,
+    out,
+    run_async,
+    session,
+)
+from polysync.cli.render import discover_summary, discover_table
+from polysync.cli.watch import print_outcome, watch
+from polysync.domain.models import JobKind, RunStatus
+from polysync.domain.records import NewPlatform, Run
+from polysync.errors import NotFoundError, UsageError
+
+if TYPE_CHECKING:
+    from polysync.services import Services
+
+PLATFORM = "demo"
+TOKEN_VARIABLE = "POLYSYNC_DEMO_TOKEN"  # noqa: S105 - the name of a variable, not a token
+SALES, FRAUD, BACKFILL = "nightly-sales-etl", "fraud-scoring", "warehouse-backfill"
+SALES_VALUES = {"env": "dev", "run_date": "2026-11-24", "batch_size": "1000"}
+POLL_S = 0.25  # the demo's engine polls this often (real seconds) while the workspace runs fast
+
+
+def say(title: str, text: str | Text, *, gap: bool = False) -> None:
+    """One line of narration per step (`gap`: after a blank line, before a live display)."""
+    if gap:
+        out.line()
+    line = Text.assemble(("▸ ", "bold cyan"), (f"{title:<9}", "bold"), " ")
+    line.append_text(text if isinstance(text, Text) else Text.from_markup(text))
+    out.print(line, soft_wrap=True)
+
+
+def demo(
+    speed: Annotated[
+        float, typer.Option(min=1, help="The emulated workspace's clock runs this much faster.")
+    ] = 30.0,
+    serve: Annotated[
+        bool,
+        typer.Option(
+            "--serve/--no-serve", help="Keep the emulator serving afterwards, until Ctrl-C."
+        ),
+    ] = False,
+) -> None:
+    """Run the demo: emulator, platform, discovery, import, a success, a failure, a cancel."""
+    home_given = bool(os.environ.get("POLYSYNC_HOME"))
+    home = (
+        Path(os.environ["POLYSYNC_HOME"]).expanduser().resolve()
+        if home_given
+        else Path(tempfile.mkdtemp(prefix="polysync-demo-"))
+    )
+    try:
+        runs = run_async(lambda: _demo(speed, serve, home, home_given))
+    except KeyboardInterrupt:
+        out.print("Demo interrupted.")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    outcomes = [run.status for run in runs]
+    expected = [RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.CANCELLED]
+    if outcomes != expected:
+        out.print(
+            f"[red]The demo's runs ended {[s.value for s in outcomes]}, expected "
+            f"{[s.value for s in expected]}.[/]"
+        )
+        raise typer.Exit(EXIT_RUN_FAILED)
+
+
+async def _demo(speed: float, serve: bool, home: Path, home_given: bool) -> list[Run]:
+    """`home`: POLYSYNC_HOME when set (`home_given`), else a fresh temporary directory."""
+    # Imported here: the emulator (uvicorn, starlette) would slow every other command's start.
+    from polysync.clock import ScaledClock
+    from polysync.emulator.app import create_app
+    from polysync.emulator.serving import running_server
+    from polysync.emulator.spec import load_workspace
+
+    started_s = time.monotonic()
+    spec = load_workspace("demo")
+    # The platform stores the reference `env:POLYSYNC_DEMO_TOKEN`; the token is the emulator's own.
+    os.environ[TOKEN_VARIABLE] = spec.auth.tokens[0]
+    settings = load_settings(
+        home=home,
+        database_url=f"sqlite+aiosqlite:///{home / 'polysync.db'}",
+        poll_min_s=POLL_S,
+    )
+    out.print(
+        Rule("[bold]Polysync demo[/]: Databricks workflows, end to end, on an emulated workspace")
+    )
+    app = create_app(spec, clock=ScaledClock(speed))
+    async with running_server(app) as url:
+        say(
+            "Emulator",
+            f"serving the demo workspace ({len(spec.jobs)} jobs, clock x{speed:g}) at "
+            f"[link={url}]{url}[/link]",
+        )
+        say("Database", f"SQLite at {escape(str(home / 'polysync.db'))}")
+        async with session(settings=settings) as services:
+            runs = await _story(services, url)
+        _summary(time.monotonic() - started_s, None if home_given else home, runs, serve)
+        if serve:
+            await _serve_until_stopped(url, home, home_given, spec.auth.tokens[0])
+    return runs
+
+
+async def _story(services: Services, url: str) -> list[Run]:
+    await _register(services, url)
+
+    _, found = await services.discover(PLATFORM)
+    say("Discover", f"Get Pipelines: {discover_summary(found)}")
+    out.print(discover_table(found, set()))
+
+    _, results = await services.import_jobs(PLATFORM, None)
+    created = sum(1 for r in results if r.job and r.created)
+    updated = sum(1 for r in results if r.job and not r.created)
+    workflows = sum(1 for r in results if r.job and r.job.job_type is JobKind.WORKFLOW)
+    say(
+        "Import",
+        f"{len(results)} jobs imported with their parameter schema ({created} created, "
+        f"{updated} updated; {workflows} as {JobKind.WORKFLOW.value}, "
+        f"{len(results) - workflows} as {JobKind.JOB.value}).",
+    )
+
+    sales = await services.get_job(SALES, PLATFORM)
+    try:
+        await services.execute(sales, {"source": "adls"})
+    except UsageError as exc:
+        say("Guard", f"-p source=adls on {SALES} is refused before any API call:")
+        out.print(Text(f"  {exc.message}", style="dim"), soft_wrap=True)
+
+    values = ", ".join(f"{k}={v}" for k, v in SALES_VALUES.items())
+    say("Execute", f"[bold]{SALES}[/] with {values}", gap=True)
+    outcomes = [await _execute(services, SALES, SALES_VALUES)]
+
+    say("Execute", f"[bold]{FRAUD}[/]: its feature step fails on a schema mismatch", gap=True)
+    outcomes.append(await _execute(services, FRAUD, {}))
+
+    say(
+        "Cancel",
+        f"[bold]{BACKFILL}[/]: started, then cancelled while its 3-hour backfill runs",
+        gap=True,
+    )
+    outcomes.append(await _execute(services, BACKFILL, {}, cancel_when=_backfill_running))
+    return outcomes
+
+
+async def _register(services: Services, url: str) -> None:
+    new = NewPlatform(
+        name=PLATFORM,
+        workspace_url=url,
+        auth={"method": "pat", "token": f"env:{TOKEN_VARIABLE}"},
+        description="The Polysync demo workspace (emulated).",
+    )
+    try:
+        existing = await services.store.get_platform(PLATFORM)
+    except NotFoundError:
+        await services.add_platform(new)
+        verb = "registered"
+    else:  # a database kept in POLYSYNC_HOME: point the platform at this emulator
+        fresh = replace(existing, workspace_url=url, auth=new.auth, options={})
+        await services.store.update_platform(fresh, services.now())
+        verb = "updated"
+    report = await services.test_platform(PLATFORM)
+    say(
+        "Platform",
+        f"'{PLATFORM}' {verb}: Personal Access Token from env:{TOKEN_VARIABLE} (the reference is "
+        f"stored, never the token). Test connectivity [green]✔[/] workspace {report.workspace_id}",
+    )
+
+
+def _backfill_running(run: Run) -> bool:
+    return any(t.task_key == "backfill" and t.status is RunStatus.RUNNING for t in run.tasks)
+
+
+async def _execute(
+    services: Services,
+    name: str,
+    values: dict[str, str],
+    cancel_when: Callable[[Run], bool] | None = None,
+) -> Run:
+    job = await services.get_job(name, PLATFORM)
+    run = await services.execute(job, values)
+    run = await watch(services, run, job, interval_s=POLL_S, console=out, cancel_when=cancel_when)
+    print_outcome(run, out)
+    return run
+
+
+def _summary(elapsed_s: float, temp_home: Path | None, runs: list[Run], serve: bool) -> None:
+    out.print(Rule())
+    shown = ", ".join(f"{run.id} {run.status.value}" for run in runs)
+    stays = "" if serve else " (the emulator stops with the demo; the database stays)"
+    out.print(
+        f"[green]✔[/] Demo finished in {elapsed_s:.1f} s: runs {shown}, each recorded with its "
+        f"tasks and status history. Explore them{stays}:",
+        soft_wrap=True,
+    )
+    if temp_home is not None:
+        out.print(f"  export POLYSYNC_HOME={escape(str(temp_home))}", soft_wrap=True)
+    failed = next((run.id for run in runs if run.status is RunStatus.FAILED), runs[0].id)
+    for command in (
+        "polysync runs list",
+        f"polysync runs show {failed}",
+        "polysync jobs list",
+        f"polysync jobs show {SALES} --platform {PLATFORM}",
+        f"polysync platform show {PLATFORM}",
+    ):
+        out.print(f"  [bold]{command}[/]", soft_wrap=True)
+    if not serve:
+        out.print(
+            "  A workspace to keep playing with: [bold]polysync demo --serve[/], or "
+            "[bold]polysync emulator serve --workspace demo[/]",
+            soft_wrap=True,
+        )
+
+
+async def _serve_until_stopped(url: str, home: Path, home_given: bool, token: str) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    out.print(Rule("Still serving"))
+    out.print(
+        f"The emulator keeps serving at {url} until Ctrl-C. In another shell:", soft_wrap=True
+    )
+    if not home_given:
+        out.print(f"  export POLYSYNC_HOME={escape(str(home))}", soft_wrap=True)
+    # The emulator's own demo credential (README), not a secret of any real workspace.
+    out.print(f"  export {TOKEN_VARIABLE}={token}", soft_wrap=True)
+    out.print(f"  polysync discover {PLATFORM}", soft_wrap=True)
+    out.print(f"  polysync run {SALES} --platform {PLATFORM} -p env=dev", soft_wrap=True)
+    try:
+        await stop.wait()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)

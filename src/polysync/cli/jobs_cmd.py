@@ -1,0 +1,208 @@
+"""`polysync discover`, `polysync import` and `polysync jobs ...`: Get Pipelines, import, inspect."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.text import Text
+
+from polysync.cli.as_json import discovered_json, job_json, parameter_json
+from polysync.cli.common import (
+    EXIT_PLATFORM,
+    EXIT_USAGE,
+    DbOption,
+    JsonOption,
+    PlatformOption,
+    error_text,
+    exit_code,
+    fail,
+    out,
+    print_json,
+    run_async,
+    session,
+)
+from polysync.cli.render import (
+    discover_summary,
+    discover_table,
+    import_table,
+    job_view,
+    jobs_table,
+)
+from polysync.domain.parameters import describe_diff
+
+app = typer.Typer(help="Imported jobs: list, show, Sync Parameters.", no_args_is_help=True)
+
+PlatformArgument = Annotated[str, typer.Argument(help="Platform name.")]
+JobArgument = Annotated[
+    str,
+    typer.Argument(help="Polysync job id, or External Id / name (with --platform).", metavar="JOB"),
+]
+
+
+def discover(platform: PlatformArgument, json_out: JsonOption = False, db: DbOption = None) -> None:
+    """Get Pipelines: every job on the platform, classified Workflow (> 1 task) or Job."""
+
+    async def main() -> Any:
+        async with session(db) as services:
+            found_on, found = await services.discover(platform)
+            imported = {job.external_id for job in await services.store.list_jobs(found_on.id)}
+            return found, imported
+
+    found, imported = run_async(main)
+    if json_out:
+        print_json([discovered_json(job, job.external_id in imported) for job in found])
+        return
+    out.print(discover_table(found, imported))
+    out.print(discover_summary(found))
+    out.print(
+        f"Import them: [bold]polysync import {escape(platform)} --all[/] "
+        f"(or --job-id ID for some).",
+        soft_wrap=True,
+    )
+
+
+def import_(
+    platform: PlatformArgument,
+    job_ids: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--job-id", help="External Id (Databricks Job Id) to import; repeatable.", metavar="ID"
+        ),
+    ] = None,
+    all_jobs: Annotated[bool, typer.Option("--all", help="Import every discovered job.")] = False,
+    json_out: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """Import jobs with their parameter schema; re-importing updates and keeps your settings."""
+    if all_jobs == bool(job_ids):
+        fail("Say what to import: --all, or --job-id ID (repeatable) - one of the two.")
+
+    async def main() -> Any:
+        async with session(db) as services:
+            return await services.import_jobs(platform, None if all_jobs else job_ids)
+
+    _, results = run_async(main)
+    if json_out:
+        print_json(
+            [
+                {
+                    "external_id": r.external_id,
+                    "outcome": "failed" if r.error else ("created" if r.created else "updated"),
+                    "job": job_json(r.job, platform) if r.job else None,
+                    "error": error_text(r.error) if r.error else None,
+                }
+                for r in results
+            ]
+        )
+    else:
+        imported = [r for r in results if r.job is not None]
+        if imported:
+            out.print(import_table(imported))
+        for r in results:
+            if r.error is not None:
+                out.print(
+                    Text.assemble(("✘ ", "red"), f"{r.external_id}: {error_text(r.error)}"),
+                    soft_wrap=True,
+                )
+        created = sum(1 for r in imported if r.created)
+        out.print(
+            f"{created} created, {len(imported) - created} updated, "
+            f"{len(results) - len(imported)} failed."
+        )
+    errors = [r.error for r in results if r.error is not None]
+    if errors:
+        raise typer.Exit(
+            EXIT_PLATFORM if any(exit_code(e) == EXIT_PLATFORM for e in errors) else EXIT_USAGE
+        )
+
+
+@app.command("list")
+def list_(
+    platform: Annotated[
+        str | None, typer.Option("--platform", help="Only this platform's jobs.")
+    ] = None,
+    json_out: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """The imported jobs."""
+
+    async def main() -> Any:
+        async with session(db) as services:
+            platforms = {p.id: p.name for p in await services.store.list_platforms()}
+            platform_id = (await services.store.get_platform(platform)).id if platform else None
+            return platforms, await services.store.list_jobs(platform_id)
+
+    platforms, jobs = run_async(main)
+    if json_out:
+        print_json([job_json(job, platforms.get(job.platform_id)) for job in jobs])
+    elif not jobs:
+        out.print("No jobs imported yet: polysync discover PLATFORM, then polysync import ...")
+    else:
+        out.print(jobs_table(jobs, platforms))
+
+
+@app.command("show")
+def show(
+    job: JobArgument,
+    platform: PlatformOption = None,
+    json_out: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """One job: General (name, Job Type, External Id, Platform) and its Parameters."""
+
+    async def main() -> Any:
+        async with session(db) as services:
+            found = await services.get_job(job, platform)
+            return found, (await services.store.get_platform(found.platform_id)).name
+
+    found, platform_name = run_async(main)
+    if json_out:
+        print_json(job_json(found, platform_name))
+    else:
+        out.print(job_view(found, platform_name))
+
+
+@app.command("sync-params")
+def sync_params(
+    job: JobArgument,
+    platform: PlatformOption = None,
+    json_out: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """Sync Parameters: re-read the job from Databricks and report what changed."""
+
+    async def main() -> Any:
+        async with session(db) as services:
+            saved, diff = await services.sync_parameters(await services.get_job(job, platform))
+            return saved, diff, (await services.store.get_platform(saved.platform_id)).name
+
+    saved, diff, platform_name = run_async(main)
+    lines = describe_diff(diff)
+    if json_out:
+        print_json(
+            {
+                "job": job_json(saved, platform_name),
+                "changed": not diff.is_empty,
+                "changes": list(lines),
+                "added": [parameter_json(p) for p in diff.added],
+                "removed": [parameter_json(p) for p in diff.removed],
+                "modified": [
+                    {"name": c.name, "fields": list(c.fields), "after": parameter_json(c.new)}
+                    for c in diff.changed
+                ],
+                "job_type_changed": [k.value for k in diff.kind_changed]
+                if diff.kind_changed
+                else None,
+            }
+        )
+        return
+    if diff.is_empty:
+        out.print(
+            f"[green]✔[/] {escape(saved.name)}: parameters already match Databricks; nothing changed."
+        )
+        return
+    out.print(f"[green]✔[/] {escape(saved.name)}: parameters synced from Databricks:")
+    for line in lines:
+        out.print(f"  • {escape(line)}", soft_wrap=True)

@@ -1,0 +1,424 @@
+"""How records look to people: Rich tables, panels and status lines (`as_json` is for scripts)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from rich import box
+from rich.console import Group, RenderableType
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from polysync.domain.models import JobKind, Parameter, RunSnapshot, RunStatus, TaskRunState
+from polysync.domain.records import Job, Platform, Run, RunEvent
+from polysync.jobtypes.base import DiscoveredJob
+
+if TYPE_CHECKING:
+    from polysync.services import ImportResult
+
+AUTH_LABELS = {
+    "pat": "Personal Access Token",
+    "entra_service_principal": "Service Principal (Microsoft Entra ID)",
+    "managed_identity": "Managed identity",
+    "azure_default": "Azure default credential",
+    "databricks_oauth_m2m": "Databricks OAuth (machine-to-machine)",
+}
+OPTION_LABELS = {"api_versions": "API versions", "tls_ca_bundle": "CA bundle"}
+STATUS_STYLES = {
+    RunStatus.STARTING: "cyan",
+    RunStatus.RUNNING: "blue",
+    RunStatus.SUCCESS: "bold green",
+    RunStatus.FAILED: "bold red",
+    RunStatus.CANCELLED: "bold magenta",
+    RunStatus.UNKNOWN: "yellow",
+}
+STATUS_ICONS = {
+    RunStatus.SUCCESS: "✔",
+    RunStatus.FAILED: "✘",
+    RunStatus.CANCELLED: "■",
+}
+
+
+# --------------------------------------------------------------------------- small pieces
+def kind_label(kind: JobKind) -> str:
+    """The classification shown in tables: Workflow (more than one task) or Job."""
+    return "Workflow" if kind is JobKind.WORKFLOW else "Job"
+
+
+def status_text(status: RunStatus) -> Text:
+    return Text(status.value, style=STATUS_STYLES[status])
+
+
+def when(moment: datetime | None, *, short: bool = False) -> str:
+    """Local time; `short` for tables (a month abbreviation, to the minute)."""
+    if moment is None:
+        return "-"
+    return moment.astimezone().strftime("%b %d %H:%M" if short else "%Y-%m-%d %H:%M:%S")
+
+
+def duration_text(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    seconds = round(ms / 1000)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m {seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+def tags_text(tags: Mapping[str, str]) -> str:
+    return ", ".join(f"{key}={value}" for key, value in sorted(tags.items())) or "-"
+
+
+def first_line(text: str, limit: int = 70) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def latest_attempts(run: Run) -> tuple[TaskRunState, ...]:
+    """The last attempt of each task (the one that decides), in Databricks' order."""
+    return RunSnapshot(status=run.status, tasks=run.tasks).latest_attempts()
+
+
+def run_duration_ms(run: Run) -> int | None:
+    """How long Databricks ran it: first task start to last task end (the workspace's clock)."""
+    starts = [t.start_time_ms for t in run.tasks if t.start_time_ms]
+    ends = [t.end_time_ms for t in run.tasks if t.end_time_ms]
+    if not starts or not ends or not run.is_terminal:
+        return None
+    return max(ends) - min(starts)
+
+
+def task_state(task: TaskRunState) -> Text:
+    text = status_text(task.status)
+    detail = task.result_state or task.life_cycle_state
+    if detail and detail.upper() != task.status.value.upper():
+        text.append(f" ({detail})", style="dim")
+    return text
+
+
+def _field_grid() -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    return grid
+
+
+def _table() -> Table:
+    return Table(box=box.SIMPLE_HEAD, header_style="bold", show_edge=False)
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+# --------------------------------------------------------------------------- platforms
+def platforms_table(platforms: Sequence[Platform]) -> Table:
+    table = _table()
+    for column in ("Name", "Workspace URL", "Authentication", "Id"):
+        table.add_column(column, overflow="fold")
+    for p in platforms:
+        table.add_row(
+            escape(p.name),
+            escape(p.workspace_url),
+            AUTH_LABELS.get(p.auth_method, p.auth_method),
+            str(p.id),
+        )
+    return table
+
+
+def platform_view(platform: Platform, job_count: int) -> RenderableType:
+    grid = _field_grid()
+    grid.add_row("Name", escape(platform.name))
+    grid.add_row("Provider", "Azure Databricks")
+    grid.add_row("Workspace URL", escape(platform.workspace_url))
+    grid.add_row("Authentication", AUTH_LABELS.get(platform.auth_method, platform.auth_method))
+    for key, value in platform.auth.items():
+        if key != "method" and value not in (None, False):
+            grid.add_row(f"  {key}", escape(str(value)))
+    grid.add_row("Cluster Id", escape(platform.cluster_id or "-"))
+    if platform.description:
+        grid.add_row("Description", escape(platform.description))
+    for key, value in platform.options.items():
+        label = OPTION_LABELS.get(key, key)
+        shown = (
+            ", ".join(f"{k}={v}" for k, v in value.items())
+            if isinstance(value, Mapping)
+            else str(value)
+        )
+        grid.add_row(label, escape(shown))
+    grid.add_row("Jobs imported", str(job_count))
+    grid.add_row("Id", str(platform.id))
+    grid.add_row("Created", when(platform.created_at))
+    return grid
+
+
+# --------------------------------------------------------------------------- jobs
+def discover_table(found: Sequence[DiscoveredJob], imported: set[str]) -> Table:
+    table = _table()
+    table.add_column("External Id", no_wrap=True)
+    table.add_column("Name", no_wrap=True)
+    table.add_column("Type", no_wrap=True)
+    table.add_column("Tasks", justify="right")
+    table.add_column("Tags", overflow="fold")
+    show_imported = any(job.external_id in imported for job in found)
+    if show_imported:
+        table.add_column("Imported", justify="center")
+    for job in found:
+        row: list[RenderableType] = [
+            job.external_id,
+            escape(job.name),
+            Text(kind_label(job.kind), style="bold" if job.kind is JobKind.WORKFLOW else ""),
+            str(job.task_count),
+            escape(tags_text(job.tags)),
+        ]
+        if show_imported:
+            row.append("✔" if job.external_id in imported else "")
+        table.add_row(*row)
+    return table
+
+
+def discover_summary(found: Sequence[DiscoveredJob]) -> str:
+    workflows = sum(1 for j in found if j.kind is JobKind.WORKFLOW)
+    return (
+        f"{plural(len(found), 'job')} found: {plural(workflows, 'Databricks Workflow')} (more "
+        f"than one task), {plural(len(found) - workflows, 'Databricks Job')}."
+    )
+
+
+def import_table(results: Sequence[ImportResult]) -> Table:
+    table = _table()
+    table.add_column("External Id", no_wrap=True)
+    table.add_column("Name", no_wrap=True)
+    table.add_column("Type", no_wrap=True)
+    table.add_column("Outcome", no_wrap=True)
+    table.add_column("Parameters", overflow="fold")
+    for r in results:
+        if r.job is None:
+            continue
+        job_level = sum(1 for p in r.job.parameters if p.is_job_level)
+        table.add_row(
+            r.external_id,
+            escape(r.job.name),
+            kind_label(r.job.job_type),
+            Text("created", style="green") if r.created else Text("updated", style="cyan"),
+            f"{job_level} job-level, {len(r.job.parameters) - job_level} task-scoped",
+        )
+    return table
+
+
+def jobs_table(jobs: Sequence[Job], platform_names: Mapping[int, str]) -> Table:
+    several_platforms = len({job.platform_id for job in jobs}) > 1
+    table = _table()
+    table.add_column("Id", justify="right")
+    table.add_column("Name", no_wrap=True)
+    table.add_column("Job Type", no_wrap=True)
+    table.add_column("External Id", no_wrap=True)
+    if several_platforms:
+        table.add_column("Platform", overflow="fold")
+    table.add_column("Tasks", justify="right", no_wrap=True)
+    table.add_column("Params", justify="right", no_wrap=True)
+    for job in jobs:
+        row = [str(job.id), escape(job.name), kind_label(job.job_type), job.external_id]
+        if several_platforms:
+            row.append(escape(platform_names.get(job.platform_id, str(job.platform_id))))
+        row += [str(job.task_count), str(sum(1 for p in job.parameters if p.is_job_level))]
+        table.add_row(*row)
+    return table
+
+
+def job_view(job: Job, platform_name: str) -> RenderableType:
+    general = _field_grid()
+    general.add_row("Name", escape(job.name))
+    general.add_row("Job Type", job.job_type.value)
+    general.add_row("External Id", job.external_id)
+    general.add_row("Platform", escape(platform_name))
+    if job.description:
+        general.add_row("Description", escape(job.description))
+    general.add_row("Tags", escape(tags_text(job.tags)))
+    general.add_row("Tasks", escape(f"{job.task_count}: {', '.join(job.task_keys) or '-'}"))
+    general.add_row("Id", str(job.id))
+    general.add_row("Imported", when(job.imported_at))
+    general.add_row("Synced", when(job.synced_at))
+    parts: list[RenderableType] = [Text("General", style="bold underline"), general, Text()]
+    parts.append(Text("Parameters", style="bold underline"))
+    parts.append(parameters_table(job.parameters))
+    if any(not p.is_job_level for p in job.parameters):
+        parts.append(
+            Text(
+                "Task-scoped parameters are reference-only: Polysync sends only job-level "
+                "parameters. To set one at run time, declare it on the Databricks Job's "
+                "job-level parameters, then run `polysync jobs sync-params`.",
+                style="dim",
+            )
+        )
+    return Group(*parts)
+
+
+def parameters_table(parameters: Sequence[Parameter]) -> RenderableType:
+    if not parameters:
+        return Text("This job has no parameters.", style="dim")
+    stored = any(p.stored_value is not None for p in parameters)
+    table = _table()
+    table.add_column("Name", no_wrap=True)
+    table.add_column("Data Type", no_wrap=True)
+    table.add_column("Default", overflow="fold")
+    table.add_column("Direction", no_wrap=True)
+    table.add_column("Scope", overflow="fold")
+    if stored:
+        table.add_column("Stored value", overflow="fold")
+    for p in parameters:
+        # Unset behaves like Input (spec): shown as Input, dimmed.
+        direction = Text(p.direction.value) if p.direction else Text("Input", style="dim")
+        scope = (
+            Text("job level")
+            if p.is_job_level
+            else Text(f"task {p.task_key}, reference-only", style="yellow")
+        )
+        row: list[RenderableType] = [
+            escape(p.name),
+            p.data_type.value,
+            escape(p.default) if p.default is not None else Text("-", style="dim"),
+            direction,
+            scope,
+        ]
+        if stored:
+            row.append(escape(p.stored_value) if p.stored_value is not None else "")
+        table.add_row(*row)
+    return table
+
+
+# --------------------------------------------------------------------------- runs
+def runs_table(runs: Sequence[Run], jobs: Mapping[int, Job]) -> Table:
+    table = _table()
+    table.add_column("Id", justify="right", no_wrap=True)
+    table.add_column("Job", no_wrap=True)
+    table.add_column("Status", no_wrap=True)
+    table.add_column("Created", no_wrap=True)
+    table.add_column("Duration", justify="right", no_wrap=True)
+    # The one column that gives way on a narrow terminal; `runs show ID` has the whole message.
+    table.add_column("Message")
+    for run in runs:
+        job = jobs.get(run.job_id)
+        table.add_row(
+            str(run.id),
+            escape(job.name if job else str(run.job_id)),
+            status_text(run.status),
+            when(run.created_at, short=True),
+            duration_text(run_duration_ms(run)),
+            Text(first_line(run.message, 200), style="dim", no_wrap=True, overflow="ellipsis"),
+        )
+    return table
+
+
+def tasks_table(tasks: Iterable[TaskRunState], *, full_detail: bool = True) -> Table:
+    """One row per task attempt. `full_detail=False` keeps each row on one line (the live
+    display: the run message printed afterwards carries the full text)."""
+    table = _table()
+    table.add_column("Task", no_wrap=True)
+    table.add_column("State", no_wrap=True)
+    table.add_column("Attempt", justify="right")
+    table.add_column("Duration", justify="right")
+    # Detail is the one column that gives way when the terminal is narrow.
+    table.add_column("Detail", overflow="fold")
+    for task in tasks:
+        detail = task.error or task.state_message
+        table.add_row(
+            escape(task.task_key or f"(task run {task.run_id})"),
+            task_state(task),
+            str(task.attempt_number + 1),
+            duration_text(task.duration_ms) if task.status.is_terminal else "…",
+            Text(detail, style="red" if task.error else "dim")
+            if full_detail
+            else Text(
+                first_line(detail, 200),
+                style="red" if task.error else "dim",
+                no_wrap=True,
+                overflow="ellipsis",
+            ),
+        )
+    return table
+
+
+def run_header(run: Run, job: Job) -> Text:
+    return Text.assemble(
+        (job.name, "bold"),
+        f"  ·  run {run.id}",
+        f"  ·  Databricks run {run.run_id}" if run.run_id else "  ·  submitting",
+    )
+
+
+def run_link(run: Run) -> Text:
+    if not run.run_page_url:
+        return Text("Run page: (known once Databricks accepts the run)", style="dim")
+    return Text.assemble("Run page: ", (run.run_page_url, f"link {run.run_page_url}"))
+
+
+def run_outcome(run: Run) -> Text:
+    """The final line: icon, status, and how long Databricks ran it."""
+    icon = STATUS_ICONS.get(run.status, "•")
+    text = Text(f"{icon} ", style=STATUS_STYLES[run.status])
+    text.append_text(status_text(run.status))
+    duration = run_duration_ms(run)
+    if duration is not None:
+        text.append(f" after {duration_text(duration)} in Databricks")
+    return text
+
+
+def run_view(
+    run: Run, job: Job, events: Sequence[RunEvent], now: datetime | None = None
+) -> RenderableType:
+    """Everything about one run. `now` (the clock's) tells whether an engine is tracking it."""
+    grid = _field_grid()
+    grid.add_row("Run", f"{run.id} of job {escape(job.name)} (id {job.id}, {job.job_type.value})")
+    grid.add_row("Status", status_text(run.status))
+    grid.add_row("Message", escape(run.message) or "-")
+    grid.add_row("Databricks run", run.run_id or "-")
+    grid.add_row(
+        "Run page",
+        Text(run.run_page_url, style=f"link {run.run_page_url}") if run.run_page_url else "-",
+    )
+    sent = ", ".join(f"{k}={v}" for k, v in run.parameters_sent.items()) or "(none)"
+    grid.add_row("Parameters sent", escape(sent))
+    if run.overrides:
+        grid.add_row("Overrides", escape(", ".join(f"{k}={v}" for k, v in run.overrides.items())))
+    grid.add_row("Created", when(run.created_at))
+    grid.add_row("Submitted", when(run.submitted_at))
+    if run.cancel_requested_at:
+        grid.add_row("Cancel requested", when(run.cancel_requested_at))
+    grid.add_row("Ended", when(run.ended_at))
+    grid.add_row("Databricks duration", duration_text(run_duration_ms(run)))
+    parts: list[RenderableType] = [grid, Text()]
+    untracked = (
+        now is not None
+        and not run.is_terminal
+        and (run.lease_expires_at is None or run.lease_expires_at < now)
+    )
+    if untracked:
+        parts += [
+            Text(
+                f"No engine is tracking this run now, so this may be out of date: follow it "
+                f"live with `polysync runs watch {run.id}`, or keep `polysync engine` running.",
+                style="yellow",
+            ),
+            Text(),
+        ]
+    if run.tasks:
+        parts += [Text("Tasks", style="bold underline"), tasks_table(run.tasks), Text()]
+    history = _table()
+    history.add_column("At", no_wrap=True)
+    history.add_column("Status")
+    history.add_column("Source")
+    history.add_column("Message", overflow="fold")
+    for event in events:
+        history.add_row(
+            when(event.at), status_text(event.status), event.source, escape(event.message)
+        )
+    parts += [Text("Status history", style="bold underline"), history]
+    return Group(*parts)

@@ -1,0 +1,284 @@
+"""`polysync run JOB` (Execute Now) and `polysync runs ...`: list, show, cancel."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from polysync.cli.as_json import run_json
+from polysync.cli.common import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_RUN_FAILED,
+    DbOption,
+    JsonOption,
+    PlatformOption,
+    err,
+    fail,
+    out,
+    print_json,
+    run_async,
+    session,
+)
+from polysync.cli.render import run_view, runs_table
+from polysync.cli.watch import (
+    after_interrupt,
+    cancel_and_watch,
+    print_outcome,
+    settle,
+    watch,
+    watch_interval_s,
+)
+from polysync.domain.models import RunStatus
+from polysync.domain.records import Run, RunFilter
+
+app = typer.Typer(help="Runs: list, show, cancel.", no_args_is_help=True)
+
+IntervalOption = Annotated[
+    float | None,
+    typer.Option(
+        "--interval",
+        min=0.01,
+        metavar="SECONDS",
+        help="How often to step the engine while waiting (default 2 s, or POLYSYNC_POLL_MIN_S "
+        "when smaller).",
+        show_default=False,
+    ),
+]
+RunIdArgument = Annotated[int, typer.Argument(help="Polysync run id.", metavar="ID")]
+
+
+def parse_parameters(pairs: list[str]) -> dict[str, str]:
+    """`-p NAME=VALUE` pairs; the value may contain `=` and may be empty."""
+    values: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            fail(f"-p {pair!r} is not NAME=VALUE: write e.g. -p env=dev (repeat -p for more).")
+        if name.strip() in values:
+            fail(f"Parameter {name.strip()!r} is given twice with -p; give it once.")
+        values[name.strip()] = value
+    return values
+
+
+def run_exit_code(run: Run) -> int:
+    return EXIT_RUN_FAILED if run.status in (RunStatus.FAILED, RunStatus.CANCELLED) else EXIT_OK
+
+
+def run(
+    job: Annotated[
+        str,
+        typer.Argument(
+            help="Polysync job id, or External Id / name (with --platform).", metavar="JOB"
+        ),
+    ],
+    platform: PlatformOption = None,
+    parameter: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param", "-p", metavar="NAME=VALUE", help="Override a parameter; repeatable."
+        ),
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="Watch the run live until it ends.")
+    ] = True,
+    interval: IntervalOption = None,
+    json_out: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """Execute Now: start the job with these values, then watch it live to the end.
+
+    Exit status: 0 success (or started, with --no-wait), 1 the run failed or was cancelled,
+    2 bad input, 3 Databricks refused or could not be reached.
+    """
+    overrides = parse_parameters(parameter or [])
+    started: list[int] = []
+    live_console = err if json_out else out
+
+    async def main() -> Any:
+        async with session(db) as services:
+            found = await services.get_job(job, platform)
+            current = await services.execute(found, overrides)
+            started.append(current.id)
+            if wait and not current.is_terminal:
+                current = await watch(
+                    services,
+                    current,
+                    found,
+                    interval_s=watch_interval_s(services, interval),
+                    console=live_console,
+                )
+            return await settle(services, current), found
+
+    try:
+        current, found = run_async(main)
+    except KeyboardInterrupt:
+        cancelled = after_interrupt(started[0] if started else None, db, interval, live_console)
+        if json_out:
+            print_json(run_json(cancelled))
+        raise typer.Exit(run_exit_code(cancelled)) from None
+    if json_out:
+        print_json(run_json(current, found))
+    elif current.is_terminal:
+        print_outcome(current, out)
+    else:
+        out.print(
+            f"[green]✔[/] Run [bold]{current.id}[/] of {escape(found.name)} started"
+            + (f" as Databricks run {current.run_id}" if current.run_id else "")
+            + ".",
+            soft_wrap=True,
+        )
+        if current.run_page_url:
+            out.print(f"  Run page: {escape(current.run_page_url)}", soft_wrap=True)
+        out.print(
+            f"  Follow it: [bold]polysync runs watch {current.id}[/]   "
+            f"cancel it: [bold]polysync runs cancel {current.id}[/]   "
+            f"(a running `polysync engine` keeps tracking it)",
+            soft_wrap=True,
+        )
+    raise typer.Exit(run_exit_code(current))
+
+
+@app.command("list")
+def list_(
+    job: Annotated[
+        str | None, typer.Option("--job", help="Only this job's runs.", metavar="JOB")
+    ] = None,
+    platform: Annotated[
+        str | None, typer.Option("--platform", help="Only this platform's runs (and its JOB).")
+    ] = None,
+    status: Annotated[
+        list[RunStatus] | None, typer.Option("--status", help="Only these statuses; repeatable.")
+    ] = None,
+    active: Annotated[bool, typer.Option("--active", help="Only runs not yet ended.")] = False,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = 50,
+    json_out: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """Runs, newest first."""
+
+    async def main() -> Any:
+        async with session(db) as services:
+            job_id = (await services.get_job(job, platform)).id if job else None
+            platform_id = (
+                (await services.store.get_platform(platform)).id if platform and not job else None
+            )
+            runs = await services.list_runs(
+                RunFilter(
+                    job_id=job_id,
+                    platform_id=platform_id,
+                    statuses=tuple(status or ()),
+                    active_only=active,
+                    limit=limit,
+                )
+            )
+            jobs = {j.id: j for j in await services.store.list_jobs()}
+            return runs, jobs
+
+    runs, jobs = run_async(main)
+    if json_out:
+        print_json([run_json(r, jobs.get(r.job_id)) for r in runs])
+    elif not runs:
+        out.print("No runs yet. Start one: polysync run JOB [-p NAME=VALUE ...]")
+    else:
+        out.print(runs_table(runs, jobs))
+
+
+@app.command("show")
+def show(run_id: RunIdArgument, json_out: JsonOption = False, db: DbOption = None) -> None:
+    """One run: status, message, run page, parameters sent, tasks and status history."""
+
+    async def main() -> Any:
+        async with session(db) as services:
+            return (*await services.run_details(run_id), services.now())
+
+    current, job, events, now = run_async(main)
+    if json_out:
+        print_json(run_json(current, job, events))
+    else:
+        out.print(run_view(current, job, events, now))
+
+
+@app.command("watch")
+def watch_(
+    run_id: RunIdArgument,
+    interval: IntervalOption = None,
+    json_out: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """Follow a run live until it ends (Ctrl-C stops watching; the run keeps running).
+
+    Exit status: 0 success, 1 the run failed or was cancelled.
+    """
+    live_console = err if json_out else out
+
+    async def main() -> Any:
+        async with session(db) as services:
+            current, job, _ = await services.run_details(run_id)
+            if not current.is_terminal:
+                current = await watch(
+                    services,
+                    current,
+                    job,
+                    interval_s=watch_interval_s(services, interval),
+                    console=live_console,
+                )
+            return await settle(services, current), job
+
+    try:
+        current, job = run_async(main)
+    except KeyboardInterrupt:
+        err.print(
+            f"Stopped watching; run {run_id} keeps running. Cancel it with "
+            f"[bold]polysync runs cancel {run_id}[/].",
+            soft_wrap=True,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    if json_out:
+        print_json(run_json(current, job))
+    else:
+        print_outcome(current, out)
+    raise typer.Exit(run_exit_code(current))
+
+
+@app.command("cancel")
+def cancel(
+    run_id: RunIdArgument,
+    wait: Annotated[
+        bool,
+        typer.Option("--wait/--no-wait", help="Wait until Databricks confirms the final status."),
+    ] = True,
+    interval: IntervalOption = None,
+    json_out: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """Cancel a run (D10: Databricks stops it asynchronously; --wait confirms the final status).
+
+    Exit status: 0 cancelled (or requested, with --no-wait; or the run had already ended),
+    1 the run ended otherwise.
+    """
+    live_console = err if json_out else out
+
+    async def main() -> Any:
+        async with session(db) as services:
+            return await cancel_and_watch(
+                services, run_id, wait=wait, interval_s=interval, console=live_console
+            )
+
+    current, job, requested = run_async(main)
+    if json_out:
+        print_json(run_json(current, job) | {"cancel_requested": requested})
+    elif not requested:
+        out.print(f"Run {current.id} is already {current.status.value}; nothing to cancel.")
+    elif current.is_terminal:
+        print_outcome(current, out)
+    else:
+        out.print(
+            f"Cancellation of run {current.id} requested; Databricks stops it asynchronously. "
+            f"[bold]polysync runs show {current.id}[/] shows when it has stopped.",
+            soft_wrap=True,
+        )
+    if requested and current.is_terminal and current.status is not RunStatus.CANCELLED:
+        raise typer.Exit(EXIT_RUN_FAILED)

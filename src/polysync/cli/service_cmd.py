@@ -1,0 +1,117 @@
+"""`polysync serve` (REST API + web UI + engine in one process) and `polysync apikey ...`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from polysync.cli.common import (
+    DbOption,
+    JsonOption,
+    err,
+    load_settings,
+    out,
+    print_json,
+    run_async,
+    session,
+)
+
+apikey_app = typer.Typer(help="API keys for the REST API and the web UI.", no_args_is_help=True)
+
+
+def serve(
+    db: DbOption = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
+) -> None:
+    """Serve the REST API (/api/v1, OpenAPI at /openapi.json), the web UI and the engine."""
+    from polysync.api.server import serve as serve_app
+
+    settings = load_settings(db)
+    err.print(
+        f"Polysync serving http://{host}:{port}  (web UI at /, API at /api/v1, docs at /docs). "
+        "Create a key with `polysync apikey create NAME --role admin`.",
+        soft_wrap=True,
+    )
+    run_async(lambda: serve_app(settings, host, port))
+
+
+@apikey_app.command("create")
+def create(
+    name: Annotated[str, typer.Argument(help="Who or what the key is for, e.g. `ci-bot`.")],
+    role: Annotated[
+        str, typer.Option(help="viewer (reads), operator (runs, cancels), admin.")
+    ] = "viewer",
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create a key; it is printed once and stored only as a hash."""
+    from polysync.api.keys import create_api_key
+
+    async def main() -> tuple[str, str, str]:
+        async with session(db) as services:
+            record, plaintext = await create_api_key(services.store, name, role)  # type: ignore[arg-type]
+            return record.name, record.role.value, plaintext
+
+    key_name, key_role, plaintext = run_async(main)
+    if as_json:
+        print_json({"name": key_name, "role": key_role, "key": plaintext})
+        return
+    out.print(
+        f"[green]✔[/] API key for {escape(key_name)} ({key_role}). It is shown once; keep it safe:"
+    )
+    out.print(plaintext, soft_wrap=True, highlight=False)
+
+
+@apikey_app.command("list")
+def list_keys(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """The keys (name, role, prefix, created, revoked); never the keys themselves."""
+    from polysync.api.keys import list_api_keys
+
+    async def main() -> list[dict[str, str | int | None]]:
+        async with session(db) as services:
+            keys = await list_api_keys(services.store)  # type: ignore[arg-type]
+            return [
+                {
+                    "id": k.id,
+                    "name": k.name,
+                    "role": k.role.value,
+                    "prefix": k.prefix,
+                    "created_at": k.created_at.isoformat(),
+                    "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None,
+                }
+                for k in keys
+            ]
+
+    rows = run_async(main)
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("Id", "Name", "Role", "Prefix", "Created", "Revoked")
+    for row in rows:
+        table.add_row(
+            *(
+                escape(str(row[c] or ""))
+                for c in ("id", "name", "role", "prefix", "created_at", "revoked_at")
+            )
+        )
+    out.print(table)
+
+
+@apikey_app.command("revoke")
+def revoke(
+    ref: Annotated[str, typer.Argument(help="The key's id or prefix (psk_...).")],
+    db: DbOption = None,
+) -> None:
+    """Revoke a key: it stops working at once, in the API and in web sessions."""
+    from polysync.api.keys import revoke_api_key
+
+    async def main() -> str:
+        async with session(db) as services:
+            record = await revoke_api_key(services.store, ref)  # type: ignore[arg-type]
+            return record.name
+
+    out.print(f"[green]✔[/] Revoked the API key of {escape(run_async(main))}.")

@@ -1,0 +1,172 @@
+"""Watching a run live (rich.live) while this process's engine drives it; cancel on request."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import typer
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.spinner import Spinner
+from rich.text import Text
+
+from polysync.cli.common import EXIT_INTERRUPTED, err, run_async, session
+from polysync.cli.render import (
+    latest_attempts,
+    run_header,
+    run_link,
+    run_outcome,
+    status_text,
+    tasks_table,
+)
+from polysync.domain.models import RunStatus
+from polysync.domain.records import Job, Run
+
+if TYPE_CHECKING:
+    from polysync.services import Services
+
+DEFAULT_WATCH_INTERVAL_S = 2.0
+
+
+def watch_interval_s(services: Services, interval_s: float | None) -> float:
+    """The given interval, else 2 s, or the engine's shortest poll when that is shorter."""
+    if interval_s is not None:
+        return interval_s
+    return min(DEFAULT_WATCH_INTERVAL_S, services.settings.poll_min_s)
+
+
+class RunProgress:
+    """What the live display shows, rebuilt at each refresh so the elapsed time ticks."""
+
+    def __init__(self, run: Run, job: Job) -> None:
+        self.run = run
+        self.job = job
+        self._spinner = Spinner("dots", style="blue")
+
+    def __rich__(self) -> RenderableType:
+        run = self.run
+        parts: list[RenderableType] = [run_header(run, self.job), run_link(run)]
+        tasks = latest_attempts(run)
+        if tasks:
+            parts.append(tasks_table(tasks, full_detail=False))
+        if run.is_terminal:
+            parts.append(run_outcome(run))
+        else:
+            elapsed_s = max(0, int(time.time() - run.created_at.timestamp()))
+            line = status_text(run.status)
+            line.append(f"  {elapsed_s}s", style="dim")
+            if run.cancel_requested_at is not None:
+                line.append("  cancelling…", style="magenta")
+            elif run.message:
+                line.append(f"  {run.message.splitlines()[0]}", style="dim")
+            self._spinner.update(text=line)
+            parts.append(self._spinner)
+        return Group(*parts)
+
+
+async def watch(
+    services: Services,
+    run: Run,
+    job: Job,
+    *,
+    interval_s: float,
+    console: Console,
+    cancel_when: Callable[[Run], bool] | None = None,
+) -> Run:
+    """Step the engine until the run is terminal, showing each task's state, attempt, duration.
+    `cancel_when`: request the cancel as soon as the run satisfies it (the demo's cancellation)."""
+    progress = RunProgress(run, job)
+    with Live(progress, console=console, refresh_per_second=8):
+        while not run.is_terminal:
+            await services.clock.sleep(interval_s)
+            await services.engine.step()
+            run = await services.store.get_run(run.id)
+            if cancel_when and run.cancel_requested_at is None and cancel_when(run):
+                run = await services.cancel(run.id)
+            progress.run = run
+    if not console.is_terminal:
+        console.line()  # Live ends its last frame with a newline on terminals only
+    return run
+
+
+async def settle(services: Services, run: Run) -> Run:
+    """Release this process's leases now and re-read the run, so what is printed is its state
+    after this command (a watcher that stops leaves nothing leased)."""
+    await services.engine.release()
+    return await services.store.get_run(run.id)
+
+
+def print_outcome(run: Run, console: Console) -> None:
+    """After the live display: the run message (what failed, where, why) and where to look next."""
+    if run.message:
+        style = "red" if run.status is RunStatus.FAILED else ""
+        for line in run.message.splitlines():
+            console.print(Text(f"  {line}", style=style), soft_wrap=True)
+    if run.status is not RunStatus.SUCCESS:
+        console.print(
+            f"  Details: [bold]polysync runs show {run.id}[/]", soft_wrap=True, highlight=False
+        )
+
+
+async def cancel_and_watch(
+    services: Services, run_id: int, *, wait: bool, interval_s: float | None, console: Console
+) -> tuple[Run, Job, bool]:
+    """Ask for the cancel (D10) and, with `wait`, drive the run to its final status.
+    Returns (run, job, whether a cancel was requested: False when the run had already ended)."""
+    run = await services.store.get_run(run_id)
+    job = await services.store.get_job(run.job_id)
+    if run.is_terminal:
+        return run, job, False
+    run = await services.cancel(run_id)
+    if wait and not run.is_terminal:
+        run = await watch(
+            services, run, job, interval_s=watch_interval_s(services, interval_s), console=console
+        )
+    return await settle(services, run), job, True
+
+
+def after_interrupt(
+    run_id: int | None, db: str | None, interval_s: float | None, console: Console
+) -> Run:
+    """Ctrl-C while watching: ask whether to cancel the Databricks run too, or leave it running.
+    Returns the run at its final status once cancelled; exits 130 when it is left running."""
+    if run_id is None:
+        err.print(
+            "Interrupted while starting the run. If it was recorded, `polysync runs list --active` "
+            "shows it, and `polysync runs watch ID` or a running `polysync engine` finishes "
+            "starting it (never twice)."
+        )
+        raise typer.Exit(EXIT_INTERRUPTED)
+    cancel = False
+    if sys.stdin.isatty():
+        try:
+            cancel = typer.confirm(
+                f"\nCancel run {run_id} in Databricks too? (No leaves it running)",
+                default=False,
+                err=True,
+            )
+        except typer.Abort:  # Ctrl-C or end of input at the prompt: leave it running
+            cancel = False
+    if not cancel:
+        err.print(
+            f"Left run {run_id} running in Databricks. Follow it with "
+            f"[bold]polysync runs watch {run_id}[/] (or keep `polysync engine` running); cancel "
+            f"it later with [bold]polysync runs cancel {run_id}[/].",
+            soft_wrap=True,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED)
+
+    async def main() -> Run:
+        async with session(db) as services:
+            run, _, _ = await cancel_and_watch(
+                services, run_id, wait=True, interval_s=interval_s, console=console
+            )
+            return run
+
+    err.print(f"Cancelling run {run_id}…")
+    run = run_async(main)
+    print_outcome(run, console)
+    return run
