@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from polysync.domain.access import ApiKey, Role
 from polysync.domain.models import ImportedJob, JobKind, RunStatus
 from polysync.domain.records import Job, Platform, Run, RunEvent
 from polysync.store.codec import (
@@ -103,4 +104,16 @@ def event_from_row(row: Any) -> RunEvent:
         life_cycle_state=row.life_cycle_state,
         result_state=row.result_state,
         source=row.source,
+    )
+
+
+def api_key_from_row(row: Any) -> ApiKey:
+    return ApiKey(
+        id=row.id,
+        name=row.name,
+        role=Role(row.role),
+        prefix=row.prefix,
+        secret_hash=row.secret_hash,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
     )

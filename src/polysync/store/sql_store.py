@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -12,6 +12,7 @@ from sqlalchemy import (
     case,
     delete,
     false,
+    func,
     insert,
     literal,
     or_,
@@ -21,6 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from polysync.domain.access import ApiKey, Role
 from polysync.domain.models import ImportedJob, RunSnapshot, RunStatus
 from polysync.domain.records import (
     Job,
@@ -37,6 +39,7 @@ from polysync.store.codec import parameters_to_json, string_map_to_json, tasks_t
 from polysync.store.database import WRITE_OPTION, create_engine
 from polysync.store.migrate import upgrade_engine
 from polysync.store.rows import (
+    api_key_from_row,
     event_from_row,
     job_from_row,
     job_schema_values,
@@ -44,7 +47,7 @@ from polysync.store.rows import (
     run_from_row,
     status_values,
 )
-from polysync.store.tables import UtcDateTime, jobs, platforms, run_events, runs
+from polysync.store.tables import UtcDateTime, api_keys, jobs, platforms, run_events, runs
 
 if TYPE_CHECKING:
     from polysync.engine.ports import Store
@@ -553,6 +556,73 @@ class SqlStore:
         async with self._write() as conn:
             result = await conn.execute(statement)
         return int(result.rowcount)
+
+    # ------------------------------------------------------------------ API keys, health, metrics
+
+    async def add_api_key(
+        self, name: str, role: Role, prefix: str, secret_hash: str, now: datetime
+    ) -> ApiKey:
+        """UsageError if the prefix is taken (the caller draws another key)."""
+        values = {
+            "name": name,
+            "role": role.value,
+            "prefix": prefix,
+            "secret_hash": secret_hash,
+            "created_at": now,
+        }
+        try:
+            async with self._write() as conn:
+                row = (await conn.execute(_returning(insert(api_keys).values(values)))).one()
+        except IntegrityError as exc:
+            raise UsageError(f"An API key with prefix {prefix!r} already exists.") from exc
+        return api_key_from_row(row)
+
+    async def find_api_key(self, prefix: str) -> ApiKey | None:
+        async with self._read() as conn:
+            query = select(api_keys).where(api_keys.c.prefix == prefix)
+            row = (await conn.execute(query)).one_or_none()
+        return None if row is None else api_key_from_row(row)
+
+    async def list_api_keys(self) -> Sequence[ApiKey]:
+        async with self._read() as conn:
+            result = await conn.execute(select(api_keys).order_by(api_keys.c.id))
+            return [api_key_from_row(row) for row in result]
+
+    async def revoke_api_key(self, ref: int | str, now: datetime) -> ApiKey:
+        """By id or prefix; revoking a revoked key keeps its first revocation time."""
+        column = api_keys.c.id if isinstance(ref, int) else api_keys.c.prefix
+        async with self._write() as conn:
+            await conn.execute(
+                update(api_keys)
+                .where(column == ref, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
+            row = (await conn.execute(select(api_keys).where(column == ref))).one_or_none()
+        if row is None:
+            raise NotFoundError(
+                f"No API key {ref!r}. `polysync apikey list` shows the keys and their prefixes."
+            )
+        return api_key_from_row(row)
+
+    async def ping(self) -> None:
+        """One round trip to the database (health checks); raises if it cannot be reached."""
+        async with self._read() as conn:
+            await conn.execute(select(literal(1)))
+
+    async def count_runs_by_status(self) -> Mapping[RunStatus, int]:
+        query = select(runs.c.status, func.count()).group_by(runs.c.status)
+        async with self._read() as conn:
+            rows = (await conn.execute(query)).all()
+        return {RunStatus(status): int(count) for status, count in rows}
+
+    async def poll_lags_s(self, now: datetime) -> Sequence[float]:
+        """How late each active run's due poll is at `now` (seconds; due runs only)."""
+        query = select(runs.c.next_poll_at).where(
+            runs.c.terminal == false(), runs.c.next_poll_at <= now
+        )
+        async with self._read() as conn:
+            due = (await conn.scalars(query)).all()
+        return [(now - at).total_seconds() for at in due]
 
     async def _require_platform(self, conn: AsyncConnection, platform_id: int) -> None:
         # FOR SHARE: a concurrent remove_platform (FOR UPDATE) either waits for this transaction

@@ -151,3 +151,17 @@ run_events = Table(
     Index(None, "run_id", "id"),
     sqlite_autoincrement=True,
 )
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", Text, nullable=False),
+    Column("role", String(16), nullable=False),
+    # The public part of the key, to find it; the whole key is kept only as its sha256.
+    Column("prefix", String(32), nullable=False, unique=True),
+    Column("secret_hash", String(64), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("revoked_at", UtcDateTime),
+    sqlite_autoincrement=True,
+)

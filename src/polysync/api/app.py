@@ -1,0 +1,51 @@
+"""The API application: `create_api_app(services)`; the web UI mounts its router on the same app."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+
+from fastapi import FastAPI
+
+import polysync
+from polysync.api.deps import ApiContext, ApiSettings
+from polysync.api.ports import ApiStore
+from polysync.api.problems import install_problem_handlers
+from polysync.api.routes import jobs, platforms, runs, system
+from polysync.errors import ConfigError
+from polysync.services import Services
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+DESCRIPTION = """\
+Polysync for Azure Databricks: platforms, imported jobs, runs.
+
+Every route except `/health` needs an API key (`polysync apikey create --role ...`), sent as
+`Authorization: Bearer psk_...` or `X-API-Key: psk_...`. Roles: **viewer** reads;
+**operator** also executes, cancels, syncs parameters, edits jobs, tests platforms and lists
+their pipelines; **admin** also creates, edits and deletes platforms and imports jobs. Errors are
+RFC 7807 problem details (`application/problem+json`).
+"""
+
+
+def create_api_app(
+    services: Services,
+    *,
+    settings: ApiSettings | None = None,
+    lifespan: Lifespan | None = None,
+) -> FastAPI:
+    """The REST API over `services` (OpenAPI at /openapi.json, docs at /docs)."""
+    store = services.store
+    if not isinstance(store, ApiStore):
+        raise ConfigError("The API needs a store with API keys (SqlStore).")
+    app = FastAPI(
+        title="Polysync API",
+        version=polysync.__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.polysync_api = ApiContext(services, store, settings or ApiSettings())
+    install_problem_handlers(app)
+    for module in (platforms, jobs, runs, system):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,103 @@
+"""Typed dependencies of the routes: the app's context (services, settings) and the caller's key."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from polysync.api.keys import verify_api_key
+from polysync.api.ports import ApiStore
+from polysync.api.problems import ApiProblem
+from polysync.domain.access import ApiKey, Role
+from polysync.services import Services
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSettings:
+    """How the API behaves; times are on the services' clock."""
+
+    live_poll_s: float = 1.0
+    """How often the SSE stream and a long poll look at the store for a change."""
+    max_wait_s: float = 60.0
+    """The longest a long poll (`?wait=`) may hold a request."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApiContext:
+    services: Services
+    store: ApiStore
+    """The services' store, seen through the API's protocol (keys, health, metrics)."""
+    settings: ApiSettings
+
+
+def get_context(request: Request) -> ApiContext:
+    context = request.app.state.polysync_api
+    assert isinstance(context, ApiContext)
+    return context
+
+
+Context = Annotated[ApiContext, Depends(get_context)]
+
+
+def get_services(context: Context) -> Services:
+    return context.services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+# Documented in the OpenAPI spec as two schemes; either one authenticates a request.
+_bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer psk_...`")
+_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="`X-API-Key: psk_...`")
+
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="polysync"'}
+
+
+async def authenticate(
+    context: Context,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+    header: Annotated[str | None, Security(_header)],
+) -> ApiKey:
+    """The caller's active API key; 401 without one or with a key that is not valid."""
+    sent = header or (bearer.credentials if bearer is not None else None)
+    if not sent:
+        raise ApiProblem(
+            401,
+            "unauthenticated",
+            "An API key is required: send `Authorization: Bearer psk_...` or `X-API-Key: "
+            "psk_...`. `polysync apikey create --role viewer` makes one.",
+            headers=_CHALLENGE,
+        )
+    key = await verify_api_key(context.store, sent)
+    if key is None:
+        raise ApiProblem(
+            401,
+            "invalid-api-key",
+            "The API key is not valid: it is unknown, mistyped or revoked.",
+            headers=_CHALLENGE,
+        )
+    return key
+
+
+def require(role: Role) -> Callable[..., Awaitable[ApiKey]]:
+    """A dependency that lets through keys whose role includes `role` (403 otherwise)."""
+
+    async def check(key: Annotated[ApiKey, Depends(authenticate)]) -> ApiKey:
+        if not key.role.allows(role):
+            raise ApiProblem(
+                403,
+                "forbidden",
+                f"This needs the {role.value} role; the API key {key.prefix}... "
+                f"({key.name!r}) has the {key.role.value} role.",
+            )
+        return key
+
+    return check
+
+
+Viewer = Annotated[ApiKey, Depends(require(Role.VIEWER))]
+Operator = Annotated[ApiKey, Depends(require(Role.OPERATOR))]
+Admin = Annotated[ApiKey, Depends(require(Role.ADMIN))]

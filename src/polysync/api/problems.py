@@ -1,0 +1,160 @@
+"""RFC 7807 problem details, and the one table that maps Polysync errors to HTTP statuses."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from polysync.errors import (
+    ConfigError,
+    DatabricksAuthError,
+    DatabricksError,
+    DatabricksRateLimitError,
+    DatabricksTransportError,
+    DatabricksUnavailableError,
+    NotFoundError,
+    PolysyncError,
+    UsageError,
+)
+
+log = logging.getLogger(__name__)
+PROBLEM_JSON = "application/problem+json"
+_TYPE_BASE = "https://polysync.dev/problems/"
+
+# Most specific first: the first class an error is an instance of decides its status.
+STATUS_BY_ERROR: tuple[tuple[type[PolysyncError], int, str], ...] = (
+    (NotFoundError, 404, "not-found"),
+    (UsageError, 400, "bad-request"),
+    (ConfigError, 400, "configuration"),
+    (DatabricksAuthError, 502, "databricks-auth"),
+    (DatabricksRateLimitError, 503, "databricks-rate-limited"),
+    (DatabricksUnavailableError, 503, "databricks-unavailable"),
+    (DatabricksTransportError, 502, "databricks-unreachable"),
+    (DatabricksError, 502, "databricks-error"),
+    (PolysyncError, 500, "internal"),
+)
+
+_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    422: "Unprocessable Content",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+}
+
+
+class Problem(BaseModel):
+    """An RFC 7807 problem: `errors` lists each invalid field of a 422."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[dict[str, Any]] | None = None
+
+
+class ApiProblem(Exception):
+    """Raised by routes for statuses no PolysyncError carries (401, 403, 409)."""
+
+    def __init__(
+        self, status: int, slug: str, detail: str, *, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.slug = slug
+        self.detail = detail
+        self.headers = headers
+
+
+def problem_response(
+    status: int,
+    slug: str,
+    detail: str,
+    *,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = Problem(
+        type=_TYPE_BASE + slug,
+        title=_TITLES.get(status, "Error"),
+        status=status,
+        detail=detail,
+        errors=errors,
+    )
+    return JSONResponse(
+        body.model_dump(exclude_none=True),
+        status_code=status,
+        media_type=PROBLEM_JSON,
+        headers=headers,
+    )
+
+
+def status_of(exc: PolysyncError) -> tuple[int, str]:
+    for cls, status, slug in STATUS_BY_ERROR:
+        if isinstance(exc, cls):
+            return status, slug
+    return 500, "internal"  # pragma: no cover - PolysyncError is in the table
+
+
+def error_response(exc: PolysyncError) -> JSONResponse:
+    status, slug = status_of(exc)
+    headers = None
+    if isinstance(exc, DatabricksError) and exc.retry_after_s and status == 503:
+        headers = {"Retry-After": str(max(1, round(exc.retry_after_s)))}
+    if status >= 500:
+        log.warning("%s answered %d: %s", type(exc).__name__, status, exc)
+    # str(): a DatabricksError adds the HTTP status, error code and call; messages hold no secrets.
+    return problem_response(status, slug, str(exc), headers=headers)
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Every error leaves the API as application/problem+json."""
+
+    async def on_polysync(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, PolysyncError)
+        return error_response(exc)
+
+    async def on_api_problem(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ApiProblem)
+        return problem_response(exc.status, exc.slug, exc.detail, headers=exc.headers)
+
+    async def on_validation(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = [_field_error(e) for e in exc.errors()]
+        where = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
+        return problem_response(
+            422, "validation", f"The request is not valid: {where}", errors=errors
+        )
+
+    async def on_http(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        headers = dict(exc.headers) if exc.headers else None
+        return problem_response(
+            exc.status_code, f"http-{exc.status_code}", str(exc.detail), headers=headers
+        )
+
+    app.add_exception_handler(PolysyncError, on_polysync)
+    app.add_exception_handler(ApiProblem, on_api_problem)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+
+
+def _field_error(error: Any) -> dict[str, Any]:
+    # The input itself is left out: it may be a secret pasted into the wrong field.
+    location = [str(part) for part in error.get("loc", ())]
+    return {
+        "field": ".".join(location) or "request",
+        "message": str(error.get("msg", "invalid")),
+        "type": str(error.get("type", "invalid")),
+    }
