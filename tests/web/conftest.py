@@ -1,0 +1,100 @@
+"""The web UI served for real: `polysync serve`'s app (API + web UI + engine) in uvicorn in a
+thread, over Services on a real SQLite file, against the demo workspace emulated on its own port
+at 60x; one real API key per role."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from fastapi import FastAPI
+
+from polysync.api.keys import create_api_key
+from polysync.api.server import create_server_app
+from polysync.clock import ScaledClock
+from polysync.config import Settings
+from polysync.emulator.app import create_app
+from polysync.emulator.serving import run_in_thread, running_server
+from polysync.emulator.spec import load_workspace
+from polysync.services import Services
+
+T = TypeVar("T")
+TOKEN_VARIABLE = "POLYSYNC_WEB_TEST_TOKEN"
+EMULATOR_SPEED = 60.0
+CALL_TIMEOUT_S = 30.0
+ROLES = ("viewer", "operator", "admin")
+
+
+@dataclass
+class WebServer:
+    """The UI at `base_url`; `call` runs a coroutine on the server's loop (its Services live there)."""
+
+    base_url: str
+    emulator_url: str
+    keys: dict[str, str]  # role -> API key
+    services: Services
+    loop: asyncio.AbstractEventLoop
+
+    def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(CALL_TIMEOUT_S)
+
+
+def build_app(services: Services) -> FastAPI:
+    """The server's app without its engine (in-process tests drive runs themselves)."""
+    return create_server_app(services, run_engine=False)
+
+
+@contextlib.contextmanager
+def serve_web(tmp: Path) -> Iterator[WebServer]:
+    spec = load_workspace("demo")
+    emulator_url, stop_emulator = run_in_thread(create_app(spec, clock=ScaledClock(EMULATOR_SPEED)))
+    previous = os.environ.get(TOKEN_VARIABLE)
+    os.environ[TOKEN_VARIABLE] = spec.auth.tokens[0]
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="polysync-web", daemon=True)
+    thread.start()
+    keys: dict[str, str] = {}
+    stack = contextlib.AsyncExitStack()
+
+    async def start() -> tuple[Services, str]:
+        settings = Settings(
+            home=tmp,
+            database_url=f"sqlite+aiosqlite:///{tmp / 'polysync.db'}",
+            poll_min_s=0.25,
+            poll_max_s=1.0,
+            sweep_interval_s=1.0,
+        )
+        services = await Services.open(settings)
+        stack.push_async_callback(services.aclose)
+        for role in ROLES:
+            _, keys[role] = await create_api_key(services.store, f"{role} (test)", role)
+        # The real server app: API + web UI, with the engine in its lifespan.
+        base_url = await stack.enter_async_context(running_server(create_server_app(services)))
+        return services, base_url
+
+    try:
+        services, base_url = asyncio.run_coroutine_threadsafe(start(), loop).result(CALL_TIMEOUT_S)
+        yield WebServer(base_url, emulator_url, keys, services, loop)
+    finally:
+        asyncio.run_coroutine_threadsafe(stack.aclose(), loop).result(CALL_TIMEOUT_S)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+        stop_emulator()
+        if previous is None:
+            os.environ.pop(TOKEN_VARIABLE, None)
+        else:
+            os.environ[TOKEN_VARIABLE] = previous
+
+
+@pytest.fixture(scope="module")
+def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
+    with serve_web(tmp_path_factory.mktemp("web")) as server:
+        yield server
