@@ -17,6 +17,12 @@ class Clock(Protocol):
     async def sleep(self, seconds: float) -> None: ...
 
 
+class AdvanceableClock(Clock, Protocol):
+    """A clock that can also be moved ahead (manual clocks, and the emulator's served clock)."""
+
+    def advance(self, seconds: float) -> None: ...
+
+
 class SystemClock:
     """Real time."""
 

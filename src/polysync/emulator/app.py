@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from polysync.clock import Clock, ScaledClock, SystemClock
+from polysync.clock import AdvanceableClock, Clock, ScaledClock, SystemClock
 from polysync.emulator.auth import BearerAuthMiddleware, TokenIssuer, identity_routes
 from polysync.emulator.control import control_routes
 from polysync.emulator.engine import Workspace
@@ -19,10 +17,6 @@ from polysync.emulator.jobs_api import jobs_routes, not_found
 from polysync.emulator.ratelimit import RateLimiter, RateLimitMiddleware, ratelimit_routes
 from polysync.emulator.spec import WorkspaceSpec
 from polysync.emulator.stats import RequestStats, StatsMiddleware, stats_routes
-
-
-class AdvanceableClock(Clock, Protocol):
-    def advance(self, seconds: float) -> None: ...
 
 
 class Emulator:

@@ -11,16 +11,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from polysync.clock import AdvanceableClock
 from polysync.emulator.engine import Workspace
 from polysync.emulator.errors import INVALID_PARAMETER_VALUE, ApiError
 from polysync.emulator.spec import JobEntry, TaskScript, WorkspaceSpec, parse_workspace
 from polysync.errors import WorkspaceFileError
-
-
-class AdvanceableClock(Protocol):
-    def now(self) -> float: ...
-
-    def advance(self, seconds: float) -> None: ...
 
 
 class Controllable(Protocol):

@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from typing import TypeVar
 
-from polysync.clock import Clock
 from polysync.databricks.client import DatabricksClient
 from polysync.databricks.models import DatabricksJob
 from polysync.domain.external_id import job_deleted_error, parse_external_id
@@ -141,18 +140,6 @@ class DatabricksWorkflowJobType:
 
         results = await asyncio.gather(*(one(task_run_id) for task_run_id in task_run_ids))
         return {task_run_id: error for task_run_id, error in results if error}
-
-    async def watch(
-        self, run_id: str, clock: Clock, *, interval_s: float = 10.0
-    ) -> AsyncIterator[RunSnapshot]:
-        """Snapshots until the run is terminal (the library's simple watcher; the engine's monitor
-        shares one poller across runs instead)."""
-        while True:
-            snapshot = await self.poll(run_id)
-            yield snapshot
-            if snapshot.is_terminal:
-                return
-            await clock.sleep(interval_s)
 
     async def active_runs(self) -> Mapping[str, RunSnapshot]:
         """runs/list?active_only=true to the last page, decoded (D6); no tasks in list entries."""
