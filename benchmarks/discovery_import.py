@@ -12,14 +12,11 @@ import argparse
 import asyncio
 import math
 import os
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
+from emulator_process import start_emulator, wait_ready
 
 from polysync.databricks.client import DatabricksClient
 from polysync.databricks.settings import ApiVersions, PatAuthSettings, WorkspaceSettings
@@ -28,12 +25,6 @@ from polysync.jobtypes.databricks_workflow import DatabricksWorkflowJobType
 
 TOKEN = "dapi-demo-token-0000000000000000"
 RPS = 20.0  # jobs/list and jobs/get (reference §8)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def floor_s(calls: int, rps: float = RPS, burst: float = RPS) -> float:
@@ -68,23 +59,12 @@ def job_type(base: str, version: str) -> DatabricksWorkflowJobType:
 
 async def main(args: argparse.Namespace) -> None:
     os.environ["POLYSYNC_BENCH_TOKEN"] = TOKEN
-    port = free_port()
-    exe = Path(sys.executable).with_name("polysync")
-    server = subprocess.Popen(  # noqa: ASYNC220 - started once, before any async work
-        [str(exe), "emulator", "serve", "--workspace", "demo", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server, port = start_emulator()
     base = f"http://127.0.0.1:{port}"
     rows: list[tuple[str, ...]] = []
     try:
         async with httpx.AsyncClient(base_url=base, timeout=60) as control:
-            for _ in range(200):
-                try:
-                    if (await control.get("/emulator/health")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    await asyncio.sleep(0.05)
+            await wait_ready(control)
             await control.post(
                 "/emulator/generate",
                 json={"count": args.jobs - 10, "multi_task_fraction": 0.3, "seed": 3},

@@ -13,43 +13,15 @@ import argparse
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import httpx
 import psutil
+from emulator_process import start_emulator, wait_ready
 
 TOKEN = "dapi-demo-token-0000000000000000"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_server(port: int) -> subprocess.Popen[bytes]:
-    exe = Path(sys.executable).with_name("polysync")
-    return subprocess.Popen(
-        [str(exe), "emulator", "serve", "--workspace", "demo", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-async def wait_ready(client: httpx.AsyncClient) -> None:
-    for _ in range(200):
-        try:
-            if (await client.get("/emulator/health")).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        await asyncio.sleep(0.05)
-    raise SystemExit("emulator did not start")
 
 
 async def seed(client: httpx.AsyncClient, jobs: int, runs: int) -> list[int]:
@@ -124,8 +96,7 @@ def run_wrk(port: int, run_ids: list[int], seconds: int, connections: int) -> di
 
 
 async def main(args: argparse.Namespace) -> None:
-    port = free_port()
-    server = start_server(port)
+    server, port = start_emulator()
     limits = httpx.Limits(max_connections=8)
     headers = {"Authorization": f"Bearer {TOKEN}"}
     try:

@@ -17,15 +17,13 @@ import asyncio
 import os
 import random
 import resource
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
+from emulator_process import start_emulator, wait_ready
 
 from polysync.clock import ScaledClock
 from polysync.config import Settings
@@ -36,12 +34,6 @@ from polysync.engine.polling import PollPolicy
 from polysync.services import Services
 
 TOKEN = "dapi-demo-token-0000000000000000"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def jobs_spec(count: int, seed: int) -> list[dict[str, object]]:
@@ -66,35 +58,13 @@ def jobs_spec(count: int, seed: int) -> list[dict[str, object]]:
 
 
 async def main(args: argparse.Namespace) -> None:
-    port = free_port()
-    exe = Path(sys.executable).with_name("polysync")
-    server = subprocess.Popen(  # noqa: ASYNC220 - started once, before any async work
-        [
-            str(exe),
-            "emulator",
-            "serve",
-            "--workspace",
-            "demo",
-            "--port",
-            str(port),
-            "--speed",
-            str(args.speed),
-            "--emulated-limits",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server, port = start_emulator("--speed", str(args.speed), "--emulated-limits")
     base = f"http://127.0.0.1:{port}"
     home = Path(tempfile.mkdtemp(prefix="polysync-bench-"))
     os.environ["POLYSYNC_BENCH_TOKEN"] = TOKEN
     try:
         async with httpx.AsyncClient(base_url=base, timeout=60) as control:
-            for _ in range(200):
-                try:
-                    if (await control.get("/emulator/health")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    await asyncio.sleep(0.05)
+            await wait_ready(control)
             await control.post("/emulator/jobs", json={"jobs": jobs_spec(args.jobs, 1)})
             emu_now_s = (await control.get("/emulator/clock")).json()["now_ms"] / 1000
             clock = ScaledClock(args.speed, start_s=emu_now_s)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
@@ -20,6 +21,13 @@ from polysync.emulator.spec import WorkspaceSpec, load_workspace, parse_workspac
 T = TypeVar("T")
 TEST_TOKEN = "dapi-test-token-0123456789abcdef"
 TEST_HOST = "https://adb-1234567890123456.7.azuredatabricks.net"
+
+
+def free_port() -> int:
+    """A port free on loopback now, for a server started in a subprocess."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,16 +26,11 @@ from polysync.config import Settings
 from polysync.domain.models import RunStatus
 from polysync.domain.records import Job, NewPlatform, Run
 from polysync.services import Services
+from tests.conftest import free_port
 
 TOKEN = "dapi-demo-token-0000000000000000"
 SALES = "914275016372845"
 POLYSYNC = str(Path(sys.executable).with_name("polysync"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout_s: float = 60) -> None:
