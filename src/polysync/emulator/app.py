@@ -13,10 +13,14 @@ from polysync.emulator.auth import BearerAuthMiddleware, TokenIssuer, identity_r
 from polysync.emulator.control import control_routes
 from polysync.emulator.engine import Workspace
 from polysync.emulator.faults import FaultInjector, FaultMiddleware, fault_routes
-from polysync.emulator.jobs_api import jobs_routes, not_found
+from polysync.emulator.jobs_api import jobs_routes
+from polysync.emulator.keyvault import KeyVaultService, Vault, keyvault_routes
+from polysync.emulator.pipelines_api import pipelines_routes
 from polysync.emulator.ratelimit import RateLimiter, RateLimitMiddleware, ratelimit_routes
+from polysync.emulator.routing import not_found
 from polysync.emulator.spec import WorkspaceSpec
 from polysync.emulator.stats import RequestStats, StatsMiddleware, stats_routes
+from polysync.emulator.workspace_api import workspace_routes
 
 
 class Emulator:
@@ -37,6 +41,7 @@ class Emulator:
         self.issuer = TokenIssuer(real_clock)
         self.limiter = RateLimiter(spec.rate_limits, real_clock)
         self.workspace = self._new_workspace(spec)
+        self.keyvault = KeyVaultService(self._new_vault(spec), self.issuer, spec.workspace.host)
 
     @property
     def host(self) -> str | None:
@@ -47,11 +52,19 @@ class Emulator:
         workspace.load(spec)
         return workspace
 
+    def _new_vault(self, spec: WorkspaceSpec) -> Vault | None:
+        if spec.vault is None:
+            return None
+        return Vault(spec.vault, self.clock.now, seed=spec.workspace.seed)
+
     def reset(self, spec: WorkspaceSpec | None = None) -> None:
-        """Back to the workspace file (or a new spec): jobs, runs, faults and counters."""
+        """Back to the workspace file (or a new spec): jobs, runs, notebooks, pipelines, the
+        vault's secrets, faults and counters."""
         if spec is not None:
             self.spec = spec
         self.workspace = self._new_workspace(self.spec)
+        self.keyvault.vault = self._new_vault(self.spec)
+        self.keyvault.host = self.spec.workspace.host
         self.faults.clear()
         self.stats.reset()
 
@@ -88,6 +101,9 @@ def create_app(
     limited = RateLimitMiddleware(app, emulator.limiter)
     routes = [
         *jobs_routes(),
+        *workspace_routes(),
+        *pipelines_routes(),
+        *keyvault_routes(emulator.keyvault),
         *identity_routes(spec.auth, emulator.issuer),
         *control_routes(),
         *fault_routes(emulator.faults),

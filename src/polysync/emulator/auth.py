@@ -28,6 +28,12 @@ from polysync.emulator.errors import error_response
 DATABRICKS_RESOURCE_ID = "2ff814a6-3304-4ab8-85cb-cd0e6f879c1d"
 DATABRICKS_ENTRA_SCOPE = f"{DATABRICKS_RESOURCE_ID}/.default"
 DATABRICKS_OAUTH_SCOPE = "all-apis"
+# Azure Key Vault's audience (azure-keyvault-secrets asks for `<resource>/.default` after the
+# vault's 401 challenge names `resource="https://vault.azure.net"`).
+KEYVAULT_RESOURCE = "https://vault.azure.net"
+KEYVAULT_SCOPE = f"{KEYVAULT_RESOURCE}/.default"
+# The audiences this emulator issues tokens for: scope (v2) -> resource (v1, managed identity).
+AUDIENCES = {DATABRICKS_ENTRA_SCOPE: DATABRICKS_RESOURCE_ID, KEYVAULT_SCOPE: KEYVAULT_RESOURCE}
 APP_SERVICE_API_VERSION = "2019-08-01"
 # The error_code string of a 401 is UNCONFIRMED (reference §7 table); sdk-py maps on the status.
 UNAUTHENTICATED = "UNAUTHENTICATED"
@@ -92,34 +98,51 @@ class IssuedToken:
     subject: str
     issued_at_s: float
     expires_at_s: float
+    audience: str = DATABRICKS_RESOURCE_ID
+
+
+@dataclass(slots=True)
+class _Grant:
+    subject: str
+    audience: str
+    expires_at_s: float
 
 
 class TokenIssuer:
-    """Issues opaque access tokens that expire on `clock`; keeps only their SHA-256 digests."""
+    """Issues opaque access tokens for one audience that expire on `clock`; keeps only their
+    SHA-256 digests. A token is good only for the audience it was issued for."""
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
-        self._expiries_s: dict[bytes, float] = {}
+        self._grants: dict[bytes, _Grant] = {}
 
-    def issue(self, subject: str, lifetime_s: float) -> IssuedToken:
+    def issue(
+        self, subject: str, lifetime_s: float, audience: str = DATABRICKS_RESOURCE_ID
+    ) -> IssuedToken:
         token = secrets.token_urlsafe(32)
         now_s = self.clock.now()
-        self._expiries_s[_digest(token)] = now_s + lifetime_s
-        return IssuedToken(token, subject, now_s, now_s + lifetime_s)
+        self._grants[_digest(token)] = _Grant(subject, audience, now_s + lifetime_s)
+        return IssuedToken(token, subject, now_s, now_s + lifetime_s, audience)
 
-    def check(self, token: str) -> TokenState:
+    def check(self, token: str, audience: str = DATABRICKS_RESOURCE_ID) -> TokenState:
+        """VALID, EXPIRED, or UNKNOWN (never issued, or issued for another audience)."""
         # Looked up by digest, so the time taken does not depend on how much of a guess is right.
-        expires_at_s = self._expiries_s.get(_digest(token))
-        if expires_at_s is None:
+        grant = self._grants.get(_digest(token))
+        if grant is None or grant.audience != audience:
             return TokenState.UNKNOWN
-        return TokenState.VALID if self.clock.now() < expires_at_s else TokenState.EXPIRED
+        return TokenState.VALID if self.clock.now() < grant.expires_at_s else TokenState.EXPIRED
+
+    def subject_of(self, token: str) -> tuple[str, str] | None:
+        """(subject, audience) of an issued token, expired or not; None if never issued."""
+        grant = self._grants.get(_digest(token))
+        return None if grant is None else (grant.subject, grant.audience)
 
     def expire_all(self) -> int:
         """Make every issued token expired (not unknown: clients must see "Token is expired")."""
         now_s = self.clock.now()
-        for digest, expires_at_s in self._expiries_s.items():
-            self._expiries_s[digest] = min(expires_at_s, now_s)
-        return len(self._expiries_s)
+        for grant in self._grants.values():
+            grant.expires_at_s = min(grant.expires_at_s, now_s)
+        return len(self._grants)
 
 
 def _digest(token: str) -> bytes:
@@ -212,6 +235,11 @@ def _client_credentials(request: Request, form: dict[str, str]) -> tuple[str, st
     return form.get("client_id", ""), form.get("client_secret")
 
 
+def _scope(form: dict[str, str]) -> str:
+    """The one resource scope of a checked v2 token request (OpenID scopes left out)."""
+    return next(s for s in form.get("scope", "").split() if s not in _OIDC_RESERVED_SCOPES)
+
+
 def _base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
@@ -277,14 +305,14 @@ def identity_routes(config: AuthConfig, issuer: TokenIssuer) -> list[Route]:
                     "(application ID URI).",
                     clock,
                 )
-        if scopes != [DATABRICKS_ENTRA_SCOPE]:
+        if len(scopes) != 1 or scopes[0] not in AUDIENCES:
             return _entra_error(
                 400,
                 "invalid_scope",
                 70011,
                 f"The provided value for the input parameter 'scope' is not valid. The scope "
                 f"'{' '.join(scopes)}' is not valid: this emulator issues tokens only for "
-                f"{DATABRICKS_ENTRA_SCOPE} (AzureDatabricks).",
+                f"{' and '.join(AUDIENCES)} (AzureDatabricks, Azure Key Vault).",
                 clock,
             )
         return None
@@ -313,7 +341,8 @@ def identity_routes(config: AuthConfig, issuer: TokenIssuer) -> list[Route]:
             )
         if v1:
             resource = form.get("resource", "")
-            if resource.rstrip("/") != DATABRICKS_RESOURCE_ID:
+            audience = resource.rstrip("/")
+            if audience not in AUDIENCES.values():
                 return _entra_error(
                     400, "invalid_resource", 500011, _resource_not_found(resource, tenant), clock
                 )
@@ -321,6 +350,7 @@ def identity_routes(config: AuthConfig, issuer: TokenIssuer) -> list[Route]:
             problem = entra_scope_problem(form)
             if problem is not None:
                 return problem
+            audience = AUDIENCES[_scope(form)]
         principal = next(
             (
                 sp
@@ -360,7 +390,7 @@ def identity_routes(config: AuthConfig, issuer: TokenIssuer) -> list[Route]:
                 clock,
             )
         lifetime_s = entra_lifetime_s()
-        issued = issuer.issue(f"entra:{tenant}/{client_id}", lifetime_s)
+        issued = issuer.issue(f"entra:{tenant}/{client_id}", lifetime_s, audience)
         if v1:
             # The v1 endpoint answers numbers as strings, and says which resource and when.
             return JSONResponse(
@@ -370,7 +400,7 @@ def identity_routes(config: AuthConfig, issuer: TokenIssuer) -> list[Route]:
                     "ext_expires_in": str(lifetime_s),
                     "expires_on": str(int(issued.expires_at_s)),
                     "not_before": str(int(issued.issued_at_s)),
-                    "resource": DATABRICKS_RESOURCE_ID,
+                    "resource": audience,
                     "access_token": issued.access_token,
                 }
             )
@@ -458,12 +488,17 @@ def identity_routes(config: AuthConfig, issuer: TokenIssuer) -> list[Route]:
         if request.query_params.get("api-version") != APP_SERVICE_API_VERSION:
             return failure(400, f"api-version must be {APP_SERVICE_API_VERSION}.")
         resource = request.query_params.get("resource", "")
-        if resource.rstrip("/") != DATABRICKS_RESOURCE_ID:
-            return failure(400, f"This emulator issues tokens only for {DATABRICKS_RESOURCE_ID}.")
+        if resource.rstrip("/") not in AUDIENCES.values():
+            return failure(
+                400,
+                f"This emulator issues tokens only for {' and '.join(AUDIENCES.values())}.",
+            )
         problem = managed_identity_problem(request)
         if problem is not None:
             return failure(400, problem)
-        issued = issuer.issue(f"managed-identity:{identity.client_id}", entra_lifetime_s())
+        issued = issuer.issue(
+            f"managed-identity:{identity.client_id}", entra_lifetime_s(), resource.rstrip("/")
+        )
         body: dict[str, Any] = {
             "access_token": issued.access_token,
             # Epoch seconds as a string; msal derives expires_in from it with the real clock.
@@ -487,14 +522,16 @@ def identity_routes(config: AuthConfig, issuer: TokenIssuer) -> list[Route]:
         if managed_identity_problem(request) is not None:
             return failure("invalid_request", "Identity not found")
         resource = request.query_params.get("resource", "")
-        if resource.rstrip("/") != DATABRICKS_RESOURCE_ID:
+        if resource.rstrip("/") not in AUDIENCES.values():
             return failure(
                 "invalid_resource", f"AADSTS500011: {_resource_not_found(resource, 'host')}"
             )
         identity = config.managed_identity
         assert identity is not None  # managed_identity_problem checked it
         lifetime_s = entra_lifetime_s()
-        issued = issuer.issue(f"managed-identity:{identity.client_id}", lifetime_s)
+        issued = issuer.issue(
+            f"managed-identity:{identity.client_id}", lifetime_s, resource.rstrip("/")
+        )
         body: dict[str, Any] = {
             "access_token": issued.access_token,
             "refresh_token": "",

@@ -17,6 +17,15 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from polysync.clock import Clock
+from polysync.emulator.controlflow import (
+    CONDITION_OPS,
+    MAX_FOREACH_CONCURRENCY,
+    ReferenceContext,
+    evaluate_condition,
+    parse_foreach_inputs,
+    resolve_in,
+    resolve_references,
+)
 from polysync.emulator.errors import (
     INVALID_PARAMETER_VALUE,
     INVALID_STATE,
@@ -27,6 +36,7 @@ from polysync.emulator.errors import (
     job_not_found,
     run_not_found,
 )
+from polysync.emulator.pipelines import Pipelines
 from polysync.emulator.records import (
     BLOCKED,
     INTERNAL_ERROR,
@@ -41,10 +51,12 @@ from polysync.emulator.records import (
     WORKLOAD_FAILED,
     Job,
     JobRun,
+    Repair,
     TaskAttempt,
     Termination,
 )
 from polysync.emulator.spec import TaskScript, WorkspaceSettings, WorkspaceSpec
+from polysync.emulator.workspace_tree import WorkspaceTree
 
 MAX_JOBS = 10_000  # saved jobs per workspace (reference §8)
 MAX_TASKS = 1_000  # tasks per job via write endpoints (reference §8)
@@ -52,6 +64,19 @@ MAX_IDEMPOTENCY_TOKEN = 64
 PARAM_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 FAILED_RESULTS = frozenset({"FAILED", "TIMEDOUT", "UPSTREAM_FAILED"})
+# What `rerun_all_failed_tasks` reruns: failed, timed-out, cancelled and the tasks they skipped
+# (the "Repair run" of the UI reruns "all failed and skipped tasks"; issue 12).
+REPAIRABLE_RESULTS = frozenset(
+    {
+        "FAILED",
+        "TIMEDOUT",
+        "CANCELED",
+        "UPSTREAM_FAILED",
+        "UPSTREAM_CANCELED",
+        "MAXIMUM_CONCURRENT_RUNS_REACHED",
+    }
+)
+CONTROL_FLOW_TASKS = ("condition_task", "run_job_task", "for_each_task")
 CANCELED_RESULTS = frozenset({"CANCELED", "UPSTREAM_CANCELED"})
 RUN_IF = frozenset(
     {
@@ -90,6 +115,13 @@ class Workspace:
         self._next_run_id = 700_000_000_000_000 + self._rng.randrange(10**13)
         self._jobs_sorted: list[Job] | None = None
         self._cluster_seq = itertools.count(1)
+        self.objects = WorkspaceTree(lambda: self._now_ms, seed=self.settings.seed)
+        self.pipelines = Pipelines(
+            self,
+            seed=self.settings.seed,
+            creator=self.settings.creator_user_name,
+            org_id=self.settings.workspace_id,
+        )
 
     # ------------------------------------------------------------------ time
     @property
@@ -108,6 +140,10 @@ class Workspace:
     def _at(self, when_ms: int, action: Callable[[], None]) -> None:
         heapq.heappush(self._events, (max(when_ms, self._now_ms), next(self._seq), action))
 
+    def schedule_at(self, when_ms: int, action: Callable[[], None]) -> None:
+        """Run `action` when emulated time reaches `when_ms` (never earlier than now)."""
+        self._at(when_ms, action)
+
     def next_event_ms(self) -> int | None:
         return self._events[0][0] if self._events else None
 
@@ -122,9 +158,24 @@ class Workspace:
         self._next_run_id += self._rng.randrange(1, 1000)
         return self._next_run_id
 
+    def new_id(self) -> int:
+        """A fresh int64 id from the run-id sequence (repair ids share it, as on real workspaces
+        where repair ids look like run ids)."""
+        return self._new_run_id()
+
     # ------------------------------------------------------------------ jobs
     def load(self, spec: WorkspaceSpec) -> None:
         """Create the jobs of a workspace file, keeping their ids; the first is the oldest."""
+        for notebook in spec.notebooks:
+            self.objects.put_notebook(
+                notebook.path, notebook.language, notebook.source, script=notebook.emulator
+            )
+        for file in spec.files:
+            self.objects.put_file(file.path, file.content.encode("utf-8"))
+        for pipeline in spec.pipelines:
+            self.pipelines.create(
+                pipeline.spec(), pipeline_id=pipeline.pipeline_id, script=pipeline.emulator
+            )
         count = len(spec.jobs)
         for index, entry in enumerate(spec.jobs):
             created = self._now_ms - (count - index) * 60_000
@@ -198,13 +249,11 @@ class Workspace:
                     400, INVALID_PARAMETER_VALUE, f"Task key {key!r} is used by more than one task."
                 )
             keys.add(key)
-            script = task.pop("emulator", None)
-            try:
-                scripts[key] = TaskScript.model_validate(script or {})
-            except ValueError as exc:
-                raise ApiError(
-                    400, INVALID_PARAMETER_VALUE, f"Invalid emulator script for task {key}: {exc}"
-                ) from exc
+            _take_script(task, key, scripts)
+            nested = task.get("for_each_task")
+            if isinstance(nested, dict) and isinstance(nested.get("task"), dict):
+                _take_script(nested["task"], f"{key}{ITERATION_SCRIPT}", scripts)
+            _check_task_type(task, key)
             run_if = task.get("run_if", "ALL_SUCCESS")
             if run_if not in RUN_IF:
                 raise ApiError(
@@ -289,6 +338,9 @@ class Workspace:
             script = job.scripts.get(task.get("task_key"))
             if script is not None:
                 task["emulator"] = script.model_dump(exclude_none=True)
+            nested = job.scripts.get(f"{task.get('task_key')}{ITERATION_SCRIPT}")
+            if nested is not None and isinstance(task.get("for_each_task"), dict):
+                task["for_each_task"]["task"]["emulator"] = nested.model_dump(exclude_none=True)
         for name in fields_to_remove:
             merged.pop(name, None)
         if "tasks" in new_settings:
@@ -317,19 +369,11 @@ class Workspace:
 
     # ------------------------------------------------------------------ run-now
     def run_now(self, body: Mapping[str, Any]) -> JobRun:
+        """`jobs/run-now` (reference §3): validate, dedupe on `idempotency_token`, create, admit."""
         self.advance()
         job_id = _int_field(body, "job_id", required=True)
         assert job_id is not None
-        token = body.get("idempotency_token")
-        if token is not None:
-            if not isinstance(token, str):
-                raise _malformed("idempotency_token", "string", token)
-            if len(token) > MAX_IDEMPOTENCY_TOKEN:
-                raise ApiError(
-                    400,
-                    INVALID_PARAMETER_VALUE,
-                    f"Idempotency token must be at most {MAX_IDEMPOTENCY_TOKEN} characters long.",
-                )
+        token = _idempotency_token(body)
         job_params = body.get("job_parameters")
         if job_params is not None and not isinstance(job_params, dict):
             raise _malformed("job_parameters", "object", job_params)
@@ -338,16 +382,86 @@ class Workspace:
         job = self.jobs.get(job_id)
         if job is None:
             raise job_not_found(job_id)
-        legacy = {f: body[f] for f in LEGACY_PARAM_FIELDS if body.get(f) is not None}
-        if job_params and legacy:
-            # The API refuses mixing job parameters with legacy task parameters (reference §3).
-            raise ApiError(
-                400,
-                INVALID_PARAMETER_VALUE,
-                "Job parameters cannot be used together with task parameters "
-                f"({', '.join(sorted(legacy))}). Pass only job_parameters.",
-            )
-        values = {str(k): _as_param_string(v) for k, v in (job_params or {}).items()}
+        legacy = _legacy_params(body, job_params)
+        params = self._job_parameter_values(job, job_params or {})
+        tasks = self._select_tasks(job, body.get("only"))
+        queue = body.get("queue")
+        queue_enabled = (
+            bool(queue.get("enabled")) if isinstance(queue, dict) else job.queue_enabled()
+        )
+        self._check_workspace_capacity(queue_enabled)
+        run = self._new_run(
+            job,
+            copy.deepcopy(job.settings),
+            tasks,
+            run_name=str(job.settings.get("name", "Untitled")),
+            job_parameters=params,
+            legacy=legacy,
+            queue_enabled=queue_enabled,
+            token=token,
+        )
+        self._admit(run)
+        return run
+
+    def submit(self, body: Mapping[str, Any]) -> JobRun:
+        """`jobs/runs/submit`: a one-time run of the given tasks, with no saved job.
+
+        Body (sdk-py `JobsAPI.submit`): `tasks` (required; each with a task type and compute:
+        `existing_cluster_id` | `new_cluster` | `environment_key` (serverless, from `environments`)
+        | none, which is serverless for notebooks), `run_name` (default "Untitled", as Databricks'
+        own fake server), `idempotency_token` (same dedupe as run-now), `timeout_seconds`, `queue`.
+        The run has `run_type` SUBMIT_RUN and no `job_id`. Raises ApiError 400
+        `INVALID_PARAMETER_VALUE` / `MALFORMED_REQUEST` for bad bodies.
+        """
+        self.advance()
+        token = _idempotency_token(body)
+        if token is not None and token in self.idempotency:
+            return self.runs[self.idempotency[token]]
+        run_name = body.get("run_name")
+        if run_name is not None and not isinstance(run_name, str):
+            raise _malformed("run_name", "string", run_name)
+        tasks = body.get("tasks")
+        if tasks is None:
+            raise ApiError(400, INVALID_PARAMETER_VALUE, "Missing required field: tasks")
+        settings: dict[str, Any] = {
+            "name": run_name or "Untitled",
+            "tasks": tasks,
+            "max_concurrent_runs": 1000,
+        }
+        for key in ("timeout_seconds", "environments", "git_source", "queue", "job_clusters"):
+            if body.get(key) is not None:
+                settings[key] = body[key]
+        clean, scripts = self._validate_settings(settings)
+        _check_submit_compute(clean)
+        job = Job(
+            job_id=0,
+            created_time_ms=self._now_ms,
+            creator_user_name=self.settings.creator_user_name,
+            settings=clean,
+            scripts=scripts,
+        )
+        queue = body.get("queue")
+        queue_enabled = bool(queue.get("enabled")) if isinstance(queue, dict) else False
+        self._check_workspace_capacity(queue_enabled)
+        run = self._new_run(
+            job,
+            clean,
+            job.tasks,
+            run_name=run_name or "Untitled",
+            job_parameters=[],
+            legacy={},
+            queue_enabled=queue_enabled,
+            token=token,
+            run_type="SUBMIT_RUN",
+        )
+        self._admit(run)
+        return run
+
+    def _job_parameter_values(
+        self, job: Job, values_in: Mapping[str, object]
+    ) -> list[dict[str, str]]:
+        """The run's `job_parameters` (`name`, `default`, `value`) for these overrides."""
+        values = {str(k): _as_param_string(v) for k, v in values_in.items()}
         defined = {str(p["name"]): str(p["default"]) for p in job.parameters}
         if self.settings.reject_unknown_job_parameters:
             unknown = sorted(set(values) - set(defined))
@@ -355,22 +469,9 @@ class Workspace:
                 raise ApiError(
                     400,
                     INVALID_PARAMETER_VALUE,
-                    f"Job {job_id} does not define the job parameter(s) {', '.join(unknown)}. "
+                    f"Job {job.job_id} does not define the job parameter(s) {', '.join(unknown)}. "
                     f"Defined job parameters: {', '.join(sorted(defined)) or 'none'}.",
                 )
-        tasks = self._select_tasks(job, body.get("only"))
-        queue = body.get("queue")
-        queue_enabled = (
-            bool(queue.get("enabled")) if isinstance(queue, dict) else job.queue_enabled()
-        )
-        if self._active_count >= self.settings.max_active_runs and not queue_enabled:
-            raise ApiError(
-                429,
-                REQUEST_LIMIT_EXCEEDED,
-                f"The workspace has reached its limit of {self.settings.max_active_runs} "
-                "concurrent active runs; this run cannot start now.",
-                {"Retry-After": "10"},
-            )
         params = [
             {"name": name, "default": default, "value": values.get(name, default)}
             for name, default in defined.items()
@@ -380,35 +481,86 @@ class Workspace:
             for name, value in values.items()
             if name not in defined
         ]
+        return params
+
+    def _check_workspace_capacity(self, queue_enabled: bool) -> None:
+        if self._active_count >= self.settings.max_active_runs and not queue_enabled:
+            raise ApiError(
+                429,
+                REQUEST_LIMIT_EXCEEDED,
+                f"The workspace has reached its limit of {self.settings.max_active_runs} "
+                "concurrent active runs; this run cannot start now.",
+                {"Retry-After": "10"},
+            )
+
+    def _new_run(
+        self,
+        job: Job,
+        settings: dict[str, Any],
+        tasks: list[dict[str, Any]],
+        *,
+        run_name: str,
+        job_parameters: list[dict[str, str]],
+        legacy: dict[str, Any],
+        queue_enabled: bool,
+        token: str | None,
+        run_type: str = "JOB_RUN",
+        parent_attempt: TaskAttempt | None = None,
+    ) -> JobRun:
         run = JobRun(
             run_id=self._new_run_id(),
             job=job,
-            settings=copy.deepcopy(job.settings),
-            run_name=str(job.settings.get("name", "Untitled")),
+            settings=settings,
+            run_name=run_name,
             start_time_ms=self._now_ms,
             creator_user_name=self.settings.creator_user_name,
-            job_parameters=params,
+            job_parameters=job_parameters,
             overriding_parameters=legacy,
             queue_enabled=queue_enabled,
             idempotency_token=token,
+            run_type=run_type,
+            trigger="RUN_JOB_TASK" if parent_attempt is not None else "ONE_TIME",
+            parent_attempt=parent_attempt,
         )
         for task in tasks:
-            attempt = TaskAttempt(
-                run_id=self._new_run_id(),
-                parent=run,
-                task=copy.deepcopy(task),
-                script=job.scripts.get(task["task_key"], TaskScript()),
-                attempt_number=0,
-                original_attempt_run_id=0,
-            )
-            attempt.original_attempt_run_id = attempt.run_id
-            run.attempts.append(attempt)
-            self.task_runs[attempt.run_id] = attempt
+            self._new_attempt(run, copy.deepcopy(task), attempt_number=0)
         self.runs[run.run_id] = run
         if token is not None:
             self.idempotency[token] = run.run_id
-        self._admit(run)
         return run
+
+    def _new_attempt(
+        self,
+        run: JobRun,
+        task: dict[str, Any],
+        *,
+        attempt_number: int,
+        original_attempt_run_id: int | None = None,
+    ) -> TaskAttempt:
+        attempt = TaskAttempt(
+            run_id=self._new_run_id(),
+            parent=run,
+            task=task,
+            script=self._script_for(run.job, task, task["task_key"]),
+            attempt_number=attempt_number,
+            original_attempt_run_id=0,
+        )
+        attempt.original_attempt_run_id = original_attempt_run_id or attempt.run_id
+        run.attempts.append(attempt)
+        self.task_runs[attempt.run_id] = attempt
+        return attempt
+
+    def _script_for(self, job: Job, task: Mapping[str, Any], script_key: str) -> TaskScript:
+        """A task's script: its own `emulator:` block, else its notebook's script, else success."""
+        script = job.scripts.get(script_key)
+        if script is not None:
+            return script
+        notebook = task.get("notebook_task")
+        if isinstance(notebook, dict) and isinstance(notebook.get("notebook_path"), str):
+            by_path = self.objects.script_for(notebook["notebook_path"])
+            if by_path is not None:
+                return by_path
+        return TaskScript()
 
     def _select_tasks(self, job: Job, only: object) -> list[dict[str, Any]]:
         tasks = job.tasks
@@ -433,7 +585,7 @@ class Workspace:
     # ------------------------------------------------------------------ admission and queue
     def _admit(self, run: JobRun) -> None:
         limit = run.job.max_concurrent_runs()
-        if self._job_active[run.job_id] >= limit:
+        if not run.is_submit_run and self._job_active[run.job_id] >= limit:
             if run.queue_enabled:
                 self._enqueue(
                     run,
@@ -470,6 +622,7 @@ class Workspace:
         for attempt in run.attempts:
             attempt.st.life_cycle_state = SKIPPED
             attempt.st.termination = Termination("SKIPPED", "CLIENT_ERROR")
+        self._run_ended(run)
 
     def _drain_queue(self) -> None:
         waiting, self._queue = self._queue, []
@@ -479,7 +632,10 @@ class Workspace:
             if self._active_count >= self.settings.max_active_runs:
                 self._queue.append(run)
                 continue
-            if self._job_active[run.job_id] >= run.job.max_concurrent_runs():
+            if (
+                not run.is_submit_run
+                and self._job_active[run.job_id] >= run.job.max_concurrent_runs()
+            ):
                 self._queue.append(run)
                 continue
             assert run.queued_since_ms is not None
@@ -504,20 +660,30 @@ class Workspace:
         self._evaluate_blocked(run)
 
     def _evaluate_blocked(self, run: JobRun) -> None:
-        latest = run.latest_attempts()
-        for attempt in list(latest.values()):
-            if attempt.st.life_cycle_state != BLOCKED or run.cancel_requested:
-                continue
-            deps = [latest[d["task_key"]] for d in attempt.task.get("depends_on", [])]
-            if not all(d.terminal for d in deps):
-                continue
-            verdict = _run_if_verdict(attempt.task.get("run_if", "ALL_SUCCESS"), deps)
-            if attempt.task.get("disabled"):
-                verdict = "DISABLED"
-            if verdict is None:
-                self._start_attempt(attempt)
-            else:
-                self._skip_task(attempt, verdict)
+        """Start or skip every BLOCKED task whose dependencies have ended, until nothing changes
+        (a skip can unblock the tasks after it); then end the run if every task has."""
+        changed = True
+        while changed and not run.cancel_requested:
+            changed = False
+            latest = run.latest_attempts()
+            for attempt in list(latest.values()):
+                if attempt.st.life_cycle_state != BLOCKED:
+                    continue
+                deps = attempt.task.get("depends_on", [])
+                dep_attempts = [latest[d["task_key"]] for d in deps]
+                if not all(d.terminal for d in dep_attempts):
+                    continue
+                verdict = _run_if_verdict(
+                    attempt.task.get("run_if", "ALL_SUCCESS"),
+                    [_dependency_result(d, a) for d, a in zip(deps, dep_attempts, strict=True)],
+                )
+                if attempt.task.get("disabled"):
+                    verdict = "DISABLED"
+                if verdict is None:
+                    self._start_attempt(attempt)
+                else:
+                    self._skip_task(attempt, verdict)
+                changed = True
         if all(a.terminal for a in run.latest_attempts().values()):
             self._finish_run(run)
 
@@ -526,10 +692,18 @@ class Workspace:
             return
         script = attempt.script
         attempt.st.life_cycle_state = PENDING
-        attempt.st.state_message = "Waiting for cluster"
         attempt.start_time_ms = self._now_ms
+        if _is_control_flow(attempt.task):
+            # Control-flow tasks run in the Jobs service itself: no cluster to wait for.
+            attempt.st.state_message = ""
+            self._at(self._now_ms, lambda: self._attempt_running(attempt))
+            return
+        attempt.st.state_message = "Waiting for cluster"
+        existing = attempt.task.get("existing_cluster_id")
         attempt.cluster_id = (
-            f"1125-{next(self._cluster_seq):06d}-emu{attempt.parent.run_id % 1000:03d}"
+            existing
+            if isinstance(existing, str) and existing
+            else f"1125-{next(self._cluster_seq):06d}-emu{attempt.parent.run_id % 1000:03d}"
         )
         pending = (
             script.pending_s if script.pending_s is not None else self.settings.default_pending_s
@@ -545,19 +719,187 @@ class Workspace:
         attempt.running_since_ms = self._now_ms
         if run.st.life_cycle_state == PENDING:
             run.st.life_cycle_state = RUNNING
+        task = attempt.task
+        if "condition_task" in task:
+            self._run_condition(attempt)
+            return
+        if "run_job_task" in task:
+            self._run_child_job(attempt)
+            return
+        if "for_each_task" in task:
+            self._run_for_each(attempt)
+            return
         script = attempt.script
         duration_s = (
             script.duration_s
             if script.duration_s is not None
             else self.settings.default_task_duration_s
         )
-        outcome = script.outcome_for(attempt.attempt_number)
-        task_timeout_s = attempt.task.get("timeout_seconds") or 0
+        outcome = script.outcome_for(attempt.attempt_number, attempt.iteration_input)
+        task_timeout_s = task.get("timeout_seconds") or 0
         if isinstance(task_timeout_s, int) and 0 < task_timeout_s < duration_s:
             duration_s, outcome = float(task_timeout_s), "timeout"
         self._at(self._now_ms + _ms(duration_s), lambda: self._attempt_done(attempt, outcome))
 
-    def _attempt_done(self, attempt: TaskAttempt, outcome: str) -> None:
+    # ------------------------------------------------------------------ control-flow tasks
+    def _references(self, attempt: TaskAttempt) -> ReferenceContext:
+        run = attempt.parent
+        latest = run.latest_attempts()
+        return ReferenceContext(
+            job_id=None if run.is_submit_run else run.job_id,
+            run_id=run.run_id,
+            job_name=run.run_name,
+            repair_count=len(run.repairs),
+            job_parameters={p["name"]: p["value"] for p in run.job_parameters},
+            task_run_ids={key: a.run_id for key, a in latest.items()},
+            task_results={
+                key: a.st.result_state.lower() for key, a in latest.items() if a.st.result_state
+            },
+            item=attempt.iteration_input,
+        )
+
+    def _run_condition(self, attempt: TaskAttempt) -> None:
+        """Evaluate `condition_task` now; `condition_task.outcome` is "true"/"false" (sdk-py
+        `RunConditionTask`); a reference or comparison that cannot be evaluated fails the task."""
+        condition = attempt.task["condition_task"]
+        try:
+            context = self._references(attempt)
+            left = resolve_references(str(condition["left"]), context)
+            right = resolve_references(str(condition["right"]), context)
+            outcome = evaluate_condition(str(condition["op"]), left, right)
+        except ValueError as exc:
+            self._attempt_done(attempt, "failure", error=str(exc))
+            return
+        attempt.extra["condition_task"] = {"outcome": "true" if outcome else "false"}
+        self._attempt_done(attempt, "success")
+
+    def _run_child_job(self, attempt: TaskAttempt) -> None:
+        """`run_job_task`: start a run of the other job (trigger RUN_JOB_TASK); the task ends as
+        that run ends. Its `job_parameters` may hold references (sdk-py `RunJobTask`)."""
+        spec = attempt.task["run_job_task"]
+        job_id = _int_field(spec, "job_id", required=True)
+        assert job_id is not None
+        job = self.jobs.get(job_id)
+        if job is None:
+            self._attempt_done(attempt, "failure", error=f"Job {job_id} does not exist.")
+            return
+        try:
+            raw = spec.get("job_parameters") or {}
+            if not isinstance(raw, dict):
+                raise ValueError("run_job_task.job_parameters must be an object.")
+            values = resolve_in(raw, self._references(attempt))
+            assert isinstance(values, dict)
+            params = self._job_parameter_values(job, values)
+        except (ValueError, ApiError) as exc:
+            message = exc.message if isinstance(exc, ApiError) else str(exc)
+            self._attempt_done(attempt, "failure", error=message)
+            return
+        child = self._new_run(
+            job,
+            copy.deepcopy(job.settings),
+            job.tasks,
+            run_name=str(job.settings.get("name", "Untitled")),
+            job_parameters=params,
+            legacy={},
+            queue_enabled=job.queue_enabled(),
+            token=None,
+            parent_attempt=attempt,
+        )
+        attempt.child_run_id = child.run_id
+        self._admit(child)
+
+    def _child_done(self, attempt: TaskAttempt, child: JobRun) -> None:
+        if attempt.terminal or attempt.st.life_cycle_state != RUNNING:
+            return
+        result = child.st.result_state
+        if result in ("SUCCESS", "SUCCESS_WITH_FAILURES"):
+            self._attempt_done(attempt, "success")
+        elif result == "CANCELED":
+            self._end_attempt_stopped(attempt, "CANCELED")
+            self._after_attempt(attempt)
+        else:
+            reason = child.st.state_message or f"ended {result or child.st.life_cycle_state}"
+            self._attempt_done(
+                attempt, "failure", error=f"Run {child.run_id} of job {child.job_id}: {reason}"
+            )
+
+    def _run_for_each(self, attempt: TaskAttempt) -> None:
+        """`for_each_task`: one iteration of the nested task per input, at most `concurrency` at
+        once; `for_each_task.stats.task_run_stats` counts them (sdk-py `ForEachTaskTaskRunStats`)."""
+        spec = attempt.task["for_each_task"]
+        try:
+            inputs = parse_foreach_inputs(
+                resolve_references(str(spec["inputs"]), self._references(attempt))
+            )
+        except ValueError as exc:
+            self._attempt_done(attempt, "failure", error=str(exc))
+            return
+        nested = spec["task"]
+        script = self._script_for(
+            attempt.parent.job, nested, f"{attempt.task_key}{ITERATION_SCRIPT}"
+        )
+        for index, item in enumerate(inputs):
+            iteration = TaskAttempt(
+                run_id=self._new_run_id(),
+                parent=attempt.parent,
+                task=copy.deepcopy(nested),
+                script=script,
+                attempt_number=0,
+                original_attempt_run_id=0,
+                foreach_parent=attempt,
+                iteration_input=item,
+                iteration_index=index,
+            )
+            iteration.original_attempt_run_id = iteration.run_id
+            attempt.iterations.append(iteration)
+            self.task_runs[iteration.run_id] = iteration
+        self._foreach_progress(attempt)
+
+    def _foreach_progress(self, parent: TaskAttempt) -> None:
+        if parent.terminal:
+            return
+        latest = _latest_iterations(parent)
+        concurrency = int(parent.task["for_each_task"].get("concurrency", 1))
+        active = sum(1 for it in latest if not it.terminal and it.st.life_cycle_state != BLOCKED)
+        for iteration in latest:
+            if active >= concurrency or parent.terminal:
+                break
+            if iteration.st.life_cycle_state == BLOCKED:
+                self._start_iteration(iteration, parent)
+                active += 1
+        if parent.terminal:
+            return
+        latest = _latest_iterations(parent)
+        parent.extra["for_each_task"] = {"stats": _foreach_stats(latest)}
+        if all(it.terminal for it in latest):
+            if all(it.st.result_state == "SUCCESS" for it in latest):
+                self._attempt_done(parent, "success")
+            else:
+                failed = sum(1 for it in latest if it.st.result_state != "SUCCESS")
+                self._attempt_done(
+                    parent,
+                    "failure",
+                    error=f"{failed} of {len(latest)} iterations of task {parent.task_key} failed.",
+                )
+
+    def _start_iteration(self, iteration: TaskAttempt, parent: TaskAttempt) -> None:
+        try:
+            iteration.task = _as_dict(resolve_in(iteration.task, self._references(iteration)))
+        except ValueError as exc:
+            iteration.start_time_ms = iteration.running_since_ms = self._now_ms
+            iteration.st.life_cycle_state = RUNNING
+            self._attempt_done(iteration, "failure", error=str(exc))
+            return
+        self._start_attempt(iteration)
+
+    def _after_attempt(self, attempt: TaskAttempt) -> None:
+        """What follows the end of a task attempt: its for-each parent moves on, or its run."""
+        if attempt.foreach_parent is not None:
+            self._foreach_progress(attempt.foreach_parent)
+        else:
+            self._evaluate_blocked(attempt.parent)
+
+    def _attempt_done(self, attempt: TaskAttempt, outcome: str, error: str | None = None) -> None:
         if attempt.terminal or attempt.st.life_cycle_state != RUNNING:
             return
         st = attempt.st
@@ -571,7 +913,9 @@ class Workspace:
             st.life_cycle_state, st.result_state = TERMINATED, "FAILED"
             st.state_message = WORKLOAD_FAILED
             st.termination = Termination("RUN_EXECUTION_ERROR", "CLIENT_ERROR", WORKLOAD_FAILED)
-            attempt.output_error = script.error or f"Exception: task {attempt.task_key} failed"
+            attempt.output_error = (
+                error or script.error or f"Exception: task {attempt.task_key} failed"
+            )
             attempt.output_error_trace = script.error_trace or (
                 "Traceback (most recent call last):\n"
                 f'  File "/Workspace/{attempt.task_key}", line 1, in <module>\n'
@@ -599,7 +943,7 @@ class Workspace:
         if self._should_retry(attempt, outcome):
             self._schedule_retry(attempt)
         else:
-            self._evaluate_blocked(attempt.parent)
+            self._after_attempt(attempt)
 
     def _should_retry(self, attempt: TaskAttempt, outcome: str) -> bool:
         if outcome == "success" or attempt.parent.cancel_requested:
@@ -621,10 +965,16 @@ class Workspace:
             script=previous.script,
             attempt_number=previous.attempt_number + 1,
             original_attempt_run_id=previous.original_attempt_run_id,
+            foreach_parent=previous.foreach_parent,
+            iteration_input=previous.iteration_input,
+            iteration_index=previous.iteration_index,
         )
         retry.st.life_cycle_state = WAITING_FOR_RETRY
         retry.st.state_message = "Waiting for retry"
-        run.attempts.append(retry)
+        if previous.foreach_parent is not None:
+            previous.foreach_parent.iterations.append(retry)
+        else:
+            run.attempts.append(retry)
         self.task_runs[retry.run_id] = retry
         interval_ms = previous.task.get("min_retry_interval_millis") or 0
         self._at(self._now_ms + int(interval_ms), lambda: self._start_attempt(retry))
@@ -696,9 +1046,12 @@ class Workspace:
             st.life_cycle_state = final_life
             st.result_state = pending_result
             run.end_time_ms = self._now_ms
+            if run.repairs:
+                run.repairs[-1].end_time_ms = self._now_ms
             self._active_count -= 1
             self._job_active[run.job_id] -= 1
             self._drain_queue()
+            self._run_ended(run)
 
         self._at(self._now_ms + _ms(delay_s), terminate)
 
@@ -711,7 +1064,14 @@ class Workspace:
         self._finish_run(run)
 
     # ------------------------------------------------------------------ cancel
+    def _run_ended(self, run: JobRun) -> None:
+        """A run reached a terminal state: the run_job_task that started it follows it."""
+        if run.parent_attempt is not None:
+            self._child_done(run.parent_attempt, run)
+
     def cancel_run(self, run_id: int) -> None:
+        """`jobs/runs/cancel` of a job run or a task run (reference §5): asynchronous, a no-op on
+        terminal runs. Raises ApiError 400 for an unknown run id."""
         self.advance()
         run = self.runs.get(run_id)
         if run is None:
@@ -720,6 +1080,9 @@ class Workspace:
                 raise run_not_found(run_id)
             self._cancel_attempt(attempt)
             return
+        self._cancel(run)
+
+    def _cancel(self, run: JobRun) -> None:
         if run.terminal or run.cancel_requested:
             return  # a no-op on terminal runs (reference §5)
         run.cancel_requested = True
@@ -735,6 +1098,7 @@ class Workspace:
             run.end_time_ms = self._now_ms
             for attempt in run.attempts:
                 self._skip_task(attempt, "UPSTREAM_CANCELED")
+            self._run_ended(run)
             return
         if run.st.life_cycle_state == TERMINATING:
             return
@@ -743,14 +1107,25 @@ class Workspace:
 
     def _stop_attempts(self, run: JobRun, result: str) -> None:
         for attempt in run.latest_attempts().values():
-            if attempt.terminal:
-                continue
-            if attempt.st.life_cycle_state in (BLOCKED, WAITING_FOR_RETRY):
-                self._skip_task(attempt, "UPSTREAM_CANCELED")
-                continue
-            self._end_attempt_stopped(attempt, result)
+            self._stop_attempt(attempt, result)
+
+    def _stop_attempt(self, attempt: TaskAttempt, result: str) -> None:
+        if attempt.terminal:
+            return
+        if attempt.st.life_cycle_state in (BLOCKED, WAITING_FOR_RETRY):
+            self._skip_task(attempt, "UPSTREAM_CANCELED")
+            return
+        for iteration in _latest_iterations(attempt):
+            self._stop_attempt(iteration, result)
+        if attempt.child_run_id is not None:
+            child = self.runs.get(attempt.child_run_id)
+            if child is not None:
+                self._cancel(child)
+        self._end_attempt_stopped(attempt, result)
 
     def _end_attempt_stopped(self, attempt: TaskAttempt, result: str) -> None:
+        if attempt.terminal:
+            return
         st = attempt.st
         st.life_cycle_state = TERMINATED
         st.result_state = result
@@ -767,11 +1142,8 @@ class Workspace:
     def _cancel_attempt(self, attempt: TaskAttempt) -> None:
         if attempt.terminal:
             return
-        if attempt.st.life_cycle_state in (BLOCKED, WAITING_FOR_RETRY):
-            self._skip_task(attempt, "UPSTREAM_CANCELED")
-        else:
-            self._end_attempt_stopped(attempt, "CANCELED")
-        self._evaluate_blocked(attempt.parent)
+        self._stop_attempt(attempt, "CANCELED")
+        self._after_attempt(attempt)
 
     def cancel_all(self, job_id: int | None, all_queued_runs: bool) -> None:
         self.advance()
@@ -786,10 +1158,180 @@ class Workspace:
         for run in list(self.runs.values()):
             if run.terminal:
                 continue
-            if (job_id is not None and run.job_id == job_id) or (
+            if (job_id is not None and run.job_id == job_id and not run.is_submit_run) or (
                 job_id is None and run.st.life_cycle_state == QUEUED
             ):
-                self.cancel_run(run.run_id)
+                self._cancel(run)
+
+    # ------------------------------------------------------------------ repair
+    def repair_run(self, body: Mapping[str, Any]) -> int:
+        """`jobs/runs/repair`: rerun chosen tasks of an ended run, inside that run; returns the
+        `repair_id` (sdk-py `JobsAPI.repair_run`, `RepairRunResponse`).
+
+        Body: `run_id`; `rerun_tasks` (task keys) or `rerun_all_failed_tasks` (failed, timed-out,
+        cancelled tasks and the tasks they skipped); `rerun_dependent_tasks` adds every task
+        downstream of those; `latest_repair_id` is required once the run was repaired and must be
+        the latest; `job_parameters` (or legacy parameters, not both) replace the run's values.
+        Tasks rerun with the job's current settings, as new task runs whose `attempt_number`
+        continues from the task's last attempt (INFERENCE); the run is active again until they end,
+        and its final state is the repaired outcome.
+
+        Raises ApiError 400: `INVALID_STATE` for a run still active; `INVALID_PARAMETER_VALUE` for
+        unknown or duplicate task keys, a missing or stale `latest_repair_id` ("The latest repair ID
+        needs to be provided in order to create a new repair", as databricks-sdk-py issue #157
+        quotes it), both or neither of `rerun_tasks`/`rerun_all_failed_tasks`, nothing to rerun;
+        "Run N does not exist." for an unknown run.
+        """
+        self.advance()
+        run_id = _int_field(body, "run_id", required=True)
+        assert run_id is not None
+        run = self.runs.get(run_id)
+        if run is None:
+            if run_id in self.task_runs:
+                raise ApiError(
+                    400,
+                    INVALID_PARAMETER_VALUE,
+                    f"Run {run_id} is a task run; repair the job run it belongs to.",
+                )
+            raise run_not_found(run_id)
+        if run.active:
+            # Status and code UNCONFIRMED; the SDK documents "The run must not be in progress."
+            raise ApiError(
+                400,
+                INVALID_STATE,
+                f"Run {run_id} is still in progress; only a run that has ended can be repaired.",
+            )
+        self._check_latest_repair_id(run, _int_field(body, "latest_repair_id"))
+        chosen = self._repair_selection(run, body)
+        job_params = body.get("job_parameters")
+        if job_params is not None and not isinstance(job_params, dict):
+            raise _malformed("job_parameters", "object", job_params)
+        legacy = _legacy_params(body, job_params)
+        if job_params:
+            overrides = {p["name"]: p["value"] for p in run.job_parameters}
+            overrides.update({str(k): _as_param_string(v) for k, v in job_params.items()})
+            run.job_parameters = self._job_parameter_values(run.job, overrides)
+        if legacy:
+            run.overriding_parameters = legacy
+        if not run.repairs:
+            run.original_attempt_ids = [a.run_id for a in run.attempts]
+            run.original_end_time_ms = run.end_time_ms
+            run.original_state, run.original_status = run.st.state_json(), run.st.status_json()
+        else:
+            last = run.repairs[-1]
+            last.state, last.status = run.st.state_json(), run.st.status_json()
+        repair = Repair(repair_id=self._new_run_id(), start_time_ms=self._now_ms, task_run_ids=[])
+        current = {t["task_key"]: t for t in run.job.tasks} if run.job.job_id in self.jobs else {}
+        for key, previous in run.latest_attempts().items():
+            if key not in chosen:
+                continue
+            previous.superseded = True
+            task = copy.deepcopy(current.get(key, previous.task))
+            if "depends_on" not in previous.task:
+                task.pop("depends_on", None)  # a run started with `only` keeps its trimmed DAG
+            attempt = self._new_attempt(
+                run,
+                task,
+                attempt_number=previous.attempt_number + 1,
+                original_attempt_run_id=previous.original_attempt_run_id,
+            )
+            repair.task_run_ids.append(attempt.run_id)
+        run.repairs.append(repair)
+        st = run.st
+        st.life_cycle_state, st.result_state, st.state_message = PENDING, None, ""
+        st.user_cancelled_or_timedout, st.termination = False, None
+        run.end_time_ms = 0
+        run.cancel_requested = run.timed_out = False
+        self._active_count += 1
+        self._job_active[run.job_id] += 1
+        self._evaluate_blocked(run)
+        return repair.repair_id
+
+    @staticmethod
+    def _check_latest_repair_id(run: JobRun, given: int | None) -> None:
+        latest = run.repairs[-1].repair_id if run.repairs else None
+        if latest is not None and given is None:
+            raise ApiError(
+                400,
+                INVALID_PARAMETER_VALUE,
+                "The latest repair ID needs to be provided in order to create a new repair",
+            )
+        if given is not None and given != latest:
+            # Wording UNCONFIRMED: the check itself is documented (sdk-py `latest_repair_id`).
+            raise ApiError(
+                400,
+                INVALID_PARAMETER_VALUE,
+                f"The latest repair ID {given} is not the latest repair of run {run.run_id}"
+                + (f" (the latest is {latest})." if latest is not None else " (it has none)."),
+            )
+
+    @staticmethod
+    def _repair_selection(run: JobRun, body: Mapping[str, Any]) -> set[str]:
+        rerun_tasks = body.get("rerun_tasks")
+        all_failed = body.get("rerun_all_failed_tasks") or False
+        dependent = body.get("rerun_dependent_tasks") or False
+        if rerun_tasks is not None and (
+            not isinstance(rerun_tasks, list) or not all(isinstance(k, str) for k in rerun_tasks)
+        ):
+            raise _malformed("rerun_tasks", "array of strings", rerun_tasks)
+        for name, flag in (
+            ("rerun_all_failed_tasks", all_failed),
+            ("rerun_dependent_tasks", dependent),
+        ):
+            if not isinstance(flag, bool):
+                raise _malformed(name, "boolean", flag)
+        if rerun_tasks and all_failed:
+            raise ApiError(
+                400,
+                INVALID_PARAMETER_VALUE,
+                "Only one of rerun_tasks or rerun_all_failed_tasks can be used.",
+            )
+        if not rerun_tasks and not all_failed:
+            raise ApiError(
+                400,
+                INVALID_PARAMETER_VALUE,
+                "Either rerun_tasks or rerun_all_failed_tasks must be set.",
+            )
+        latest = run.latest_attempts()
+        if rerun_tasks:
+            if len(set(rerun_tasks)) != len(rerun_tasks):
+                # Quoted from a live workspace (apache/airflow PR #69998 review).
+                raise ApiError(
+                    400, INVALID_PARAMETER_VALUE, "rerun_tasks cannot contain duplicate task keys."
+                )
+            unknown = [k for k in rerun_tasks if k not in latest]
+            if unknown:
+                raise ApiError(
+                    400,
+                    INVALID_PARAMETER_VALUE,
+                    f"Task(s) {', '.join(unknown)} not found in run {run.run_id}.",
+                )
+            chosen = set(rerun_tasks)
+        else:
+            chosen = {
+                key
+                for key, attempt in latest.items()
+                if attempt.st.result_state in REPAIRABLE_RESULTS
+                or attempt.st.life_cycle_state == INTERNAL_ERROR
+            }
+            if not chosen:
+                raise ApiError(
+                    400,
+                    INVALID_PARAMETER_VALUE,
+                    f"Run {run.run_id} has no failed tasks to repair.",
+                )
+        if dependent:
+            downstream: dict[str, set[str]] = {key: set() for key in latest}
+            for key, attempt in latest.items():
+                for dep in attempt.task.get("depends_on", []):
+                    downstream.setdefault(dep["task_key"], set()).add(key)
+            stack = list(chosen)
+            while stack:
+                for child in downstream.get(stack.pop(), set()):
+                    if child not in chosen:
+                        chosen.add(child)
+                        stack.append(child)
+        return chosen
 
     # ------------------------------------------------------------------ reads
     def get_run(self, run_id: int) -> JobRun | TaskAttempt:
@@ -830,11 +1372,215 @@ class Workspace:
         return sum(1 for r in self.runs.values() if r.active)
 
 
-def _run_if_verdict(run_if: str, deps: list[TaskAttempt]) -> str | None:
-    """None if the task runs; otherwise the result_state it is skipped with."""
-    if not deps:
+def _idempotency_token(body: Mapping[str, Any]) -> str | None:
+    token = body.get("idempotency_token")
+    if token is None:
         return None
-    results = [d.st.result_state or "" for d in deps]
+    if not isinstance(token, str):
+        raise _malformed("idempotency_token", "string", token)
+    if len(token) > MAX_IDEMPOTENCY_TOKEN:
+        raise ApiError(
+            400,
+            INVALID_PARAMETER_VALUE,
+            f"Idempotency token must be at most {MAX_IDEMPOTENCY_TOKEN} characters long.",
+        )
+    return token
+
+
+def _legacy_params(body: Mapping[str, Any], job_params: object) -> dict[str, Any]:
+    legacy = {f: body[f] for f in LEGACY_PARAM_FIELDS if body.get(f) is not None}
+    if job_params and legacy:
+        # The API refuses mixing job parameters with legacy task parameters (reference §3).
+        raise ApiError(
+            400,
+            INVALID_PARAMETER_VALUE,
+            "Job parameters cannot be used together with task parameters "
+            f"({', '.join(sorted(legacy))}). Pass only job_parameters.",
+        )
+    return legacy
+
+
+_CLUSTER_FIELDS = ("existing_cluster_id", "new_cluster", "job_cluster_key", "environment_key")
+
+
+def _check_submit_compute(settings: Mapping[str, Any]) -> None:
+    """Compute of one-time run tasks (sdk-py `SubmitTask`): at most one of `existing_cluster_id`,
+    `new_cluster`, `job_cluster_key`, `environment_key`; a `new_cluster` needs `spark_version` and a
+    node type or instance pool; an `environment_key` must name one of `environments`."""
+    environments = {
+        e.get("environment_key") for e in settings.get("environments") or [] if isinstance(e, dict)
+    }
+    for task in settings.get("tasks", []):
+        key = task["task_key"]
+        chosen = [f for f in _CLUSTER_FIELDS if task.get(f) not in (None, "")]
+        if len(chosen) > 1:
+            raise ApiError(
+                400,
+                INVALID_PARAMETER_VALUE,
+                f"Task {key} sets more than one kind of compute ({', '.join(chosen)}); set only one.",
+            )
+        cluster = task.get("new_cluster")
+        if cluster is not None:
+            if not isinstance(cluster, dict):
+                raise _malformed("new_cluster", "object", cluster)
+            if not cluster.get("spark_version"):
+                raise ApiError(
+                    400,
+                    INVALID_PARAMETER_VALUE,
+                    "Missing required field: new_cluster.spark_version",
+                )
+            if not (cluster.get("node_type_id") or cluster.get("instance_pool_id")):
+                raise ApiError(
+                    400,
+                    INVALID_PARAMETER_VALUE,
+                    f"Task {key}: new_cluster needs node_type_id or instance_pool_id.",
+                )
+        env_key = task.get("environment_key")
+        if env_key is not None and env_key not in environments:
+            raise ApiError(
+                400,
+                INVALID_PARAMETER_VALUE,
+                f"Task {key} references environment_key {env_key!r}, which is not defined in "
+                "environments.",
+            )
+
+
+ITERATION_SCRIPT = "[iteration]"  # scripts key suffix of a for_each_task's nested task
+
+
+def _take_script(task: dict[str, Any], key: str, scripts: dict[str, TaskScript]) -> None:
+    """Move a task's `emulator:` block (never shown by the API) into `scripts[key]`."""
+    script = task.pop("emulator", None)
+    if script is None:
+        return
+    try:
+        scripts[key] = TaskScript.model_validate(script)
+    except ValueError as exc:
+        raise ApiError(
+            400, INVALID_PARAMETER_VALUE, f"Invalid emulator script for task {key}: {exc}"
+        ) from exc
+
+
+def _check_task_type(task: dict[str, Any], key: str) -> None:
+    """The checks the Jobs API makes on control-flow task definitions (sdk-py `ConditionTask`,
+    `RunJobTask`, `ForEachTask`: their required fields and enum values)."""
+    condition = task.get("condition_task")
+    if condition is not None:
+        if not isinstance(condition, dict):
+            raise _malformed("condition_task", "object", condition)
+        for field_name in ("op", "left", "right"):
+            if field_name not in condition:
+                raise ApiError(
+                    400,
+                    INVALID_PARAMETER_VALUE,
+                    f"Missing required field: condition_task.{field_name}",
+                )
+        if condition["op"] not in CONDITION_OPS:
+            raise ApiError(
+                400,
+                INVALID_PARAMETER_VALUE,
+                f"Invalid condition_task.op {condition['op']!r} for task {key}: expected one of "
+                f"{', '.join(sorted(CONDITION_OPS))}.",
+            )
+    run_job = task.get("run_job_task")
+    if run_job is not None:
+        if not isinstance(run_job, dict):
+            raise _malformed("run_job_task", "object", run_job)
+        _int_field(run_job, "job_id", required=True)
+    for_each = task.get("for_each_task")
+    if for_each is not None:
+        if not isinstance(for_each, dict):
+            raise _malformed("for_each_task", "object", for_each)
+        if not isinstance(for_each.get("inputs"), str):
+            raise ApiError(
+                400, INVALID_PARAMETER_VALUE, "Missing required field: for_each_task.inputs"
+            )
+        nested = for_each.get("task")
+        if not isinstance(nested, dict) or not isinstance(nested.get("task_key"), str):
+            raise ApiError(
+                400, INVALID_PARAMETER_VALUE, "Missing required field: for_each_task.task"
+            )
+        if "for_each_task" in nested:
+            raise ApiError(
+                400,
+                INVALID_PARAMETER_VALUE,
+                f"Task {key}: a for_each_task cannot nest another one.",
+            )
+        concurrency = for_each.get("concurrency", 1)
+        if (
+            not isinstance(concurrency, int)
+            or isinstance(concurrency, bool)
+            or not 1 <= concurrency <= MAX_FOREACH_CONCURRENCY
+        ):
+            raise ApiError(
+                400,
+                INVALID_PARAMETER_VALUE,
+                f"for_each_task.concurrency of task {key} must be between 1 and "
+                f"{MAX_FOREACH_CONCURRENCY}, got {concurrency!r}.",
+            )
+
+
+def _dependency_result(dependency: Mapping[str, Any], upstream: TaskAttempt) -> str:
+    """The upstream's result as its dependant sees it: a `depends_on[].outcome` on a condition
+    task that came out the other way makes the edge "EXCLUDED" (the branch not taken)."""
+    result = upstream.st.result_state or ""
+    wanted = dependency.get("outcome")
+    if wanted is not None and result == "SUCCESS":
+        outcome = upstream.extra.get("condition_task", {}).get("outcome")
+        if outcome is not None and outcome != str(wanted).lower():
+            return "EXCLUDED"
+    return result
+
+
+def _is_control_flow(task: Mapping[str, Any]) -> bool:
+    return any(kind in task for kind in CONTROL_FLOW_TASKS)
+
+
+def _latest_iterations(parent: TaskAttempt) -> list[TaskAttempt]:
+    """The latest attempt of each iteration of a for_each_task, in input order."""
+    latest: dict[int, TaskAttempt] = {}
+    for iteration in parent.iterations:
+        latest[iteration.iteration_index] = iteration
+    return [latest[index] for index in sorted(latest)]
+
+
+def _foreach_stats(latest: list[TaskAttempt]) -> dict[str, Any]:
+    """`for_each_task.stats` (sdk-py `ForEachStats`; "only latest retries are considered")."""
+    succeeded = sum(1 for it in latest if it.terminal and it.st.result_state == "SUCCESS")
+    failed = sum(1 for it in latest if it.terminal and it.st.result_state != "SUCCESS")
+    waiting = sum(1 for it in latest if it.st.life_cycle_state == BLOCKED)
+    stats: dict[str, Any] = {
+        "task_run_stats": {
+            "total_iterations": len(latest),
+            "scheduled_iterations": len(latest) - waiting,
+            "active_iterations": len(latest) - waiting - succeeded - failed,
+            "completed_iterations": succeeded + failed,
+            "succeeded_iterations": succeeded,
+            "failed_iterations": failed,
+        }
+    }
+    errors = Counter(it.output_error for it in latest if it.output_error and it.terminal)
+    if errors:
+        stats["error_message_stats"] = [
+            {
+                "error_message": message,
+                "count": count,
+                "termination_category": "RUN_EXECUTION_ERROR",
+            }
+            for message, count in errors.most_common(3)
+        ]
+    return stats
+
+
+def _as_dict(value: object) -> dict[str, Any]:
+    assert isinstance(value, dict)
+    return value
+
+
+def _run_if_verdict(run_if: str, results: list[str]) -> str | None:
+    """None if the task runs; otherwise the result_state it is skipped with."""
+    if not results:
+        return None
     succeeded = [r in ("SUCCESS", "SUCCESS_WITH_FAILURES", "DISABLED") for r in results]
     failed = [r in FAILED_RESULTS or r == "FAILED" for r in results]
     canceled = [r in CANCELED_RESULTS for r in results]

@@ -141,6 +141,14 @@ class TaskAttempt:
     output_error_trace: str | None = None
     output_result: str | None = None
     superseded: bool = False  # a later attempt of the same task exists
+    # Read-only fields the API adds to the task-type field (condition_task.outcome,
+    # for_each_task.stats), merged over the task's own definition when rendered.
+    extra: dict[str, Any] = field(default_factory=dict)
+    child_run_id: int | None = None  # run_job_task: the run it started (run_job_output.run_id)
+    iterations: list[TaskAttempt] = field(default_factory=list)  # for_each_task
+    foreach_parent: TaskAttempt | None = None  # set on an iteration of a for_each_task
+    iteration_input: str | None = None  # the input of that iteration, as a JSON value text
+    iteration_index: int = 0
 
     @property
     def task_key(self) -> str:
@@ -170,10 +178,22 @@ class JobRun:
     queue_duration_ms: int = 0
     cancel_requested: bool = False
     timed_out: bool = False
+    run_type: str = "JOB_RUN"  # JOB_RUN (run-now) | SUBMIT_RUN (runs/submit) (reference §4)
+    trigger: str = "ONE_TIME"  # RUN_JOB_TASK for a run started by a run_job_task
+    parent_attempt: TaskAttempt | None = None  # the run_job_task that started this run
+    repairs: list[Repair] = field(default_factory=list)
+    original_attempt_ids: list[int] = field(default_factory=list)  # task runs before any repair
+    original_end_time_ms: int = 0
+    original_state: dict[str, Any] = field(default_factory=dict)
+    original_status: dict[str, Any] = field(default_factory=dict)
 
     @property
     def job_id(self) -> int:
         return self.job.job_id
+
+    @property
+    def is_submit_run(self) -> bool:
+        return self.run_type == "SUBMIT_RUN"
 
     @property
     def terminal(self) -> bool:
@@ -190,9 +210,27 @@ class JobRun:
         return latest
 
 
-def run_page_url(host: str, workspace_id: int, job_id: int, run_id: int) -> str:
-    # Legacy hash form that real runs/get returns on Azure (reference §10).
-    return f"{host.rstrip('/')}/?o={workspace_id}#job/{job_id}/run/{run_id}"
+@dataclass(slots=True)
+class Repair:
+    """One `jobs/runs/repair` of a run: its id, times, the task runs it started, its outcome."""
+
+    repair_id: int
+    start_time_ms: int
+    task_run_ids: list[int]
+    end_time_ms: int = 0
+    state: dict[str, Any] = field(default_factory=dict)  # frozen once a later repair starts
+    status: dict[str, Any] = field(default_factory=dict)
+
+
+def run_page_url(host: str, workspace_id: int, job_id: int | None, run_id: int) -> str:
+    """Legacy hash form that real runs/get returns on Azure (reference §10); a one-time run has no
+    job in it (`#job/run/<id>`, the form Databricks' own fake server uses, cli `libs/testserver/jobs.go`)."""
+    job = f"{job_id}/" if job_id is not None else ""
+    return f"{host.rstrip('/')}/?o={workspace_id}#job/{job}run/{run_id}"
+
+
+def _run_job_id(run: JobRun) -> int | None:
+    return None if run.is_submit_run else run.job_id
 
 
 def task_json(attempt: TaskAttempt, host: str, workspace_id: int) -> dict[str, Any]:
@@ -209,7 +247,9 @@ def task_json(attempt: TaskAttempt, host: str, workspace_id: int) -> dict[str, A
         "job_run_id": attempt.parent.run_id,
         "state": attempt.st.state_json(),
         "status": attempt.st.status_json(),
-        "run_page_url": run_page_url(host, workspace_id, attempt.parent.job_id, attempt.run_id),
+        "run_page_url": run_page_url(
+            host, workspace_id, _run_job_id(attempt.parent), attempt.run_id
+        ),
         "start_time": attempt.start_time_ms,
         "end_time": end_ms,
         "setup_duration": max(0, setup_ms) if end_ms else 0,
@@ -222,6 +262,8 @@ def task_json(attempt: TaskAttempt, host: str, workspace_id: int) -> dict[str, A
     for key, value in task.items():
         if key not in body and key not in ("emulator",):
             body[key] = value
+    for key, value in attempt.extra.items():
+        body[key] = {**body.get(key, {}), **value}
     if attempt.cluster_id:
         body["cluster_instance"] = {
             "cluster_id": attempt.cluster_id,
@@ -241,8 +283,8 @@ def job_run_json(
         "original_attempt_run_id": run.run_id,
         "creator_user_name": run.creator_user_name,
         "run_name": run.run_name,
-        "run_type": "JOB_RUN",
-        "trigger": "ONE_TIME",
+        "run_type": run.run_type,
+        "trigger": run.trigger,
         "attempt_number": 0,
         "format": "MULTI_TASK",
         "start_time": run.start_time_ms,
@@ -253,10 +295,15 @@ def job_run_json(
         "cleanup_duration": 0,
         "run_duration": end_ms - run.start_time_ms if end_ms else 0,
         "queue_duration": run.queue_duration_ms,
-        "run_page_url": run_page_url(host, workspace_id, run.job_id, run.run_id),
+        "run_page_url": run_page_url(host, workspace_id, _run_job_id(run), run.run_id),
         "state": run.st.state_json(),
         "status": run.st.status_json(),
     }
+    if run.is_submit_run:
+        # One-time runs belong to no job (runs/submit, as the brief and the CLI's fake show).
+        del body["job_id"], body["number_in_job"]
+    if run.parent_attempt is not None:
+        body["trigger_info"] = {"run_id": run.parent_attempt.run_id}
     if run.job_parameters:
         body["job_parameters"] = [dict(p) for p in run.job_parameters]
     if run.overriding_parameters:
@@ -291,3 +338,41 @@ def job_json(job: Job, *, include_tasks: bool, version: str) -> dict[str, Any]:
 
 def _public_task(task: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in task.items() if key != "emulator"}
+
+
+def repair_history_json(run: JobRun) -> list[dict[str, Any]]:
+    """`repair_history` of runs/get (`include_history=true`): the ORIGINAL run, then each REPAIR
+    with its `id`, times, state and the task runs it started (sdk-py `RepairHistoryItem`); the
+    list always starts with the original run (astronomer-cosmos PR #163, checked against the API)."""
+    if not run.repairs:
+        original_state, original_status = run.st.state_json(), run.st.status_json()
+        original_end = run.end_time_ms
+        original_ids = [a.run_id for a in run.attempts]
+    else:
+        original_state, original_status = run.original_state, run.original_status
+        original_end = run.original_end_time_ms
+        original_ids = run.original_attempt_ids
+    entries: list[dict[str, Any]] = [
+        {
+            "type": "ORIGINAL",
+            "start_time": run.start_time_ms,
+            "end_time": original_end,
+            "state": original_state,
+            "status": original_status,
+            "task_run_ids": original_ids,
+        }
+    ]
+    for index, repair in enumerate(run.repairs):
+        latest = index == len(run.repairs) - 1
+        entries.append(
+            {
+                "type": "REPAIR",
+                "id": repair.repair_id,
+                "start_time": repair.start_time_ms,
+                "end_time": repair.end_time_ms,
+                "state": run.st.state_json() if latest else repair.state,
+                "status": run.st.status_json() if latest else repair.status,
+                "task_run_ids": list(repair.task_run_ids),
+            }
+        )
+    return entries

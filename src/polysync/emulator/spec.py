@@ -10,6 +10,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from polysync.emulator.auth import AuthConfig
+from polysync.emulator.keyvault import VaultEntry
+from polysync.emulator.pipelines import PipelineEntry
 from polysync.emulator.ratelimit import RateLimitConfig
 from polysync.errors import WorkspaceFileError
 
@@ -32,11 +34,44 @@ class TaskScript(BaseModel):
     error: str | None = None
     error_trace: str | None = None
     output: str | None = None
+    # for_each_task iterations: the outcome of the iteration whose input (JSON text, e.g. `"b"` or
+    # `3`) is the key; other iterations follow `outcome`/`attempts`.
+    iteration_outcomes: dict[str, Outcome] | None = None
 
-    def outcome_for(self, attempt_number: int) -> Outcome:
+    def outcome_for(self, attempt_number: int, iteration_input: str | None = None) -> Outcome:
+        if iteration_input is not None and self.iteration_outcomes:
+            scripted = self.iteration_outcomes.get(iteration_input)
+            if scripted is None and iteration_input.startswith('"'):
+                scripted = self.iteration_outcomes.get(iteration_input[1:-1])
+            if scripted is not None and attempt_number == 0:
+                return scripted
         if self.attempts:
             return self.attempts[min(attempt_number, len(self.attempts) - 1)]
         return self.outcome
+
+
+Language = Literal["PYTHON", "SQL", "SCALA", "R"]
+
+
+class NotebookEntry(BaseModel):
+    """A notebook of the workspace tree (`workspace/list`, `workspace/export`): its source, and how
+    a run of it behaves (`emulator:`, used by runs/submit and by job tasks with no script)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    language: Language
+    source: str = ""
+    emulator: TaskScript | None = None
+
+
+class FileEntry(BaseModel):
+    """A plain workspace file (object_type FILE)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    content: str = ""
 
 
 class WorkspaceSettings(BaseModel):
@@ -90,6 +125,10 @@ class WorkspaceSpec(BaseModel):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     rate_limits: RateLimitConfig = Field(default_factory=RateLimitConfig)
     jobs: list[JobEntry] = Field(default_factory=list)
+    notebooks: list[NotebookEntry] = Field(default_factory=list)
+    files: list[FileEntry] = Field(default_factory=list)
+    pipelines: list[PipelineEntry] = Field(default_factory=list)
+    vault: VaultEntry | None = None
 
 
 def parse_workspace(data: object, *, source: str = "<workspace>") -> WorkspaceSpec:
