@@ -14,13 +14,22 @@ from starlette.routing import Route
 from polysync.clock import AdvanceableClock
 from polysync.emulator.engine import Workspace
 from polysync.emulator.errors import INVALID_PARAMETER_VALUE, ApiError
-from polysync.emulator.spec import JobEntry, TaskScript, WorkspaceSpec, parse_workspace
+from polysync.emulator.keyvault import KeyVaultError, KeyVaultService, Vault
+from polysync.emulator.pipelines import PipelineEntry, PipelineScript
+from polysync.emulator.spec import (
+    JobEntry,
+    NotebookEntry,
+    TaskScript,
+    WorkspaceSpec,
+    parse_workspace,
+)
 from polysync.errors import WorkspaceFileError
 
 
 class Controllable(Protocol):
     workspace: Workspace
     clock: AdvanceableClock
+    keyvault: KeyVaultService
 
     def reset(self, spec: WorkspaceSpec | None = None) -> None: ...
 
@@ -46,7 +55,7 @@ def _guard(handler: Any) -> Any:
         try:
             result: Response = await handler(request, request.app.state.emulator)
             return result
-        except ApiError as exc:
+        except (ApiError, KeyVaultError) as exc:
             return exc.to_response()
         except (ValidationError, WorkspaceFileError, ValueError) as exc:
             return ApiError(400, INVALID_PARAMETER_VALUE, str(exc)).to_response()
@@ -68,15 +77,20 @@ async def reset(request: Request, emu: Controllable) -> Response:
     return _ok({"jobs": len(emu.workspace.jobs)})
 
 
-async def seed_jobs(request: Request, emu: Controllable) -> Response:
-    data = await _json_body(request)
-    entries = data.get("jobs") if isinstance(data, dict) and "jobs" in data else data
+def _entries(data: Any, key: str) -> list[Any]:
+    """One entry, a list, or `{key: [...]}`: the shapes the seeding routes accept."""
+    entries = data.get(key) if isinstance(data, dict) and key in data else data
     if isinstance(entries, dict):
         entries = [entries]
     if not isinstance(entries, list):
         raise ValueError(
-            'Send a job, a list of jobs, or {"jobs": [...]} in the workspace-file format.'
+            f'Send one entry, a list, or {{"{key}": [...]}} in the workspace-file format.'
         )
+    return entries
+
+
+async def seed_jobs(request: Request, emu: Controllable) -> Response:
+    entries = _entries(await _json_body(request), "jobs")
     ids = []
     for raw in entries:
         entry = JobEntry.model_validate(raw)
@@ -114,6 +128,89 @@ async def script_task(request: Request, emu: Controllable) -> Response:
     return _ok({})
 
 
+async def seed_notebooks(request: Request, emu: Controllable) -> Response:
+    """Notebooks in the workspace-file format (path, language, source, emulator script)."""
+    paths = []
+    for raw in _entries(await _json_body(request), "notebooks"):
+        entry = NotebookEntry.model_validate(raw)
+        emu.workspace.objects.put_notebook(
+            entry.path, entry.language, entry.source, script=entry.emulator
+        )
+        paths.append(entry.path)
+    return _ok({"paths": paths})
+
+
+async def script_notebook(request: Request, emu: Controllable) -> Response:
+    """`{"path": "/Shared/x", "script": {TaskScript}}`: how runs of that notebook behave."""
+    data = await _json_body(request) or {}
+    if not isinstance(data, dict) or not isinstance(data.get("path"), str):
+        raise ValueError('Send {"path": "<notebook path>", "script": {...}}.')
+    obj = emu.workspace.objects.get(data["path"])
+    if obj.object_type != "NOTEBOOK":
+        raise ValueError(f"{obj.path} is a {obj.object_type.lower()}, not a notebook.")
+    obj.script = TaskScript.model_validate(data.get("script") or {})
+    return _ok({})
+
+
+async def seed_pipelines(request: Request, emu: Controllable) -> Response:
+    ids = []
+    for raw in _entries(await _json_body(request), "pipelines"):
+        entry = PipelineEntry.model_validate(raw)
+        pipeline = emu.workspace.pipelines.create(
+            entry.spec(), pipeline_id=entry.pipeline_id, script=entry.emulator
+        )
+        ids.append(pipeline.pipeline_id)
+    return _ok({"pipeline_ids": ids})
+
+
+async def script_pipeline(request: Request, emu: Controllable) -> Response:
+    script = PipelineScript.model_validate(await _json_body(request) or {})
+    emu.workspace.pipelines.script(request.path_params["pipeline_id"], script)
+    return _ok({})
+
+
+def _vault(emu: Controllable) -> Vault:
+    if emu.keyvault.vault is None:
+        raise ValueError("This workspace has no vault: add `vault:` to the workspace file.")
+    return emu.keyvault.vault
+
+
+async def vault_summary(request: Request, emu: Controllable) -> Response:
+    """The vault's name, tenant and secrets with their versions; never a value."""
+    vault = _vault(emu)
+    return _ok(
+        {
+            "name": vault.name,
+            "tenant_id": vault.tenant_id,
+            "secrets": [
+                {
+                    "name": secret.name,
+                    "versions": [v.version for v in secret.versions],
+                    "deleted": secret.deleted_s is not None,
+                }
+                for secret in sorted(vault.secrets.values(), key=lambda s: s.name)
+            ],
+        }
+    )
+
+
+async def vault_set_secret(request: Request, emu: Controllable) -> Response:
+    """Set or rotate a secret: `{"value", "content_type"?, "tags"?}` -> its new version."""
+    data = await _json_body(request)
+    if not isinstance(data, dict) or not isinstance(data.get("value"), str):
+        raise ValueError('Send {"value": "<secret value>"} (and optionally content_type, tags).')
+    tags = data.get("tags") or {}
+    if not isinstance(tags, dict):
+        raise ValueError("tags must be an object of strings.")
+    _, version = _vault(emu).set(
+        request.path_params["name"],
+        data["value"],
+        content_type=data.get("content_type"),
+        tags={str(k): str(v) for k, v in tags.items()},
+    )
+    return _ok({"name": request.path_params["name"], "version": version.version})
+
+
 async def clock_get(request: Request, emu: Controllable) -> Response:
     return _ok({"now_ms": round(emu.clock.now() * 1000)})
 
@@ -133,7 +230,9 @@ async def runs_summary(request: Request, emu: Controllable) -> Response:
     runs = [
         {
             "run_id": run.run_id,
-            "job_id": run.job_id,
+            "job_id": None if run.is_submit_run else run.job_id,
+            "run_type": run.run_type,
+            "repairs": [r.repair_id for r in run.repairs],
             "life_cycle_state": run.st.life_cycle_state,
             "result_state": run.st.result_state,
             "idempotency_token": run.idempotency_token,
@@ -156,6 +255,16 @@ def control_routes() -> list[Route]:
             _guard(script_task),
             methods=["POST", "PUT"],
         ),
+        Route("/emulator/notebooks", _guard(seed_notebooks), methods=["POST"]),
+        Route("/emulator/notebooks/script", _guard(script_notebook), methods=["POST", "PUT"]),
+        Route("/emulator/pipelines", _guard(seed_pipelines), methods=["POST"]),
+        Route(
+            "/emulator/pipelines/{pipeline_id}/script",
+            _guard(script_pipeline),
+            methods=["POST", "PUT"],
+        ),
+        Route("/emulator/vault", _guard(vault_summary), methods=["GET"]),
+        Route("/emulator/vault/secrets/{name}", _guard(vault_set_secret), methods=["PUT", "POST"]),
         Route("/emulator/clock", _guard(clock_get), methods=["GET"]),
         Route("/emulator/clock/advance", _guard(clock_advance), methods=["POST"]),
         Route("/emulator/runs", _guard(runs_summary), methods=["GET"]),
