@@ -394,6 +394,8 @@ async def test_control_plane_scripts_a_task_and_reports_runs(
         {
             "run_id": run_id,
             "job_id": job_id,
+            "run_type": "JOB_RUN",
+            "repairs": [],
             "life_cycle_state": "INTERNAL_ERROR",
             "result_state": "FAILED",
             "idempotency_token": None,
