@@ -4,11 +4,10 @@ stop and the event log (sdk-py `service/pipelines.py` `PipelinesAPI`)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import Route
 
 from polysync.emulator.engine import Workspace
@@ -19,34 +18,12 @@ from polysync.emulator.routing import (
     decode_page_token,
     encode_page_token,
     json_body,
-    json_response,
     page_limit,
-    request_params,
 )
+from polysync.emulator.workspace_api import workspace_endpoint
 
 MAX_PIPELINES_PAGE = 100  # list max_results: default 25, at most 100 (sdk-py `list_pipelines`)
 MAX_EVENTS_PAGE = 250  # events max_results (UNCONFIRMED maximum)
-
-
-class HasWorkspace(Protocol):
-    workspace: Workspace
-
-
-Handler = Callable[[Request, Params, Workspace], Awaitable[dict[str, Any]]]
-
-
-def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-    async def endpoint(request: Request) -> Response:
-        emulator: HasWorkspace = request.app.state.emulator
-        workspace = emulator.workspace
-        try:
-            workspace.advance()
-            body = await handler(request, await request_params(request), workspace)
-        except ApiError as exc:
-            return exc.to_response()
-        return json_response(body, workspace.settings.workspace_id)
-
-    return endpoint
 
 
 def _page(
@@ -235,16 +212,20 @@ async def list_events(request: Request, params: Params, ws: Workspace) -> dict[s
 def pipelines_routes() -> list[Route]:
     prefix = "/api/2.0/pipelines"
     return [
-        Route(prefix, _endpoint(list_pipelines), methods=["GET"]),
-        Route(prefix, _endpoint(create_pipeline), methods=["POST"]),
-        Route(prefix + "/{pipeline_id}", _endpoint(get_pipeline), methods=["GET"]),
-        Route(prefix + "/{pipeline_id}", _endpoint(edit_pipeline), methods=["PUT"]),
-        Route(prefix + "/{pipeline_id}", _endpoint(delete_pipeline), methods=["DELETE"]),
-        Route(prefix + "/{pipeline_id}/updates", _endpoint(start_update), methods=["POST"]),
-        Route(prefix + "/{pipeline_id}/updates", _endpoint(list_updates), methods=["GET"]),
+        Route(prefix, workspace_endpoint(list_pipelines), methods=["GET"]),
+        Route(prefix, workspace_endpoint(create_pipeline), methods=["POST"]),
+        Route(prefix + "/{pipeline_id}", workspace_endpoint(get_pipeline), methods=["GET"]),
+        Route(prefix + "/{pipeline_id}", workspace_endpoint(edit_pipeline), methods=["PUT"]),
+        Route(prefix + "/{pipeline_id}", workspace_endpoint(delete_pipeline), methods=["DELETE"]),
         Route(
-            prefix + "/{pipeline_id}/updates/{update_id}", _endpoint(get_update), methods=["GET"]
+            prefix + "/{pipeline_id}/updates", workspace_endpoint(start_update), methods=["POST"]
         ),
-        Route(prefix + "/{pipeline_id}/stop", _endpoint(stop), methods=["POST"]),
-        Route(prefix + "/{pipeline_id}/events", _endpoint(list_events), methods=["GET"]),
+        Route(prefix + "/{pipeline_id}/updates", workspace_endpoint(list_updates), methods=["GET"]),
+        Route(
+            prefix + "/{pipeline_id}/updates/{update_id}",
+            workspace_endpoint(get_update),
+            methods=["GET"],
+        ),
+        Route(prefix + "/{pipeline_id}/stop", workspace_endpoint(stop), methods=["POST"]),
+        Route(prefix + "/{pipeline_id}/events", workspace_endpoint(list_events), methods=["GET"]),
     ]

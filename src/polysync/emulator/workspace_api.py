@@ -31,7 +31,10 @@ class HasWorkspace(Protocol):
 Handler = Callable[[Request, Params, Workspace], Awaitable[dict[str, Any] | Response]]
 
 
-def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+def workspace_endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """An `/api/2.0` endpoint of the workspace: advance it, parse parameters (query or GET
+    body), answer the handler's dict as JSON (or its Response as is), or its ApiError."""
+
     async def endpoint(request: Request) -> Response:
         emulator: HasWorkspace = request.app.state.emulator
         workspace = emulator.workspace
@@ -135,10 +138,10 @@ async def delete(request: Request, params: Params, ws: Workspace) -> dict[str, A
 def workspace_routes() -> list[Route]:
     """The routes under `/api/2.0/workspace/` (the only version the API has)."""
     return [
-        Route("/api/2.0/workspace/list", _endpoint(list_objects), methods=["GET"]),
-        Route("/api/2.0/workspace/get-status", _endpoint(get_status), methods=["GET"]),
-        Route("/api/2.0/workspace/export", _endpoint(export), methods=["GET"]),
-        Route("/api/2.0/workspace/import", _endpoint(import_object), methods=["POST"]),
-        Route("/api/2.0/workspace/mkdirs", _endpoint(mkdirs), methods=["POST"]),
-        Route("/api/2.0/workspace/delete", _endpoint(delete), methods=["POST"]),
+        Route("/api/2.0/workspace/list", workspace_endpoint(list_objects), methods=["GET"]),
+        Route("/api/2.0/workspace/get-status", workspace_endpoint(get_status), methods=["GET"]),
+        Route("/api/2.0/workspace/export", workspace_endpoint(export), methods=["GET"]),
+        Route("/api/2.0/workspace/import", workspace_endpoint(import_object), methods=["POST"]),
+        Route("/api/2.0/workspace/mkdirs", workspace_endpoint(mkdirs), methods=["POST"]),
+        Route("/api/2.0/workspace/delete", workspace_endpoint(delete), methods=["POST"]),
     ]
