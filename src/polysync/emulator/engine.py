@@ -29,18 +29,23 @@ from polysync.emulator.controlflow import (
 from polysync.emulator.errors import (
     INVALID_PARAMETER_VALUE,
     INVALID_STATE,
-    MALFORMED_REQUEST,
     QUOTA_EXCEEDED,
     REQUEST_LIMIT_EXCEEDED,
     ApiError,
     job_not_found,
     run_not_found,
 )
+from polysync.emulator.fields import (
+    as_param_string,
+    idempotency_token,
+    int_field,
+    legacy_params,
+    malformed,
+)
 from polysync.emulator.pipelines import Pipelines
 from polysync.emulator.records import (
     BLOCKED,
     INTERNAL_ERROR,
-    LEGACY_PARAM_FIELDS,
     PENDING,
     QUEUED,
     RUNNING,
@@ -60,7 +65,6 @@ from polysync.emulator.workspace_tree import WorkspaceTree
 
 MAX_JOBS = 10_000  # saved jobs per workspace (reference §8)
 MAX_TASKS = 1_000  # tasks per job via write endpoints (reference §8)
-MAX_IDEMPOTENCY_TOKEN = 64
 PARAM_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 FAILED_RESULTS = frozenset({"FAILED", "TIMEDOUT", "UPSTREAM_FAILED"})
@@ -225,11 +229,11 @@ class Workspace:
         clean = copy.deepcopy(dict(settings))
         name = clean.get("name", "Untitled")
         if not isinstance(name, str):
-            raise _malformed("name", "string", name)
+            raise malformed("name", "string", name)
         clean["name"] = name
         tasks = clean.get("tasks", [])
         if not isinstance(tasks, list):
-            raise _malformed("tasks", "array", tasks)
+            raise malformed("tasks", "array", tasks)
         if len(tasks) > MAX_TASKS:
             raise ApiError(
                 400,
@@ -240,7 +244,7 @@ class Workspace:
         keys: set[str] = set()
         for task in tasks:
             if not isinstance(task, dict):
-                raise _malformed("tasks", "object", task)
+                raise malformed("tasks", "object", task)
             key = task.get("task_key")
             if not isinstance(key, str) or not key:
                 raise ApiError(400, INVALID_PARAMETER_VALUE, "Missing required field: task_key")
@@ -262,7 +266,7 @@ class Workspace:
         for task in tasks:
             deps = task.get("depends_on") or []
             if not isinstance(deps, list):
-                raise _malformed("depends_on", "array", deps)
+                raise malformed("depends_on", "array", deps)
             normal: list[dict[str, Any]] = []
             for dep in deps:
                 dep_key = (
@@ -284,7 +288,7 @@ class Workspace:
         _check_acyclic(tasks)
         params = clean.get("parameters", [])
         if not isinstance(params, list):
-            raise _malformed("parameters", "array", params)
+            raise malformed("parameters", "array", params)
         for param in params:
             if not isinstance(param, dict) or "name" not in param or "default" not in param:
                 raise ApiError(
@@ -299,7 +303,7 @@ class Workspace:
                     f"Invalid job parameter name {param['name']!r}: only alphanumerics, "
                     "'_', '-' and '.' are allowed.",
                 )
-            param["default"] = _as_param_string(param["default"])
+            param["default"] = as_param_string(param["default"])
         mcr = clean.get("max_concurrent_runs", 1)
         if not isinstance(mcr, int) or isinstance(mcr, bool) or not 0 <= mcr <= 1000:
             raise ApiError(
@@ -371,18 +375,18 @@ class Workspace:
     def run_now(self, body: Mapping[str, Any]) -> JobRun:
         """`jobs/run-now` (reference §3): validate, dedupe on `idempotency_token`, create, admit."""
         self.advance()
-        job_id = _int_field(body, "job_id", required=True)
+        job_id = int_field(body, "job_id", required=True)
         assert job_id is not None
-        token = _idempotency_token(body)
+        token = idempotency_token(body)
         job_params = body.get("job_parameters")
         if job_params is not None and not isinstance(job_params, dict):
-            raise _malformed("job_parameters", "object", job_params)
+            raise malformed("job_parameters", "object", job_params)
         if token is not None and token in self.idempotency:
             return self.runs[self.idempotency[token]]
         job = self.jobs.get(job_id)
         if job is None:
             raise job_not_found(job_id)
-        legacy = _legacy_params(body, job_params)
+        legacy = legacy_params(body, job_params)
         params = self._job_parameter_values(job, job_params or {})
         tasks = self._select_tasks(job, body.get("only"))
         queue = body.get("queue")
@@ -414,12 +418,12 @@ class Workspace:
         `INVALID_PARAMETER_VALUE` / `MALFORMED_REQUEST` for bad bodies.
         """
         self.advance()
-        token = _idempotency_token(body)
+        token = idempotency_token(body)
         if token is not None and token in self.idempotency:
             return self.runs[self.idempotency[token]]
         run_name = body.get("run_name")
         if run_name is not None and not isinstance(run_name, str):
-            raise _malformed("run_name", "string", run_name)
+            raise malformed("run_name", "string", run_name)
         tasks = body.get("tasks")
         if tasks is None:
             raise ApiError(400, INVALID_PARAMETER_VALUE, "Missing required field: tasks")
@@ -461,7 +465,7 @@ class Workspace:
         self, job: Job, values_in: Mapping[str, object]
     ) -> list[dict[str, str]]:
         """The run's `job_parameters` (`name`, `default`, `value`) for these overrides."""
-        values = {str(k): _as_param_string(v) for k, v in values_in.items()}
+        values = {str(k): as_param_string(v) for k, v in values_in.items()}
         defined = {str(p["name"]): str(p["default"]) for p in job.parameters}
         if self.settings.reject_unknown_job_parameters:
             unknown = sorted(set(values) - set(defined))
@@ -567,7 +571,7 @@ class Workspace:
         if only is None:
             return tasks
         if not isinstance(only, list) or not all(isinstance(k, str) for k in only):
-            raise _malformed("only", "array of strings", only)
+            raise malformed("only", "array of strings", only)
         keys = {t["task_key"] for t in tasks}
         missing = [k for k in only if k not in keys]
         if missing:
@@ -777,7 +781,7 @@ class Workspace:
         """`run_job_task`: start a run of the other job (trigger RUN_JOB_TASK); the task ends as
         that run ends. Its `job_parameters` may hold references (sdk-py `RunJobTask`)."""
         spec = attempt.task["run_job_task"]
-        job_id = _int_field(spec, "job_id", required=True)
+        job_id = int_field(spec, "job_id", required=True)
         assert job_id is not None
         job = self.jobs.get(job_id)
         if job is None:
@@ -1183,7 +1187,7 @@ class Workspace:
         "Run N does not exist." for an unknown run.
         """
         self.advance()
-        run_id = _int_field(body, "run_id", required=True)
+        run_id = int_field(body, "run_id", required=True)
         assert run_id is not None
         run = self.runs.get(run_id)
         if run is None:
@@ -1201,15 +1205,15 @@ class Workspace:
                 INVALID_STATE,
                 f"Run {run_id} is still in progress; only a run that has ended can be repaired.",
             )
-        self._check_latest_repair_id(run, _int_field(body, "latest_repair_id"))
+        self._check_latest_repair_id(run, int_field(body, "latest_repair_id"))
         chosen = self._repair_selection(run, body)
         job_params = body.get("job_parameters")
         if job_params is not None and not isinstance(job_params, dict):
-            raise _malformed("job_parameters", "object", job_params)
-        legacy = _legacy_params(body, job_params)
+            raise malformed("job_parameters", "object", job_params)
+        legacy = legacy_params(body, job_params)
         if job_params:
             overrides = {p["name"]: p["value"] for p in run.job_parameters}
-            overrides.update({str(k): _as_param_string(v) for k, v in job_params.items()})
+            overrides.update({str(k): as_param_string(v) for k, v in job_params.items()})
             run.job_parameters = self._job_parameter_values(run.job, overrides)
         if legacy:
             run.overriding_parameters = legacy
@@ -1273,13 +1277,13 @@ class Workspace:
         if rerun_tasks is not None and (
             not isinstance(rerun_tasks, list) or not all(isinstance(k, str) for k in rerun_tasks)
         ):
-            raise _malformed("rerun_tasks", "array of strings", rerun_tasks)
+            raise malformed("rerun_tasks", "array of strings", rerun_tasks)
         for name, flag in (
             ("rerun_all_failed_tasks", all_failed),
             ("rerun_dependent_tasks", dependent),
         ):
             if not isinstance(flag, bool):
-                raise _malformed(name, "boolean", flag)
+                raise malformed(name, "boolean", flag)
         if rerun_tasks and all_failed:
             raise ApiError(
                 400,
@@ -1372,34 +1376,6 @@ class Workspace:
         return sum(1 for r in self.runs.values() if r.active)
 
 
-def _idempotency_token(body: Mapping[str, Any]) -> str | None:
-    token = body.get("idempotency_token")
-    if token is None:
-        return None
-    if not isinstance(token, str):
-        raise _malformed("idempotency_token", "string", token)
-    if len(token) > MAX_IDEMPOTENCY_TOKEN:
-        raise ApiError(
-            400,
-            INVALID_PARAMETER_VALUE,
-            f"Idempotency token must be at most {MAX_IDEMPOTENCY_TOKEN} characters long.",
-        )
-    return token
-
-
-def _legacy_params(body: Mapping[str, Any], job_params: object) -> dict[str, Any]:
-    legacy = {f: body[f] for f in LEGACY_PARAM_FIELDS if body.get(f) is not None}
-    if job_params and legacy:
-        # The API refuses mixing job parameters with legacy task parameters (reference §3).
-        raise ApiError(
-            400,
-            INVALID_PARAMETER_VALUE,
-            "Job parameters cannot be used together with task parameters "
-            f"({', '.join(sorted(legacy))}). Pass only job_parameters.",
-        )
-    return legacy
-
-
 _CLUSTER_FIELDS = ("existing_cluster_id", "new_cluster", "job_cluster_key", "environment_key")
 
 
@@ -1422,7 +1398,7 @@ def _check_submit_compute(settings: Mapping[str, Any]) -> None:
         cluster = task.get("new_cluster")
         if cluster is not None:
             if not isinstance(cluster, dict):
-                raise _malformed("new_cluster", "object", cluster)
+                raise malformed("new_cluster", "object", cluster)
             if not cluster.get("spark_version"):
                 raise ApiError(
                     400,
@@ -1467,7 +1443,7 @@ def _check_task_type(task: dict[str, Any], key: str) -> None:
     condition = task.get("condition_task")
     if condition is not None:
         if not isinstance(condition, dict):
-            raise _malformed("condition_task", "object", condition)
+            raise malformed("condition_task", "object", condition)
         for field_name in ("op", "left", "right"):
             if field_name not in condition:
                 raise ApiError(
@@ -1485,12 +1461,12 @@ def _check_task_type(task: dict[str, Any], key: str) -> None:
     run_job = task.get("run_job_task")
     if run_job is not None:
         if not isinstance(run_job, dict):
-            raise _malformed("run_job_task", "object", run_job)
-        _int_field(run_job, "job_id", required=True)
+            raise malformed("run_job_task", "object", run_job)
+        int_field(run_job, "job_id", required=True)
     for_each = task.get("for_each_task")
     if for_each is not None:
         if not isinstance(for_each, dict):
-            raise _malformed("for_each_task", "object", for_each)
+            raise malformed("for_each_task", "object", for_each)
         if not isinstance(for_each.get("inputs"), str):
             raise ApiError(
                 400, INVALID_PARAMETER_VALUE, "Missing required field: for_each_task.inputs"
@@ -1632,54 +1608,3 @@ def _check_acyclic(tasks: list[dict[str, Any]]) -> None:
 
     for key in deps:
         visit(key, [])
-
-
-def _as_param_string(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str | int | float):
-        return str(value)
-    raise ApiError(
-        400,
-        MALFORMED_REQUEST,
-        f"Could not parse request object: Expected a string parameter value, found {type(value).__name__.upper()}",
-    )
-
-
-def _json_kind(value: object) -> str:
-    if isinstance(value, bool):
-        return "BOOLEAN"
-    if isinstance(value, int | float):
-        return "NUMBER"
-    if isinstance(value, str):
-        return "STRING"
-    if isinstance(value, list):
-        return "ARRAY"
-    if isinstance(value, dict):
-        return "OBJECT"
-    return "NULL"
-
-
-def _malformed(field: str, expected: str, value: object) -> ApiError:
-    # Shape of the real message (reference §3, "Bad JSON types").
-    return ApiError(
-        400,
-        MALFORMED_REQUEST,
-        f"Could not parse request object: Expected {expected} for field '{field}', found {_json_kind(value)}",
-    )
-
-
-def _int_field(body: Mapping[str, Any], name: str, *, required: bool = False) -> int | None:
-    value = body.get(name)
-    if value is None:
-        if required:
-            raise ApiError(400, INVALID_PARAMETER_VALUE, f"Missing required field: {name}")
-        return None
-    if isinstance(value, bool):
-        raise _malformed(name, "integer", value)
-    if isinstance(value, int):
-        return value
-    # Protobuf JSON accepts int64 as a decimal string too.
-    if isinstance(value, str) and re.fullmatch(r"-?[0-9]{1,19}", value):
-        return int(value)
-    raise _malformed(name, "integer", value)

@@ -9,8 +9,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from polysync.emulator.engine import Workspace, _int_field, _malformed
+from polysync.emulator.engine import Workspace
 from polysync.emulator.errors import INVALID_PARAMETER_VALUE, ApiError
+from polysync.emulator.fields import int_field, malformed
 from polysync.emulator.records import (
     ACTIVE_LIFE_CYCLE,
     JobRun,
@@ -156,11 +157,11 @@ async def reset_job(
     request: Request, params: Params, ws: Workspace, version: str
 ) -> dict[str, Any]:
     body = await json_body(request)
-    job_id = _int_field(body, "job_id", required=True)
+    job_id = int_field(body, "job_id", required=True)
     assert job_id is not None
     settings = body.get("new_settings")
     if not isinstance(settings, dict):
-        raise _malformed("new_settings", "object", settings)
+        raise malformed("new_settings", "object", settings)
     ws.reset_job(job_id, settings)
     return {}
 
@@ -169,14 +170,14 @@ async def update_job(
     request: Request, params: Params, ws: Workspace, version: str
 ) -> dict[str, Any]:
     body = await json_body(request)
-    job_id = _int_field(body, "job_id", required=True)
+    job_id = int_field(body, "job_id", required=True)
     assert job_id is not None
     settings = body.get("new_settings") or {}
     remove = body.get("fields_to_remove") or []
     if not isinstance(settings, dict):
-        raise _malformed("new_settings", "object", settings)
+        raise malformed("new_settings", "object", settings)
     if not isinstance(remove, list):
-        raise _malformed("fields_to_remove", "array", remove)
+        raise malformed("fields_to_remove", "array", remove)
     ws.update_job(job_id, settings, [str(f) for f in remove])
     return {}
 
@@ -185,7 +186,7 @@ async def delete_job(
     request: Request, params: Params, ws: Workspace, version: str
 ) -> dict[str, Any]:
     body = await json_body(request)
-    job_id = _int_field(body, "job_id", required=True)
+    job_id = int_field(body, "job_id", required=True)
     assert job_id is not None
     ws.delete_job(job_id)
     return {}
@@ -337,7 +338,7 @@ async def cancel_run(
     request: Request, params: Params, ws: Workspace, version: str
 ) -> dict[str, Any]:
     body = await json_body(request)
-    run_id = _int_field(body, "run_id", required=True)
+    run_id = int_field(body, "run_id", required=True)
     assert run_id is not None
     ws.cancel_run(run_id)
     return {}
@@ -347,10 +348,10 @@ async def cancel_all(
     request: Request, params: Params, ws: Workspace, version: str
 ) -> dict[str, Any]:
     body = await json_body(request)
-    job_id = _int_field(body, "job_id")
+    job_id = int_field(body, "job_id")
     all_queued = body.get("all_queued_runs", False)
     if not isinstance(all_queued, bool):
-        raise _malformed("all_queued_runs", "boolean", all_queued)
+        raise malformed("all_queued_runs", "boolean", all_queued)
     ws.cancel_all(job_id, all_queued)
     return {}
 
@@ -359,7 +360,7 @@ async def delete_run(
     request: Request, params: Params, ws: Workspace, version: str
 ) -> dict[str, Any]:
     body = await json_body(request)
-    run_id = _int_field(body, "run_id", required=True)
+    run_id = int_field(body, "run_id", required=True)
     assert run_id is not None
     ws.delete_run(run_id)
     return {}
