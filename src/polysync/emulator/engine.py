@@ -8,11 +8,9 @@ sees depends only on the clock, never on how often it polls.
 from __future__ import annotations
 
 import copy
-import heapq
 import itertools
-import random
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from polysync.clock import Clock
@@ -32,6 +30,7 @@ from polysync.emulator.errors import (
     job_not_found,
     run_not_found,
 )
+from polysync.emulator.eventloop import EventLoop, seconds_to_ms
 from polysync.emulator.fields import (
     as_param_string,
     idempotency_token,
@@ -39,6 +38,7 @@ from polysync.emulator.fields import (
     legacy_params,
     malformed,
 )
+from polysync.emulator.ids import Ids
 from polysync.emulator.job_settings import (
     ITERATION_SCRIPT,
     job_parameter_values,
@@ -85,17 +85,14 @@ CONTROL_FLOW_TASKS = ("condition_task", "run_job_task", "for_each_task")
 CANCELED_RESULTS = frozenset({"CANCELED", "UPSTREAM_CANCELED"})
 
 
-def _ms(seconds: float) -> int:
-    return round(seconds * 1000)
-
-
 class Workspace:
     """All jobs and runs of one emulated workspace."""
 
     def __init__(self, clock: Clock, settings: WorkspaceSettings | None = None) -> None:
         self.clock = clock
         self.settings = settings or WorkspaceSettings()
-        self._rng = random.Random(self.settings.seed)
+        self._loop = EventLoop(clock)
+        self._ids = Ids(self.settings.seed)
         self.jobs: dict[int, Job] = {}
         self.runs: dict[int, JobRun] = {}
         self.task_runs: dict[int, TaskAttempt] = {}
@@ -103,16 +100,11 @@ class Workspace:
         self._queue: list[JobRun] = []  # QUEUED runs in arrival order
         self._active_count = 0  # admitted (not queued), not terminal
         self._job_active: Counter[int] = Counter()  # the same, per job
-        self._events: list[tuple[int, int, Callable[[], None]]] = []
-        self._seq = itertools.count()
-        self._now_ms = _ms(clock.now())
-        self._next_job_id = 100_000_000_000_000 + self._rng.randrange(10**13)
-        self._next_run_id = 700_000_000_000_000 + self._rng.randrange(10**13)
         self._jobs_sorted: list[Job] | None = None
         self._cluster_seq = itertools.count(1)
-        self.objects = WorkspaceTree(lambda: self._now_ms, seed=self.settings.seed)
+        self.objects = WorkspaceTree(lambda: self._loop.now_ms, seed=self.settings.seed)
         self.pipelines = Pipelines(
-            self,
+            self._loop,
             seed=self.settings.seed,
             creator=self.settings.creator_user_name,
             org_id=self.settings.workspace_id,
@@ -121,42 +113,16 @@ class Workspace:
     # ------------------------------------------------------------------ time
     @property
     def now_ms(self) -> int:
-        return self._now_ms
+        """Emulated now in ms (see `EventLoop.now_ms`)."""
+        return self._loop.now_ms
 
     def advance(self) -> None:
         """Process every event due by the clock's current time, in time order."""
-        target = _ms(self.clock.now())
-        while self._events and self._events[0][0] <= target:
-            when, _, action = heapq.heappop(self._events)
-            self._now_ms = max(self._now_ms, when)
-            action()
-        self._now_ms = max(self._now_ms, target)
-
-    def _at(self, when_ms: int, action: Callable[[], None]) -> None:
-        heapq.heappush(self._events, (max(when_ms, self._now_ms), next(self._seq), action))
-
-    def schedule_at(self, when_ms: int, action: Callable[[], None]) -> None:
-        """Run `action` when emulated time reaches `when_ms` (never earlier than now)."""
-        self._at(when_ms, action)
+        self._loop.advance()
 
     def next_event_ms(self) -> int | None:
-        return self._events[0][0] if self._events else None
-
-    # ------------------------------------------------------------------ ids
-    def _new_job_id(self) -> int:
-        self._next_job_id += self._rng.randrange(1, 10**6)
-        while self._next_job_id in self.jobs:
-            self._next_job_id += 1
-        return self._next_job_id
-
-    def _new_run_id(self) -> int:
-        self._next_run_id += self._rng.randrange(1, 1000)
-        return self._next_run_id
-
-    def new_id(self) -> int:
-        """A fresh int64 id from the run-id sequence (repair ids share it, as on real workspaces
-        where repair ids look like run ids)."""
-        return self._new_run_id()
+        """When the earliest pending event is due, in ms; None when nothing is pending."""
+        return self._loop.next_event_ms()
 
     # ------------------------------------------------------------------ jobs
     def load(self, spec: WorkspaceSpec) -> None:
@@ -173,7 +139,7 @@ class Workspace:
             )
         count = len(spec.jobs)
         for index, entry in enumerate(spec.jobs):
-            created = self._now_ms - (count - index) * 60_000
+            created = self._loop.now_ms - (count - index) * 60_000
             self.create_job(
                 entry.settings(),
                 job_id=entry.job_id,
@@ -204,8 +170,8 @@ class Workspace:
         if job_id is not None and job_id in self.jobs:
             raise ApiError(400, INVALID_PARAMETER_VALUE, f"Job {job_id} already exists.")
         job = Job(
-            job_id=job_id if job_id is not None else self._new_job_id(),
-            created_time_ms=created_time_ms if created_time_ms is not None else self._now_ms,
+            job_id=job_id if job_id is not None else self._ids.job_id(self.jobs),
+            created_time_ms=created_time_ms if created_time_ms is not None else self._loop.now_ms,
             creator_user_name=creator or self.settings.creator_user_name,
             settings=clean,
             scripts=scripts,
@@ -325,7 +291,7 @@ class Workspace:
         _check_submit_compute(clean)
         job = Job(
             job_id=0,
-            created_time_ms=self._now_ms,
+            created_time_ms=self._loop.now_ms,
             creator_user_name=self.settings.creator_user_name,
             settings=clean,
             scripts=scripts,
@@ -372,11 +338,11 @@ class Workspace:
         parent_attempt: TaskAttempt | None = None,
     ) -> JobRun:
         run = JobRun(
-            run_id=self._new_run_id(),
+            run_id=self._ids.run_id(),
             job=job,
             settings=settings,
             run_name=run_name,
-            start_time_ms=self._now_ms,
+            start_time_ms=self._loop.now_ms,
             creator_user_name=self.settings.creator_user_name,
             job_parameters=job_parameters,
             overriding_parameters=legacy,
@@ -402,7 +368,7 @@ class Workspace:
         original_attempt_run_id: int | None = None,
     ) -> TaskAttempt:
         attempt = TaskAttempt(
-            run_id=self._new_run_id(),
+            run_id=self._ids.run_id(),
             parent=run,
             task=task,
             script=self._script_for(run.job, task, task["task_key"]),
@@ -472,7 +438,7 @@ class Workspace:
         run.st.life_cycle_state = QUEUED
         run.st.queue_code = code
         run.st.queue_message = message
-        run.queued_since_ms = self._now_ms
+        run.queued_since_ms = self._loop.now_ms
         for attempt in run.attempts:
             attempt.st.life_cycle_state = BLOCKED
         self._queue.append(run)
@@ -482,7 +448,7 @@ class Workspace:
         run.st.life_cycle_state = SKIPPED
         run.st.state_message = message
         run.st.termination = Termination("MAX_CONCURRENT_RUNS_EXCEEDED", "CLIENT_ERROR", message)
-        run.end_time_ms = self._now_ms
+        run.end_time_ms = self._loop.now_ms
         for attempt in run.attempts:
             attempt.st.life_cycle_state = SKIPPED
             attempt.st.termination = Termination("SKIPPED", "CLIENT_ERROR")
@@ -503,7 +469,7 @@ class Workspace:
                 self._queue.append(run)
                 continue
             assert run.queued_since_ms is not None
-            run.queue_duration_ms += self._now_ms - run.queued_since_ms
+            run.queue_duration_ms += self._loop.now_ms - run.queued_since_ms
             run.queued_since_ms = None
             run.st.queue_code = None
             run.st.queue_message = ""
@@ -517,7 +483,9 @@ class Workspace:
         run.st.state_message = ""
         timeout_s = run.settings.get("timeout_seconds") or 0
         if isinstance(timeout_s, int) and timeout_s > 0:
-            self._at(self._now_ms + timeout_s * 1000, lambda: self._job_timeout(run))
+            self._loop.schedule_at(
+                self._loop.now_ms + timeout_s * 1000, lambda: self._job_timeout(run)
+            )
         if not run.attempts:
             self._finish_run(run)
             return
@@ -556,11 +524,11 @@ class Workspace:
             return
         script = attempt.script
         attempt.st.life_cycle_state = PENDING
-        attempt.start_time_ms = self._now_ms
+        attempt.start_time_ms = self._loop.now_ms
         if _is_control_flow(attempt.task):
             # Control-flow tasks run in the Jobs service itself: no cluster to wait for.
             attempt.st.state_message = ""
-            self._at(self._now_ms, lambda: self._attempt_running(attempt))
+            self._loop.schedule_at(self._loop.now_ms, lambda: self._attempt_running(attempt))
             return
         attempt.st.state_message = "Waiting for cluster"
         existing = attempt.task.get("existing_cluster_id")
@@ -572,7 +540,9 @@ class Workspace:
         pending = (
             script.pending_s if script.pending_s is not None else self.settings.default_pending_s
         )
-        self._at(self._now_ms + _ms(pending), lambda: self._attempt_running(attempt))
+        self._loop.schedule_at(
+            self._loop.now_ms + seconds_to_ms(pending), lambda: self._attempt_running(attempt)
+        )
 
     def _attempt_running(self, attempt: TaskAttempt) -> None:
         if attempt.terminal or attempt.st.life_cycle_state != PENDING:
@@ -580,7 +550,7 @@ class Workspace:
         run = attempt.parent
         attempt.st.life_cycle_state = RUNNING
         attempt.st.state_message = "In run"
-        attempt.running_since_ms = self._now_ms
+        attempt.running_since_ms = self._loop.now_ms
         if run.st.life_cycle_state == PENDING:
             run.st.life_cycle_state = RUNNING
         task = attempt.task
@@ -603,7 +573,10 @@ class Workspace:
         task_timeout_s = task.get("timeout_seconds") or 0
         if isinstance(task_timeout_s, int) and 0 < task_timeout_s < duration_s:
             duration_s, outcome = float(task_timeout_s), "timeout"
-        self._at(self._now_ms + _ms(duration_s), lambda: self._attempt_done(attempt, outcome))
+        self._loop.schedule_at(
+            self._loop.now_ms + seconds_to_ms(duration_s),
+            lambda: self._attempt_done(attempt, outcome),
+        )
 
     # ------------------------------------------------------------------ control-flow tasks
     def _references(self, attempt: TaskAttempt) -> ReferenceContext:
@@ -706,7 +679,7 @@ class Workspace:
         )
         for index, item in enumerate(inputs):
             iteration = TaskAttempt(
-                run_id=self._new_run_id(),
+                run_id=self._ids.run_id(),
                 parent=attempt.parent,
                 task=copy.deepcopy(nested),
                 script=script,
@@ -752,7 +725,7 @@ class Workspace:
         try:
             iteration.task = _as_dict(resolve_in(iteration.task, self._references(iteration)))
         except ValueError as exc:
-            iteration.start_time_ms = iteration.running_since_ms = self._now_ms
+            iteration.start_time_ms = iteration.running_since_ms = self._loop.now_ms
             iteration.st.life_cycle_state = RUNNING
             self._attempt_done(iteration, "failure", error=str(exc))
             return
@@ -770,7 +743,7 @@ class Workspace:
             return
         st = attempt.st
         script = attempt.script
-        attempt.end_time_ms = self._now_ms
+        attempt.end_time_ms = self._loop.now_ms
         if outcome == "success":
             st.life_cycle_state, st.result_state, st.state_message = TERMINATED, "SUCCESS", ""
             st.termination = Termination("SUCCESS", "SUCCESS")
@@ -825,7 +798,7 @@ class Workspace:
         run = previous.parent
         previous.superseded = True
         retry = TaskAttempt(
-            run_id=self._new_run_id(),
+            run_id=self._ids.run_id(),
             parent=run,
             task=previous.task,
             script=previous.script,
@@ -843,7 +816,9 @@ class Workspace:
             run.attempts.append(retry)
         self.task_runs[retry.run_id] = retry
         interval_ms = previous.task.get("min_retry_interval_millis") or 0
-        self._at(self._now_ms + int(interval_ms), lambda: self._start_attempt(retry))
+        self._loop.schedule_at(
+            self._loop.now_ms + int(interval_ms), lambda: self._start_attempt(retry)
+        )
 
     def _skip_task(self, attempt: TaskAttempt, result: str) -> None:
         st = attempt.st
@@ -911,15 +886,15 @@ class Workspace:
         def terminate() -> None:
             st.life_cycle_state = final_life
             st.result_state = pending_result
-            run.end_time_ms = self._now_ms
+            run.end_time_ms = self._loop.now_ms
             if run.repairs:
-                run.repairs[-1].end_time_ms = self._now_ms
+                run.repairs[-1].end_time_ms = self._loop.now_ms
             self._active_count -= 1
             self._job_active[run.job_id] -= 1
             self._drain_queue()
             self._run_ended(run)
 
-        self._at(self._now_ms + _ms(delay_s), terminate)
+        self._loop.schedule_at(self._loop.now_ms + seconds_to_ms(delay_s), terminate)
 
     def _job_timeout(self, run: JobRun) -> None:
         if run.terminal or run.st.life_cycle_state == TERMINATING:
@@ -954,14 +929,14 @@ class Workspace:
         run.cancel_requested = True
         if run.st.life_cycle_state == QUEUED:
             assert run.queued_since_ms is not None
-            run.queue_duration_ms += self._now_ms - run.queued_since_ms
+            run.queue_duration_ms += self._loop.now_ms - run.queued_since_ms
             self._queue.remove(run)
             run.st.queue_code = None
             run.st.life_cycle_state, run.st.result_state = TERMINATED, "CANCELED"
             run.st.state_message = "Run cancelled."
             run.st.user_cancelled_or_timedout = True
             run.st.termination = Termination("USER_CANCELED", "SUCCESS", "Run cancelled.")
-            run.end_time_ms = self._now_ms
+            run.end_time_ms = self._loop.now_ms
             for attempt in run.attempts:
                 self._skip_task(attempt, "UPSTREAM_CANCELED")
             self._run_ended(run)
@@ -1003,7 +978,7 @@ class Workspace:
             "SUCCESS" if result == "CANCELED" else "CLIENT_ERROR",
             message,
         )
-        attempt.end_time_ms = self._now_ms
+        attempt.end_time_ms = self._loop.now_ms
 
     def _cancel_attempt(self, attempt: TaskAttempt) -> None:
         if attempt.terminal:
@@ -1088,7 +1063,9 @@ class Workspace:
         else:
             last = run.repairs[-1]
             last.state, last.status = run.st.state_json(), run.st.status_json()
-        repair = Repair(repair_id=self._new_run_id(), start_time_ms=self._now_ms, task_run_ids=[])
+        repair = Repair(
+            repair_id=self._ids.run_id(), start_time_ms=self._loop.now_ms, task_run_ids=[]
+        )
         current = {t["task_key"]: t for t in run.job.tasks} if run.job.job_id in self.jobs else {}
         for key, previous in run.latest_attempts().items():
             if key not in chosen:

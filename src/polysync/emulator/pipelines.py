@@ -84,7 +84,7 @@ class PipelineEntry(BaseModel):
 
 
 class Scheduler(Protocol):
-    """The workspace's event loop on emulated time (see `engine.Workspace`)."""
+    """The workspace's event loop on emulated time (`eventloop.EventLoop`)."""
 
     @property
     def now_ms(self) -> int: ...
