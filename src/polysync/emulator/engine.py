@@ -45,6 +45,14 @@ from polysync.emulator.job_settings import (
     updated_settings,
     validate_settings,
 )
+from polysync.emulator.outcomes import (
+    dependency_result,
+    end_attempt,
+    end_attempt_stopped,
+    run_if_verdict,
+    run_outcome,
+    skip_task,
+)
 from polysync.emulator.pipelines import Pipelines
 from polysync.emulator.records import (
     BLOCKED,
@@ -56,7 +64,6 @@ from polysync.emulator.records import (
     TERMINATED,
     TERMINATING,
     WAITING_FOR_RETRY,
-    WORKLOAD_FAILED,
     Job,
     JobRun,
     Repair,
@@ -68,7 +75,6 @@ from polysync.emulator.workspace_tree import WorkspaceTree
 
 MAX_JOBS = 10_000  # saved jobs per workspace (reference §8)
 
-FAILED_RESULTS = frozenset({"FAILED", "TIMEDOUT", "UPSTREAM_FAILED"})
 # What `rerun_all_failed_tasks` reruns: failed, timed-out, cancelled and the tasks they skipped
 # (the "Repair run" of the UI reruns "all failed and skipped tasks"; issue 12).
 REPAIRABLE_RESULTS = frozenset(
@@ -82,7 +88,6 @@ REPAIRABLE_RESULTS = frozenset(
     }
 )
 CONTROL_FLOW_TASKS = ("condition_task", "run_job_task", "for_each_task")
-CANCELED_RESULTS = frozenset({"CANCELED", "UPSTREAM_CANCELED"})
 
 
 class Workspace:
@@ -505,16 +510,16 @@ class Workspace:
                 dep_attempts = [latest[d["task_key"]] for d in deps]
                 if not all(d.terminal for d in dep_attempts):
                     continue
-                verdict = _run_if_verdict(
+                verdict = run_if_verdict(
                     attempt.task.get("run_if", "ALL_SUCCESS"),
-                    [_dependency_result(d, a) for d, a in zip(deps, dep_attempts, strict=True)],
+                    [dependency_result(d, a) for d, a in zip(deps, dep_attempts, strict=True)],
                 )
                 if attempt.task.get("disabled"):
                     verdict = "DISABLED"
                 if verdict is None:
                     self._start_attempt(attempt)
                 else:
-                    self._skip_task(attempt, verdict)
+                    skip_task(attempt, verdict)
                 changed = True
         if all(a.terminal for a in run.latest_attempts().values()):
             self._finish_run(run)
@@ -654,7 +659,7 @@ class Workspace:
         if result in ("SUCCESS", "SUCCESS_WITH_FAILURES"):
             self._attempt_done(attempt, "success")
         elif result == "CANCELED":
-            self._end_attempt_stopped(attempt, "CANCELED")
+            end_attempt_stopped(attempt, "CANCELED", self._loop.now_ms)
             self._after_attempt(attempt)
         else:
             reason = child.st.state_message or f"ended {result or child.st.life_cycle_state}"
@@ -741,44 +746,7 @@ class Workspace:
     def _attempt_done(self, attempt: TaskAttempt, outcome: str, error: str | None = None) -> None:
         if attempt.terminal or attempt.st.life_cycle_state != RUNNING:
             return
-        st = attempt.st
-        script = attempt.script
-        attempt.end_time_ms = self._loop.now_ms
-        if outcome == "success":
-            st.life_cycle_state, st.result_state, st.state_message = TERMINATED, "SUCCESS", ""
-            st.termination = Termination("SUCCESS", "SUCCESS")
-            attempt.output_result = script.output
-        elif outcome == "failure":
-            st.life_cycle_state, st.result_state = TERMINATED, "FAILED"
-            st.state_message = WORKLOAD_FAILED
-            st.termination = Termination("RUN_EXECUTION_ERROR", "CLIENT_ERROR", WORKLOAD_FAILED)
-            attempt.output_error = (
-                error or script.error or f"Exception: task {attempt.task_key} failed"
-            )
-            attempt.output_error_trace = script.error_trace or (
-                "Traceback (most recent call last):\n"
-                f'  File "/Workspace/{attempt.task_key}", line 1, in <module>\n'
-                f"{attempt.output_error}"
-            )
-        elif outcome == "timeout":
-            timeout_s = (attempt.end_time_ms - attempt.running_since_ms) // 1000
-            message = f"Task timed out after {timeout_s} seconds."
-            st.life_cycle_state, st.result_state, st.state_message = TERMINATED, "TIMEDOUT", message
-            st.user_cancelled_or_timedout = True
-            st.termination = Termination("CANCELED", "CLIENT_ERROR", message)
-            attempt.output_error = script.error or message
-        else:  # internal_error
-            message = (
-                "Could not reach driver of cluster "
-                f"{attempt.cluster_id}. The cluster may have been terminated."
-            )
-            st.life_cycle_state, st.result_state, st.state_message = (
-                INTERNAL_ERROR,
-                "FAILED",
-                message,
-            )
-            st.termination = Termination("DRIVER_ERROR", "INTERNAL_ERROR", message)
-            attempt.output_error = script.error or message
+        end_attempt(attempt, outcome, error, self._loop.now_ms)
         if self._should_retry(attempt, outcome):
             self._schedule_retry(attempt)
         else:
@@ -820,72 +788,22 @@ class Workspace:
             self._loop.now_ms + int(interval_ms), lambda: self._start_attempt(retry)
         )
 
-    def _skip_task(self, attempt: TaskAttempt, result: str) -> None:
-        st = attempt.st
-        st.life_cycle_state = SKIPPED
-        st.result_state = result
-        st.state_message = {
-            "UPSTREAM_FAILED": "Upstream task failed.",
-            "UPSTREAM_CANCELED": "Upstream task was cancelled.",
-            "EXCLUDED": "Task was excluded because its run condition was not met.",
-            "DISABLED": "Task is disabled.",
-        }.get(result, "")
-        kind = "CLIENT_ERROR" if result.startswith("UPSTREAM") else "SUCCESS"
-        st.termination = Termination("SKIPPED", kind)
-
     def _finish_run(self, run: JobRun) -> None:
         if run.terminal or run.st.life_cycle_state == TERMINATING:
             return
-        latest = list(run.latest_attempts().values())
+        outcome = run_outcome(run)
         st = run.st
-        failed = [a for a in latest if a.st.result_state in ("FAILED", "TIMEDOUT")]
-        failed.sort(key=lambda a: (a.end_time_ms, a.run_id))
-        canceled = run.cancel_requested or any(a.st.result_state == "CANCELED" for a in latest)
-        final_life, termination_code, termination_type = TERMINATED, "SUCCESS", "SUCCESS"
-        if run.timed_out:
-            timeout_s = run.settings.get("timeout_seconds", 0)
-            st.result_state = "TIMEDOUT"
-            st.state_message = f"Run timed out after {timeout_s} seconds."
+        st.state_message = outcome.state_message
+        if outcome.user_cancelled_or_timedout:
             st.user_cancelled_or_timedout = True
-            termination_code, termination_type = "CANCELED", "CLIENT_ERROR"
-        elif canceled:
-            st.result_state = "CANCELED"
-            st.state_message = "Run cancelled."
-            st.user_cancelled_or_timedout = True
-            termination_code, termination_type = "USER_CANCELED", "SUCCESS"
-        elif failed:
-            depended_on = {d["task_key"] for a in latest for d in a.task.get("depends_on", [])}
-            leaves = [a for a in latest if a.task_key not in depended_on]
-            if leaves and all(a.st.result_state == "SUCCESS" for a in leaves):
-                st.result_state = "SUCCESS_WITH_FAILURES"
-                st.state_message = ""
-                termination_code = "SUCCESS_WITH_FAILURES"
-            else:
-                first = failed[0]
-                message = f"Task {first.task_key} failed with message: {first.st.state_message.rstrip('.')}."
-                if any(a.st.result_state == "UPSTREAM_FAILED" for a in latest):
-                    message += " This caused all downstream tasks to get skipped."
-                st.state_message = message
-                termination_code, termination_type = "RUN_EXECUTION_ERROR", "CLIENT_ERROR"
-                if first.st.result_state == "TIMEDOUT":
-                    st.result_state = "TIMEDOUT"
-                else:
-                    # A failed multi-task run reports INTERNAL_ERROR in the deprecated
-                    # life_cycle_state though its tasks are TERMINATED (reference §4).
-                    st.result_state = "FAILED"
-                    final_life = INTERNAL_ERROR
-        else:
-            st.result_state = "SUCCESS"
-            st.state_message = ""
-        pending_result = st.result_state
         st.result_state = None
         st.life_cycle_state = TERMINATING
-        st.termination = Termination(termination_code, termination_type, st.state_message)
-        delay_s = self.settings.cancel_s if canceled else self.settings.terminating_s
+        st.termination = outcome.termination
+        delay_s = self.settings.cancel_s if outcome.canceled else self.settings.terminating_s
 
         def terminate() -> None:
-            st.life_cycle_state = final_life
-            st.result_state = pending_result
+            st.life_cycle_state = outcome.life_cycle_state
+            st.result_state = outcome.result_state
             run.end_time_ms = self._loop.now_ms
             if run.repairs:
                 run.repairs[-1].end_time_ms = self._loop.now_ms
@@ -938,7 +856,7 @@ class Workspace:
             run.st.termination = Termination("USER_CANCELED", "SUCCESS", "Run cancelled.")
             run.end_time_ms = self._loop.now_ms
             for attempt in run.attempts:
-                self._skip_task(attempt, "UPSTREAM_CANCELED")
+                skip_task(attempt, "UPSTREAM_CANCELED")
             self._run_ended(run)
             return
         if run.st.life_cycle_state == TERMINATING:
@@ -954,7 +872,7 @@ class Workspace:
         if attempt.terminal:
             return
         if attempt.st.life_cycle_state in (BLOCKED, WAITING_FOR_RETRY):
-            self._skip_task(attempt, "UPSTREAM_CANCELED")
+            skip_task(attempt, "UPSTREAM_CANCELED")
             return
         for iteration in _latest_iterations(attempt):
             self._stop_attempt(iteration, result)
@@ -962,23 +880,7 @@ class Workspace:
             child = self.runs.get(attempt.child_run_id)
             if child is not None:
                 self._cancel(child)
-        self._end_attempt_stopped(attempt, result)
-
-    def _end_attempt_stopped(self, attempt: TaskAttempt, result: str) -> None:
-        if attempt.terminal:
-            return
-        st = attempt.st
-        st.life_cycle_state = TERMINATED
-        st.result_state = result
-        st.user_cancelled_or_timedout = True
-        message = "Run cancelled." if result == "CANCELED" else "Run timed out."
-        st.state_message = message
-        st.termination = Termination(
-            "USER_CANCELED" if result == "CANCELED" else "CANCELED",
-            "SUCCESS" if result == "CANCELED" else "CLIENT_ERROR",
-            message,
-        )
-        attempt.end_time_ms = self._loop.now_ms
+        end_attempt_stopped(attempt, result, self._loop.now_ms)
 
     def _cancel_attempt(self, attempt: TaskAttempt) -> None:
         if attempt.terminal:
@@ -1262,18 +1164,6 @@ def _check_submit_compute(settings: Mapping[str, Any]) -> None:
             )
 
 
-def _dependency_result(dependency: Mapping[str, Any], upstream: TaskAttempt) -> str:
-    """The upstream's result as its dependant sees it: a `depends_on[].outcome` on a condition
-    task that came out the other way makes the edge "EXCLUDED" (the branch not taken)."""
-    result = upstream.st.result_state or ""
-    wanted = dependency.get("outcome")
-    if wanted is not None and result == "SUCCESS":
-        outcome = upstream.extra.get("condition_task", {}).get("outcome")
-        if outcome is not None and outcome != str(wanted).lower():
-            return "EXCLUDED"
-    return result
-
-
 def _is_control_flow(task: Mapping[str, Any]) -> bool:
     return any(kind in task for kind in CONTROL_FLOW_TASKS)
 
@@ -1317,34 +1207,3 @@ def _foreach_stats(latest: list[TaskAttempt]) -> dict[str, Any]:
 def _as_dict(value: object) -> dict[str, Any]:
     assert isinstance(value, dict)
     return value
-
-
-def _run_if_verdict(run_if: str, results: list[str]) -> str | None:
-    """None if the task runs; otherwise the result_state it is skipped with."""
-    if not results:
-        return None
-    succeeded = [r in ("SUCCESS", "SUCCESS_WITH_FAILURES", "DISABLED") for r in results]
-    failed = [r in FAILED_RESULTS or r == "FAILED" for r in results]
-    canceled = [r in CANCELED_RESULTS for r in results]
-    excluded = [r == "EXCLUDED" for r in results]
-    if run_if == "ALL_DONE":
-        return None
-    if run_if == "ALL_SUCCESS":
-        if any(canceled):
-            return "UPSTREAM_CANCELED"
-        if any(failed):
-            return "UPSTREAM_FAILED"
-        return "EXCLUDED" if any(excluded) else None
-    if run_if == "NONE_FAILED":
-        if any(failed):
-            return "UPSTREAM_FAILED"
-        return "UPSTREAM_CANCELED" if any(canceled) else None
-    if run_if == "AT_LEAST_ONE_SUCCESS":
-        if any(succeeded):
-            return None
-        return "UPSTREAM_FAILED" if any(failed) else "EXCLUDED"
-    if run_if == "AT_LEAST_ONE_FAILED":
-        return None if any(failed) else "EXCLUDED"
-    if run_if == "ALL_FAILED":
-        return None if all(failed) else "EXCLUDED"
-    return None
