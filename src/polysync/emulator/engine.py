@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from polysync.clock import Clock
+from polysync.emulator.admission import Admission
 from polysync.emulator.controlflow import (
     ReferenceContext,
     evaluate_condition,
@@ -25,7 +26,6 @@ from polysync.emulator.errors import (
     INVALID_PARAMETER_VALUE,
     INVALID_STATE,
     QUOTA_EXCEEDED,
-    REQUEST_LIMIT_EXCEEDED,
     ApiError,
     job_not_found,
     run_not_found,
@@ -60,7 +60,6 @@ from polysync.emulator.records import (
     PENDING,
     QUEUED,
     RUNNING,
-    SKIPPED,
     TERMINATED,
     TERMINATING,
     WAITING_FOR_RETRY,
@@ -102,9 +101,7 @@ class Workspace:
         self.runs: dict[int, JobRun] = {}
         self.task_runs: dict[int, TaskAttempt] = {}
         self.idempotency: dict[str, int] = {}
-        self._queue: list[JobRun] = []  # QUEUED runs in arrival order
-        self._active_count = 0  # admitted (not queued), not terminal
-        self._job_active: Counter[int] = Counter()  # the same, per job
+        self._admission = Admission(self.settings)
         self._jobs_sorted: list[Job] | None = None
         self._cluster_seq = itertools.count(1)
         self.objects = WorkspaceTree(lambda: self._loop.now_ms, seed=self.settings.seed)
@@ -250,7 +247,7 @@ class Workspace:
         queue_enabled = (
             bool(queue.get("enabled")) if isinstance(queue, dict) else job.queue_enabled()
         )
-        self._check_workspace_capacity(queue_enabled)
+        self._admission.check_capacity(queue_enabled)
         run = self._new_run(
             job,
             copy.deepcopy(job.settings),
@@ -303,7 +300,7 @@ class Workspace:
         )
         queue = body.get("queue")
         queue_enabled = bool(queue.get("enabled")) if isinstance(queue, dict) else False
-        self._check_workspace_capacity(queue_enabled)
+        self._admission.check_capacity(queue_enabled)
         run = self._new_run(
             job,
             clean,
@@ -317,16 +314,6 @@ class Workspace:
         )
         self._admit(run)
         return run
-
-    def _check_workspace_capacity(self, queue_enabled: bool) -> None:
-        if self._active_count >= self.settings.max_active_runs and not queue_enabled:
-            raise ApiError(
-                429,
-                REQUEST_LIMIT_EXCEEDED,
-                f"The workspace has reached its limit of {self.settings.max_active_runs} "
-                "concurrent active runs; this run cannot start now.",
-                {"Retry-After": "10"},
-            )
 
     def _new_run(
         self,
@@ -417,73 +404,14 @@ class Workspace:
             task["depends_on"] = deps
         return chosen
 
-    # ------------------------------------------------------------------ admission and queue
-    def _admit(self, run: JobRun) -> None:
-        limit = run.job.max_concurrent_runs()
-        if not run.is_submit_run and self._job_active[run.job_id] >= limit:
-            if run.queue_enabled:
-                self._enqueue(
-                    run,
-                    "MAX_CONCURRENT_RUNS_REACHED",
-                    f"Queued due to reaching maximum concurrent runs of {limit}.",
-                )
-            else:
-                self._skip(run, limit)
-            return
-        if self._active_count >= self.settings.max_active_runs:
-            self._enqueue(
-                run,
-                "ACTIVE_RUNS_LIMIT_REACHED",
-                "Queued due to reaching the workspace limit of active runs.",
-            )
-            return
-        self._start(run)
-
-    def _enqueue(self, run: JobRun, code: str, message: str) -> None:
-        run.st.life_cycle_state = QUEUED
-        run.st.queue_code = code
-        run.st.queue_message = message
-        run.queued_since_ms = self._loop.now_ms
-        for attempt in run.attempts:
-            attempt.st.life_cycle_state = BLOCKED
-        self._queue.append(run)
-
-    def _skip(self, run: JobRun, limit: int) -> None:
-        message = f"Skipping this run because the limit of {limit} maximum concurrent runs has been reached."
-        run.st.life_cycle_state = SKIPPED
-        run.st.state_message = message
-        run.st.termination = Termination("MAX_CONCURRENT_RUNS_EXCEEDED", "CLIENT_ERROR", message)
-        run.end_time_ms = self._loop.now_ms
-        for attempt in run.attempts:
-            attempt.st.life_cycle_state = SKIPPED
-            attempt.st.termination = Termination("SKIPPED", "CLIENT_ERROR")
-        self._run_ended(run)
-
-    def _drain_queue(self) -> None:
-        waiting, self._queue = self._queue, []
-        for run in waiting:
-            if run.terminal:
-                continue
-            if self._active_count >= self.settings.max_active_runs:
-                self._queue.append(run)
-                continue
-            if (
-                not run.is_submit_run
-                and self._job_active[run.job_id] >= run.job.max_concurrent_runs()
-            ):
-                self._queue.append(run)
-                continue
-            assert run.queued_since_ms is not None
-            run.queue_duration_ms += self._loop.now_ms - run.queued_since_ms
-            run.queued_since_ms = None
-            run.st.queue_code = None
-            run.st.queue_message = ""
-            self._start(run)
-
     # ------------------------------------------------------------------ lifecycle
+    def _admit(self, run: JobRun) -> None:
+        if self._admission.admit(run, self._loop.now_ms):
+            self._start(run)
+        elif run.terminal:  # skipped: the job is at max_concurrent_runs and the run does not queue
+            self._run_ended(run)
+
     def _start(self, run: JobRun) -> None:
-        self._active_count += 1
-        self._job_active[run.job_id] += 1
         run.st.life_cycle_state = PENDING
         run.st.state_message = ""
         timeout_s = run.settings.get("timeout_seconds") or 0
@@ -807,9 +735,8 @@ class Workspace:
             run.end_time_ms = self._loop.now_ms
             if run.repairs:
                 run.repairs[-1].end_time_ms = self._loop.now_ms
-            self._active_count -= 1
-            self._job_active[run.job_id] -= 1
-            self._drain_queue()
+            for admitted in self._admission.release(run, self._loop.now_ms):
+                self._start(admitted)
             self._run_ended(run)
 
         self._loop.schedule_at(self._loop.now_ms + seconds_to_ms(delay_s), terminate)
@@ -846,10 +773,7 @@ class Workspace:
             return  # a no-op on terminal runs (reference §5)
         run.cancel_requested = True
         if run.st.life_cycle_state == QUEUED:
-            assert run.queued_since_ms is not None
-            run.queue_duration_ms += self._loop.now_ms - run.queued_since_ms
-            self._queue.remove(run)
-            run.st.queue_code = None
+            self._admission.withdraw(run, self._loop.now_ms)
             run.st.life_cycle_state, run.st.result_state = TERMINATED, "CANCELED"
             run.st.state_message = "Run cancelled."
             run.st.user_cancelled_or_timedout = True
@@ -989,8 +913,7 @@ class Workspace:
         st.user_cancelled_or_timedout, st.termination = False, None
         run.end_time_ms = 0
         run.cancel_requested = run.timed_out = False
-        self._active_count += 1
-        self._job_active[run.job_id] += 1
+        self._admission.count(run)
         self._evaluate_blocked(run)
         return repair.repair_id
 
