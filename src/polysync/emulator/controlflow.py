@@ -15,6 +15,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 CONDITION_OPS = frozenset(
     {
@@ -26,10 +27,16 @@ CONDITION_OPS = frozenset(
         "LESS_THAN_OR_EQUAL",
     }
 )
+CONTROL_FLOW_TASKS = ("condition_task", "run_job_task", "for_each_task")
 MAX_FOREACH_INPUTS = 5000  # for-each inputs per task (Databricks docs "For each task" limits)
 MAX_FOREACH_CONCURRENCY = 100
 
 _REFERENCE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
+
+
+def is_control_flow(task: Mapping[str, Any]) -> bool:
+    """Whether a task definition is a control-flow task (run by the Jobs service, no cluster)."""
+    return any(kind in task for kind in CONTROL_FLOW_TASKS)
 
 
 class InvalidReference(ValueError):

@@ -13,6 +13,7 @@ from typing import Any
 
 from polysync.clock import Clock
 from polysync.emulator.admission import Admission
+from polysync.emulator.controlflow_runs import ControlFlowRuns
 from polysync.emulator.errors import (
     INVALID_PARAMETER_VALUE,
     INVALID_STATE,
@@ -78,7 +79,12 @@ class Workspace:
         self._jobs_sorted: list[Job] | None = None
         self.objects = WorkspaceTree(lambda: self._loop.now_ms, seed=self.settings.seed)
         self._lifecycle = RunLifecycle(
-            self._loop, self._ids, self.settings, self._admission, self.objects, self.jobs
+            self._loop,
+            self._ids,
+            self.settings,
+            self._admission,
+            self.objects,
+            control_flow=lambda runs: ControlFlowRuns(runs, self.jobs, self.settings),
         )
         self.pipelines = Pipelines(
             self._loop,

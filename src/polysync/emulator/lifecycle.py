@@ -1,27 +1,17 @@
 """The run lifecycle on emulated time: the task DAG, task attempts and their outcomes, retries,
-timeouts, cancellation and the end of a run; control-flow tasks run inside it."""
+timeouts, cancellation and the end of a run. Control-flow tasks plug in as `ControlFlowTasks`."""
 
 from __future__ import annotations
 
 import copy
 import itertools
-from collections import Counter
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from polysync.emulator.admission import Admission
-from polysync.emulator.controlflow import (
-    ReferenceContext,
-    evaluate_condition,
-    parse_foreach_inputs,
-    resolve_in,
-    resolve_references,
-)
-from polysync.emulator.errors import ApiError
+from polysync.emulator.controlflow import is_control_flow
 from polysync.emulator.eventloop import EventLoop, seconds_to_ms
-from polysync.emulator.fields import int_field
 from polysync.emulator.ids import Ids
-from polysync.emulator.job_settings import ITERATION_SCRIPT, job_parameter_values
 from polysync.emulator.outcomes import (
     dependency_result,
     end_attempt,
@@ -46,7 +36,18 @@ from polysync.emulator.records import (
 from polysync.emulator.spec import TaskScript, WorkspaceSettings
 from polysync.emulator.workspace_tree import WorkspaceTree
 
-CONTROL_FLOW_TASKS = ("condition_task", "run_job_task", "for_each_task")
+
+class ControlFlowTasks(Protocol):
+    """How control-flow tasks run once RUNNING (`controlflow_runs.ControlFlowRuns`)."""
+
+    def run(self, attempt: TaskAttempt) -> None:
+        """Run a condition_task, run_job_task or for_each_task attempt that has become RUNNING."""
+
+    def for_each_progress(self, parent: TaskAttempt) -> None:
+        """An iteration of the for_each_task attempt `parent` ended: start the next ones, or end it."""
+
+    def child_run_ended(self, attempt: TaskAttempt, child: JobRun) -> None:
+        """The run that the run_job_task `attempt` started has ended: the task follows it."""
 
 
 class RunLifecycle:
@@ -62,21 +63,22 @@ class RunLifecycle:
         settings: WorkspaceSettings,
         admission: Admission,
         objects: WorkspaceTree,
-        jobs: Mapping[int, Job],
+        control_flow: Callable[[RunLifecycle], ControlFlowTasks],
     ) -> None:
         self._loop = loop
         self._ids = ids
         self._settings = settings
         self._admission = admission
         self._objects = objects
-        self._jobs = jobs
         self.runs: dict[int, JobRun] = {}
         self.task_runs: dict[int, TaskAttempt] = {}
         self._idempotency: dict[str, int] = {}
         self._cluster_seq = itertools.count(1)
+        self._control_flow = control_flow(self)
 
     @property
     def now_ms(self) -> int:
+        """Emulated now in ms."""
         return self._loop.now_ms
 
     def new_run_id(self) -> int:
@@ -247,14 +249,8 @@ class RunLifecycle:
         if run.st.life_cycle_state == PENDING:
             run.st.life_cycle_state = RUNNING
         task = attempt.task
-        if "condition_task" in task:
-            self._run_condition(attempt)
-            return
-        if "run_job_task" in task:
-            self._run_child_job(attempt)
-            return
-        if "for_each_task" in task:
-            self._run_for_each(attempt)
+        if is_control_flow(task):
+            self._control_flow.run(attempt)
             return
         script = attempt.script
         duration_s = (
@@ -271,163 +267,10 @@ class RunLifecycle:
             lambda: self.attempt_done(attempt, outcome),
         )
 
-    # ------------------------------------------------------------------ control-flow tasks
-    def _references(self, attempt: TaskAttempt) -> ReferenceContext:
-        run = attempt.parent
-        latest = run.latest_attempts()
-        return ReferenceContext(
-            job_id=None if run.is_submit_run else run.job_id,
-            run_id=run.run_id,
-            job_name=run.run_name,
-            repair_count=len(run.repairs),
-            job_parameters={p["name"]: p["value"] for p in run.job_parameters},
-            task_run_ids={key: a.run_id for key, a in latest.items()},
-            task_results={
-                key: a.st.result_state.lower() for key, a in latest.items() if a.st.result_state
-            },
-            item=attempt.iteration_input,
-        )
-
-    def _run_condition(self, attempt: TaskAttempt) -> None:
-        """Evaluate `condition_task` now; `condition_task.outcome` is "true"/"false" (sdk-py
-        `RunConditionTask`); a reference or comparison that cannot be evaluated fails the task."""
-        condition = attempt.task["condition_task"]
-        try:
-            context = self._references(attempt)
-            left = resolve_references(str(condition["left"]), context)
-            right = resolve_references(str(condition["right"]), context)
-            outcome = evaluate_condition(str(condition["op"]), left, right)
-        except ValueError as exc:
-            self.attempt_done(attempt, "failure", error=str(exc))
-            return
-        attempt.extra["condition_task"] = {"outcome": "true" if outcome else "false"}
-        self.attempt_done(attempt, "success")
-
-    def _run_child_job(self, attempt: TaskAttempt) -> None:
-        """`run_job_task`: start a run of the other job (trigger RUN_JOB_TASK); the task ends as
-        that run ends. Its `job_parameters` may hold references (sdk-py `RunJobTask`)."""
-        spec = attempt.task["run_job_task"]
-        job_id = int_field(spec, "job_id", required=True)
-        assert job_id is not None
-        job = self._jobs.get(job_id)
-        if job is None:
-            self.attempt_done(attempt, "failure", error=f"Job {job_id} does not exist.")
-            return
-        try:
-            raw = spec.get("job_parameters") or {}
-            if not isinstance(raw, dict):
-                raise ValueError("run_job_task.job_parameters must be an object.")
-            values = resolve_in(raw, self._references(attempt))
-            assert isinstance(values, dict)
-            params = job_parameter_values(
-                job, values, reject_unknown=self._settings.reject_unknown_job_parameters
-            )
-        except (ValueError, ApiError) as exc:
-            message = exc.message if isinstance(exc, ApiError) else str(exc)
-            self.attempt_done(attempt, "failure", error=message)
-            return
-        child = self.new_run(
-            job,
-            copy.deepcopy(job.settings),
-            job.tasks,
-            run_name=str(job.settings.get("name", "Untitled")),
-            job_parameters=params,
-            legacy={},
-            queue_enabled=job.queue_enabled(),
-            token=None,
-            parent_attempt=attempt,
-        )
-        attempt.child_run_id = child.run_id
-        self.admit(child)
-
-    def _child_done(self, attempt: TaskAttempt, child: JobRun) -> None:
-        if attempt.terminal or attempt.st.life_cycle_state != RUNNING:
-            return
-        result = child.st.result_state
-        if result in ("SUCCESS", "SUCCESS_WITH_FAILURES"):
-            self.attempt_done(attempt, "success")
-        elif result == "CANCELED":
-            end_attempt_stopped(attempt, "CANCELED", self._loop.now_ms)
-            self.after_attempt(attempt)
-        else:
-            reason = child.st.state_message or f"ended {result or child.st.life_cycle_state}"
-            self.attempt_done(
-                attempt, "failure", error=f"Run {child.run_id} of job {child.job_id}: {reason}"
-            )
-
-    def _run_for_each(self, attempt: TaskAttempt) -> None:
-        """`for_each_task`: one iteration of the nested task per input, at most `concurrency` at
-        once; `for_each_task.stats.task_run_stats` counts them (sdk-py `ForEachTaskTaskRunStats`)."""
-        spec = attempt.task["for_each_task"]
-        try:
-            inputs = parse_foreach_inputs(
-                resolve_references(str(spec["inputs"]), self._references(attempt))
-            )
-        except ValueError as exc:
-            self.attempt_done(attempt, "failure", error=str(exc))
-            return
-        nested = spec["task"]
-        script = self.script_for(
-            attempt.parent.job, nested, f"{attempt.task_key}{ITERATION_SCRIPT}"
-        )
-        for index, item in enumerate(inputs):
-            iteration = TaskAttempt(
-                run_id=self._ids.run_id(),
-                parent=attempt.parent,
-                task=copy.deepcopy(nested),
-                script=script,
-                attempt_number=0,
-                original_attempt_run_id=0,
-                foreach_parent=attempt,
-                iteration_input=item,
-                iteration_index=index,
-            )
-            iteration.original_attempt_run_id = iteration.run_id
-            attempt.iterations.append(iteration)
-            self.task_runs[iteration.run_id] = iteration
-        self._foreach_progress(attempt)
-
-    def _foreach_progress(self, parent: TaskAttempt) -> None:
-        if parent.terminal:
-            return
-        latest = latest_iterations(parent)
-        concurrency = int(parent.task["for_each_task"].get("concurrency", 1))
-        active = sum(1 for it in latest if not it.terminal and it.st.life_cycle_state != BLOCKED)
-        for iteration in latest:
-            if active >= concurrency or parent.terminal:
-                break
-            if iteration.st.life_cycle_state == BLOCKED:
-                self._start_iteration(iteration, parent)
-                active += 1
-        if parent.terminal:
-            return
-        latest = latest_iterations(parent)
-        parent.extra["for_each_task"] = {"stats": foreach_stats(latest)}
-        if all(it.terminal for it in latest):
-            if all(it.st.result_state == "SUCCESS" for it in latest):
-                self.attempt_done(parent, "success")
-            else:
-                failed = sum(1 for it in latest if it.st.result_state != "SUCCESS")
-                self.attempt_done(
-                    parent,
-                    "failure",
-                    error=f"{failed} of {len(latest)} iterations of task {parent.task_key} failed.",
-                )
-
-    def _start_iteration(self, iteration: TaskAttempt, parent: TaskAttempt) -> None:
-        try:
-            iteration.task = _as_dict(resolve_in(iteration.task, self._references(iteration)))
-        except ValueError as exc:
-            iteration.start_time_ms = iteration.running_since_ms = self._loop.now_ms
-            iteration.st.life_cycle_state = RUNNING
-            self.attempt_done(iteration, "failure", error=str(exc))
-            return
-        self.start_attempt(iteration)
-
     def after_attempt(self, attempt: TaskAttempt) -> None:
         """What follows the end of a task attempt: its for-each parent moves on, or its run."""
         if attempt.foreach_parent is not None:
-            self._foreach_progress(attempt.foreach_parent)
+            self._control_flow.for_each_progress(attempt.foreach_parent)
         else:
             self._evaluate_blocked(attempt.parent)
 
@@ -514,7 +357,7 @@ class RunLifecycle:
     def _run_ended(self, run: JobRun) -> None:
         """A run reached a terminal state: the run_job_task that started it follows it."""
         if run.parent_attempt is not None:
-            self._child_done(run.parent_attempt, run)
+            self._control_flow.child_run_ended(run.parent_attempt, run)
 
     def cancel(self, run: JobRun) -> None:
         """Cancel a job run (reference §5): a queued run ends now, an active one goes TERMINATING;
@@ -548,7 +391,7 @@ class RunLifecycle:
         if attempt.st.life_cycle_state in (BLOCKED, WAITING_FOR_RETRY):
             skip_task(attempt, "UPSTREAM_CANCELED")
             return
-        for iteration in latest_iterations(attempt):
+        for iteration in attempt.latest_iterations():
             self._stop_attempt(iteration, result)
         if attempt.child_run_id is not None:
             child = self.runs.get(attempt.child_run_id)
@@ -567,48 +410,3 @@ class RunLifecycle:
         """A repaired run is active again: it counts towards the limits and its new task runs start."""
         self._admission.count(run)
         self._evaluate_blocked(run)
-
-
-def is_control_flow(task: Mapping[str, Any]) -> bool:
-    return any(kind in task for kind in CONTROL_FLOW_TASKS)
-
-
-def latest_iterations(parent: TaskAttempt) -> list[TaskAttempt]:
-    """The latest attempt of each iteration of a for_each_task, in input order."""
-    latest: dict[int, TaskAttempt] = {}
-    for iteration in parent.iterations:
-        latest[iteration.iteration_index] = iteration
-    return [latest[index] for index in sorted(latest)]
-
-
-def foreach_stats(latest: list[TaskAttempt]) -> dict[str, Any]:
-    """`for_each_task.stats` (sdk-py `ForEachStats`; "only latest retries are considered")."""
-    succeeded = sum(1 for it in latest if it.terminal and it.st.result_state == "SUCCESS")
-    failed = sum(1 for it in latest if it.terminal and it.st.result_state != "SUCCESS")
-    waiting = sum(1 for it in latest if it.st.life_cycle_state == BLOCKED)
-    stats: dict[str, Any] = {
-        "task_run_stats": {
-            "total_iterations": len(latest),
-            "scheduled_iterations": len(latest) - waiting,
-            "active_iterations": len(latest) - waiting - succeeded - failed,
-            "completed_iterations": succeeded + failed,
-            "succeeded_iterations": succeeded,
-            "failed_iterations": failed,
-        }
-    }
-    errors = Counter(it.output_error for it in latest if it.output_error and it.terminal)
-    if errors:
-        stats["error_message_stats"] = [
-            {
-                "error_message": message,
-                "count": count,
-                "termination_category": "RUN_EXECUTION_ERROR",
-            }
-            for message, count in errors.most_common(3)
-        ]
-    return stats
-
-
-def _as_dict(value: object) -> dict[str, Any]:
-    assert isinstance(value, dict)
-    return value

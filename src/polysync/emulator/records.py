@@ -158,6 +158,13 @@ class TaskAttempt:
     def terminal(self) -> bool:
         return self.st.life_cycle_state in TERMINAL_LIFE_CYCLE
 
+    def latest_iterations(self) -> list[TaskAttempt]:
+        """The latest attempt of each iteration of this for_each_task, in input order."""
+        latest: dict[int, TaskAttempt] = {}
+        for iteration in self.iterations:
+            latest[iteration.iteration_index] = iteration
+        return [latest[index] for index in sorted(latest)]
+
 
 @dataclass(slots=True)
 class JobRun:
