@@ -24,7 +24,6 @@ from polysync.emulator.errors import (
 )
 from polysync.emulator.eventloop import EventLoop
 from polysync.emulator.fields import (
-    as_param_string,
     idempotency_token,
     int_field,
     legacy_params,
@@ -39,31 +38,16 @@ from polysync.emulator.job_settings import (
 from polysync.emulator.lifecycle import RunLifecycle
 from polysync.emulator.pipelines import Pipelines
 from polysync.emulator.records import (
-    INTERNAL_ERROR,
-    PENDING,
     QUEUED,
     Job,
     JobRun,
-    Repair,
     TaskAttempt,
 )
+from polysync.emulator.repair import repair
 from polysync.emulator.spec import TaskScript, WorkspaceSettings, WorkspaceSpec
 from polysync.emulator.workspace_tree import WorkspaceTree
 
 MAX_JOBS = 10_000  # saved jobs per workspace (reference §8)
-
-# What `rerun_all_failed_tasks` reruns: failed, timed-out, cancelled and the tasks they skipped
-# (the "Repair run" of the UI reruns "all failed and skipped tasks"; issue 12).
-REPAIRABLE_RESULTS = frozenset(
-    {
-        "FAILED",
-        "TIMEDOUT",
-        "CANCELED",
-        "UPSTREAM_FAILED",
-        "UPSTREAM_CANCELED",
-        "MAXIMUM_CONCURRENT_RUNS_REACHED",
-    }
-)
 
 
 class Workspace:
@@ -361,175 +345,15 @@ class Workspace:
 
     # ------------------------------------------------------------------ repair
     def repair_run(self, body: Mapping[str, Any]) -> int:
-        """`jobs/runs/repair`: rerun chosen tasks of an ended run, inside that run; returns the
-        `repair_id` (sdk-py `JobsAPI.repair_run`, `RepairRunResponse`).
-
-        Body: `run_id`; `rerun_tasks` (task keys) or `rerun_all_failed_tasks` (failed, timed-out,
-        cancelled tasks and the tasks they skipped); `rerun_dependent_tasks` adds every task
-        downstream of those; `latest_repair_id` is required once the run was repaired and must be
-        the latest; `job_parameters` (or legacy parameters, not both) replace the run's values.
-        Tasks rerun with the job's current settings, as new task runs whose `attempt_number`
-        continues from the task's last attempt (INFERENCE); the run is active again until they end,
-        and its final state is the repaired outcome.
-
-        Raises ApiError 400: `INVALID_STATE` for a run still active; `INVALID_PARAMETER_VALUE` for
-        unknown or duplicate task keys, a missing or stale `latest_repair_id` ("The latest repair ID
-        needs to be provided in order to create a new repair", as databricks-sdk-py issue #157
-        quotes it), both or neither of `rerun_tasks`/`rerun_all_failed_tasks`, nothing to rerun;
-        "Run N does not exist." for an unknown run.
-        """
+        """`jobs/runs/repair`: rerun chosen tasks of an ended run; returns the `repair_id`
+        (see `repair.repair` for the body and the errors)."""
         self.advance()
-        run_id = int_field(body, "run_id", required=True)
-        assert run_id is not None
-        run = self.runs.get(run_id)
-        if run is None:
-            if run_id in self.task_runs:
-                raise ApiError(
-                    400,
-                    INVALID_PARAMETER_VALUE,
-                    f"Run {run_id} is a task run; repair the job run it belongs to.",
-                )
-            raise run_not_found(run_id)
-        if run.active:
-            # Status and code UNCONFIRMED; the SDK documents "The run must not be in progress."
-            raise ApiError(
-                400,
-                INVALID_STATE,
-                f"Run {run_id} is still in progress; only a run that has ended can be repaired.",
-            )
-        self._check_latest_repair_id(run, int_field(body, "latest_repair_id"))
-        chosen = self._repair_selection(run, body)
-        job_params = body.get("job_parameters")
-        if job_params is not None and not isinstance(job_params, dict):
-            raise malformed("job_parameters", "object", job_params)
-        legacy = legacy_params(body, job_params)
-        if job_params:
-            overrides = {p["name"]: p["value"] for p in run.job_parameters}
-            overrides.update({str(k): as_param_string(v) for k, v in job_params.items()})
-            run.job_parameters = job_parameter_values(
-                run.job, overrides, reject_unknown=self.settings.reject_unknown_job_parameters
-            )
-        if legacy:
-            run.overriding_parameters = legacy
-        if not run.repairs:
-            run.original_attempt_ids = [a.run_id for a in run.attempts]
-            run.original_end_time_ms = run.end_time_ms
-            run.original_state, run.original_status = run.st.state_json(), run.st.status_json()
-        else:
-            last = run.repairs[-1]
-            last.state, last.status = run.st.state_json(), run.st.status_json()
-        repair = Repair(
-            repair_id=self._lifecycle.new_run_id(), start_time_ms=self._loop.now_ms, task_run_ids=[]
+        return repair(
+            self._lifecycle,
+            self.jobs,
+            body,
+            reject_unknown=self.settings.reject_unknown_job_parameters,
         )
-        current = {t["task_key"]: t for t in run.job.tasks} if run.job.job_id in self.jobs else {}
-        for key, previous in run.latest_attempts().items():
-            if key not in chosen:
-                continue
-            previous.superseded = True
-            task = copy.deepcopy(current.get(key, previous.task))
-            if "depends_on" not in previous.task:
-                task.pop("depends_on", None)  # a run started with `only` keeps its trimmed DAG
-            attempt = self._lifecycle.new_attempt(
-                run,
-                task,
-                attempt_number=previous.attempt_number + 1,
-                original_attempt_run_id=previous.original_attempt_run_id,
-            )
-            repair.task_run_ids.append(attempt.run_id)
-        run.repairs.append(repair)
-        st = run.st
-        st.life_cycle_state, st.result_state, st.state_message = PENDING, None, ""
-        st.user_cancelled_or_timedout, st.termination = False, None
-        run.end_time_ms = 0
-        run.cancel_requested = run.timed_out = False
-        self._lifecycle.reopen(run)
-        return repair.repair_id
-
-    @staticmethod
-    def _check_latest_repair_id(run: JobRun, given: int | None) -> None:
-        latest = run.repairs[-1].repair_id if run.repairs else None
-        if latest is not None and given is None:
-            raise ApiError(
-                400,
-                INVALID_PARAMETER_VALUE,
-                "The latest repair ID needs to be provided in order to create a new repair",
-            )
-        if given is not None and given != latest:
-            # Wording UNCONFIRMED: the check itself is documented (sdk-py `latest_repair_id`).
-            raise ApiError(
-                400,
-                INVALID_PARAMETER_VALUE,
-                f"The latest repair ID {given} is not the latest repair of run {run.run_id}"
-                + (f" (the latest is {latest})." if latest is not None else " (it has none)."),
-            )
-
-    @staticmethod
-    def _repair_selection(run: JobRun, body: Mapping[str, Any]) -> set[str]:
-        rerun_tasks = body.get("rerun_tasks")
-        all_failed = body.get("rerun_all_failed_tasks") or False
-        dependent = body.get("rerun_dependent_tasks") or False
-        if rerun_tasks is not None and (
-            not isinstance(rerun_tasks, list) or not all(isinstance(k, str) for k in rerun_tasks)
-        ):
-            raise malformed("rerun_tasks", "array of strings", rerun_tasks)
-        for name, flag in (
-            ("rerun_all_failed_tasks", all_failed),
-            ("rerun_dependent_tasks", dependent),
-        ):
-            if not isinstance(flag, bool):
-                raise malformed(name, "boolean", flag)
-        if rerun_tasks and all_failed:
-            raise ApiError(
-                400,
-                INVALID_PARAMETER_VALUE,
-                "Only one of rerun_tasks or rerun_all_failed_tasks can be used.",
-            )
-        if not rerun_tasks and not all_failed:
-            raise ApiError(
-                400,
-                INVALID_PARAMETER_VALUE,
-                "Either rerun_tasks or rerun_all_failed_tasks must be set.",
-            )
-        latest = run.latest_attempts()
-        if rerun_tasks:
-            if len(set(rerun_tasks)) != len(rerun_tasks):
-                # Quoted from a live workspace (apache/airflow PR #69998 review).
-                raise ApiError(
-                    400, INVALID_PARAMETER_VALUE, "rerun_tasks cannot contain duplicate task keys."
-                )
-            unknown = [k for k in rerun_tasks if k not in latest]
-            if unknown:
-                raise ApiError(
-                    400,
-                    INVALID_PARAMETER_VALUE,
-                    f"Task(s) {', '.join(unknown)} not found in run {run.run_id}.",
-                )
-            chosen = set(rerun_tasks)
-        else:
-            chosen = {
-                key
-                for key, attempt in latest.items()
-                if attempt.st.result_state in REPAIRABLE_RESULTS
-                or attempt.st.life_cycle_state == INTERNAL_ERROR
-            }
-            if not chosen:
-                raise ApiError(
-                    400,
-                    INVALID_PARAMETER_VALUE,
-                    f"Run {run.run_id} has no failed tasks to repair.",
-                )
-        if dependent:
-            downstream: dict[str, set[str]] = {key: set() for key in latest}
-            for key, attempt in latest.items():
-                for dep in attempt.task.get("depends_on", []):
-                    downstream.setdefault(dep["task_key"], set()).add(key)
-            stack = list(chosen)
-            while stack:
-                for child in downstream.get(stack.pop(), set()):
-                    if child not in chosen:
-                        chosen.add(child)
-                        stack.append(child)
-        return chosen
 
     # ------------------------------------------------------------------ reads
     def get_run(self, run_id: int) -> JobRun | TaskAttempt:
