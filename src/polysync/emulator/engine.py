@@ -45,6 +45,7 @@ from polysync.emulator.records import (
 )
 from polysync.emulator.repair import repair
 from polysync.emulator.spec import TaskScript, WorkspaceSettings, WorkspaceSpec
+from polysync.emulator.submit import one_time_job
 from polysync.emulator.workspace_tree import WorkspaceTree
 
 MAX_JOBS = 10_000  # saved jobs per workspace (reference §8)
@@ -252,37 +253,15 @@ class Workspace:
         earlier = self._lifecycle.run_for_token(token)
         if earlier is not None:
             return earlier
-        run_name = body.get("run_name")
-        if run_name is not None and not isinstance(run_name, str):
-            raise malformed("run_name", "string", run_name)
-        tasks = body.get("tasks")
-        if tasks is None:
-            raise ApiError(400, INVALID_PARAMETER_VALUE, "Missing required field: tasks")
-        settings: dict[str, Any] = {
-            "name": run_name or "Untitled",
-            "tasks": tasks,
-            "max_concurrent_runs": 1000,
-        }
-        for key in ("timeout_seconds", "environments", "git_source", "queue", "job_clusters"):
-            if body.get(key) is not None:
-                settings[key] = body[key]
-        clean, scripts = validate_settings(settings)
-        _check_submit_compute(clean)
-        job = Job(
-            job_id=0,
-            created_time_ms=self._loop.now_ms,
-            creator_user_name=self.settings.creator_user_name,
-            settings=clean,
-            scripts=scripts,
-        )
+        job = one_time_job(body, now_ms=self._loop.now_ms, creator=self.settings.creator_user_name)
         queue = body.get("queue")
         queue_enabled = bool(queue.get("enabled")) if isinstance(queue, dict) else False
         self._admission.check_capacity(queue_enabled)
         run = self._lifecycle.new_run(
             job,
-            clean,
+            job.settings,
             job.tasks,
-            run_name=run_name or "Untitled",
+            run_name=str(job.settings.get("name", "Untitled")),
             job_parameters=[],
             legacy={},
             queue_enabled=queue_enabled,
@@ -392,48 +371,3 @@ class Workspace:
     @property
     def active_runs(self) -> int:
         return sum(1 for r in self.runs.values() if r.active)
-
-
-_CLUSTER_FIELDS = ("existing_cluster_id", "new_cluster", "job_cluster_key", "environment_key")
-
-
-def _check_submit_compute(settings: Mapping[str, Any]) -> None:
-    """Compute of one-time run tasks (sdk-py `SubmitTask`): at most one of `existing_cluster_id`,
-    `new_cluster`, `job_cluster_key`, `environment_key`; a `new_cluster` needs `spark_version` and a
-    node type or instance pool; an `environment_key` must name one of `environments`."""
-    environments = {
-        e.get("environment_key") for e in settings.get("environments") or [] if isinstance(e, dict)
-    }
-    for task in settings.get("tasks", []):
-        key = task["task_key"]
-        chosen = [f for f in _CLUSTER_FIELDS if task.get(f) not in (None, "")]
-        if len(chosen) > 1:
-            raise ApiError(
-                400,
-                INVALID_PARAMETER_VALUE,
-                f"Task {key} sets more than one kind of compute ({', '.join(chosen)}); set only one.",
-            )
-        cluster = task.get("new_cluster")
-        if cluster is not None:
-            if not isinstance(cluster, dict):
-                raise malformed("new_cluster", "object", cluster)
-            if not cluster.get("spark_version"):
-                raise ApiError(
-                    400,
-                    INVALID_PARAMETER_VALUE,
-                    "Missing required field: new_cluster.spark_version",
-                )
-            if not (cluster.get("node_type_id") or cluster.get("instance_pool_id")):
-                raise ApiError(
-                    400,
-                    INVALID_PARAMETER_VALUE,
-                    f"Task {key}: new_cluster needs node_type_id or instance_pool_id.",
-                )
-        env_key = task.get("environment_key")
-        if env_key is not None and env_key not in environments:
-            raise ApiError(
-                400,
-                INVALID_PARAMETER_VALUE,
-                f"Task {key} references environment_key {env_key!r}, which is not defined in "
-                "environments.",
-            )
