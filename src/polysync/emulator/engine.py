@@ -1,8 +1,10 @@
-"""The emulated workspace: jobs and runs, and the event-driven run lifecycle on an injected clock.
+"""The emulated workspace: one façade over its jobs, runs, notebooks and pipelines.
 
-Every state change is an event scheduled at an exact emulated time. Before any read or write the
-workspace is advanced to `clock.now()`, processing due events in time order, so what a client
-sees depends only on the clock, never on how often it polls.
+Every call first advances the workspace to the injected clock's now (`eventloop`), so what a
+client sees depends only on the clock, never on how often it polls. The work is done by:
+`job_settings` (validation), `admission` (limits and queue), `lifecycle` (the run lifecycle),
+`controlflow_runs` (condition, run_job and for_each tasks), `submit` (one-time runs) and
+`repair` (reruns); `records` holds what they share.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from polysync.emulator.errors import (
     ApiError,
     job_not_found,
     run_not_found,
+    tasks_not_found,
 )
 from polysync.emulator.eventloop import EventLoop
 from polysync.emulator.fields import (
@@ -28,6 +31,7 @@ from polysync.emulator.fields import (
     int_field,
     legacy_params,
     malformed,
+    str_list_field,
 )
 from polysync.emulator.ids import Ids
 from polysync.emulator.job_settings import (
@@ -199,7 +203,7 @@ class Workspace:
             raise ApiError(400, INVALID_PARAMETER_VALUE, f"Job {job_id} has no task {task_key!r}.")
         job.scripts[task_key] = script
 
-    # ------------------------------------------------------------------ run-now
+    # ------------------------------------------------------------------ runs
     def run_now(self, body: Mapping[str, Any]) -> JobRun:
         """`jobs/run-now` (reference §3): validate, dedupe on `idempotency_token`, create, admit."""
         self.advance()
@@ -219,7 +223,7 @@ class Workspace:
         params = job_parameter_values(
             job, job_params or {}, reject_unknown=self.settings.reject_unknown_job_parameters
         )
-        tasks = self._select_tasks(job, body.get("only"))
+        tasks = _select_tasks(job, str_list_field(body, "only"))
         queue = body.get("queue")
         queue_enabled = (
             bool(queue.get("enabled")) if isinstance(queue, dict) else job.queue_enabled()
@@ -271,26 +275,6 @@ class Workspace:
         self._lifecycle.admit(run)
         return run
 
-    def _select_tasks(self, job: Job, only: object) -> list[dict[str, Any]]:
-        tasks = job.tasks
-        if only is None:
-            return tasks
-        if not isinstance(only, list) or not all(isinstance(k, str) for k in only):
-            raise malformed("only", "array of strings", only)
-        keys = {t["task_key"] for t in tasks}
-        missing = [k for k in only if k not in keys]
-        if missing:
-            raise ApiError(
-                400,
-                INVALID_PARAMETER_VALUE,
-                f"Task(s) {', '.join(missing)} not found in job {job.job_id}.",
-            )
-        chosen = [copy.deepcopy(t) for t in tasks if t["task_key"] in only]
-        for task in chosen:
-            deps = [d for d in task.get("depends_on", []) if d["task_key"] in only]
-            task["depends_on"] = deps
-        return chosen
-
     def cancel_run(self, run_id: int) -> None:
         """`jobs/runs/cancel` of a job run or a task run (reference §5): asynchronous, a no-op on
         terminal runs. Raises ApiError 400 for an unknown run id."""
@@ -305,6 +289,7 @@ class Workspace:
         self._lifecycle.cancel(run)
 
     def cancel_all(self, job_id: int | None, all_queued_runs: bool) -> None:
+        """`jobs/runs/cancel-all`: every active run of a job, or every queued run (reference §5)."""
         self.advance()
         if job_id is None and not all_queued_runs:
             raise ApiError(
@@ -370,4 +355,21 @@ class Workspace:
 
     @property
     def active_runs(self) -> int:
+        """How many job runs have not ended."""
         return sum(1 for r in self.runs.values() if r.active)
+
+
+def _select_tasks(job: Job, only: list[str] | None) -> list[dict[str, Any]]:
+    """The tasks a run-now with `only` runs, with their `depends_on` trimmed to those tasks."""
+    tasks = job.tasks
+    if only is None:
+        return tasks
+    keys = {t["task_key"] for t in tasks}
+    missing = [k for k in only if k not in keys]
+    if missing:
+        raise tasks_not_found(missing, f"job {job.job_id}")
+    chosen = [copy.deepcopy(t) for t in tasks if t["task_key"] in only]
+    for task in chosen:
+        deps = [d for d in task.get("depends_on", []) if d["task_key"] in only]
+        task["depends_on"] = deps
+    return chosen

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 from starlette.responses import Response
 
@@ -51,3 +52,10 @@ def job_not_found(job_id: int) -> ApiError:
 
 def run_not_found(run_id: int) -> ApiError:
     return ApiError(400, INVALID_PARAMETER_VALUE, f"Run {run_id} does not exist.")
+
+
+def tasks_not_found(task_keys: Sequence[str], where: str) -> ApiError:
+    """400 naming the task keys that `where` ("job N", "run N") does not have."""
+    return ApiError(
+        400, INVALID_PARAMETER_VALUE, f"Task(s) {', '.join(task_keys)} not found in {where}."
+    )

@@ -58,6 +58,17 @@ def int_field(body: Mapping[str, Any], name: str, *, required: bool = False) -> 
     raise malformed(name, "integer", value)
 
 
+def str_list_field(body: Mapping[str, Any], name: str) -> list[str] | None:
+    """An array of strings (task keys, ...); None if absent. Raises ApiError 400
+    `MALFORMED_REQUEST` for anything else."""
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise malformed(name, "array of strings", value)
+    return value
+
+
 def as_param_string(value: object) -> str:
     """A job parameter value as the string the API stores (booleans as `true`/`false`).
 

@@ -11,8 +11,15 @@ from polysync.emulator.errors import (
     INVALID_STATE,
     ApiError,
     run_not_found,
+    tasks_not_found,
 )
-from polysync.emulator.fields import as_param_string, int_field, legacy_params, malformed
+from polysync.emulator.fields import (
+    as_param_string,
+    int_field,
+    legacy_params,
+    malformed,
+    str_list_field,
+)
 from polysync.emulator.job_settings import job_parameter_values
 from polysync.emulator.lifecycle import RunLifecycle
 from polysync.emulator.records import INTERNAL_ERROR, PENDING, Job, JobRun, Repair
@@ -133,13 +140,9 @@ def _check_latest_repair_id(run: JobRun, given: int | None) -> None:
 
 
 def _repair_selection(run: JobRun, body: Mapping[str, Any]) -> set[str]:
-    rerun_tasks = body.get("rerun_tasks")
+    rerun_tasks = str_list_field(body, "rerun_tasks")
     all_failed = body.get("rerun_all_failed_tasks") or False
     dependent = body.get("rerun_dependent_tasks") or False
-    if rerun_tasks is not None and (
-        not isinstance(rerun_tasks, list) or not all(isinstance(k, str) for k in rerun_tasks)
-    ):
-        raise malformed("rerun_tasks", "array of strings", rerun_tasks)
     for name, flag in (
         ("rerun_all_failed_tasks", all_failed),
         ("rerun_dependent_tasks", dependent),
@@ -167,11 +170,7 @@ def _repair_selection(run: JobRun, body: Mapping[str, Any]) -> set[str]:
             )
         unknown = [k for k in rerun_tasks if k not in latest]
         if unknown:
-            raise ApiError(
-                400,
-                INVALID_PARAMETER_VALUE,
-                f"Task(s) {', '.join(unknown)} not found in run {run.run_id}.",
-            )
+            raise tasks_not_found(unknown, f"run {run.run_id}")
         chosen = set(rerun_tasks)
     else:
         chosen = {

@@ -435,6 +435,38 @@ def test_only_runs_the_chosen_tasks() -> None:
     assert body["state"]["result_state"] == "SUCCESS"
 
 
+@pytest.mark.parametrize(
+    ("only", "code", "message"),
+    [
+        (
+            ["t1", "zz", "yy"],
+            "INVALID_PARAMETER_VALUE",
+            "Task(s) zz, yy not found in job {job_id}.",
+        ),
+        (
+            "t1",
+            "MALFORMED_REQUEST",
+            "Could not parse request object: Expected array of strings for field 'only', found STRING",
+        ),
+        (
+            ["t1", 2],
+            "MALFORMED_REQUEST",
+            "Could not parse request object: Expected array of strings for field 'only', found ARRAY",
+        ),
+    ],
+)
+def test_only_refuses_unknown_tasks_and_non_string_arrays(
+    only: object, code: str, message: str
+) -> None:
+    ws, _ = make_workspace()
+    job_id = chain_job(ws, {}, {})
+    with pytest.raises(ApiError) as refused:
+        ws.run_now({"job_id": job_id, "only": only})
+    assert (refused.value.status, refused.value.error_code) == (400, code)
+    assert refused.value.message == message.format(job_id=job_id)
+    assert ws.runs == {}
+
+
 def test_task_run_ids_resolve_to_task_runs() -> None:
     ws, _ = make_workspace()
     job_id = chain_job(ws, {})

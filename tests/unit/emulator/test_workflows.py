@@ -334,6 +334,20 @@ def test_repair_errors(body: dict[str, Any], message: str) -> None:
     assert message in refused.value.message
 
 
+@pytest.mark.parametrize("rerun_tasks", ["a", ["a", 1], {"a": True}])
+def test_repair_refuses_rerun_tasks_that_are_not_an_array_of_strings(rerun_tasks: object) -> None:
+    ws, clock = make_workspace()
+    run = ws.run_now({"job_id": failing_chain(ws)})
+    clock.advance(600)
+    with pytest.raises(ApiError) as refused:
+        ws.repair_run({"run_id": run.run_id, "rerun_tasks": rerun_tasks})
+    assert (refused.value.status, refused.value.error_code) == (400, "MALFORMED_REQUEST")
+    assert "Expected array of strings for field 'rerun_tasks'" in refused.value.message
+    found = ws.get_run(run.run_id)
+    assert isinstance(found, JobRun)
+    assert found.repairs == []
+
+
 def test_an_active_run_or_a_stale_repair_id_cannot_be_repaired() -> None:
     ws, clock = make_workspace()
     run = ws.run_now({"job_id": failing_chain(ws)})
