@@ -14,7 +14,8 @@ from polysync.emulator.control import control_routes
 from polysync.emulator.engine import Workspace
 from polysync.emulator.faults import FaultInjector, FaultMiddleware, fault_routes
 from polysync.emulator.jobs_api import jobs_routes
-from polysync.emulator.keyvault import KeyVaultService, Vault, keyvault_routes
+from polysync.emulator.keyvault import Vault
+from polysync.emulator.keyvault_api import KeyVaultService, keyvault_routes
 from polysync.emulator.pipelines_api import pipelines_routes
 from polysync.emulator.ratelimit import RateLimiter, RateLimitMiddleware, ratelimit_routes
 from polysync.emulator.routing import not_found

@@ -14,7 +14,8 @@ from starlette.routing import Route
 from polysync.clock import AdvanceableClock
 from polysync.emulator.engine import Workspace
 from polysync.emulator.errors import INVALID_PARAMETER_VALUE, ApiError
-from polysync.emulator.keyvault import KeyVaultError, KeyVaultService, Vault
+from polysync.emulator.keyvault import KeyVaultError, Vault
+from polysync.emulator.keyvault_api import KeyVaultService
 from polysync.emulator.pipelines import PipelineEntry, PipelineScript
 from polysync.emulator.spec import (
     JobEntry,
