@@ -25,8 +25,8 @@ from polysync.emulator.auth import (
     ManagedIdentity,
     OAuthClient,
     TokenIssuer,
-    identity_routes,
 )
+from polysync.emulator.identity import identity_routes
 from polysync.emulator.serving import run_in_thread
 from polysync.emulator.tls import TlsFiles, make_self_signed_cert
 

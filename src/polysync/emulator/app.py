@@ -9,10 +9,11 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from polysync.clock import AdvanceableClock, Clock, ScaledClock, SystemClock
-from polysync.emulator.auth import BearerAuthMiddleware, TokenIssuer, identity_routes
+from polysync.emulator.auth import BearerAuthMiddleware, TokenIssuer
 from polysync.emulator.control import control_routes
 from polysync.emulator.engine import Workspace
 from polysync.emulator.faults import FaultInjector, FaultMiddleware, fault_routes
+from polysync.emulator.identity import identity_routes
 from polysync.emulator.jobs_api import jobs_routes
 from polysync.emulator.keyvault import Vault
 from polysync.emulator.keyvault_api import KeyVaultService, keyvault_routes

@@ -27,8 +27,8 @@ from polysync.emulator.auth import (
     OAuthClient,
     TokenIssuer,
     TokenState,
-    identity_routes,
 )
+from polysync.emulator.identity import identity_routes
 
 BASE_URL = "https://adb-1234567890123456.7.azuredatabricks.net"
 PAT = "dapi-unit-test-pat"
