@@ -1,5 +1,7 @@
-"""Who may call `/api/`: the auth settings, the issuer of access tokens and the bearer-token guard
-(reference §9); `identity` serves the endpoints that issue the tokens."""
+"""Who may call `/api/`: the auth settings, the access-token issuer and the bearer guard (§9).
+
+`identity` serves the endpoints that issue the tokens.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
-"""The identity endpoints that issue access tokens (reference §9): Microsoft Entra ID (v1, v2,
-tenant discovery), managed identity (App Service and IMDS) and Databricks OAuth M2M."""
+"""The identity endpoints that issue access tokens to the emulator's clients (reference §9).
+
+Microsoft Entra ID (v1, v2, tenant discovery), managed identity (App Service and IMDS) and
+Databricks OAuth M2M; the tokens come from `auth.TokenIssuer`.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""An emulated Azure Key Vault: its secrets, with versions, soft delete and access policies, the
-`vault:` entry of a workspace file, and Key Vault's error shape. `keyvault_api` serves it."""
+"""An emulated Azure Key Vault: secrets with versions, soft delete and access policies.
+
+Also the `vault:` entry of a workspace file and Key Vault's error shape; `keyvault_api` serves it.
+"""
 
 from __future__ import annotations
 

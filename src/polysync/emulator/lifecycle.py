@@ -1,5 +1,8 @@
-"""The run lifecycle on emulated time: the task DAG, task attempts and their outcomes, retries,
-timeouts, cancellation and the end of a run. Control-flow tasks plug in as `ControlFlowTasks`."""
+"""The run lifecycle on emulated time: task DAG, attempts, retries, timeouts, cancel, run end.
+
+Every change happens in an event of the workspace's `EventLoop`. What the records read after each
+outcome is decided in `outcomes`; control-flow tasks plug in as `ControlFlowTasks`.
+"""
 
 from __future__ import annotations
 

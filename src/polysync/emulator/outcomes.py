@@ -1,5 +1,7 @@
-"""What task runs and job runs read as they end: run_if verdicts, result states, messages,
-terminations, and the roll-up of a run from its task runs (reference §4)."""
+"""What task runs and job runs read as they end, and a run's roll-up from its task runs (§4).
+
+Pure functions over the records: run_if verdicts, result states, messages and terminations.
+"""
 
 from __future__ import annotations
 
