@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from polysync.emulator.admission import Admission
 from polysync.emulator.controlflow import is_control_flow
+from polysync.emulator.errors import INVALID_PARAMETER_VALUE, ApiError
 from polysync.emulator.eventloop import EventLoop, seconds_to_ms
 from polysync.emulator.ids import Ids
 from polysync.emulator.outcomes import (
@@ -89,10 +90,24 @@ class RunLifecycle:
         return self._ids.run_id()
 
     def run_for_token(self, token: str | None) -> JobRun | None:
-        """The run an earlier run-now or submit with this `idempotency_token` created, if any."""
+        """The run an earlier run-now or submit with this `idempotency_token` created, if any.
+
+        Tokens stay reserved after their run is deleted: reusing one is refused with 400
+        INVALID_PARAMETER_VALUE (reference §3 "If the run with that token was deleted, an error is
+        returned"; the wording of the message is ours, UNCONFIRMED).
+        """
         if token is None or token not in self._idempotency:
             return None
-        return self.runs[self._idempotency[token]]
+        run_id = self._idempotency[token]
+        run = self.runs.get(run_id)
+        if run is None:
+            raise ApiError(
+                400,
+                INVALID_PARAMETER_VALUE,
+                f"The run created with this idempotency token ({run_id}) was deleted; "
+                "use a new idempotency token.",
+            )
+        return run
 
     # ------------------------------------------------------------------ runs and task runs
     def new_run(

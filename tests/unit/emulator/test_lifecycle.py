@@ -318,6 +318,34 @@ def test_idempotency_token_returns_the_same_run() -> None:
         ws.run_now({"job_id": job_id, "idempotency_token": "x" * 65})
 
 
+def test_a_deleted_runs_idempotency_token_stays_reserved() -> None:
+    """Reference §3: "If the run with that token was deleted, an error is returned" - a 400,
+    not a 500 and not a second run (run-now and submit alike)."""
+    ws, clock = make_workspace()
+    job_id = chain_job(ws, {"duration_s": 5})
+    first = ws.run_now({"job_id": job_id, "idempotency_token": "polysync-run-1"})
+    submitted = ws.submit(
+        {
+            "idempotency_token": "polysync-submit-1",
+            "tasks": [{"task_key": "n", "notebook_task": {"notebook_path": "/x"}}],
+        }
+    )
+    clock.advance(600)
+    ws.delete_run(first.run_id)
+    ws.delete_run(submitted.run_id)
+    with pytest.raises(ApiError, match="was deleted") as refused:
+        ws.run_now({"job_id": job_id, "idempotency_token": "polysync-run-1"})
+    assert (refused.value.status, refused.value.error_code) == (400, "INVALID_PARAMETER_VALUE")
+    with pytest.raises(ApiError, match="was deleted"):
+        ws.submit(
+            {
+                "idempotency_token": "polysync-submit-1",
+                "tasks": [{"task_key": "n", "notebook_task": {"notebook_path": "/x"}}],
+            }
+        )
+    assert ws.runs == {}
+
+
 def test_job_parameters_are_resolved_and_unknown_names_refused_by_switch() -> None:
     ws, _ = make_workspace()
     job = ws.create_job(
