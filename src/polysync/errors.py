@@ -5,6 +5,7 @@
     │   ├── InvalidExternalIdError     the External Id is not a numeric Databricks Job Id (D4)
     │   ├── JobDeletedError            Databricks says the job does not exist (D4)
     │   ├── ParameterValueError        a parameter value does not fit its Data Type (D2)
+    │   │   └── ParameterTextError     a parameter name or value holds text that cannot be sent
     │   ├── TaskScopedParameterError   an override of a task-scoped parameter (D3)
     │   ├── UnknownParameterError      an override of a parameter the Job does not have
     │   └── NotFoundError              a Polysync record (platform, job, run) that does not exist
@@ -53,6 +54,11 @@ class JobDeletedError(UsageError):
 
 class ParameterValueError(UsageError):
     """A parameter value does not fit its Data Type."""
+
+
+class ParameterTextError(ParameterValueError):
+    """A parameter name or value holds text that cannot be sent (a lone surrogate or a control
+    character)."""
 
 
 class TaskScopedParameterError(UsageError):

@@ -19,6 +19,7 @@ from polysync.errors import (
     DatabricksTransportError,
     DatabricksUnavailableError,
     NotFoundError,
+    ParameterTextError,
     PolysyncError,
     UsageError,
 )
@@ -30,6 +31,8 @@ _TYPE_BASE = "https://polysync.dev/problems/"
 # Most specific first: the first class an error is an instance of decides its status.
 STATUS_BY_ERROR: tuple[tuple[type[PolysyncError], int, str], ...] = (
     (NotFoundError, 404, "not-found"),
+    # Unsendable text (lone surrogates, control characters) is content the API cannot process.
+    (ParameterTextError, 422, "invalid-text"),
     (UsageError, 400, "bad-request"),
     (ConfigError, 400, "configuration"),
     (DatabricksAuthError, 502, "databricks-auth"),
