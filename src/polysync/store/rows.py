@@ -6,7 +6,14 @@ from typing import Any
 
 from polysync.domain.access import ApiKey, Role
 from polysync.domain.models import ImportedJob, JobKind, RunStatus
-from polysync.domain.records import Job, Platform, Run, RunEvent
+from polysync.domain.records import (
+    EngineHeartbeat,
+    EngineState,
+    Job,
+    Platform,
+    Run,
+    RunEvent,
+)
 from polysync.store.codec import (
     parameters_from_json,
     parameters_to_json,
@@ -91,6 +98,8 @@ def run_from_row(row: Any) -> Run:
         lease_owner=row.lease_owner,
         lease_expires_at=row.lease_expires_at,
         submit_attempts=row.submit_attempts,
+        lease_token=row.lease_token,
+        poll_failures=row.poll_failures,
     )
 
 
@@ -117,3 +126,33 @@ def api_key_from_row(row: Any) -> ApiKey:
         created_at=row.created_at,
         revoked_at=row.revoked_at,
     )
+
+
+def heartbeat_from_row(row: Any) -> EngineHeartbeat:
+    return EngineHeartbeat(
+        owner=row.owner,
+        host=row.host,
+        pid=row.pid,
+        state=EngineState(row.state),
+        started_at=row.started_at,
+        heartbeat_at=row.heartbeat_at,
+        last_cycle_at=row.last_cycle_at,
+        cycles=row.cycles,
+        failures=row.failures,
+        last_error=row.last_error,
+    )
+
+
+def heartbeat_values(beat: EngineHeartbeat) -> dict[str, Any]:
+    return {
+        "owner": beat.owner,
+        "host": beat.host,
+        "pid": beat.pid,
+        "state": beat.state.value,
+        "started_at": beat.started_at,
+        "heartbeat_at": beat.heartbeat_at,
+        "last_cycle_at": beat.last_cycle_at,
+        "cycles": beat.cycles,
+        "failures": beat.failures,
+        "last_error": beat.last_error,
+    }
