@@ -228,8 +228,9 @@ class Engine:
                     delay_s = min(delay_s * 2, self.settings.backoff_max_s)
                     continue
                 delay_s = self.settings.backoff_min_s
+                changed = health.state is not EngineState.RUNNING
                 self._cycle_succeeded()
-                await self._beat()
+                await self._beat(force=changed)  # a change of state is written at once
                 if report.claimed:
                     continue  # more may be due right away
                 await self._idle(stop, self.settings.idle_s)
@@ -441,6 +442,7 @@ class Engine:
             timer.cancel()
             if not work.done():
                 work.cancel()
+                await asyncio.gather(work, return_exceptions=True)
         if work.cancelled():
             raise DatabricksTimeoutError(f"Databricks did not answer within {budget_s:g} s")
         return work.result()
