@@ -156,7 +156,7 @@ async def test_sync_of_a_deleted_job_is_the_d4_error(api: Api) -> None:
     assert "deleted" in detail
 
 
-async def test_execute_now_returns_the_submitted_run(api: Api) -> None:
+async def test_execute_now_records_the_run_and_the_engine_starts_it(api: Api) -> None:
     response = await api.client.post(
         f"/api/v1/jobs/{api.job_ids[SALES]}/runs",
         headers=api.auth("operator"),
@@ -166,11 +166,16 @@ async def test_execute_now_returns_the_submitted_run(api: Api) -> None:
     run = response.json()
     assert response.headers["location"] == f"/api/v1/runs/{run['id']}"
     assert run["status"] == "Starting"
-    assert run["databricks_run_id"] is not None
-    assert run["run_page_url"].endswith(f"#job/{run['databricks_run_id']}/run/1")
-    assert run["parameters_sent"]["env"] == "dev"
-    assert run["parameters_sent"]["batch_size"] == "+007"  # as typed (D2 amended)
-    assert [e["status"] for e in run["events"]] == ["Starting", "Starting"]
+    # Issue 8: the request records the intent and returns; no API call is made in it.
+    assert run["databricks_run_id"] is None
+    assert [e["status"] for e in run["events"]] == ["Starting"]
+    assert run["parameters_sent"] == {"env": "dev", "batch_size": "+007"}  # as typed (D2)
+    assert api.harness.state.runs == {}
+    await api.services.engine.step()
+    started = (await api.client.get(f"/api/v1/runs/{run['id']}", headers=api.auth("viewer"))).json()
+    assert started["databricks_run_id"] is not None
+    assert started["run_page_url"].endswith(f"#job/{started['databricks_run_id']}/run/1")
+    assert [e["status"] for e in started["events"]] == ["Starting", "Starting"]
     assert len(api.harness.state.runs) == 1
 
 

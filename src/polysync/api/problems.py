@@ -21,6 +21,7 @@ from polysync.errors import (
     NotFoundError,
     ParameterTextError,
     PolysyncError,
+    StoreUnavailableError,
     UsageError,
 )
 
@@ -40,6 +41,7 @@ STATUS_BY_ERROR: tuple[tuple[type[PolysyncError], int, str], ...] = (
     (DatabricksUnavailableError, 503, "databricks-unavailable"),
     (DatabricksTransportError, 502, "databricks-unreachable"),
     (DatabricksError, 502, "databricks-error"),
+    (StoreUnavailableError, 503, "database-unavailable"),
     (PolysyncError, 500, "internal"),
 )
 

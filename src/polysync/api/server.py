@@ -32,7 +32,8 @@ def create_server_app(
             yield
             return
         stop = asyncio.Event()
-        task = asyncio.create_task(services.engine.run_forever(stop), name="polysync-engine")
+        # Supervised: restarted (the reason logged) if it ever crashes; /health reports it.
+        task = asyncio.create_task(services.engine.run_supervised(stop), name="polysync-engine")
         try:
             yield
         finally:
