@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -32,12 +34,13 @@ from polysync.domain.records import (
 from polysync.engine.engine import Engine, EngineSettings
 from polysync.engine.polling import PollPolicy
 from polysync.engine.ports import Store
-from polysync.errors import NotFoundError, PolysyncError, UsageError
+from polysync.errors import NotFoundError, PolysyncError, StoreUnavailableError, UsageError
 from polysync.jobtypes.base import DiscoveredJob, JobType
 from polysync.jobtypes.databricks_job import DatabricksJobJobType
 from polysync.jobtypes.databricks_workflow import DatabricksWorkflowJobType
 from polysync.store import open_store, upgrade
 
+log = logging.getLogger(__name__)
 TransportFactory = Callable[[Platform], httpx.AsyncBaseTransport | None]
 _LIVE_STATES = frozenset({EngineState.STARTING, EngineState.RUNNING, EngineState.BACKING_OFF})
 
@@ -192,9 +195,30 @@ class Services:
         )
         return cls(store, connections, engine, clock, settings)
 
+    @classmethod
+    async def open_when_reachable(
+        cls, settings: Settings, stop: asyncio.Event, *, max_wait_s: float = 30.0
+    ) -> Services | None:
+        """`open`, retried while the database cannot be reached (StoreUnavailableError, logged
+        with the next try's delay, which doubles from 1 s to `max_wait_s`), so a service started
+        before its database - or during an outage - waits instead of exiting. None if `stop` is
+        set first. Other errors (bad settings, a refused schema) are raised at once."""
+        delay_s = 1.0
+        while not stop.is_set():
+            try:
+                return await cls.open(settings)
+            except StoreUnavailableError as exc:
+                log.warning("%s; retrying in %.0f s", exc, delay_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay_s)
+            delay_s = min(delay_s * 2, max_wait_s)
+        return None
+
     async def aclose(self) -> None:
         try:
             await self.engine.release()  # the runs this process claimed go back to other engines
+        except StoreUnavailableError as exc:
+            log.warning("leases not released (%s); they expire on their own", exc)
         finally:
             await self.connections.aclose()
             await self.store.aclose()  # type: ignore[attr-defined]

@@ -40,9 +40,10 @@ from polysync.domain.records import (
     RunFilter,
 )
 from polysync.engine.ports import Observation, PollFailure, Store
-from polysync.errors import NotFoundError, StoreError, UsageError
+from polysync.errors import NotFoundError, StoreError, StoreUnavailableError, UsageError
 from polysync.store import SqlStore, default_database_url, open_store, upgrade
 from polysync.store.migrate import head_revision
+from tests.conftest import free_port
 
 PG_URL_VARIABLE = "POLYSYNC_TEST_POSTGRES_URL"
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -977,6 +978,31 @@ async def test_overlapping_batches_of_polls_never_deadlock(database_url: str) ->
                 one.record_snapshots(forward), two.record_snapshots(backward)
             )
             assert len(first) == len(second) == len(runs)
+
+
+@pytest.mark.postgres
+async def test_postgres_sessions_never_wait_for_ever(database_url: str) -> None:
+    # A row lock held by a client that is gone made every engine's reconcile wait for minutes.
+    if not database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL session settings")
+    async with await open_store(database_url) as store, store.engine.connect() as conn:
+        assert await conn.scalar(text("SHOW lock_timeout")) == "30s"
+        assert await conn.scalar(text("SHOW idle_in_transaction_session_timeout")) == "1min"
+    chosen = make_url(database_url).update_query_dict({"options": "-c lock_timeout=5000"})
+    async with (
+        await open_store(chosen.render_as_string(hide_password=False)) as store,
+        store.engine.connect() as conn,
+    ):
+        assert await conn.scalar(text("SHOW lock_timeout")) == "5s"  # the URL wins
+
+
+async def test_an_unreachable_database_is_reported_as_unavailable(tmp_path: Path) -> None:
+    with pytest.raises(StoreUnavailableError, match="The database cannot be reached"):
+        await open_store(f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/none")
+    with pytest.raises(StoreUnavailableError):
+        await open_store(
+            f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'dir'}/x.db?mode=ro&uri=true"
+        )
 
 
 # ---------------------------------------------------------------------------------- SQLite

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.markup import escape
 
-from polysync.cli.common import DbOption, err, load_settings, out, run_async, session
+from polysync.cli.common import DbOption, err, load_settings, out, run_async
 from polysync.domain.records import EngineState, RunFilter, utc
 from polysync.errors import PolysyncError
 
@@ -34,33 +34,47 @@ def engine(db: DbOption = None) -> None:
     a PostgreSQL database) resumes tracking at once.
     """
 
-    async def main() -> int:
-        async with session(db) as services:
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(signum, stop.set)
-            settings = services.settings
-            err.print(
-                f"Polysync engine [bold]{services.engine.owner}[/] started: polls every "
-                f"{settings.poll_min_s:g}-{settings.poll_max_s:g} s. Ctrl-C or SIGTERM stops it; "
-                f"Databricks runs keep running.",
-                soft_wrap=True,
-            )
-            reporter = asyncio.create_task(_report_status(services, stop))
+    async def main() -> int | None:
+        from polysync.services import Services  # imported here: `--help` stays fast
+
+        settings = load_settings(db)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            # A database that cannot be reached yet is waited for (logged), not a crash.
+            services = await Services.open_when_reachable(settings, stop)
+            if services is None:
+                return None
             try:
-                await services.engine.run_supervised(stop)
+                err.print(
+                    f"Polysync engine [bold]{services.engine.owner}[/] started: polls every "
+                    f"{settings.poll_min_s:g}-{settings.poll_max_s:g} s. Ctrl-C or SIGTERM stops "
+                    f"it; Databricks runs keep running.",
+                    soft_wrap=True,
+                )
+                reporter = asyncio.create_task(_report_status(services, stop))
+                try:
+                    await services.engine.run_supervised(stop)
+                finally:
+                    reporter.cancel()
+                try:
+                    active = await services.list_runs(RunFilter(active_only=True, limit=10_000))
+                except PolysyncError:
+                    return None
+                return len(active)
             finally:
-                reporter.cancel()
-                for signum in (signal.SIGINT, signal.SIGTERM):
-                    loop.remove_signal_handler(signum)
-            active = await services.list_runs(RunFilter(active_only=True, limit=10_000))
-            return len(active)
+                await services.aclose()
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
 
     active = run_async(main)
+    counted = "Its" if active is None else f"{active} active run(s) keep running in Databricks; its"
     err.print(
-        f"Engine stopped; its leases are released. {active} active run(s) keep running in "
-        "Databricks; the next `polysync engine` picks them up.",
+        f"Engine stopped. {counted} leases are released (or expire on their own); the next "
+        "`polysync engine` picks the runs up.",
         soft_wrap=True,
     )
 

@@ -32,6 +32,21 @@ T = TypeVar("T")
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 """How long a SQLite writer waits for another process's write lock before giving up."""
 
+POSTGRES_SESSION: dict[str, Any] = {
+    # Never wait for ever on a network that stopped answering, or on a row lock held by a client
+    # that is gone: the store reports the database unavailable and the engine backs off. A
+    # session of ours left in an open transaction (its client partitioned away) is ended by the
+    # server, so its row locks cannot stop every other engine (issue 8). Keys given in the URL's
+    # query string win.
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "options": "-c lock_timeout=30000 -c idle_in_transaction_session_timeout=60000",
+}
+"""libpq settings of every PostgreSQL connection (times in seconds, or ms in `options`)."""
+
 WRITE_OPTION = "polysync_write"
 """Execution option marking a connection whose transaction writes (SQLite: BEGIN IMMEDIATE)."""
 
@@ -87,6 +102,8 @@ def create_engine(url: str | URL) -> AsyncEngine:
     else:
         # A connection dropped by a server restart or an idle timeout is replaced, not reported.
         options["pool_pre_ping"] = True
+        given = set(target.query)
+        options["connect_args"] = {k: v for k, v in POSTGRES_SESSION.items() if k not in given}
     try:
         engine = create_async_engine(target, **options)
     except (ArgumentError, InvalidRequestError, ImportError) as exc:

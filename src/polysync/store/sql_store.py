@@ -46,7 +46,7 @@ from polysync.store.codec import (
     string_map_to_json,
     tasks_to_json,
 )
-from polysync.store.database import WRITE_OPTION, create_engine, store_call
+from polysync.store.database import WRITE_OPTION, create_engine, store_call, translated
 from polysync.store.migrate import upgrade_engine
 from polysync.store.rows import (
     api_key_from_row,
@@ -89,12 +89,17 @@ _LIST_RUNS = "`polysync runs list` shows the runs."
 
 
 async def open_store(url: str) -> SqlStore:
-    """A store on the database at `url`, its schema migrated to the latest revision."""
+    """A store on the database at `url`, its schema migrated to the latest revision.
+    StoreUnavailableError when the database cannot be reached (worth retrying), StoreError when
+    it refuses (see `translated`)."""
     engine = create_engine(url)
     try:
         await upgrade_engine(engine)
-    except BaseException:
+    except BaseException as exc:
         await engine.dispose()
+        error = translated(exc)
+        if error is not None:
+            raise error from exc
         raise
     return SqlStore(engine)
 
