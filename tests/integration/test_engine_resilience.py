@@ -18,6 +18,7 @@ import pytest
 from polysync.domain.models import RunSnapshot, RunStatus
 from polysync.domain.records import EngineState, NewRun, Run, RunFilter
 from polysync.emulator.faults import Fault
+from polysync.emulator.spec import TaskScript
 from polysync.engine.engine import Engine, EngineSettings
 from polysync.engine.polling import PollPolicy
 from polysync.errors import SecretReferenceError, StoreUnavailableError
@@ -248,19 +249,24 @@ async def test_cancelling_a_deleted_run_says_there_is_nothing_to_cancel(
 
 
 async def test_a_slow_engine_that_lost_its_lease_cannot_write_back_a_stale_copy(
-    harness: EmulatorHarness, services: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    harness: EmulatorHarness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Issue 8 §3: a poll waiting out a long Retry-After outlived its lease; the engine then wrote
-    # its stale Starting over the Running that another engine had recorded.
-    run = await started(services)
-    other = await open_services(harness, tmp_path / "polysync.db")
+    # its stale Starting over the Running that another engine had recorded. (A budget longer
+    # than the lease, so the slow answer does come back: its write must be dropped.)
+    patient = EngineSettings(policy=PollPolicy(), call_budget_s=600)
+    services = await open_services(harness, tmp_path / "fenced.db", engine_settings=patient)
+    other = await open_services(harness, tmp_path / "fenced.db", engine_settings=patient)
     try:
+        await add_demo(services, harness)
+        harness.state.script_task(int(BACKFILL), "plan", TaskScript(duration_s=5, pending_s=30))
+        run = await started(services)
         gate = asyncio.Event()
         stale_seen = asyncio.Event()
         original = DatabricksWorkflowJobType.poll
 
         async def slow_poll(self: DatabricksWorkflowJobType, run_id: str) -> RunSnapshot:
-            snapshot = await original(self, run_id)  # seen early: still Starting
+            snapshot = await original(self, run_id)  # seen early: still PENDING
             stale_seen.set()
             await gate.wait()
             return snapshot
@@ -270,24 +276,26 @@ async def test_a_slow_engine_that_lost_its_lease_cannot_write_back_a_stale_copy(
 
         monkeypatch.setattr(services.store, "renew_leases", cannot_renew)
         monkeypatch.setattr(DatabricksWorkflowJobType, "poll", slow_poll)
-        harness.advance(5)  # its first poll is due; the run is still PENDING
+        harness.advance(5)  # its first poll is due
         slow = asyncio.ensure_future(services.engine.step())
         await asyncio.wait_for(stale_seen.wait(), 30)
         monkeypatch.setattr(DatabricksWorkflowJobType, "poll", original)
-        harness.advance(services.engine.settings.lease_s + 5)  # the slow engine's lease ends
+        harness.advance(patient.lease_s + 5)  # the slow engine's lease ends
         assert (await other.engine.step()).claimed == 1
         taken = await other.store.get_run(run.id)
         assert taken.status is RunStatus.RUNNING
         assert taken.lease_owner == other.engine.owner
         gate.set()
-        await asyncio.wait_for(slow, 30)
-        after = await services.store.get_run(run.id)
+        report = await asyncio.wait_for(slow, 30)
+        assert report.polled == 1  # it did come back with its stale Starting ...
+        after = await services.store.get_run(run.id)  # ... and its write was dropped
         assert after.status is RunStatus.RUNNING
         assert after.life_cycle_state == "RUNNING"
         statuses = [e.status for e in await services.store.run_events(run.id)]
         assert statuses == [RunStatus.STARTING, RunStatus.STARTING, RunStatus.RUNNING]
     finally:
         await other.aclose()
+        await services.aclose()
 
 
 async def test_leases_are_renewed_while_a_slow_call_lasts(
