@@ -10,7 +10,7 @@ from polysync.domain.access import Role
 from polysync.domain.models import DataType, Direction, Parameter
 from polysync.domain.parameters import describe_diff, user_value
 from polysync.domain.records import Job, RunFilter
-from polysync.errors import PolysyncError, UsageError
+from polysync.errors import ConfigError, PolysyncError, UsageError
 from polysync.web.context import WebContext
 from polysync.web.security import Visitor
 
@@ -153,7 +153,7 @@ def job_router(ctx: WebContext) -> APIRouter:
                 overrides[parameter.name] = value
         try:
             run = await services.execute(job, overrides)
-        except UsageError as exc:
+        except (UsageError, ConfigError) as exc:  # bad values, or a secret that cannot be read
             return ctx.render(
                 request,
                 visitor,
