@@ -6,6 +6,7 @@ every 0.1 s (POLYSYNC_POLL_MIN_S), so runs of minutes end in about a second; not
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -172,6 +173,25 @@ def emulator_api(url: str) -> httpx.Client:
     return httpx.Client(
         base_url=f"{url}/api/2.1", headers={"Authorization": f"Bearer {DEMO_TOKEN}"}
     )
+
+
+@contextlib.contextmanager
+def running(process: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
+    """A background `polysync` process, killed at the end if a failed test left it running."""
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=COMMAND_TIMEOUT_S)
+
+
+def stop(process: subprocess.Popen[str]) -> str:
+    """SIGTERM, then the stderr of the process once it has exited (with status 0)."""
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=COMMAND_TIMEOUT_S)
+    assert process.returncode == 0, stderr
+    return stderr
 
 
 def no_traceback(result: Result) -> None:
@@ -518,8 +538,7 @@ def test_ctrl_c_leaves_the_run_running_and_says_how_to_cancel(workspace: Cli, en
 
 
 def test_engine_tracks_runs_and_stops_gracefully(workspace: Cli, endless: str) -> None:
-    engine = workspace.popen("engine")
-    try:
+    with running(workspace.popen("engine")) as engine:
         # A cancel requested without waiting is carried out by the engine.
         first = workspace.ok("run", endless, "--platform", "demo", "--no-wait", "--json").json()
         workspace.ok("runs", "cancel", str(first["id"]), "--no-wait")
@@ -537,12 +556,7 @@ def test_engine_tracks_runs_and_stops_gracefully(workspace: Cli, endless: str) -
             if seen["status"] == "Running" and seen["lease_owner"]:
                 break
         assert seen["status"] == "Running"
-        engine.send_signal(signal.SIGTERM)
-        _, stderr = engine.communicate(timeout=COMMAND_TIMEOUT_S)
-    finally:
-        if engine.poll() is None:
-            engine.kill()
-    assert engine.returncode == 0, stderr
+        stderr = stop(engine)
     assert "Engine stopped" in stderr
     after = workspace.ok("runs", "show", str(second["id"]), "--json").json()
     assert after["status"] == "Running"
@@ -604,8 +618,7 @@ def test_status_shows_whether_the_runs_are_tracked(cli: Cli, forever: str) -> No
     untracked = cli("status")
     assert untracked.code == 1, untracked.output
     assert "No engine is running: 1 active run(s) are not being tracked" in untracked.stdout
-    engine = cli.popen("engine")
-    try:
+    with running(cli.popen("engine")) as engine:
         report: dict[str, Any] = {}
         for _ in range(60):  # each look is a whole CLI call: no sleep needed
             report = cli("status", "--json").json()
@@ -615,12 +628,7 @@ def test_status_shows_whether_the_runs_are_tracked(cli: Cli, forever: str) -> No
         (seen,) = report["engines"]
         assert (seen["state"], seen["alive"], seen["stalled"]) == ("running", True, False)
         assert report["active_runs"] == 1
-        engine.send_signal(signal.SIGTERM)
-        _, stderr = engine.communicate(timeout=COMMAND_TIMEOUT_S)
-    finally:
-        if engine.poll() is None:
-            engine.kill()
-    assert engine.returncode == 0, stderr
+        stderr = stop(engine)
     assert f"engine {seen['owner']}: running" in stderr  # its status line
     stopped = cli("status")
     assert stopped.code == 1, stopped.output

@@ -8,13 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from polysync.config import Settings
 from polysync.domain.records import NewPlatform
 from polysync.emulator.spec import load_workspace
-from polysync.engine.engine import Engine, EngineSettings
-from polysync.engine.polling import PollPolicy
+from polysync.engine.engine import Engine
 from polysync.services import Services
-from tests.conftest import TEST_TOKEN, EmulatorHarness, make_harness
+from tests.conftest import TEST_TOKEN, EmulatorHarness, make_harness, open_services
 
 SALES = "914275016372845"
 BACKFILL = "681940257713388"
@@ -27,22 +25,6 @@ def harness(monkeypatch: pytest.MonkeyPatch) -> EmulatorHarness:
     spec = load_workspace("demo")
     spec.auth.tokens.append(TEST_TOKEN)
     return make_harness(spec)
-
-
-async def open_services(
-    harness: EmulatorHarness,
-    db: Path,
-    policy: PollPolicy | None = None,
-    engine_settings: EngineSettings | None = None,
-) -> Services:
-    settings = Settings(home=db.parent, database_url=f"sqlite+aiosqlite:///{db}")
-    return await Services.open(
-        settings,
-        clock=harness.clock,
-        api_clock=harness.real_clock,
-        transport_factory=lambda _platform: harness.transport(),
-        engine_settings=engine_settings or EngineSettings(policy=policy or PollPolicy()),
-    )
 
 
 @pytest.fixture

@@ -10,14 +10,13 @@ from polysync.domain.models import RunStatus
 from polysync.domain.records import RunFilter
 from polysync.emulator.faults import Fault
 from polysync.services import Services
-from tests.conftest import EmulatorHarness, autojump
+from tests.conftest import EmulatorHarness, autojump, open_services
 from tests.integration.conftest import (
     BACKFILL,
     FRAUD,
     SALES,
     databricks_runs,
     drive,
-    open_services,
 )
 
 

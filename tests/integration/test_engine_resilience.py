@@ -8,7 +8,8 @@ raises or hangs for one run, a store that cannot be reached, an engine that lost
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,13 +25,12 @@ from polysync.engine.polling import PollPolicy
 from polysync.errors import SecretReferenceError, StoreUnavailableError
 from polysync.jobtypes.databricks_workflow import DatabricksWorkflowJobType, idempotency_token
 from polysync.services import Services
-from tests.conftest import EmulatorHarness
+from tests.conftest import EmulatorHarness, open_services
 from tests.integration.conftest import (
     BACKFILL,
     SALES,
     add_demo,
     databricks_runs,
-    open_services,
 )
 
 BUDGET_S = 30.0
@@ -248,44 +248,63 @@ async def test_cancelling_a_deleted_run_says_there_is_nothing_to_cancel(
 # ------------------------------------------------------------------ one worker per run
 
 
+@contextlib.asynccontextmanager
+async def patient_engines(
+    harness: EmulatorHarness, db: Path
+) -> AsyncIterator[tuple[Services, Services]]:
+    """Two engines on one database (the demo imported), whose calls may outlast their lease."""
+    patient = EngineSettings(policy=PollPolicy(), call_budget_s=600)
+    one = await open_services(harness, db, engine_settings=patient)
+    two = await open_services(harness, db, engine_settings=patient)
+    try:
+        await add_demo(one, harness)
+        yield one, two
+    finally:
+        await two.aclose()
+        await one.aclose()
+
+
+def hold_polls(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, asyncio.Event]:
+    """Polls get their answer, then wait for `release`; `answered` is set once one has it."""
+    release, answered = asyncio.Event(), asyncio.Event()
+    original = DatabricksWorkflowJobType.poll
+
+    async def slow_poll(self: DatabricksWorkflowJobType, run_id: str) -> RunSnapshot:
+        snapshot = await original(self, run_id)
+        answered.set()
+        await release.wait()
+        return snapshot
+
+    monkeypatch.setattr(DatabricksWorkflowJobType, "poll", slow_poll)
+    return release, answered
+
+
 async def test_a_slow_engine_that_lost_its_lease_cannot_write_back_a_stale_copy(
     harness: EmulatorHarness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Issue 8 §3: a poll waiting out a long Retry-After outlived its lease; the engine then wrote
     # its stale Starting over the Running that another engine had recorded. (A budget longer
     # than the lease, so the slow answer does come back: its write must be dropped.)
-    patient = EngineSettings(policy=PollPolicy(), call_budget_s=600)
-    services = await open_services(harness, tmp_path / "fenced.db", engine_settings=patient)
-    other = await open_services(harness, tmp_path / "fenced.db", engine_settings=patient)
-    try:
-        await add_demo(services, harness)
+    async with patient_engines(harness, tmp_path / "fenced.db") as (services, other):
         harness.state.script_task(int(BACKFILL), "plan", TaskScript(duration_s=5, pending_s=30))
         run = await started(services)
-        gate = asyncio.Event()
-        stale_seen = asyncio.Event()
         original = DatabricksWorkflowJobType.poll
-
-        async def slow_poll(self: DatabricksWorkflowJobType, run_id: str) -> RunSnapshot:
-            snapshot = await original(self, run_id)  # seen early: still PENDING
-            stale_seen.set()
-            await gate.wait()
-            return snapshot
+        release, answered = hold_polls(monkeypatch)
 
         async def cannot_renew(*_: Any) -> int:
             raise StoreUnavailableError("The database cannot be reached: test")
 
         monkeypatch.setattr(services.store, "renew_leases", cannot_renew)
-        monkeypatch.setattr(DatabricksWorkflowJobType, "poll", slow_poll)
-        harness.advance(5)  # its first poll is due
+        harness.advance(5)  # its first poll is due: the run is still PENDING
         slow = asyncio.ensure_future(services.engine.step())
-        await asyncio.wait_for(stale_seen.wait(), 30)
+        await asyncio.wait_for(answered.wait(), 30)
         monkeypatch.setattr(DatabricksWorkflowJobType, "poll", original)
-        harness.advance(patient.lease_s + 5)  # the slow engine's lease ends
+        harness.advance(services.engine.settings.lease_s + 5)  # the slow engine's lease ends
         assert (await other.engine.step()).claimed == 1
         taken = await other.store.get_run(run.id)
         assert taken.status is RunStatus.RUNNING
         assert taken.lease_owner == other.engine.owner
-        gate.set()
+        release.set()
         report = await asyncio.wait_for(slow, 30)
         assert report.polled == 1  # it did come back with its stale Starting ...
         after = await services.store.get_run(run.id)  # ... and its write was dropped
@@ -293,33 +312,17 @@ async def test_a_slow_engine_that_lost_its_lease_cannot_write_back_a_stale_copy(
         assert after.life_cycle_state == "RUNNING"
         statuses = [e.status for e in await services.store.run_events(run.id)]
         assert statuses == [RunStatus.STARTING, RunStatus.STARTING, RunStatus.RUNNING]
-    finally:
-        await other.aclose()
-        await services.aclose()
 
 
 async def test_leases_are_renewed_while_a_slow_call_lasts(
     harness: EmulatorHarness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    patient = EngineSettings(policy=PollPolicy(), call_budget_s=600)
-    services = await open_services(harness, tmp_path / "renew.db", engine_settings=patient)
-    other = await open_services(harness, tmp_path / "renew.db", engine_settings=patient)
-    try:
-        await add_demo(services, harness)
+    async with patient_engines(harness, tmp_path / "renew.db") as (services, other):
         run = await started(services)
-        gate = asyncio.Event()
-        waiting = asyncio.Event()
-        original = DatabricksWorkflowJobType.poll
-
-        async def slow_poll(self: DatabricksWorkflowJobType, run_id: str) -> RunSnapshot:
-            waiting.set()
-            await gate.wait()
-            return await original(self, run_id)
-
-        monkeypatch.setattr(DatabricksWorkflowJobType, "poll", slow_poll)
+        release, answered = hold_polls(monkeypatch)
         harness.advance(5)
         slow = asyncio.ensure_future(services.engine.step())
-        await asyncio.wait_for(waiting.wait(), 30)
+        await asyncio.wait_for(answered.wait(), 30)
         lease_s = services.engine.settings.lease_s
         expiry = (await services.store.get_run(run.id)).lease_expires_at
         for _ in range(4):  # well past the first lease, renewed every third of it
@@ -327,12 +330,9 @@ async def test_leases_are_renewed_while_a_slow_call_lasts(
             await until(_lease_after(services, run.id, expiry), "the renewal")
             expiry = (await services.store.get_run(run.id)).lease_expires_at
         assert (await other.engine.step()).claimed == 0
-        gate.set()
+        release.set()
         await asyncio.wait_for(slow, 30)
         assert (await services.store.get_run(run.id)).status is RunStatus.RUNNING
-    finally:
-        await other.aclose()
-        await services.aclose()
 
 
 def _lease_after(

@@ -215,11 +215,12 @@ class Engine:
         try:
             while not stop.is_set():
                 try:
+                    # Shutting down never waits for a slow answer.
                     if not reconciled:
-                        await _unless_stopped(self.reconcile(), stop)
+                        await _unless(self.reconcile(), stop.wait())
                         reconciled = True
-                    report = await _unless_stopped(self.step(), stop)
-                except _Stopped:
+                    report = await _unless(self.step(), stop.wait())
+                except _Abandoned:
                     break
                 except Exception as exc:  # nothing may end the loop
                     self._cycle_failed(exc, delay_s)
@@ -434,18 +435,12 @@ class Engine:
     async def _within_budget(self, call: Awaitable[T]) -> T:
         """`call`, abandoned (DatabricksTimeoutError) once it has taken `call_budget_s`."""
         budget_s = self.settings.call_budget_s
-        work = asyncio.ensure_future(call)
-        timer = asyncio.ensure_future(self.clock.sleep(budget_s))
         try:
-            await asyncio.wait({work, timer}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            timer.cancel()
-            if not work.done():
-                work.cancel()
-                await asyncio.gather(work, return_exceptions=True)
-        if work.cancelled():
-            raise DatabricksTimeoutError(f"Databricks did not answer within {budget_s:g} s")
-        return work.result()
+            return await _unless(call, self.clock.sleep(budget_s))
+        except _Abandoned:
+            raise DatabricksTimeoutError(
+                f"Databricks did not answer within {budget_s:g} s"
+            ) from None
 
     def _backoff_s(self, base_s: float, failures: int) -> float:
         """`base_s` doubled per consecutive failure, up to the longest poll interval."""
@@ -740,24 +735,24 @@ class Engine:
         return next_poll_delay_s(now_s - started_s, expected_duration_s(history), policy)
 
 
-class _Stopped(Exception):
-    """`stop` was set while a cycle ran: the cycle was cancelled."""
+class _Abandoned(Exception):
+    """The rival finished first: the work was cancelled."""
 
 
-async def _unless_stopped(work: Awaitable[T], stop: asyncio.Event) -> T:
-    """`work`, cancelled (raising _Stopped) as soon as `stop` is set: shutting down never waits
-    for a slow answer (an abandoned run-now is safe to repeat: it carries its token)."""
+async def _unless(work: Awaitable[T], rival: Awaitable[object]) -> T:
+    """`work`'s result, unless `rival` finishes first: then `work` is cancelled, has finished
+    cancelling, and _Abandoned is raised. (Abandoning a run-now is safe: it carries its token.)"""
     task = asyncio.ensure_future(work)
-    stopper = asyncio.ensure_future(stop.wait())
+    other = asyncio.ensure_future(rival)
     try:
-        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({task, other}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        stopper.cancel()
+        other.cancel()
         if not task.done():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
     if task.cancelled():
-        raise _Stopped
+        raise _Abandoned
     return task.result()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from polysync.domain.access import ApiKey, Role
@@ -129,30 +130,8 @@ def api_key_from_row(row: Any) -> ApiKey:
 
 
 def heartbeat_from_row(row: Any) -> EngineHeartbeat:
-    return EngineHeartbeat(
-        owner=row.owner,
-        host=row.host,
-        pid=row.pid,
-        state=EngineState(row.state),
-        started_at=row.started_at,
-        heartbeat_at=row.heartbeat_at,
-        last_cycle_at=row.last_cycle_at,
-        cycles=row.cycles,
-        failures=row.failures,
-        last_error=row.last_error,
-    )
+    return EngineHeartbeat(**(dict(row._mapping) | {"state": EngineState(row.state)}))
 
 
 def heartbeat_values(beat: EngineHeartbeat) -> dict[str, Any]:
-    return {
-        "owner": beat.owner,
-        "host": beat.host,
-        "pid": beat.pid,
-        "state": beat.state.value,
-        "started_at": beat.started_at,
-        "heartbeat_at": beat.heartbeat_at,
-        "last_cycle_at": beat.last_cycle_at,
-        "cycles": beat.cycles,
-        "failures": beat.failures,
-        "last_error": beat.last_error,
-    }
+    return asdict(beat) | {"state": beat.state.value}
