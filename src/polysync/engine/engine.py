@@ -26,7 +26,7 @@ import os
 import socket
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Protocol, TypeVar
@@ -210,6 +210,12 @@ class Engine:
         health.failures = 0
         await self._beat(force=True)
         await self._forget_old_engines()
+        # The heartbeat has its own rhythm: a long cycle (a slow answer) never makes the engine
+        # look gone to `polysync status`; a stalled one shows in its last cycle time instead.
+        beats_done = asyncio.Event()
+        beater = asyncio.ensure_future(
+            self._every(self.settings.heartbeat_s, self._beat_now, beats_done)
+        )
         reconciled = False
         delay_s = self.settings.backoff_min_s
         try:
@@ -231,11 +237,14 @@ class Engine:
                 delay_s = self.settings.backoff_min_s
                 changed = health.state is not EngineState.RUNNING
                 self._cycle_succeeded()
-                await self._beat(force=changed)  # a change of state is written at once
+                if changed:
+                    await self._beat(force=True)  # a change of state is written at once
                 if report.claimed:
                     continue  # more may be due right away
                 await self._idle(stop, self.settings.idle_s)
         finally:
+            beats_done.set()
+            await beater  # never cancelled mid-write: it finishes the beat it is writing
             health.state = EngineState.STOPPED
             try:
                 await self.release()
@@ -346,6 +355,22 @@ class Engine:
             return
         self._last_beat_s = now_s
 
+    async def _beat_now(self) -> None:
+        await self._beat(force=True)
+
+    async def _every(
+        self, interval_s: float, action: Callable[[], Awaitable[None]], done: asyncio.Event
+    ) -> None:
+        """`action` every `interval_s` of the engine's clock until `done` is set. Only the wait
+        is ever interrupted, never the action: a task cancelled in the middle of a database
+        transaction could leave its connection (and its row locks) behind."""
+        while True:
+            try:
+                await _unless(self.clock.sleep(interval_s), done.wait())
+            except _Abandoned:
+                return
+            await action()
+
     async def _forget_old_engines(self) -> None:
         try:
             await self.store.forget_engines(utc(self.clock.now()) - FORGET_ENGINES_AFTER)
@@ -381,13 +406,17 @@ class Engine:
         ids = {run.id for run in due}
         self._in_flight |= ids
         self._leased |= ids
-        keeper = asyncio.ensure_future(self._keep_leases(due))
+        work_done = asyncio.Event()
+        keeper = asyncio.ensure_future(
+            self._every(self.settings.lease_s / 3, lambda: self._renew(due), work_done)
+        )
         try:
             self._jobs.clear()
             self._platforms.clear()
             await self._work(due, report)
         finally:
-            keeper.cancel()
+            work_done.set()
+            await keeper
             self._in_flight -= ids
         return report
 
@@ -409,21 +438,18 @@ class Engine:
         observations = [o for o in outcomes if isinstance(o, Observation)]
         report.changes += await self._record_observations(observations, report)
 
-    async def _keep_leases(self, runs: Sequence[Run]) -> None:
-        """While the cycle works on `runs`, keep extending their lease: a slow answer (a long
-        Retry-After) never lets another engine take a run this one is still working on."""
+    async def _renew(self, runs: Sequence[Run]) -> None:
+        """While the cycle works on `runs`, their lease is extended every third of it: a slow
+        answer (a long Retry-After) never lets another engine take a run this one still works
+        on. A renewal that fails is only logged: the lease may then lapse, and writes are fenced."""
         lease = runs[0].lease
         if lease is None:
             return
-        ids = [run.id for run in runs]
-        every_s = self.settings.lease_s / 3
-        while True:
-            await self.clock.sleep(every_s)
-            try:
-                until = utc(self.clock.now() + self.settings.lease_s)
-                await self.store.renew_leases(lease, ids, until)
-            except Exception as exc:  # then the lease may lapse; writes are fenced
-                log.warning("engine %s: could not renew its leases: %s", self.owner, exc)
+        try:
+            until = utc(self.clock.now() + self.settings.lease_s)
+            await self.store.renew_leases(lease, [run.id for run in runs], until)
+        except Exception as exc:
+            log.warning("engine %s: could not renew its leases: %s", self.owner, _one_line(exc))
 
     async def _gather(self, calls: Iterable[Awaitable[T]]) -> list[T]:
         async def bounded(call: Awaitable[T]) -> T:
