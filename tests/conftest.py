@@ -7,16 +7,21 @@ import socket
 import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import pytest
 
 from polysync.clock import Clock, ManualClock, SystemClock
+from polysync.config import Settings
 from polysync.emulator.app import EmulatorApp, create_app
 from polysync.emulator.engine import Workspace
 from polysync.emulator.serving import InProcessTransport
 from polysync.emulator.spec import WorkspaceSpec, load_workspace, parse_workspace
+from polysync.engine.engine import EngineSettings
+from polysync.engine.polling import PollPolicy
+from polysync.services import Services
 
 T = TypeVar("T")
 TEST_TOKEN = "dapi-test-token-0123456789abcdef"
@@ -59,6 +64,21 @@ class EmulatorHarness:
         self.clock.advance(seconds)
         if isinstance(self.real_clock, ManualClock):
             self.real_clock.advance(seconds)
+
+
+async def open_services(
+    harness: EmulatorHarness, db: Path, engine_settings: EngineSettings | None = None
+) -> Services:
+    """Services over the SQLite file `db`, talking to the in-process emulator, the engine on the
+    harness's manual clocks (default engine settings unless given)."""
+    settings = Settings(home=db.parent, database_url=f"sqlite+aiosqlite:///{db}")
+    return await Services.open(
+        settings,
+        clock=harness.clock,
+        api_clock=harness.real_clock,
+        transport_factory=lambda _platform: harness.transport(),
+        engine_settings=engine_settings or EngineSettings(policy=PollPolicy()),
+    )
 
 
 def make_spec(**overrides: Any) -> WorkspaceSpec:

@@ -5,12 +5,15 @@
     │   ├── InvalidExternalIdError     the External Id is not a numeric Databricks Job Id (D4)
     │   ├── JobDeletedError            Databricks says the job does not exist (D4)
     │   ├── ParameterValueError        a parameter value does not fit its Data Type (D2)
+    │   │   └── ParameterTextError     a parameter name or value holds text that cannot be sent
     │   ├── TaskScopedParameterError   an override of a task-scoped parameter (D3)
     │   ├── UnknownParameterError      an override of a parameter the Job does not have
     │   └── NotFoundError              a Polysync record (platform, job, run) that does not exist
     ├── ConfigError                    settings or a secret reference that cannot be used
     │   └── SecretReferenceError       an `env:` / `file:` secret reference that cannot be resolved
     ├── WorkspaceFileError             an emulator workspace file that cannot be loaded
+    ├── StoreError                     the database refused a request (a value it cannot store)
+    │   └── StoreUnavailableError      the database cannot be reached now; retry with back-off
     └── DatabricksError                Databricks answered with an error, or could not be reached
         ├── DatabricksAuthError        401 / 403: the credentials were refused
         │   └── TokenExpiredError      the token expired; refresh and retry once
@@ -21,6 +24,7 @@
         ├── DatabricksServerError      5xx
         │   └── DatabricksUnavailableError  503: temporarily unavailable, honour Retry-After
         └── DatabricksTransportError   no HTTP answer: connection refused/reset, timeout, TLS failure
+            └── DatabricksTimeoutError no answer within the engine's time budget for one run
 
 Each class's docstring is its default message; `retryable` says whether the same call may be
 tried again as it is. Messages never contain secret values.
@@ -55,6 +59,11 @@ class ParameterValueError(UsageError):
     """A parameter value does not fit its Data Type."""
 
 
+class ParameterTextError(ParameterValueError):
+    """A parameter name or value holds text that cannot be sent (a lone surrogate or a control
+    character)."""
+
+
 class TaskScopedParameterError(UsageError):
     """A task-scoped parameter cannot be set at run time."""
 
@@ -77,6 +86,16 @@ class SecretReferenceError(ConfigError):
 
 class WorkspaceFileError(PolysyncError):
     """The emulator workspace file cannot be loaded."""
+
+
+class StoreError(PolysyncError):
+    """The database refused the request."""
+
+
+class StoreUnavailableError(StoreError):
+    """The database cannot be reached."""
+
+    retryable = True
 
 
 class DatabricksError(PolysyncError):
@@ -148,3 +167,7 @@ class DatabricksTransportError(DatabricksError):
     """Databricks could not be reached."""
 
     retryable = True
+
+
+class DatabricksTimeoutError(DatabricksTransportError):
+    """Databricks did not answer in time."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -12,22 +14,35 @@ from pydantic import ValidationError
 
 from polysync.clock import Clock, SystemClock
 from polysync.config import Settings
+from polysync.databricks.auth import check_secret_references
 from polysync.databricks.client import ConnectivityReport, DatabricksClient
 from polysync.databricks.ratelimit import RateLimiterRegistry
 from polysync.databricks.settings import WorkspaceSettings
-from polysync.domain.models import ImportedJob, JobKind, ParameterDiff
+from polysync.domain.models import ImportedJob, JobKind, ParameterDiff, RunStatus
 from polysync.domain.parameters import sync_job
-from polysync.domain.records import Job, NewPlatform, Platform, Run, RunEvent, RunFilter, utc
+from polysync.domain.records import (
+    EngineHeartbeat,
+    EngineState,
+    Job,
+    NewPlatform,
+    Platform,
+    Run,
+    RunEvent,
+    RunFilter,
+    utc,
+)
 from polysync.engine.engine import Engine, EngineSettings
 from polysync.engine.polling import PollPolicy
 from polysync.engine.ports import Store
-from polysync.errors import NotFoundError, PolysyncError, UsageError
+from polysync.errors import NotFoundError, PolysyncError, StoreUnavailableError, UsageError
 from polysync.jobtypes.base import DiscoveredJob, JobType
 from polysync.jobtypes.databricks_job import DatabricksJobJobType
 from polysync.jobtypes.databricks_workflow import DatabricksWorkflowJobType
 from polysync.store import open_store, upgrade
 
+log = logging.getLogger(__name__)
 TransportFactory = Callable[[Platform], httpx.AsyncBaseTransport | None]
+_LIVE_STATES = frozenset({EngineState.STARTING, EngineState.RUNNING, EngineState.BACKING_OFF})
 
 JOB_TYPES: dict[JobKind, type[DatabricksWorkflowJobType]] = {
     JobKind.WORKFLOW: DatabricksWorkflowJobType,
@@ -100,6 +115,31 @@ class Connections:
 
 
 @dataclass(frozen=True, slots=True)
+class EngineView:
+    """One engine as its heartbeat shows it now (`polysync status`)."""
+
+    heartbeat: EngineHeartbeat
+    alive: bool  # a live state, and a heartbeat fresher than `Services.engine_stale_after_s`
+    heartbeat_age_s: float
+    last_cycle_age_s: float | None  # None: no cycle completed yet
+    stalled: bool  # alive, but no successful cycle for EngineSettings.stall_after_s
+
+
+@dataclass(frozen=True, slots=True)
+class SystemStatus:
+    """Engines, runs and poll lag as the database shows them (`polysync status`)."""
+
+    engines: Sequence[EngineView]
+    runs_by_status: Mapping[RunStatus, int]
+    max_poll_lag_s: float  # the most overdue poll of an active run (0 when none is due)
+    problems: Sequence[str]  # each what is wrong and what to do; empty when healthy
+
+    @property
+    def active_runs(self) -> int:
+        return sum(n for status, n in self.runs_by_status.items() if not status.is_terminal)
+
+
+@dataclass(frozen=True, slots=True)
 class ImportResult:
     external_id: str
     job: Job | None
@@ -155,9 +195,30 @@ class Services:
         )
         return cls(store, connections, engine, clock, settings)
 
+    @classmethod
+    async def open_when_reachable(
+        cls, settings: Settings, stop: asyncio.Event, *, max_wait_s: float = 30.0
+    ) -> Services | None:
+        """`open`, retried while the database cannot be reached (StoreUnavailableError, logged
+        with the next try's delay, which doubles from 1 s to `max_wait_s`), so a service started
+        before its database - or during an outage - waits instead of exiting. None if `stop` is
+        set first. Other errors (bad settings, a refused schema) are raised at once."""
+        delay_s = 1.0
+        while not stop.is_set():
+            try:
+                return await cls.open(settings)
+            except StoreUnavailableError as exc:
+                log.warning("%s; retrying in %.0f s", exc, delay_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay_s)
+            delay_s = min(delay_s * 2, max_wait_s)
+        return None
+
     async def aclose(self) -> None:
         try:
             await self.engine.release()  # the runs this process claimed go back to other engines
+        except StoreUnavailableError as exc:
+            log.warning("leases not released (%s); they expire on their own", exc)
         finally:
             await self.connections.aclose()
             await self.store.aclose()  # type: ignore[attr-defined]
@@ -238,15 +299,94 @@ class Services:
 
     # ------------------------------------------------------------------ runs
     async def execute(self, job: Job, overrides: Mapping[str, str]) -> Run:
-        """Execute Now: commit the run, then start it at once (the engine re-attaches if needed)."""
-        run = await self.engine.submit(job, overrides)
-        await self.engine.step()
-        return await self.store.get_run(run.id)
+        """Execute Now: validate everything that can be checked here - the values (D2-D4), the
+        platform's settings and that its secret references resolve - then commit the run and
+        return it, Starting. An engine starts it (`run_forever` in `polysync serve` or
+        `polysync engine`; a command with none running calls `dispatch`). Raises UsageError or
+        ConfigError (SecretReferenceError) before anything is recorded, so a refused command
+        leaves no run behind for an engine to start later (issue 8)."""
+        platform = await self.store.get_platform(job.platform_id)
+        check_secret_references(workspace_settings(platform))
+        return await self.engine.submit(job, overrides)
 
     async def cancel(self, run_id: int) -> Run:
-        run = await self.engine.request_cancel(await self.store.get_run(run_id))
-        await self.engine.step()
-        return await self.store.get_run(run.id)
+        """Record the request to cancel (D10) and return: an engine sends runs/cancel and polls
+        for the final status. UsageError when the run has already ended."""
+        return await self.engine.request_cancel(await self.store.get_run(run_id))
+
+    async def dispatch(self, run_id: int) -> Run:
+        """Work on this one run now, in this process, if it is due and no live engine holds it:
+        start it, send its cancel, or poll it (`Engine.drive`). For commands with no engine
+        running; never a cycle over other runs. Returns the run as stored afterwards."""
+        await self.engine.drive(run_id)
+        return await self.store.get_run(run_id)
+
+    async def engines(self) -> Sequence[EngineHeartbeat]:
+        """Every engine's last heartbeat, freshest first (from the database)."""
+        return await self.store.list_engines()
+
+    async def engine_running(self) -> bool:
+        """Whether an engine other than this process's own is alive: its heartbeat is fresh
+        (within ENGINE_STALE_AFTER_S of now) and it was not stopped."""
+        now_s = self.clock.now()
+        for beat in await self.store.list_engines():
+            if beat.owner == self.engine.owner:
+                continue
+            age_s = now_s - beat.heartbeat_at.timestamp()
+            if beat.state in _LIVE_STATES and age_s <= self.engine_stale_after_s:
+                return True
+        return False
+
+    async def status(self) -> SystemStatus:
+        """What `polysync status` shows: every engine's heartbeat, the runs by status and the
+        poll lag, with the problems they reveal (no engine while runs are active, a stalled or
+        failing engine, polls overdue)."""
+        now_s = self.clock.now()
+        stall_after_s = self.engine.settings.stall_after_s
+        views: list[EngineView] = []
+        for beat in await self.store.list_engines():
+            age_s = max(0.0, now_s - beat.heartbeat_at.timestamp())
+            cycle_age_s = (
+                max(0.0, now_s - beat.last_cycle_at.timestamp()) if beat.last_cycle_at else None
+            )
+            alive = beat.state in _LIVE_STATES and age_s <= self.engine_stale_after_s
+            since_s = (
+                cycle_age_s if cycle_age_s is not None else now_s - beat.started_at.timestamp()
+            )
+            views.append(
+                EngineView(beat, alive, age_s, cycle_age_s, alive and since_s > stall_after_s)
+            )
+        by_status = await self.store.count_runs_by_status()
+        lag_s = max(await self.store.poll_lags_s(utc(now_s)), default=0.0)
+        problems: list[str] = []
+        live = [view for view in views if view.alive]
+        active = sum(n for status, n in by_status.items() if not status.is_terminal)
+        if not live and active:
+            problems.append(
+                f"No engine is running: {active} active run(s) are not being tracked. Start "
+                "one with `polysync engine` (or `polysync serve`)."
+            )
+        for view in live:
+            beat = view.heartbeat
+            if view.stalled:
+                problems.append(
+                    f"Engine {beat.owner} has not completed a cycle for "
+                    f"{view.last_cycle_age_s or 0:.0f} s"
+                    + (f" (last error: {beat.last_error})." if beat.last_error else ".")
+                )
+            elif beat.state is EngineState.BACKING_OFF:
+                problems.append(
+                    f"Engine {beat.owner} cannot work ({beat.failures} failed cycle(s) in a row: "
+                    f"{beat.last_error}); it retries on its own."
+                )
+        if live and lag_s > stall_after_s:
+            problems.append(f"The most overdue poll of an active run is {lag_s:.0f} s late.")
+        return SystemStatus(views, by_status, lag_s, problems)
+
+    @property
+    def engine_stale_after_s(self) -> float:
+        """A heartbeat older than this says its engine is gone (three missed beats, >= 15 s)."""
+        return max(15.0, 3 * self.engine.settings.heartbeat_s)
 
     async def list_runs(self, where: RunFilter) -> Sequence[Run]:
         return await self.store.list_runs(where)

@@ -6,6 +6,7 @@ every 0.1 s (POLYSYNC_POLL_MIN_S), so runs of minutes end in about a second; not
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -25,12 +26,7 @@ import pytest
 POLYSYNC = str(Path(sys.executable).with_name("polysync"))
 DEMO_TOKEN = "dapi-demo-token-0000000000000000"  # the emulator's demo workspace credential
 TOKEN_VAR = "POLYSYNC_ACCEPTANCE_TOKEN"
-SALES, FRAUD, BACKFILL, CUSTOMER = (
-    "914275016372845",
-    "306118823409576",
-    "681940257713388",
-    "527703982144019",
-)
+SALES, CUSTOMER = ("914275016372845", "527703982144019")
 TROUBLESHOOTING = "declare it on the Databricks Job's job-level parameters"
 COMMAND_TIMEOUT_S = 120
 
@@ -56,7 +52,7 @@ class Cli:
     home: Path
     url: str
 
-    def env(self, **extra: str) -> dict[str, str]:
+    def env(self, *, unset: tuple[str, ...] = (), **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("POLYSYNC_")}
         env.update(
             POLYSYNC_HOME=str(self.home),
@@ -65,12 +61,14 @@ class Cli:
             **{TOKEN_VAR: DEMO_TOKEN},
         )
         env.update(extra)
+        for name in unset:
+            env.pop(name, None)
         return env
 
-    def __call__(self, *args: str, **env: str) -> Result:
+    def __call__(self, *args: str, unset: tuple[str, ...] = (), **env: str) -> Result:
         done = subprocess.run(
             [POLYSYNC, *args],
-            env=self.env(**env),
+            env=self.env(unset=unset, **env),
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
@@ -148,10 +146,52 @@ def workspace(emulator_url: str, tmp_path_factory: pytest.TempPathFactory) -> Cl
     return shared
 
 
+@pytest.fixture(scope="module")
+def forever(emulator_url: str) -> str:
+    """The External Id of a job whose runs never end on their own (seeded in the emulator), so
+    no test depends on how fast a busy machine gets to a run before it finishes."""
+    seeded = httpx.post(
+        f"{emulator_url}/emulator/jobs",
+        json={
+            "name": "forever",
+            "max_concurrent_runs": 100,
+            "tasks": [{"task_key": "wait", "emulator": {"duration_s": 10_000_000}}],
+        },
+    )
+    seeded.raise_for_status()
+    return str(seeded.json()["job_ids"][0])
+
+
+@pytest.fixture(scope="module")
+def endless(workspace: Cli, forever: str) -> str:
+    """`forever`, imported into the shared workspace home."""
+    workspace.ok("import", "demo", "--job-id", forever)
+    return forever
+
+
 def emulator_api(url: str) -> httpx.Client:
     return httpx.Client(
         base_url=f"{url}/api/2.1", headers={"Authorization": f"Bearer {DEMO_TOKEN}"}
     )
+
+
+@contextlib.contextmanager
+def running(process: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
+    """A background `polysync` process, killed at the end if a failed test left it running."""
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=COMMAND_TIMEOUT_S)
+
+
+def stop(process: subprocess.Popen[str]) -> str:
+    """SIGTERM, then the stderr of the process once it has exited (with status 0)."""
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=COMMAND_TIMEOUT_S)
+    assert process.returncode == 0, stderr
+    return stderr
 
 
 def no_traceback(result: Result) -> None:
@@ -384,13 +424,8 @@ def test_run_wait_with_overrides_succeeds_and_prints_json(workspace: Cli) -> Non
         assert field in run
     assert run["status"] == "Success"
     assert run["job"]["name"] == "nightly-sales-etl"
-    assert run["parameters_sent"] == {
-        "run_date": "2026-11-24",
-        "env": "dev",
-        "batch_size": "1000",
-        "full_refresh": "false",
-        "quality_threshold": "0.98",
-    }
+    # The overrides as typed; the other parameters keep Databricks' defaults (D2 amended).
+    assert run["parameters_sent"] == {"run_date": "2026-11-24", "env": "dev", "batch_size": "1000"}
     assert {t["task_key"]: t["status"] for t in run["tasks"]} == {
         "ingest": "Success",
         "clean": "Success",
@@ -449,13 +484,13 @@ def test_overriding_a_task_scoped_parameter_is_refused_before_any_run(workspace:
     assert run_now_calls(workspace.url) == before  # refused before any API call (D3)
 
 
-def test_run_no_wait_then_cancel_until_cancelled(workspace: Cli) -> None:
-    started = workspace.ok("run", "warehouse-backfill", "--platform", "demo", "--no-wait", "--json")
+def test_run_no_wait_then_cancel_until_cancelled(workspace: Cli, endless: str) -> None:
+    started = workspace.ok("run", endless, "--platform", "demo", "--no-wait", "--json")
     run = started.json()
     assert run["run_id"] is not None
     assert run["status"] in ("Starting", "Running")
     cancelled = workspace.ok("runs", "cancel", str(run["id"]))
-    assert "Cancelled" in cancelled.stdout
+    assert "■ Cancelled" in cancelled.stdout  # the final status line, whatever the timing
     shown = workspace.ok("runs", "show", str(run["id"]), "--json").json()
     assert shown["status"] == "Cancelled"
     assert shown["cancel_requested_at"] is not None
@@ -479,8 +514,8 @@ def test_runs_list_json(workspace: Cli) -> None:
     assert re.search(rf"{newest['id']}\s+refresh-sales-dashboard\s+Success", table)
 
 
-def test_ctrl_c_leaves_the_run_running_and_says_how_to_cancel(workspace: Cli) -> None:
-    watcher = workspace.popen("run", "warehouse-backfill", "--platform", "demo")
+def test_ctrl_c_leaves_the_run_running_and_says_how_to_cancel(workspace: Cli, endless: str) -> None:
+    watcher = workspace.popen("run", endless, "--platform", "demo")
     try:
         active: list[dict[str, Any]] = []
         for _ in range(60):  # each look is a whole CLI call: no sleep needed
@@ -502,11 +537,10 @@ def test_ctrl_c_leaves_the_run_running_and_says_how_to_cancel(workspace: Cli) ->
     assert "Cancelled" in workspace.ok("runs", "cancel", str(run_id)).stdout
 
 
-def test_engine_tracks_runs_and_stops_gracefully(workspace: Cli) -> None:
-    engine = workspace.popen("engine")
-    try:
+def test_engine_tracks_runs_and_stops_gracefully(workspace: Cli, endless: str) -> None:
+    with running(workspace.popen("engine")) as engine:
         # A cancel requested without waiting is carried out by the engine.
-        first = workspace.ok("run", BACKFILL, "--platform", "demo", "--no-wait", "--json").json()
+        first = workspace.ok("run", endless, "--platform", "demo", "--no-wait", "--json").json()
         workspace.ok("runs", "cancel", str(first["id"]), "--no-wait")
         status = None
         for _ in range(60):
@@ -516,26 +550,91 @@ def test_engine_tracks_runs_and_stops_gracefully(workspace: Cli) -> None:
         assert status == "Cancelled"
 
         # A run the engine is watching when it stops keeps running in Databricks, released.
-        second = workspace.ok("run", BACKFILL, "--platform", "demo", "--no-wait", "--json").json()
+        second = workspace.ok("run", endless, "--platform", "demo", "--no-wait", "--json").json()
         for _ in range(60):
             seen = workspace.ok("runs", "show", str(second["id"]), "--json").json()
             if seen["status"] == "Running" and seen["lease_owner"]:
                 break
         assert seen["status"] == "Running"
-        engine.send_signal(signal.SIGTERM)
-        _, stderr = engine.communicate(timeout=COMMAND_TIMEOUT_S)
-    finally:
-        if engine.poll() is None:
-            engine.kill()
-    assert engine.returncode == 0, stderr
+        stderr = stop(engine)
     assert "Engine stopped" in stderr
     after = workspace.ok("runs", "show", str(second["id"]), "--json").json()
     assert after["status"] == "Running"
     assert after["lease_owner"] is None
     with emulator_api(workspace.url) as api:
-        databricks = api.get("/jobs/runs/get", params={"run_id": second["run_id"]}).json()
+        databricks = api.get("/jobs/runs/get", params={"run_id": after["run_id"]}).json()
     assert databricks["state"]["life_cycle_state"] == "RUNNING"
     assert "Cancelled" in workspace.ok("runs", "cancel", str(second["id"])).stdout
+
+
+# --------------------------------------------------------------------------- issue 8
+def all_runs(cli: Cli) -> list[dict[str, Any]]:
+    return list(cli.ok("runs", "list", "--json", "--limit", "1000").json())
+
+
+def test_unsendable_text_on_the_command_line_exits_2_and_records_nothing(workspace: Cli) -> None:
+    before, calls = len(all_runs(workspace)), run_now_calls(workspace.url)
+    # A byte that is not UTF-8 reaches Python as a lone surrogate (surrogateescape); sent on,
+    # it made the engine's every cycle fail with UnicodeEncodeError.
+    result = workspace("run", SALES, "--platform", "demo", "-p", os.fsdecode(b"env=dev\xff"))
+    assert result.code == 2, result.output
+    assert "Parameter 'env' has a value that holds a lone surrogate" in result.stderr
+    no_traceback(result)
+    control = workspace("run", SALES, "--platform", "demo", "-p", "env=a\x1bb")
+    assert control.code == 2, control.output
+    assert "a control character (U+001B at character 2)" in control.stderr
+    assert len(all_runs(workspace)) == before
+    assert run_now_calls(workspace.url) == calls
+
+
+def test_an_unset_secret_reference_refuses_the_run_and_leaves_none_behind(workspace: Cli) -> None:
+    before = len(all_runs(workspace))
+    result = workspace("run", SALES, "--platform", "demo", unset=(TOKEN_VAR,))
+    assert result.code == 2, result.output
+    assert f"environment variable {TOKEN_VAR} is not set" in result.stderr
+    no_traceback(result)
+    # Nothing for a later command or an engine to start behind the user's back.
+    assert len(all_runs(workspace)) == before
+
+
+def test_watch_and_cancel_return_for_a_run_deleted_in_databricks(
+    workspace: Cli, endless: str
+) -> None:
+    run = workspace.ok("run", endless, "--platform", "demo", "--no-wait", "--json").json()
+    assert run["run_id"] is not None  # no engine runs: the command started its own run
+    httpx.delete(f"{workspace.url}/emulator/runs/{run['run_id']}").raise_for_status()
+    watched = workspace("runs", "watch", str(run["id"]))
+    assert watched.code == 1, watched.output
+    assert "✘ Failed" in watched.stdout
+    assert "The Databricks run was deleted or its history expired." in watched.stdout
+    again = workspace.ok("runs", "cancel", str(run["id"]))
+    assert "already Failed; nothing to cancel" in again.stdout
+
+
+def test_status_shows_whether_the_runs_are_tracked(cli: Cli, forever: str) -> None:
+    cli.add_demo_platform()
+    cli.ok("import", "demo", "--job-id", forever)
+    run = cli.ok("run", forever, "--platform", "demo", "--no-wait", "--json").json()
+    untracked = cli("status")
+    assert untracked.code == 1, untracked.output
+    assert "No engine is running: 1 active run(s) are not being tracked" in untracked.stdout
+    with running(cli.popen("engine")) as engine:
+        report: dict[str, Any] = {}
+        for _ in range(60):  # each look is a whole CLI call: no sleep needed
+            report = cli("status", "--json").json()
+            if report["healthy"] and report["engines"][0]["state"] == "running":
+                break
+        assert report["healthy"], report
+        (seen,) = report["engines"]
+        assert (seen["state"], seen["alive"], seen["stalled"]) == ("running", True, False)
+        assert report["active_runs"] == 1
+        stderr = stop(engine)
+    assert f"engine {seen['owner']}: running" in stderr  # its status line
+    stopped = cli("status")
+    assert stopped.code == 1, stopped.output
+    assert re.search(rf"{seen['owner']}\W+stopped", stopped.stdout), stopped.stdout
+    assert cli("status", "--json").json()["engines"][0]["state"] == "stopped"
+    assert "■ Cancelled" in cli.ok("runs", "cancel", str(run["id"])).stdout
 
 
 # --------------------------------------------------------------------------- database and demo

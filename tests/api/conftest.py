@@ -14,14 +14,11 @@ from fastapi import FastAPI
 
 from polysync.api import create_api_app, create_api_key
 from polysync.api.deps import ApiSettings
-from polysync.config import Settings
 from polysync.domain.records import NewPlatform, Run
 from polysync.emulator.spec import load_workspace
-from polysync.engine.engine import EngineSettings
-from polysync.engine.polling import PollPolicy
 from polysync.services import Services
 from polysync.store import SqlStore
-from tests.conftest import TEST_TOKEN, EmulatorHarness, make_harness
+from tests.conftest import TEST_TOKEN, EmulatorHarness, make_harness, open_services
 
 SALES = "914275016372845"  # 4 tasks, parameters of every inferred type, task-scoped ones
 BACKFILL = "681940257713388"  # runs for hours: stays active
@@ -82,17 +79,6 @@ def harness(monkeypatch: pytest.MonkeyPatch) -> EmulatorHarness:
     spec = load_workspace("demo")
     spec.auth.tokens.append(TEST_TOKEN)
     return make_harness(spec)
-
-
-async def open_services(harness: EmulatorHarness, db: Path) -> Services:
-    settings = Settings(home=db.parent, database_url=f"sqlite+aiosqlite:///{db}")
-    return await Services.open(
-        settings,
-        clock=harness.clock,
-        api_clock=harness.real_clock,
-        transport_factory=lambda _platform: harness.transport(),
-        engine_settings=EngineSettings(policy=PollPolicy()),
-    )
 
 
 def demo_platform(harness: EmulatorHarness, name: str = "demo") -> NewPlatform:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from polysync.domain.models import DataType, ImportedJob, JobKind
 from polysync.domain.records import RunFilter
 from tests.api.conftest import FRAUD, SALES, Api
@@ -36,7 +38,7 @@ async def test_list_and_read(api: Api) -> None:
     is_problem(await api.client.get("/api/v1/jobs/999", headers=viewer), 404)
 
 
-async def test_edit_name_direction_and_canonical_stored_values(api: Api) -> None:
+async def test_edit_name_direction_and_stored_values_kept_as_typed(api: Api) -> None:
     path = f"/api/v1/jobs/{api.job_ids[SALES]}"
     response = await api.client.patch(
         path,
@@ -44,7 +46,7 @@ async def test_edit_name_direction_and_canonical_stored_values(api: Api) -> None
         json={
             "name": "Nightly sales",
             "parameters": [
-                {"name": "batch_size", "stored_value": "0042"},
+                {"name": "batch_size", "stored_value": " 0042 "},
                 {"name": "full_refresh", "stored_value": "TRUE", "direction": "Input&Output"},
                 {"name": "env", "direction": "Output"},
             ],
@@ -53,8 +55,9 @@ async def test_edit_name_direction_and_canonical_stored_values(api: Api) -> None
     assert response.status_code == 200, response.text
     parameters = by_name(response.json())
     assert response.json()["name"] == "Nightly sales"
-    assert parameters["batch_size"]["stored_value"] == "42"
-    assert parameters["full_refresh"]["stored_value"] == "true"
+    # Validated, trimmed, never re-formatted (D2 amended).
+    assert parameters["batch_size"]["stored_value"] == "0042"
+    assert parameters["full_refresh"]["stored_value"] == "TRUE"
     assert parameters["full_refresh"]["direction"] == "Input&Output"
     assert parameters["env"]["sent_at_run_time"] is False
     cleared = await api.client.patch(
@@ -63,7 +66,7 @@ async def test_edit_name_direction_and_canonical_stored_values(api: Api) -> None
         json={"parameters": [{"name": "batch_size", "stored_value": None}]},
     )
     assert by_name(cleared.json())["batch_size"]["stored_value"] is None
-    assert by_name(cleared.json())["full_refresh"]["stored_value"] == "true"  # untouched
+    assert by_name(cleared.json())["full_refresh"]["stored_value"] == "TRUE"  # untouched
 
 
 async def test_a_stored_value_that_does_not_fit_names_the_parameter(api: Api) -> None:
@@ -153,7 +156,7 @@ async def test_sync_of_a_deleted_job_is_the_d4_error(api: Api) -> None:
     assert "deleted" in detail
 
 
-async def test_execute_now_returns_the_submitted_run(api: Api) -> None:
+async def test_execute_now_records_the_run_and_the_engine_starts_it(api: Api) -> None:
     response = await api.client.post(
         f"/api/v1/jobs/{api.job_ids[SALES]}/runs",
         headers=api.auth("operator"),
@@ -163,11 +166,16 @@ async def test_execute_now_returns_the_submitted_run(api: Api) -> None:
     run = response.json()
     assert response.headers["location"] == f"/api/v1/runs/{run['id']}"
     assert run["status"] == "Starting"
-    assert run["databricks_run_id"] is not None
-    assert run["run_page_url"].endswith(f"#job/{run['databricks_run_id']}/run/1")
-    assert run["parameters_sent"]["env"] == "dev"
-    assert run["parameters_sent"]["batch_size"] == "7"
-    assert [e["status"] for e in run["events"]] == ["Starting", "Starting"]
+    # Issue 8: the request records the intent and returns; no API call is made in it.
+    assert run["databricks_run_id"] is None
+    assert [e["status"] for e in run["events"]] == ["Starting"]
+    assert run["parameters_sent"] == {"env": "dev", "batch_size": "+007"}  # as typed (D2)
+    assert api.harness.state.runs == {}
+    await api.services.engine.step()
+    started = (await api.client.get(f"/api/v1/runs/{run['id']}", headers=api.auth("viewer"))).json()
+    assert started["databricks_run_id"] is not None
+    assert started["run_page_url"].endswith(f"#job/{started['databricks_run_id']}/run/1")
+    assert [e["status"] for e in started["events"]] == ["Starting", "Starting"]
     assert len(api.harness.state.runs) == 1
 
 
@@ -198,3 +206,24 @@ async def test_execute_now_refusals_are_400_before_any_api_call(api: Api) -> Non
     assert "Re-import the job from the Platform editor" in detail
     assert api.harness.state.runs == {}
     assert await api.services.list_runs(RunFilter()) == []
+
+
+@pytest.mark.parametrize(
+    ("raw_value", "code_point"),
+    [("\\ud800", "U+D800"), ("dev\\u0000", "U+0000"), ("\\u001b[2J", "U+001B")],
+)
+async def test_execute_now_refuses_unsendable_text_with_422_naming_the_parameter(
+    api: Api, raw_value: str, code_point: str
+) -> None:
+    # Issue 8: a lone surrogate was committed and then crashed the engine's every cycle.
+    body = '{"parameters": {"env": "' + raw_value + '"}}'
+    response = await api.client.post(
+        f"/api/v1/jobs/{api.job_ids[SALES]}/runs",
+        headers={**api.auth("operator"), "Content-Type": "application/json"},
+        content=body.encode("ascii"),
+    )
+    detail = str(is_problem(response, 422)["detail"])
+    assert detail.startswith("Parameter 'env' has a value that holds")
+    assert code_point in detail
+    assert await api.services.list_runs(RunFilter()) == []
+    assert api.harness.state.runs == {}

@@ -78,7 +78,11 @@ async def test_stream_resumes_after_last_event_id_and_ends_for_a_terminal_run(ap
 
 async def test_long_poll_answers_on_the_next_change(api: Api) -> None:
     run = await execute(api, BACKFILL)
-    since = run["last_event_id"]
+    await api.step(0)  # the engine starts it
+    since = (await api.client.get(f"/api/v1/runs/{run['id']}", headers=api.auth("viewer"))).json()[
+        "last_event_id"
+    ]
+    assert since > run["last_event_id"]
     immediate = await api.client.get(
         f"/api/v1/runs/{run['id']}?since={since}", headers=api.auth("viewer")
     )
@@ -96,7 +100,8 @@ async def test_long_poll_answers_on_the_next_change(api: Api) -> None:
 
 async def test_long_poll_gives_up_after_wait_seconds(api: Api) -> None:
     run = await execute(api, BACKFILL)
-    await api.step(60)
+    await api.step(60)  # started
+    await api.step(60)  # seen Running: later polls change nothing
     current = (await api.client.get(f"/api/v1/runs/{run['id']}", headers=api.auth("viewer"))).json()
     poll = asyncio.ensure_future(
         api.client.get(
@@ -114,11 +119,14 @@ async def test_long_poll_gives_up_after_wait_seconds(api: Api) -> None:
 async def test_cancel_is_accepted_then_confirmed_and_a_terminal_run_conflicts(api: Api) -> None:
     run = await execute(api, BACKFILL)
     await api.step(60)
+    databricks_run = api.harness.state.runs[int((await api.store.get_run(run["id"])).run_id or 0)]
     operator = api.auth("operator")
     response = await api.client.post(f"/api/v1/runs/{run['id']}/cancel", headers=operator)
     assert response.status_code == 202, response.text
     assert response.json()["run"]["cancel_requested_at"] is not None
-    assert api.harness.state.runs[int(run["databricks_run_id"])].cancel_requested
+    assert not databricks_run.cancel_requested  # the request records the intent ...
+    await api.step(0)
+    assert databricks_run.cancel_requested  # ... and the engine sends it
     final = await api.drive(run["id"])
     assert final.status.value == "Cancelled"
     again = await api.client.post(f"/api/v1/runs/{run['id']}/cancel", headers=operator)

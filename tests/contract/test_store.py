@@ -16,7 +16,6 @@ import psycopg
 import pytest
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import StatementError
 
 from polysync.domain.models import (
     DataType,
@@ -30,11 +29,21 @@ from polysync.domain.models import (
     TaskRunState,
     Termination,
 )
-from polysync.domain.records import Job, NewPlatform, NewRun, Platform, Run, RunFilter
-from polysync.engine.ports import Store
-from polysync.errors import NotFoundError, UsageError
+from polysync.domain.records import (
+    EngineHeartbeat,
+    EngineState,
+    Job,
+    NewPlatform,
+    NewRun,
+    Platform,
+    Run,
+    RunFilter,
+)
+from polysync.engine.ports import Observation, PollFailure, Store
+from polysync.errors import NotFoundError, StoreError, StoreUnavailableError, UsageError
 from polysync.store import SqlStore, default_database_url, open_store, upgrade
 from polysync.store.migrate import head_revision
+from tests.conftest import free_port
 
 PG_URL_VARIABLE = "POLYSYNC_TEST_POSTGRES_URL"
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -161,8 +170,9 @@ async def test_a_fresh_database_is_migrated_to_head(database_url: str) -> None:
     async with await open_store(database_url) as store, store.engine.connect() as conn:
         tables = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
         revision = await conn.scalar(text("SELECT version_num FROM alembic_version"))
-    assert {"platforms", "jobs", "runs", "run_events", "api_keys", "alembic_version"} <= tables
-    assert revision == head_revision() == "0002"
+    expected = {"platforms", "jobs", "runs", "run_events", "api_keys", "engines"}
+    assert expected | {"alembic_version"} <= tables
+    assert revision == head_revision() == "0003"
 
 
 async def test_opening_twice_is_idempotent_and_keeps_the_data(database_url: str) -> None:
@@ -649,7 +659,7 @@ async def test_times_are_aware_utc_whatever_zone_they_were_given_in(store: SqlSt
     assert (await store.get_run(run.id)).next_poll_at == T0
     due = await store.claim_due_runs("a", T0.astimezone(india), 30, 10)
     assert [r.id for r in due] == [run.id]
-    with pytest.raises(StatementError, match="naive datetime"):
+    with pytest.raises(StoreError, match="naive datetime"):
         await store.record_failure(run.id, "x", datetime(2026, 3, 1, 12, 0))
 
 
@@ -775,6 +785,224 @@ async def test_two_engines_never_claim_the_same_run(database_url: str) -> None:
                 assert {run.lease_owner for run in result} <= {owner}
             seen.update(claimed)
         assert seen <= run_ids
+
+
+# ---------------------------------------------------------------------------------- fencing (issue 8)
+
+
+async def claimed_run(store: Store, job: Job, owner: str = "engine-a", now_s: float = 10) -> Run:
+    run = await start(store, job, at(0))
+    (claimed,) = await store.claim_due_runs(owner, at(now_s), 30, 10, only=[run.id])
+    assert claimed.lease is not None
+    return claimed
+
+
+async def test_every_claim_brings_a_new_fencing_token(store: SqlStore) -> None:
+    _, job = await platform_and_job(store)
+    run = await claimed_run(store, job)
+    (again,) = await store.claim_due_runs("engine-a", at(11), 30, 10)
+    assert again.lease_owner == run.lease_owner
+    assert again.lease_token
+    assert again.lease_token != run.lease_token
+    await store.release_runs("engine-a", [run.id])
+    assert (await store.get_run(run.id)).lease is None
+
+
+async def test_claim_only_and_exclude(store: SqlStore) -> None:
+    _, job = await platform_and_job(store)
+    runs = [await start(store, job, at(0)) for _ in range(3)]
+    only = await store.claim_due_runs("cli", at(1), 30, 10, only=[runs[1].id])
+    assert [r.id for r in only] == [runs[1].id]
+    assert await store.claim_due_runs("cli", at(1), 30, 10, only=[]) == []
+    rest = await store.claim_due_runs("e", at(1), 30, 10, exclude=[runs[0].id])
+    assert [r.id for r in rest] == [runs[2].id]  # runs[1] is the CLI's, runs[0] excluded
+
+
+async def test_writes_from_a_lease_that_was_taken_over_are_dropped(store: SqlStore) -> None:
+    # Issue 8, section 3: an engine whose cycle outlived its lease wrote back its stale copy.
+    _, job = await platform_and_job(store)
+    slow = await claimed_run(store, job, "engine-slow")
+    stale = slow.lease
+    (taken,) = await store.claim_due_runs("engine-fast", at(100), 30, 10)  # the lease expired
+    await store.record_submitted(
+        taken.id, "7", f"{URL}/#job/101/run/7", at(101), at(105), lease=taken.lease
+    )
+    running, _ = await store.record_snapshot(
+        taken.id,
+        snapshot(RunStatus.RUNNING, "running", life_cycle_state="RUNNING"),
+        at(106),
+        at(110),
+        lease=taken.lease,
+    )
+    events = await event_count(store, taken.id)
+
+    assert (
+        await store.record_submitted(taken.id, "8", "u", at(107), at(108), lease=stale) == running
+    )
+    late, wrote = await store.record_snapshot(
+        taken.id, snapshot(RunStatus.STARTING, "pending"), at(107), at(108), lease=stale
+    )
+    assert (late, wrote) == (running, False)
+    assert await store.record_failure(taken.id, "refused", at(107), lease=stale) == running
+    assert await store.record_submit_attempt(taken.id, "x", at(200), lease=stale) == running
+    failure = PollFailure(taken.id, at(200), at(107), "boom", stale)
+    assert await store.record_poll_failures([failure]) == [running]
+    await store.reschedule_runs([taken.id], at(999), lease=stale)
+    assert await store.renew_leases(stale, [taken.id], at(999)) == 0  # type: ignore[arg-type]
+    assert await store.get_run(taken.id) == running
+    assert await event_count(store, taken.id) == events
+    assert running.life_cycle_state == "RUNNING"
+
+
+async def test_the_status_history_never_goes_backwards(store: SqlStore) -> None:
+    _, job = await platform_and_job(store)
+    run = await start(store, job)
+    await store.record_submitted(run.id, "7", "u", at(1), at(5))
+    task = TaskRunState(task_key="ingest", status=RunStatus.RUNNING)
+    await store.record_snapshot(
+        run.id,
+        snapshot(RunStatus.RUNNING, "r", life_cycle_state="RUNNING", tasks=(task,)),
+        at(5),
+        at(10),
+    )
+    stale, wrote = await store.record_snapshot(
+        run.id, snapshot(RunStatus.STARTING, "pending", life_cycle_state="PENDING"), at(6), at(12)
+    )
+    assert not wrote
+    assert (stale.status, stale.message, stale.life_cycle_state) == (
+        RunStatus.RUNNING,
+        "r",
+        "RUNNING",
+    )
+    assert stale.tasks == (task,)
+    assert stale.next_poll_at == at(12)  # only the next poll moved
+    unknown, wrote = await store.record_snapshot(
+        run.id, snapshot(RunStatus.UNKNOWN, "?"), at(7), at(14)
+    )
+    assert not wrote
+    assert unknown.status is RunStatus.RUNNING  # Unknown ranks with Starting
+    statuses = [e.status for e in await store.run_events(run.id)]
+    assert statuses == [RunStatus.STARTING, RunStatus.STARTING, RunStatus.RUNNING]
+    for previous in RunStatus:
+        for status in RunStatus:
+            rank = {RunStatus.RUNNING: 1}.get(status, 2 if status.is_terminal else 0)
+            before = {RunStatus.RUNNING: 1}.get(previous, 2 if previous.is_terminal else 0)
+            expected = status is previous if previous.is_terminal else rank >= before
+            assert status.may_follow(previous) is expected
+
+
+async def test_poll_failures_are_counted_noted_and_reset(store: SqlStore) -> None:
+    _, job = await platform_and_job(store)
+    run = await start(store, job)
+    await store.record_submitted(run.id, "7", "u", at(1), at(5))
+    (quiet,) = await store.record_poll_failures([PollFailure(run.id, at(10), at(5))])
+    assert (quiet.poll_failures, quiet.next_poll_at) == (1, at(10))
+    assert await event_count(store, run.id) == 2  # a transient failure writes no event
+    (noted,) = await store.record_poll_failures(
+        [PollFailure(run.id, at(30), at(10), "Could not check the run")]
+    )
+    assert (noted.poll_failures, noted.message, noted.status) == (
+        2,
+        "Could not check the run",
+        RunStatus.STARTING,
+    )
+    assert (await store.run_events(run.id))[-1].message == "Could not check the run"
+    seen, _ = await store.record_snapshot(run.id, snapshot(RunStatus.RUNNING), at(30), at(35))
+    assert seen.poll_failures == 0
+    await store.record_poll_failures([PollFailure(run.id, at(40), at(35))])
+    await store.reschedule_runs([run.id], at(50))  # a sweep saw it: a successful look
+    assert (await store.get_run(run.id)).poll_failures == 0
+
+
+async def test_renewing_leases_keeps_them_from_other_engines(store: SqlStore) -> None:
+    _, job = await platform_and_job(store)
+    run = await claimed_run(store, job, "engine-a", now_s=10)  # expires at 40
+    assert run.lease is not None
+    assert await store.renew_leases(run.lease, [run.id], at(100)) == 1
+    assert await store.claim_due_runs("engine-b", at(50), 30, 10) == []
+    assert [r.id for r in await store.claim_due_runs("engine-b", at(100), 30, 10)] == [run.id]
+
+
+async def test_text_no_column_can_hold_is_replaced_not_fatal(store: SqlStore) -> None:
+    # A workspace's message with NUL or a lone surrogate must not make a poll's write fail.
+    _, job = await platform_and_job(store)
+    run = await start(store, job)
+    seen, _ = await store.record_snapshot(
+        run.id, snapshot(RunStatus.RUNNING, "bad\x00text \ud800!", result_state="\x00"), at(1), None
+    )
+    assert seen.message == "bad\ufffdtext \ufffd!"
+    assert (await store.run_events(run.id))[-1].message == "bad\ufffdtext \ufffd!"
+
+
+async def test_heartbeats_are_kept_per_engine_and_forgotten_when_old(store: SqlStore) -> None:
+    first = EngineHeartbeat(
+        owner="engine-a",
+        host="h",
+        pid=1,
+        state=EngineState.RUNNING,
+        started_at=at(0),
+        heartbeat_at=at(5),
+        last_cycle_at=at(5),
+        cycles=3,
+        failures=0,
+        last_error=None,
+    )
+    await store.record_heartbeat(first)
+    later = replace(first, heartbeat_at=at(20), cycles=9, state=EngineState.BACKING_OFF)
+    await store.record_heartbeat(replace(later, failures=2, last_error="database gone"))
+    other = replace(first, owner="engine-b", heartbeat_at=at(10))
+    await store.record_heartbeat(other)
+    engines = await store.list_engines()
+    assert [e.owner for e in engines] == ["engine-a", "engine-b"]
+    assert engines[0] == replace(later, failures=2, last_error="database gone")
+    assert await store.forget_engines(at(15)) == 1
+    assert [e.owner for e in await store.list_engines()] == ["engine-a"]
+
+
+@pytest.mark.postgres
+async def test_overlapping_batches_of_polls_never_deadlock(database_url: str) -> None:
+    # Issue 8, section 2: two engines' record_snapshots locked rows one by one in claim order
+    # and deadlocked on PostgreSQL; rows are now locked in id order in one statement.
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has one writer at a time")
+    async with await open_store(database_url) as one, await open_store(database_url) as two:
+        _, job = await platform_and_job(one)
+        runs = [await start(one, job) for _ in range(150)]
+        forward = [Observation(r.id, snapshot(RunStatus.RUNNING, "a"), at(1), at(5)) for r in runs]
+        backward = [
+            Observation(r.id, snapshot(RunStatus.RUNNING, "b"), at(1), at(5))
+            for r in reversed(runs)
+        ]
+        for _ in range(3):
+            first, second = await asyncio.gather(
+                one.record_snapshots(forward), two.record_snapshots(backward)
+            )
+            assert len(first) == len(second) == len(runs)
+
+
+@pytest.mark.postgres
+async def test_postgres_sessions_never_wait_for_ever(database_url: str) -> None:
+    # A row lock held by a client that is gone made every engine's reconcile wait for minutes.
+    if not database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL session settings")
+    async with await open_store(database_url) as store, store.engine.connect() as conn:
+        assert await conn.scalar(text("SHOW lock_timeout")) == "30s"
+        assert await conn.scalar(text("SHOW idle_in_transaction_session_timeout")) == "1min"
+    chosen = make_url(database_url).update_query_dict({"options": "-c lock_timeout=5000"})
+    async with (
+        await open_store(chosen.render_as_string(hide_password=False)) as store,
+        store.engine.connect() as conn,
+    ):
+        assert await conn.scalar(text("SHOW lock_timeout")) == "5s"  # the URL wins
+
+
+async def test_an_unreachable_database_is_reported_as_unavailable(tmp_path: Path) -> None:
+    with pytest.raises(StoreUnavailableError, match="The database cannot be reached"):
+        await open_store(f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/none")
+    with pytest.raises(StoreUnavailableError):
+        await open_store(
+            f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'dir'}/x.db?mode=ro&uri=true"
+        )
 
 
 # ---------------------------------------------------------------------------------- SQLite

@@ -2,84 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from polysync.config import Settings
 from polysync.domain.models import RunStatus
-from polysync.domain.records import NewPlatform, RunFilter
+from polysync.domain.records import RunFilter
 from polysync.emulator.faults import Fault
-from polysync.emulator.spec import load_workspace
-from polysync.engine.engine import Engine, EngineSettings
-from polysync.engine.polling import PollPolicy
 from polysync.services import Services
-from tests.conftest import TEST_TOKEN, EmulatorHarness, autojump, make_harness
-
-SALES = "914275016372845"
-BACKFILL = "681940257713388"
-FRAUD = "306118823409576"
-
-
-@pytest.fixture
-def harness(monkeypatch: pytest.MonkeyPatch) -> EmulatorHarness:
-    monkeypatch.setenv("POLYSYNC_TEST_DATABRICKS_TOKEN", TEST_TOKEN)
-    spec = load_workspace("demo")
-    spec.auth.tokens.append(TEST_TOKEN)
-    return make_harness(spec)
-
-
-async def open_services(
-    harness: EmulatorHarness, db: Path, policy: PollPolicy | None = None
-) -> Services:
-    settings = Settings(home=db.parent, database_url=f"sqlite+aiosqlite:///{db}")
-    return await Services.open(
-        settings,
-        clock=harness.clock,
-        api_clock=harness.real_clock,
-        transport_factory=lambda _platform: harness.transport(),
-        engine_settings=EngineSettings(policy=policy or PollPolicy()),
-    )
-
-
-@pytest.fixture
-async def services(harness: EmulatorHarness, tmp_path: Path) -> AsyncIterator[Services]:
-    svc = await open_services(harness, tmp_path / "polysync.db")
-    await svc.add_platform(
-        NewPlatform(
-            name="demo",
-            workspace_url=harness.base_url,
-            auth={"method": "pat", "token": "env:POLYSYNC_TEST_DATABRICKS_TOKEN"},
-        )
-    )
-    _, results = await svc.import_jobs("demo", [SALES, BACKFILL, FRAUD])
-    assert all(r.error is None for r in results)
-    yield svc
-    await svc.aclose()
-
-
-async def drive(
-    harness: EmulatorHarness, engine: Engine, run_id: int, *, step_s: float = 5
-) -> None:
-    for _ in range(2000):
-        run = await engine.store.get_run(run_id)
-        if run.is_terminal:
-            return
-        harness.advance(step_s)
-        await engine.step()
-    raise AssertionError("run did not end")
-
-
-def databricks_runs(harness: EmulatorHarness) -> list[int]:
-    return sorted(harness.state.runs)
+from tests.conftest import EmulatorHarness, autojump, open_services
+from tests.integration.conftest import (
+    BACKFILL,
+    FRAUD,
+    SALES,
+    databricks_runs,
+    drive,
+)
 
 
 async def test_execute_watch_to_success_and_record_each_change_once(
     harness: EmulatorHarness, services: Services
 ) -> None:
     job = await services.get_job(SALES, platform="demo")
-    run = await services.execute(job, {"env": "dev", "batch_size": "1000"})
+    recorded = await services.execute(job, {"env": "dev", "batch_size": "1000"})
+    # Execute Now records the intent and returns; the engine makes the calls (issue 8).
+    assert recorded.run_id is None
+    assert databricks_runs(harness) == []
+    await services.engine.step()
+    run = await services.store.get_run(recorded.id)
     assert run.run_id is not None
     assert run.status is RunStatus.STARTING
     assert run.run_page_url == f"{harness.base_url}/#job/{run.run_id}/run/1"  # D7 fallback
@@ -147,7 +97,9 @@ async def test_lost_run_now_response_starts_exactly_one_run(
         Fault(method="POST", path="jobs/run-now$", kind="lose_response", times=1)
     )
     job = await services.get_job(SALES, platform="demo")
-    run = await autojump(harness.real_clock, services.execute(job, {}))  # type: ignore[arg-type]
+    run = await services.execute(job, {})
+    await autojump(harness.real_clock, services.engine.step())  # type: ignore[arg-type]
+    run = await services.store.get_run(run.id)
     assert run.run_id is not None
     assert databricks_runs(harness) == [int(run.run_id)]
     assert harness.app.emulator.stats.count("jobs/run-now") == 2
@@ -159,6 +111,8 @@ async def test_refused_start_fails_the_run_with_the_reason(
     job = await services.get_job(SALES, platform="demo")
     harness.state.delete_job(int(SALES))
     run = await services.execute(job, {})
+    await services.engine.step()
+    run = await services.store.get_run(run.id)
     assert run.status is RunStatus.FAILED
     assert run.message.startswith("INVALID_PARAMETER_VALUE: job_id")
     assert run.run_id is None
@@ -168,11 +122,15 @@ async def test_refused_start_fails_the_run_with_the_reason(
 async def test_cancel_is_sent_and_confirmed(harness: EmulatorHarness, services: Services) -> None:
     job = await services.get_job(BACKFILL, platform="demo")
     run = await services.execute(job, {})
+    await services.engine.step()
     harness.advance(60)
     await services.engine.step()
     cancelled = await services.cancel(run.id)
     assert cancelled.cancel_requested_at is not None
-    assert harness.state.runs[int(run.run_id)].cancel_requested  # type: ignore[arg-type]
+    assert cancelled.run_id is not None
+    assert not harness.state.runs[int(cancelled.run_id)].cancel_requested  # only recorded
+    await services.engine.step()  # the engine sends it
+    assert harness.state.runs[int(cancelled.run_id)].cancel_requested
     await drive(harness, services.engine, run.id)
     final = await services.store.get_run(run.id)
     assert final.status is RunStatus.CANCELLED
@@ -239,6 +197,8 @@ async def test_graceful_shutdown_releases_leases_and_leaves_runs_running(
 
     job = await services.get_job(BACKFILL, platform="demo")
     run = await services.execute(job, {})
+    await services.engine.step()
+    run = await services.store.get_run(run.id)
     stop = asyncio.Event()
     stop.set()  # reconcile, release, stop
     await services.engine.run_forever(stop)

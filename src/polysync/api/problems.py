@@ -19,7 +19,9 @@ from polysync.errors import (
     DatabricksTransportError,
     DatabricksUnavailableError,
     NotFoundError,
+    ParameterTextError,
     PolysyncError,
+    StoreUnavailableError,
     UsageError,
 )
 
@@ -30,6 +32,8 @@ _TYPE_BASE = "https://polysync.dev/problems/"
 # Most specific first: the first class an error is an instance of decides its status.
 STATUS_BY_ERROR: tuple[tuple[type[PolysyncError], int, str], ...] = (
     (NotFoundError, 404, "not-found"),
+    # Unsendable text (lone surrogates, control characters) is content the API cannot process.
+    (ParameterTextError, 422, "invalid-text"),
     (UsageError, 400, "bad-request"),
     (ConfigError, 400, "configuration"),
     (DatabricksAuthError, 502, "databricks-auth"),
@@ -37,6 +41,7 @@ STATUS_BY_ERROR: tuple[tuple[type[PolysyncError], int, str], ...] = (
     (DatabricksUnavailableError, 503, "databricks-unavailable"),
     (DatabricksTransportError, 502, "databricks-unreachable"),
     (DatabricksError, 502, "databricks-error"),
+    (StoreUnavailableError, 503, "database-unavailable"),
     (PolysyncError, 500, "internal"),
 )
 

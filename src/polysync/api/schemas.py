@@ -395,6 +395,23 @@ class CancelOut(BaseModel):
     run: RunSummary
 
 
+class EngineHealthOut(BaseModel):
+    """The engine running in this process (`polysync serve`), as its heartbeat says."""
+
+    owner: str
+    state: str
+    last_cycle_at: datetime | None
+    last_cycle_age_s: float | None
+    cycles: int
+    failures: int = Field(description="Consecutive failed cycles (0 when the last succeeded).")
+    last_error: str | None
+    restarts: int
+
+
 class HealthOut(BaseModel):
     status: str
     database: str
+    engine: EngineHealthOut | None = Field(
+        None, description="This process's engine; null when it runs none (an API-only process)."
+    )
+    poll_lag_s: float = Field(0.0, description="How late the most overdue poll of a run is.")

@@ -7,6 +7,7 @@ import contextlib
 import importlib
 import inspect
 import logging
+import signal
 from collections.abc import AsyncIterator
 
 import uvicorn
@@ -32,7 +33,8 @@ def create_server_app(
             yield
             return
         stop = asyncio.Event()
-        task = asyncio.create_task(services.engine.run_forever(stop), name="polysync-engine")
+        # Supervised: restarted (the reason logged) if it ever crashes; /health reports it.
+        task = asyncio.create_task(services.engine.run_supervised(stop), name="polysync-engine")
         try:
             yield
         finally:
@@ -61,8 +63,19 @@ def include_web_router(app: FastAPI, services: Services) -> bool:
 
 
 async def serve(settings: Settings, host: str, port: int) -> None:
-    """Open Services, serve API + web + engine on host:port until interrupted, then close."""
-    services = await Services.open(settings)
+    """Open Services (waiting while the database cannot be reached), serve API + web + engine
+    on host:port until interrupted, then close."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):  # uvicorn installs its own once serving
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        services = await Services.open_when_reachable(settings, stop)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    if services is None:
+        return
     try:
         app = create_server_app(services)
         config = uvicorn.Config(

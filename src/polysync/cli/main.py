@@ -12,6 +12,7 @@ from polysync.cli import (
     platform_cmd,
     runs_cmd,
     service_cmd,
+    status_cmd,
 )
 
 app = typer.Typer(
@@ -28,6 +29,7 @@ app.add_typer(jobs_cmd.app, name="jobs")
 app.command("run")(runs_cmd.run)
 app.add_typer(runs_cmd.app, name="runs")
 app.command("engine")(engine_cmd.engine)
+app.command("status")(status_cmd.status)
 app.add_typer(engine_cmd.db_app, name="db")
 app.command("serve")(service_cmd.serve)
 app.add_typer(service_cmd.apikey_app, name="apikey")

@@ -22,8 +22,9 @@ from polysync.cli.common import (
     run_async,
     session,
 )
-from polysync.cli.render import run_view, runs_table
+from polysync.cli.render import run_outcome, run_view, runs_table
 from polysync.cli.watch import (
+    advance,
     after_interrupt,
     cancel_and_watch,
     print_outcome,
@@ -102,7 +103,7 @@ def run(
             found = await services.get_job(job, platform)
             current = await services.execute(found, overrides)
             started.append(current.id)
-            if wait and not current.is_terminal:
+            if wait:
                 current = await watch(
                     services,
                     current,
@@ -110,6 +111,8 @@ def run(
                     interval_s=watch_interval_s(services, interval),
                     console=live_console,
                 )
+            else:
+                current = await advance(services, current.id)  # started here if no engine runs
             return await settle(services, current), found
 
     try:
@@ -122,12 +125,30 @@ def run(
     if json_out:
         print_json(run_json(current, found))
     elif current.is_terminal:
+        if not wait:
+            out.print(run_outcome(current), soft_wrap=True)
         print_outcome(current, out)
+    elif current.run_id is None and not current.submit_attempts:
+        out.print(
+            f"[green]✔[/] Run [bold]{current.id}[/] of {escape(found.name)} recorded; the "
+            f"running engine starts it. Follow it: [bold]polysync runs watch {current.id}[/]",
+            soft_wrap=True,
+        )
+    elif current.run_id is None:
+        out.print(
+            f"[yellow]![/] Run [bold]{current.id}[/] of {escape(found.name)} recorded but not "
+            f"started yet: {escape(current.message)}",
+            soft_wrap=True,
+        )
+        out.print(
+            f"  [bold]polysync runs watch {current.id}[/] or a running `polysync engine` "
+            "finishes starting it, exactly once (the same idempotency token is sent again).",
+            soft_wrap=True,
+        )
     else:
         out.print(
             f"[green]✔[/] Run [bold]{current.id}[/] of {escape(found.name)} started"
-            + (f" as Databricks run {current.run_id}" if current.run_id else "")
-            + ".",
+            f" as Databricks run {current.run_id}.",
             soft_wrap=True,
         )
         if current.run_page_url:
@@ -217,14 +238,13 @@ def watch_(
     async def main() -> Any:
         async with session(db) as services:
             current, job, _ = await services.run_details(run_id)
-            if not current.is_terminal:
-                current = await watch(
-                    services,
-                    current,
-                    job,
-                    interval_s=watch_interval_s(services, interval),
-                    console=live_console,
-                )
+            current = await watch(
+                services,
+                current,
+                job,
+                interval_s=watch_interval_s(services, interval),
+                console=live_console,
+            )
             return await settle(services, current), job
 
     try:

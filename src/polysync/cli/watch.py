@@ -1,4 +1,4 @@
-"""Watching a run live (rich.live) while this process's engine drives it; cancel on request."""
+"""Watching a run live (rich.live), driving it from this process when no engine runs; cancel."""
 
 from __future__ import annotations
 
@@ -76,20 +76,35 @@ async def watch(
     console: Console,
     cancel_when: Callable[[Run], bool] | None = None,
 ) -> Run:
-    """Step the engine until the run is terminal, showing each task's state, attempt, duration.
-    `cancel_when`: request the cancel as soon as the run satisfies it (the demo's cancellation)."""
+    """Follow the run until it is terminal, showing each task's state, attempt and duration, and
+    always end with its final status line - also when it had already ended. While no engine is
+    running, this process works on this run only (`Services.dispatch`, under its own lease);
+    otherwise the engine does and this only reads. `cancel_when`: request the cancel as soon as
+    the run satisfies it (the demo's cancellation)."""
     progress = RunProgress(run, job)
+    if run.is_terminal:
+        console.print(progress)
+        return run
     with Live(progress, console=console, refresh_per_second=8):
-        while not run.is_terminal:
-            await services.clock.sleep(interval_s)
-            await services.engine.step()
-            run = await services.store.get_run(run.id)
+        while True:
+            run = await advance(services, run.id)
             if cancel_when and run.cancel_requested_at is None and cancel_when(run):
                 run = await services.cancel(run.id)
             progress.run = run
+            if run.is_terminal:
+                break
+            await services.clock.sleep(interval_s)
     if not console.is_terminal:
         console.line()  # Live ends its last frame with a newline on terminals only
     return run
+
+
+async def advance(services: Services, run_id: int) -> Run:
+    """The run now: driven one step by this process when no engine is running, else as the
+    running engine recorded it (two processes never work on one run: leases keep them apart)."""
+    if await services.engine_running():
+        return await services.store.get_run(run_id)
+    return await services.dispatch(run_id)
 
 
 async def settle(services: Services, run: Run) -> Run:
@@ -121,10 +136,12 @@ async def cancel_and_watch(
     if run.is_terminal:
         return run, job, False
     run = await services.cancel(run_id)
-    if wait and not run.is_terminal:
+    if wait:
         run = await watch(
             services, run, job, interval_s=watch_interval_s(services, interval_s), console=console
         )
+    else:
+        run = await advance(services, run.id)  # with no engine running, send the cancel now
     return await settle(services, run), job, True
 
 

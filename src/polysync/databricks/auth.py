@@ -449,6 +449,20 @@ def token_principal(token: SecretStr) -> str | None:
     return None
 
 
+def check_secret_references(settings: WorkspaceSettings) -> None:
+    """Resolve every secret reference the workspace's auth names, now, and forget the values:
+    SecretReferenceError if one cannot be read (an unset `env:` variable, a missing file). Used
+    before a run is recorded, so a command that cannot authenticate leaves no run to start."""
+    auth = settings.auth
+    references: list[str] = []
+    if isinstance(auth, PatAuthSettings):
+        references.append(auth.token)
+    elif isinstance(auth, EntraServicePrincipalAuthSettings | DatabricksOAuthM2MAuthSettings):
+        references.append(auth.client_secret)
+    for reference in references:
+        SecretReference.parse(reference).resolve()
+
+
 def build_auth(
     settings: WorkspaceSettings,
     *,

@@ -172,8 +172,28 @@ class RunStatus(StrEnum):
         """Success, Failed and Cancelled never change again; Unknown keeps polling (D6)."""
         return self in _TERMINAL
 
+    def may_follow(self, previous: RunStatus) -> bool:
+        """Whether the status history may go from `previous` to this status (D6).
+
+        History only moves forward: Starting/Unknown -> Running -> terminal; a terminal status
+        is followed by nothing else. So a stale answer (e.g. Starting, seen before a Running that
+        is already recorded) can never be written back. Unknown ranks with Starting: a run seen
+        Running stays Running while Databricks reports a state Polysync does not know.
+        """
+        if previous.is_terminal:
+            return self is previous
+        return _RANK[self] >= _RANK[previous]
+
 
 _TERMINAL = frozenset({RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.CANCELLED})
+_RANK = {
+    RunStatus.STARTING: 0,
+    RunStatus.UNKNOWN: 0,
+    RunStatus.RUNNING: 1,
+    RunStatus.SUCCESS: 2,
+    RunStatus.FAILED: 2,
+    RunStatus.CANCELLED: 2,
+}
 
 
 @dataclass(frozen=True, slots=True)

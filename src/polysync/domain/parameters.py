@@ -22,6 +22,7 @@ from polysync.domain.models import (
     ParameterSource,
 )
 from polysync.errors import (
+    ParameterTextError,
     ParameterValueError,
     TaskScopedParameterError,
     UnknownParameterError,
@@ -46,11 +47,17 @@ _FLOAT_REPR_SHAPE = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:e[-+][0-9]+)?")
 # What a user may type for a number at run time: looser, then canonicalised.
 _INT_INPUT = re.compile(r"[-+]?[0-9]+")
 _FLOAT_INPUT = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+# An Int is a signed 64-bit integer (Databricks and the JVM tasks that read it), D2.
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+# Text a user may put in a parameter value: anything Unicode except lone surrogates (no UTF-8
+# form: the request body cannot even be encoded) and control characters other than tab, line
+# feed and carriage return (C0, DEL and C1; invisible, and refused by PostgreSQL text for NUL).
+_FORBIDDEN_TEXT = re.compile(r"[\ud800-\udfff\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 _EXPECTED: dict[DataType, str] = {
     DataType.STRING: "a String (text)",
     DataType.SECRET: "a Secret (text)",
-    DataType.INT: "an Int: a whole number such as 42 or -7",
+    DataType.INT: "an Int: a whole number such as 42 or -7, within the signed 64-bit range",
     DataType.FLOAT: "a Float: a decimal number such as 1.5, -2 or 1e3",
     DataType.BOOL: "a Bool: true or false",
     DataType.JSON: 'JSON: a JSON object such as {"key": "value"}',
@@ -150,7 +157,7 @@ def infer_data_type(default: object) -> DataType:
     """The Data Type inferred from a Databricks default (D2).
 
     `true`/`false` in any case -> Bool; a canonical decimal integer (`0`, `42`, `-7`; no sign
-    `+`, no leading zeros, no `-0`) -> Int; a float written exactly as Python's `repr` writes it
+    `+`, no leading zeros, no `-0`) within the signed 64-bit range -> Int; a float written exactly as Python's `repr` writes it
     (`1.5`, `-0.0`, `1e+16`, `1.5e-07`; not `1.50`, `1e3`, `.5`, `nan`, `inf`) -> Float; anything
     else, including empty, surrounding whitespace, `0x10` and `1_000` -> String. A JSON boolean
     or number given as a non-string default is typed the same way (a non-finite float -> String).
@@ -158,7 +165,7 @@ def infer_data_type(default: object) -> DataType:
     if isinstance(default, bool):  # before int: bool is an int subclass
         return DataType.BOOL
     if isinstance(default, int):
-        return DataType.INT
+        return DataType.INT if INT_MIN <= default <= INT_MAX else DataType.STRING
     if isinstance(default, float):
         return DataType.FLOAT if math.isfinite(default) else DataType.STRING
     if not isinstance(default, str) or not default.isascii():
@@ -166,7 +173,7 @@ def infer_data_type(default: object) -> DataType:
     if default.lower() in ("true", "false"):
         return DataType.BOOL
     if _CANONICAL_INT.fullmatch(default):
-        return DataType.INT
+        return DataType.INT if _int_text(default) is not None else DataType.STRING
     if _FLOAT_REPR_SHAPE.fullmatch(default) and _is_float_repr(default):
         return DataType.FLOAT
     return DataType.STRING
@@ -181,7 +188,7 @@ def serialise_value(data_type: DataType, value: object, *, name: str | None = No
     """The string sent in `job_parameters` for a value of a Data Type (D2), or ParameterValueError.
 
     Bool -> `true`/`false` (input: true/false in any case). Int -> canonical decimal (input may
-    carry a sign and leading zeros). Float -> Python's shortest round-trip `repr`, which uses an
+    carry a sign and leading zeros; the value must fit a signed 64-bit integer). Float -> Python's shortest round-trip `repr`, which uses an
     exponent only outside 1e-4 <= |x| < 1e16 (`1e3` -> `1000.0`, `1e16` -> `1e+16`); input is a
     decimal literal, finite (no nan/inf/hex/underscores). Surrounding whitespace is ignored for
     these three. String and Secret pass through; JSON (an object) and JsonArray (an array) pass
@@ -242,12 +249,14 @@ def _int_text(value: object) -> str | None:
         return None
     try:
         if isinstance(value, int):
-            return str(value)
-        if isinstance(value, str) and _INT_INPUT.fullmatch(value.strip()):
-            return str(int(value.strip()))
+            number = value
+        elif isinstance(value, str) and _INT_INPUT.fullmatch(value.strip()):
+            number = int(value.strip())
+        else:
+            return None
     except ValueError:  # over CPython's 4300-digit int/str conversion limit
         return None
-    return None
+    return str(number) if INT_MIN <= number <= INT_MAX else None
 
 
 def _float_text(value: object) -> str | None:
@@ -296,18 +305,66 @@ def _value_error(data_type: DataType, value: object, name: str | None) -> Parame
     )
 
 
+def check_text(text: str, *, name: str | None = None, what: str = "value") -> str:
+    """`text` unchanged if a user may send it, else ParameterTextError naming the parameter.
+
+    Refused: lone surrogates (U+D800..U+DFFF: no UTF-8 form, so no request could carry them; they
+    reach us from JSON `\\ud800` escapes or from undecodable command-line bytes) and control
+    characters other than tab, line feed and carriage return (C0, DEL, C1). `what` is "value" or
+    "name"; a value's text is never quoted (it may be a secret), only the offending character's
+    code point and position.
+    """
+    found = _FORBIDDEN_TEXT.search(text)
+    if found is None:
+        return text
+    char = found.group()
+    kind = (
+        "a lone surrogate, which is not valid Unicode text"
+        if "\ud800" <= char <= "\udfff"
+        else "a control character"
+    )
+    if what == "name":
+        subject = f"The parameter name {shown(text)} holds"
+        fix = "Use the parameter's name as the Job defines it."
+    else:
+        subject = f"Parameter {name!r} has a value that holds" if name else "The value holds"
+        fix = (
+            "Give the value as plain text (tab and newline are allowed, other control "
+            "characters are not)."
+        )
+    raise ParameterTextError(
+        f"{subject} {kind} (U+{ord(char):04X} at character {found.start() + 1}), so it cannot "
+        f"be sent to Databricks. {fix}"
+    )
+
+
+def user_value(data_type: DataType, value: str, *, name: str) -> str:
+    """A value the user gave (a run's override or a Job's stored value) as it is sent (D2 amended).
+
+    Checked for sendable text (`check_text`) and against its Data Type (`serialise_value`), then
+    sent as typed: String and Secret exactly, every other type with surrounding whitespace trimmed
+    and nothing re-formatted (`007` stays `007`, `True` stays `True`, `1.50` stays `1.50`).
+    Raises ParameterTextError or ParameterValueError naming the parameter.
+    """
+    check_text(value, name=name)
+    serialise_value(data_type, value, name=name)
+    return value if data_type in (DataType.STRING, DataType.SECRET) else value.strip()
+
+
 # --- D3: what a run sends --------------------------------------------------------------------
 
 
 def resolve_run_parameters(
     parameters: Sequence[Parameter], overrides: Mapping[str, str]
 ) -> dict[str, str]:
-    """The `job_parameters` map of run-now, or the UsageError that must stop the run (D3).
+    """The `job_parameters` map of run-now, or the UsageError that must stop the run (D2, D3).
 
     Sent: job-level parameters whose Direction is Input, Input&Output or unset and whose names
-    do not start with `_`, each as the run's override, else the Job's stored value, else the
-    Databricks default (a parameter with none of the three is left to Databricks), serialised
-    for its Data Type. Refused, before any API call: an override of a task-scoped parameter
+    do not start with `_`, each as the run's override, else the Job's stored value, as the user
+    typed it (`user_value`). A parameter with neither is not sent, so Databricks applies its own
+    default exactly as it defines it (D2 amended: what Databricks receives never depends on the
+    Data Type Polysync inferred). Refused, before any API call: a name or value that cannot be
+    sent (ParameterTextError), an override of a task-scoped parameter
     (TaskScopedParameterError), of an Output parameter, of an internal `_` parameter
     (UsageError), of a name the Job does not have (UnknownParameterError), or a value that does
     not fit its Data Type (ParameterValueError).
@@ -321,23 +378,20 @@ def resolve_run_parameters(
             task_scoped.setdefault(parameter.name, []).append(parameter)
 
     for name in overrides:
+        check_text(name, what="name")
         _check_override(name, job_level, task_scoped)
 
     resolved: dict[str, str] = {}
     for parameter in job_level.values():
         if not parameter.is_sent:
             continue
-        value: str | None
         if parameter.name in overrides:
             value = overrides[parameter.name]
         elif parameter.stored_value is not None:
             value = parameter.stored_value
         else:
-            value = parameter.default
-        if value is not None:
-            resolved[parameter.name] = serialise_value(
-                parameter.data_type, value, name=parameter.name
-            )
+            continue  # Databricks' own default applies
+        resolved[parameter.name] = user_value(parameter.data_type, value, name=parameter.name)
     return resolved
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from polysync.domain.models import ImportedJob, JobKind, Parameter, RunStatus, TaskRunState
@@ -116,6 +117,10 @@ class Run:
     lease_owner: str | None
     lease_expires_at: datetime | None
     submit_attempts: int
+    lease_token: str | None = None
+    """Fencing token of the current lease: new at every claim."""
+    poll_failures: int = 0
+    """Consecutive failed polls (the next poll backs off with them); 0 after a good one."""
 
     @property
     def is_terminal(self) -> bool:
@@ -124,6 +129,25 @@ class Run:
     @property
     def submitted(self) -> bool:
         return self.run_id is not None
+
+    @property
+    def lease(self) -> Lease | None:
+        """The lease this record was read under, if any (what fenced writes carry)."""
+        if self.lease_owner is None or self.lease_token is None:
+            return None
+        return Lease(self.lease_owner, self.lease_token)
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Who may write a run now: the engine that claimed it, with the claim's fencing token.
+
+    A store write given a Lease is dropped unless the run still carries both: an engine whose
+    lease expired and was taken over can never write back a stale copy (issue 8, section 3).
+    """
+
+    owner: str
+    token: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,3 +173,29 @@ class RunFilter:
     created_before: datetime | None = None
     active_only: bool = False
     limit: int = 100
+
+
+class EngineState(StrEnum):
+    """What an engine is doing, as its heartbeat says."""
+
+    STARTING = "starting"  # reconciling; no cycle yet
+    RUNNING = "running"  # cycling normally
+    BACKING_OFF = "backing-off"  # its last cycle failed (e.g. the database); retrying
+    STOPPED = "stopped"  # stopped gracefully; its leases are released
+    CRASHED = "crashed"  # its task ended on an error (a supervisor restarts it)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineHeartbeat:
+    """One engine's heartbeat, kept in the database so any process can see every engine."""
+
+    owner: str  # its lease owner name
+    host: str
+    pid: int
+    state: EngineState
+    started_at: datetime
+    heartbeat_at: datetime  # when it last recorded this (engine clock)
+    last_cycle_at: datetime | None  # when its last successful cycle ended
+    cycles: int  # successful cycles since it started
+    failures: int  # consecutive failed cycles (0 when the last one succeeded)
+    last_error: str | None  # the last cycle failure, one line (never a secret)

@@ -245,6 +245,12 @@ async def runs_summary(request: Request, emu: Controllable) -> Response:
     return _ok({"runs": runs, "active": ws.active_runs})
 
 
+async def forget_run(request: Request, emu: Controllable) -> Response:
+    """Delete a job run whatever its state (its history expired, or an admin purged it)."""
+    emu.workspace.delete_run(int(request.path_params["run_id"]), active_too=True)
+    return _ok({})
+
+
 def control_routes() -> list[Route]:
     return [
         Route("/emulator/health", _guard(health), methods=["GET"]),
@@ -269,6 +275,7 @@ def control_routes() -> list[Route]:
         Route("/emulator/clock", _guard(clock_get), methods=["GET"]),
         Route("/emulator/clock/advance", _guard(clock_advance), methods=["POST"]),
         Route("/emulator/runs", _guard(runs_summary), methods=["GET"]),
+        Route("/emulator/runs/{run_id:int}", _guard(forget_run), methods=["DELETE"]),
     ]
 
 

@@ -341,13 +341,16 @@ class Workspace:
             )
         return found
 
-    def delete_run(self, run_id: int) -> None:
+    def delete_run(self, run_id: int, *, active_too: bool = False) -> None:
+        """runs/delete: a job run that is not active (reference §5). `active_too` (control
+        plane only): forget it whatever its state, as when its history expires or an admin
+        purges it; an active run then finishes unseen, and runs/get answers "does not exist"."""
         found = self.get_run(run_id)
         if isinstance(found, TaskAttempt):
             raise ApiError(
                 400, INVALID_PARAMETER_VALUE, f"Run {run_id} is a task run; delete its job run."
             )
-        if found.active:
+        if found.active and not active_too:
             raise ApiError(400, INVALID_STATE, f"Run {run_id} is active and cannot be deleted.")
         del self.runs[run_id]
         for attempt in found.attempts:

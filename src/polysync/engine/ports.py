@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from polysync.domain.models import ImportedJob, RunSnapshot
+from polysync.domain.models import ImportedJob, RunSnapshot, RunStatus
 from polysync.domain.records import (
+    EngineHeartbeat,
     Job,
+    Lease,
     NewPlatform,
     NewRun,
     Platform,
@@ -18,12 +21,53 @@ from polysync.domain.records import (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """run-now answered for one of our runs: what to record (D7, D8)."""
+
+    run_id: int  # ours
+    databricks_run_id: str  # the RunId, opaque
+    run_page_url: str
+    next_poll_at: datetime
+    lease: Lease | None = None  # the claim it was made under; None: an unfenced write
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What one poll saw of one of our runs, and when to look again (None: never, it ended)."""
+
+    run_id: int  # ours
+    snapshot: RunSnapshot
+    observed_at: datetime
+    next_poll_at: datetime | None
+    lease: Lease | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PollFailure:
+    """A poll of one of our runs that failed: look again at `retry_at`. With a `message` (an
+    unexpected or lasting error) it becomes the run message, with one event; the status stays."""
+
+    run_id: int  # ours
+    retry_at: datetime
+    observed_at: datetime
+    message: str | None = None
+    lease: Lease | None = None
+
+
 class Store(Protocol):
     """Persistence of platforms, jobs, runs and status history.
 
     Every method is one transaction. Writes that change a run's status add one RunEvent in the
-    same transaction, and never change a terminal status again (D6). Times are aware UTC datetimes
-    given by the caller (the engine's clock), never read from the database's clock.
+    same transaction, never change a terminal status again and never move the history backwards
+    (D6, `RunStatus.may_follow`). Times are aware UTC datetimes given by the caller (the engine's
+    clock), never read from the database's clock.
+
+    Fencing (issue 8): a run write given a `lease` is dropped - the run is returned as stored,
+    unchanged - unless the run still carries that lease's owner and token; an engine that lost a
+    run can never write back a stale copy. Writes without a lease (a user's request) are not
+    fenced. Transient database conflicts (deadlocks, serialization failures, a busy SQLite file)
+    are retried inside the store.
     """
 
     # ------------------------------------------------------------------ platforms
@@ -74,35 +118,60 @@ class Store(Protocol):
         run_page_url: str,
         now: datetime,
         next_poll_at: datetime,
+        *,
+        lease: Lease | None = None,
     ) -> Run:
         """run-now answered: keep the Databricks RunId and the best URL known (D7); one event."""
         ...
 
     async def record_submissions(
-        self, submissions: Sequence[tuple[int, str, str, datetime]], now: datetime
+        self, submissions: Sequence[Submission], now: datetime
     ) -> Sequence[Run]:
-        """Several `record_submitted` (run id, RunId, URL, next poll) in one transaction."""
+        """Several `record_submitted` in one transaction (rows locked in id order)."""
         ...
 
-    async def record_submit_attempt(self, run_id: int, message: str, retry_at: datetime) -> Run:
-        """run-now could not be confirmed (transient): count it, try again at `retry_at`."""
+    async def record_submit_attempt(
+        self,
+        run_id: int,
+        message: str,
+        retry_at: datetime,
+        *,
+        lease: Lease | None = None,
+        event_at: datetime | None = None,
+    ) -> Run:
+        """run-now could not be confirmed: count it, try again at `retry_at`. With `event_at`
+        (an unexpected error), the message is also recorded as an event at that time."""
         ...
 
     async def record_snapshot(
-        self, run_id: int, snapshot: RunSnapshot, now: datetime, next_poll_at: datetime | None
+        self,
+        run_id: int,
+        snapshot: RunSnapshot,
+        now: datetime,
+        next_poll_at: datetime | None,
+        *,
+        lease: Lease | None = None,
     ) -> tuple[Run, bool]:
         """Store a poll: the per-task snapshot always; an event only when the status or message
-        changed. A terminal run keeps its status. True if an event was written."""
+        changed. A terminal run keeps its status; a snapshot whose status may not follow the
+        stored one (stale) only moves the next poll. True if an event was written."""
         ...
 
     async def record_snapshots(
-        self, polls: Sequence[tuple[int, RunSnapshot, datetime, datetime | None]]
+        self, observations: Sequence[Observation]
     ) -> Sequence[tuple[Run, bool]]:
-        """Several `record_snapshot` (run id, snapshot, observed at, next poll) in one
-        transaction: a cycle over thousands of runs commits once."""
+        """Several `record_snapshot` in one transaction (rows locked in id order, so two engines
+        never deadlock): a cycle over thousands of runs commits once."""
         ...
 
-    async def record_failure(self, run_id: int, message: str, now: datetime) -> Run:
+    async def record_poll_failures(self, failures: Sequence[PollFailure]) -> Sequence[Run]:
+        """Count each failed poll (`poll_failures`) and set its retry time, in one transaction
+        (rows locked in id order)."""
+        ...
+
+    async def record_failure(
+        self, run_id: int, message: str, now: datetime, *, lease: Lease | None = None
+    ) -> Run:
         """The run could not start (refused by Databricks, deleted job, ...): Failed; one event."""
         ...
 
@@ -126,15 +195,32 @@ class Store(Protocol):
 
     # ------------------------------------------------------------------ engine leases
     async def claim_due_runs(
-        self, owner: str, now: datetime, lease_s: float, limit: int
+        self,
+        owner: str,
+        now: datetime,
+        lease_s: float,
+        limit: int,
+        *,
+        only: Sequence[int] | None = None,
+        exclude: Sequence[int] = (),
     ) -> Sequence[Run]:
         """Lease up to `limit` non-terminal runs that are due (`next_poll_at <= now`) and not
-        leased by another live engine (lease absent, expired, or ours). PostgreSQL uses
-        `FOR UPDATE SKIP LOCKED`, so two engines never claim the same run."""
+        leased by another live engine (lease absent, expired, or ours), each with a new fencing
+        token. `only`: just these runs (a CLI driving its own run); `exclude`: runs this engine
+        still has in flight. PostgreSQL uses `FOR UPDATE SKIP LOCKED`, so two engines never
+        claim the same run."""
         ...
 
-    async def reschedule_runs(self, run_ids: Sequence[int], next_poll_at: datetime) -> None:
-        """Set the next poll of unchanged runs in one statement (a sweep saw no change in them)."""
+    async def reschedule_runs(
+        self, run_ids: Sequence[int], next_poll_at: datetime, *, lease: Lease | None = None
+    ) -> None:
+        """Set the next poll of unchanged runs in one statement (a sweep saw no change in them);
+        with a lease, only of the runs that still carry it (one claim gives one token)."""
+        ...
+
+    async def renew_leases(self, lease: Lease, run_ids: Sequence[int], until: datetime) -> int:
+        """Extend the lease of these runs to `until`, where they still carry it (an engine still
+        working on them); how many were renewed."""
         ...
 
     async def release_runs(self, owner: str, run_ids: Sequence[int]) -> None:
@@ -143,4 +229,24 @@ class Store(Protocol):
 
     async def make_all_due(self, now: datetime) -> int:
         """Reconcile on start-up: every non-terminal run is due now. Returns how many."""
+        ...
+
+    # ------------------------------------------------------------------ engine heartbeats
+    async def record_heartbeat(self, beat: EngineHeartbeat) -> None:
+        """Insert or replace this engine's heartbeat row."""
+        ...
+
+    async def list_engines(self) -> Sequence[EngineHeartbeat]:
+        """Every engine that recorded a heartbeat, latest heartbeat first."""
+        ...
+
+    async def forget_engines(self, before: datetime) -> int:
+        """Delete heartbeats older than `before` (engines long gone); how many."""
+        ...
+
+    # ------------------------------------------------------------------ monitoring
+    async def count_runs_by_status(self) -> Mapping[RunStatus, int]: ...
+
+    async def poll_lags_s(self, now: datetime) -> Sequence[float]:
+        """How late each active run's due poll is at `now` (seconds; due runs only)."""
         ...

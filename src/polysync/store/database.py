@@ -2,19 +2,50 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import os
+import random
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import ArgumentError, InvalidRequestError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    InterfaceError,
+    InvalidRequestError,
+    OperationalError,
+    SQLAlchemyError,
+    StatementError,
+)
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from polysync.errors import ConfigError
+from polysync.errors import ConfigError, StoreError, StoreUnavailableError
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 """How long a SQLite writer waits for another process's write lock before giving up."""
+
+POSTGRES_SESSION: dict[str, Any] = {
+    # Never wait for ever on a network that stopped answering, or on a row lock held by a client
+    # that is gone: the store reports the database unavailable and the engine backs off. A
+    # session of ours left in an open transaction (its client partitioned away) is ended by the
+    # server, so its row locks cannot stop every other engine (issue 8). Keys given in the URL's
+    # query string win.
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "options": "-c lock_timeout=30000 -c idle_in_transaction_session_timeout=60000",
+}
+"""libpq settings of every PostgreSQL connection (times in seconds, or ms in `options`)."""
 
 WRITE_OPTION = "polysync_write"
 """Execution option marking a connection whose transaction writes (SQLite: BEGIN IMMEDIATE)."""
@@ -71,6 +102,8 @@ def create_engine(url: str | URL) -> AsyncEngine:
     else:
         # A connection dropped by a server restart or an idle timeout is replaced, not reported.
         options["pool_pre_ping"] = True
+        given = set(target.query)
+        options["connect_args"] = {k: v for k, v in POSTGRES_SESSION.items() if k not in given}
     try:
         engine = create_async_engine(target, **options)
     except (ArgumentError, InvalidRequestError, ImportError) as exc:
@@ -106,3 +139,73 @@ def _sqlite_on_begin(connection: Connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
     else:
         connection.exec_driver_sql("BEGIN")
+
+
+# PostgreSQL: serialization_failure and deadlock_detected; the server rolled the transaction back
+# and asks the client to run it again (PostgreSQL docs, "Serialization Failure Handling").
+_RETRY_SQLSTATES = frozenset({"40001", "40P01"})
+TRANSIENT_ATTEMPTS = 5
+_TRANSIENT_BACKOFF_S = 0.05
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether running the same transaction again at once may succeed: a PostgreSQL deadlock or
+    serialization failure, or SQLite still busy after its busy timeout."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if getattr(exc.orig, "sqlstate", None) in _RETRY_SQLSTATES:
+        return True
+    return isinstance(exc, OperationalError) and "database is locked" in str(exc.orig)
+
+
+def translated(exc: BaseException) -> StoreError | None:
+    """The Polysync error for a database failure (None: not a database failure).
+
+    Cannot connect, connection lost, pool exhausted, an I/O error: StoreUnavailableError
+    (retryable). Anything else the database or the driver refused (a value it cannot store, a
+    bug): StoreError. The message is the driver's first line only: SQLAlchemy's full text lists
+    the statement's parameters, which may hold a run's parameter values.
+    """
+    if isinstance(exc, OSError | SQLAlchemyTimeoutError):
+        return StoreUnavailableError(f"The database cannot be reached: {_first_line(exc)}")
+    if isinstance(exc, DBAPIError):
+        reason = _first_line(exc.orig)
+        if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
+            return StoreUnavailableError(f"The database cannot be reached: {reason}")
+        return StoreError(f"The database refused the request: {reason}")
+    if isinstance(exc, StatementError):
+        return StoreError(f"The database refused the request: {_first_line(exc.orig)}")
+    return None
+
+
+def _first_line(exc: BaseException | None) -> str:
+    text = str(exc).strip() if exc is not None else ""
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line[:300]
+
+
+def store_call(
+    method: Callable[P, Coroutine[Any, Any, T]],
+) -> Callable[P, Coroutine[Any, Any, T]]:
+    """A store method (one transaction) that is run again when it fails transiently
+    (`is_transient`, up to TRANSIENT_ATTEMPTS times with a short jittered pause), and whose other
+    database failures leave it as StoreUnavailableError or StoreError (`translated`)."""
+
+    @functools.wraps(method)
+    async def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
+            try:
+                return await method(*args, **kwargs)
+            except (SQLAlchemyError, OSError) as exc:
+                if attempt < TRANSIENT_ATTEMPTS and is_transient(exc):
+                    # Real time, not the engine's clock: this is the database's contention, and
+                    # the other transaction needs a moment to commit.
+                    await asyncio.sleep(_TRANSIENT_BACKOFF_S * attempt * (0.5 + random.random()))
+                    continue
+                error = translated(exc)
+                if error is None:
+                    raise
+                raise error from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    return call

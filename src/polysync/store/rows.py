@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from polysync.domain.access import ApiKey, Role
 from polysync.domain.models import ImportedJob, JobKind, RunStatus
-from polysync.domain.records import Job, Platform, Run, RunEvent
+from polysync.domain.records import (
+    EngineHeartbeat,
+    EngineState,
+    Job,
+    Platform,
+    Run,
+    RunEvent,
+)
 from polysync.store.codec import (
     parameters_from_json,
     parameters_to_json,
@@ -91,6 +99,8 @@ def run_from_row(row: Any) -> Run:
         lease_owner=row.lease_owner,
         lease_expires_at=row.lease_expires_at,
         submit_attempts=row.submit_attempts,
+        lease_token=row.lease_token,
+        poll_failures=row.poll_failures,
     )
 
 
@@ -117,3 +127,11 @@ def api_key_from_row(row: Any) -> ApiKey:
         created_at=row.created_at,
         revoked_at=row.revoked_at,
     )
+
+
+def heartbeat_from_row(row: Any) -> EngineHeartbeat:
+    return EngineHeartbeat(**(dict(row._mapping) | {"state": EngineState(row.state)}))
+
+
+def heartbeat_values(beat: EngineHeartbeat) -> dict[str, Any]:
+    return asdict(beat) | {"state": beat.state.value}

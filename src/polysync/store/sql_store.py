@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
@@ -25,7 +27,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from polysync.domain.access import ApiKey, Role
 from polysync.domain.models import ImportedJob, RunSnapshot, RunStatus
 from polysync.domain.records import (
+    EngineHeartbeat,
     Job,
+    Lease,
     NewPlatform,
     NewRun,
     Platform,
@@ -33,25 +37,42 @@ from polysync.domain.records import (
     RunEvent,
     RunFilter,
 )
+from polysync.engine.ports import Observation, PollFailure, Submission
 from polysync.errors import NotFoundError, UsageError
 from polysync.store.auth_fields import checked_auth
-from polysync.store.codec import parameters_to_json, string_map_to_json, tasks_to_json
-from polysync.store.database import WRITE_OPTION, create_engine
+from polysync.store.codec import (
+    parameters_to_json,
+    storable_text,
+    string_map_to_json,
+    tasks_to_json,
+)
+from polysync.store.database import WRITE_OPTION, create_engine, store_call, translated
 from polysync.store.migrate import upgrade_engine
 from polysync.store.rows import (
     api_key_from_row,
     event_from_row,
+    heartbeat_from_row,
+    heartbeat_values,
     job_from_row,
     job_schema_values,
     platform_from_row,
     run_from_row,
     status_values,
 )
-from polysync.store.tables import UtcDateTime, api_keys, jobs, platforms, run_events, runs
+from polysync.store.tables import (
+    UtcDateTime,
+    api_keys,
+    engines,
+    jobs,
+    platforms,
+    run_events,
+    runs,
+)
 
 if TYPE_CHECKING:
     from polysync.engine.ports import Store
 
+log = logging.getLogger(__name__)
 PROVIDER = "azure-databricks"
 SUBMITTING_MESSAGE = "Submitting to Databricks"
 CANCEL_REQUESTED_MESSAGE = "Cancellation requested"
@@ -68,12 +89,17 @@ _LIST_RUNS = "`polysync runs list` shows the runs."
 
 
 async def open_store(url: str) -> SqlStore:
-    """A store on the database at `url`, its schema migrated to the latest revision."""
+    """A store on the database at `url`, its schema migrated to the latest revision.
+    StoreUnavailableError when the database cannot be reached (worth retrying), StoreError when
+    it refuses (see `translated`)."""
     engine = create_engine(url)
     try:
         await upgrade_engine(engine)
-    except BaseException:
+    except BaseException as exc:
         await engine.dispose()
+        error = translated(exc)
+        if error is not None:
+            raise error from exc
         raise
     return SqlStore(engine)
 
@@ -112,6 +138,7 @@ class SqlStore:
 
     # ------------------------------------------------------------------ platforms
 
+    @store_call
     async def add_platform(self, new: NewPlatform, now: datetime) -> Platform:
         values = {
             "name": new.name,
@@ -131,6 +158,7 @@ class SqlStore:
             raise _name_taken(new.name) from exc
         return platform_from_row(row)
 
+    @store_call
     async def update_platform(self, platform: Platform, now: datetime) -> Platform:
         values = {
             "name": platform.name,
@@ -151,6 +179,7 @@ class SqlStore:
             raise _platform_not_found(platform.id)
         return platform_from_row(row)
 
+    @store_call
     async def get_platform(self, ref: int | str) -> Platform:
         column = platforms.c.id if isinstance(ref, int) else platforms.c.name
         async with self._read() as conn:
@@ -159,11 +188,13 @@ class SqlStore:
             raise _platform_not_found(ref)
         return platform_from_row(row)
 
+    @store_call
     async def list_platforms(self) -> Sequence[Platform]:
         async with self._read() as conn:
             result = await conn.execute(select(platforms))
             return sorted((platform_from_row(row) for row in result), key=_by_name)
 
+    @store_call
     async def remove_platform(self, platform_id: int) -> None:
         async with self._write() as conn:
             # Locked so that no run can be created on this platform between the check below
@@ -194,6 +225,7 @@ class SqlStore:
 
     # ------------------------------------------------------------------ jobs
 
+    @store_call
     async def upsert_job(
         self, platform_id: int, job: ImportedJob, now: datetime
     ) -> tuple[Job, bool]:
@@ -227,6 +259,7 @@ class SqlStore:
             row = (await conn.execute(_returning(statement))).one()
         return job_from_row(row), existing is None
 
+    @store_call
     async def get_job(self, ref: int | str, *, platform_id: int | None = None) -> Job:
         async with self._read() as conn:
             scope = ""
@@ -262,6 +295,7 @@ class SqlStore:
                     )
         raise NotFoundError(f"No job with External Id or name {ref!r}{scope}. {_LIST_JOBS}")
 
+    @store_call
     async def list_jobs(self, platform_id: int | None = None) -> Sequence[Job]:
         query = select(jobs)
         if platform_id is not None:
@@ -270,6 +304,7 @@ class SqlStore:
             found = [job_from_row(row) for row in await conn.execute(query)]
         return sorted(found, key=lambda job: (job.platform_id, *_by_name(job)))
 
+    @store_call
     async def save_job(self, job: Job, now: datetime) -> Job:
         statement = (
             update(jobs)
@@ -289,6 +324,7 @@ class SqlStore:
 
     # ------------------------------------------------------------------ runs
 
+    @store_call
     async def create_run(self, new: NewRun, now: datetime) -> Run:
         values = {
             "job_id": new.job_id,
@@ -334,70 +370,119 @@ class SqlStore:
         run_page_url: str,
         now: datetime,
         next_poll_at: datetime,
+        *,
+        lease: Lease | None = None,
     ) -> Run:
         (run,) = await self.record_submissions(
-            [(run_id, databricks_run_id, run_page_url, next_poll_at)], now
+            [Submission(run_id, databricks_run_id, run_page_url, next_poll_at, lease)], now
         )
         return run
 
+    @store_call
     async def record_submissions(
-        self, submissions: Sequence[tuple[int, str, str, datetime]], now: datetime
+        self, submissions: Sequence[Submission], now: datetime
     ) -> list[Run]:
-        """Several `record_submitted` in one transaction (run id, RunId, URL, next poll)."""
+        """Several `record_submitted` in one transaction, rows locked in id order."""
         if not submissions:
             return []
-        recorded: list[Run] = []
         async with self._write() as conn:
-            for run_id, databricks_run_id, run_page_url, next_poll_at in submissions:
-                recorded.append(
-                    await _apply_submission(
-                        conn, run_id, databricks_run_id, run_page_url, now, next_poll_at
-                    )
-                )
-        return recorded
+            current = await _lock_runs(conn, [s.run_id for s in submissions])
+            recorded = {
+                s.run_id: await _apply_submission(conn, current[s.run_id], s, now)
+                for s in sorted(submissions, key=lambda s: s.run_id)
+            }
+        return [recorded[s.run_id] for s in submissions]
 
-    async def record_submit_attempt(self, run_id: int, message: str, retry_at: datetime) -> Run:
+    @store_call
+    async def record_submit_attempt(
+        self,
+        run_id: int,
+        message: str,
+        retry_at: datetime,
+        *,
+        lease: Lease | None = None,
+        event_at: datetime | None = None,
+    ) -> Run:
         async with self._write() as conn:
             current = await _lock_run(conn, run_id)
-            if current.terminal:
+            if current.terminal or not _holds(current, lease):
                 return run_from_row(current)
-            # No event: the status does not change. No updated_at either: no `now` is given.
-            row = await _update_run(
-                conn,
-                run_id,
-                {
-                    "submit_attempts": runs.c.submit_attempts + 1,
-                    "message": message,
-                    "next_poll_at": retry_at,
-                },
-            )
+            values: dict[str, Any] = {
+                "submit_attempts": runs.c.submit_attempts + 1,
+                "message": message,
+                "next_poll_at": retry_at,
+            }
+            # A transient failure adds no event (the status does not change); an unexpected
+            # one is kept in the history, so it can be seen after the fact.
+            if event_at is not None:
+                values["updated_at"] = event_at
+            row = await _update_run(conn, run_id, values)
+            if event_at is not None:
+                await _add_event(conn, row, event_at, SOURCE_ENGINE)
         return run_from_row(row)
 
     async def record_snapshot(
-        self, run_id: int, snapshot: RunSnapshot, now: datetime, next_poll_at: datetime | None
+        self,
+        run_id: int,
+        snapshot: RunSnapshot,
+        now: datetime,
+        next_poll_at: datetime | None,
+        *,
+        lease: Lease | None = None,
     ) -> tuple[Run, bool]:
-        (result,) = await self.record_snapshots([(run_id, snapshot, now, next_poll_at)])
+        (result,) = await self.record_snapshots(
+            [Observation(run_id, snapshot, now, next_poll_at, lease)]
+        )
         return result
 
-    async def record_snapshots(
-        self, polls: Sequence[tuple[int, RunSnapshot, datetime, datetime | None]]
-    ) -> list[tuple[Run, bool]]:
+    @store_call
+    async def record_snapshots(self, observations: Sequence[Observation]) -> list[tuple[Run, bool]]:
         # One transaction for a whole cycle's polls: with thousands of watched runs, a commit
-        # per run would cost more than the API calls themselves.
-        if not polls:
+        # per run would cost more than the API calls themselves. Rows are locked in one statement
+        # in id order, so two engines writing overlapping batches wait for each other instead
+        # of deadlocking.
+        if not observations:
             return []
-        results: list[tuple[Run, bool]] = []
         async with self._write() as conn:
-            for run_id, snapshot, observed_at, next_poll_at in polls:
-                results.append(
-                    await _apply_snapshot(conn, run_id, snapshot, observed_at, next_poll_at)
-                )
-        return results
+            current = await _lock_runs(conn, [o.run_id for o in observations])
+            results = {
+                o.run_id: await _apply_snapshot(conn, current[o.run_id], o)
+                for o in sorted(observations, key=lambda o: o.run_id)
+            }
+        return [results[o.run_id] for o in observations]
 
-    async def record_failure(self, run_id: int, message: str, now: datetime) -> Run:
+    @store_call
+    async def record_poll_failures(self, failures: Sequence[PollFailure]) -> list[Run]:
+        if not failures:
+            return []
+        recorded: dict[int, Run] = {}
+        async with self._write() as conn:
+            current = await _lock_runs(conn, [f.run_id for f in failures])
+            for failure in sorted(failures, key=lambda f: f.run_id):
+                row = current[failure.run_id]
+                if row.terminal or not _holds(row, failure.lease):
+                    recorded[failure.run_id] = run_from_row(row)
+                    continue
+                values: dict[str, Any] = {
+                    "poll_failures": runs.c.poll_failures + 1,
+                    "next_poll_at": failure.retry_at,
+                }
+                noted = failure.message is not None and failure.message != row.message
+                if noted:
+                    values |= {"message": failure.message, "updated_at": failure.observed_at}
+                row = await _update_run(conn, failure.run_id, values)
+                if noted:
+                    await _add_event(conn, row, failure.observed_at, SOURCE_ENGINE)
+                recorded[failure.run_id] = run_from_row(row)
+        return [recorded[f.run_id] for f in failures]
+
+    @store_call
+    async def record_failure(
+        self, run_id: int, message: str, now: datetime, *, lease: Lease | None = None
+    ) -> Run:
         async with self._write() as conn:
             current = await _lock_run(conn, run_id)
-            if current.terminal:
+            if current.terminal or not _holds(current, lease):
                 return run_from_row(current)
             values = status_values(RunStatus.FAILED) | {
                 "message": message,
@@ -409,6 +494,7 @@ class SqlStore:
             await _add_event(conn, row, now, SOURCE_SUBMIT)
         return run_from_row(row)
 
+    @store_call
     async def request_cancel(self, run_id: int, now: datetime) -> Run:
         async with self._write() as conn:
             current = await _lock_run(conn, run_id)
@@ -426,6 +512,7 @@ class SqlStore:
             await _add_event(conn, row, now, SOURCE_CANCEL)
         return run_from_row(row)
 
+    @store_call
     async def get_run(self, run_id: int) -> Run:
         async with self._read() as conn:
             row = (await conn.execute(select(runs).where(runs.c.id == run_id))).one_or_none()
@@ -433,6 +520,7 @@ class SqlStore:
             raise _run_not_found(run_id)
         return run_from_row(row)
 
+    @store_call
     async def list_runs(self, where: RunFilter) -> Sequence[Run]:
         if where.limit < 1:
             raise UsageError(f"A run listing's limit must be at least 1, not {where.limit}.")
@@ -454,6 +542,7 @@ class SqlStore:
             result = await conn.execute(query.limit(where.limit))
             return [run_from_row(row) for row in result]
 
+    @store_call
     async def run_events(self, run_id: int) -> Sequence[RunEvent]:
         async with self._read() as conn:
             if await conn.scalar(select(runs.c.id).where(runs.c.id == run_id)) is None:
@@ -463,6 +552,7 @@ class SqlStore:
             )
             return [event_from_row(row) for row in result]
 
+    @store_call
     async def job_durations_s(self, job_id: int, limit: int = 10) -> Sequence[float]:
         query = (
             select(runs.c.submitted_at, runs.c.ended_at)
@@ -477,10 +567,18 @@ class SqlStore:
 
     # ------------------------------------------------------------------ engine leases
 
+    @store_call
     async def claim_due_runs(
-        self, owner: str, now: datetime, lease_s: float, limit: int
+        self,
+        owner: str,
+        now: datetime,
+        lease_s: float,
+        limit: int,
+        *,
+        only: Sequence[int] | None = None,
+        exclude: Sequence[int] = (),
     ) -> Sequence[Run]:
-        if limit < 1:
+        if limit < 1 or (only is not None and not only):
             return []
         due = (
             select(runs.c.id)
@@ -499,6 +597,10 @@ class SqlStore:
             # already makes this transaction the only writer.
             .with_for_update(skip_locked=True)
         )
+        if only is not None:
+            due = due.where(runs.c.id.in_(list(only)))
+        if exclude:
+            due = due.where(runs.c.id.not_in(list(exclude)))
         async with self._write() as conn:
             ids = (await conn.scalars(due)).all()
             if not ids:
@@ -509,7 +611,11 @@ class SqlStore:
                         update(runs)
                         .where(runs.c.id.in_(ids))
                         .values(
-                            lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_s)
+                            lease_owner=owner,
+                            lease_expires_at=now + timedelta(seconds=lease_s),
+                            # One token per claim: whatever this engine writes under an older
+                            # claim (of its own or another engine's) is dropped from now on.
+                            lease_token=uuid.uuid4().hex,
                         )
                     )
                 )
@@ -517,16 +623,37 @@ class SqlStore:
         leased = [run_from_row(row) for row in claimed]
         return sorted(leased, key=lambda run: (run.next_poll_at or now, run.id))
 
-    async def reschedule_runs(self, run_ids: Sequence[int], next_poll_at: datetime) -> None:
+    @store_call
+    async def reschedule_runs(
+        self, run_ids: Sequence[int], next_poll_at: datetime, *, lease: Lease | None = None
+    ) -> None:
         if not run_ids:
             return
-        async with self._write() as conn:
-            await conn.execute(
-                update(runs)
-                .where(runs.c.id.in_(list(run_ids)), runs.c.terminal == false())
-                .values(next_poll_at=next_poll_at)
+        statement = update(runs).where(runs.c.id.in_(list(run_ids)), runs.c.terminal == false())
+        if lease is not None:
+            statement = statement.where(
+                runs.c.lease_owner == lease.owner, runs.c.lease_token == lease.token
             )
+        async with self._write() as conn:
+            await conn.execute(statement.values(next_poll_at=next_poll_at, poll_failures=0))
 
+    @store_call
+    async def renew_leases(self, lease: Lease, run_ids: Sequence[int], until: datetime) -> int:
+        if not run_ids:
+            return 0
+        async with self._write() as conn:
+            result = await conn.execute(
+                update(runs)
+                .where(
+                    runs.c.id.in_(list(run_ids)),
+                    runs.c.lease_owner == lease.owner,
+                    runs.c.lease_token == lease.token,
+                )
+                .values(lease_expires_at=until)
+            )
+        return int(result.rowcount)
+
+    @store_call
     async def release_runs(self, owner: str, run_ids: Sequence[int]) -> None:
         if not run_ids:
             return
@@ -534,9 +661,10 @@ class SqlStore:
             await conn.execute(
                 update(runs)
                 .where(runs.c.id.in_(list(run_ids)), runs.c.lease_owner == owner)
-                .values(lease_owner=None, lease_expires_at=None)
+                .values(lease_owner=None, lease_expires_at=None, lease_token=None)
             )
 
+    @store_call
     async def make_all_due(self, now: datetime) -> int:
         # Runs already due keep their earlier time, so the oldest are still polled first.
         now_value = literal(now, UtcDateTime())
@@ -559,6 +687,7 @@ class SqlStore:
 
     # ------------------------------------------------------------------ API keys, health, metrics
 
+    @store_call
     async def add_api_key(
         self, name: str, role: Role, prefix: str, secret_hash: str, now: datetime
     ) -> ApiKey:
@@ -577,17 +706,20 @@ class SqlStore:
             raise UsageError(f"An API key with prefix {prefix!r} already exists.") from exc
         return api_key_from_row(row)
 
+    @store_call
     async def find_api_key(self, prefix: str) -> ApiKey | None:
         async with self._read() as conn:
             query = select(api_keys).where(api_keys.c.prefix == prefix)
             row = (await conn.execute(query)).one_or_none()
         return None if row is None else api_key_from_row(row)
 
+    @store_call
     async def list_api_keys(self) -> Sequence[ApiKey]:
         async with self._read() as conn:
             result = await conn.execute(select(api_keys).order_by(api_keys.c.id))
             return [api_key_from_row(row) for row in result]
 
+    @store_call
     async def revoke_api_key(self, ref: int | str, now: datetime) -> ApiKey:
         """By id or prefix; revoking a revoked key keeps its first revocation time."""
         column = api_keys.c.id if isinstance(ref, int) else api_keys.c.prefix
@@ -604,17 +736,20 @@ class SqlStore:
             )
         return api_key_from_row(row)
 
+    @store_call
     async def ping(self) -> None:
         """One round trip to the database (health checks); raises if it cannot be reached."""
         async with self._read() as conn:
             await conn.execute(select(literal(1)))
 
+    @store_call
     async def count_runs_by_status(self) -> Mapping[RunStatus, int]:
         query = select(runs.c.status, func.count()).group_by(runs.c.status)
         async with self._read() as conn:
             rows = (await conn.execute(query)).all()
         return {RunStatus(status): int(count) for status, count in rows}
 
+    @store_call
     async def poll_lags_s(self, now: datetime) -> Sequence[float]:
         """How late each active run's due poll is at `now` (seconds; due runs only)."""
         query = select(runs.c.next_poll_at).where(
@@ -623,6 +758,30 @@ class SqlStore:
         async with self._read() as conn:
             due = (await conn.scalars(query)).all()
         return [(now - at).total_seconds() for at in due]
+
+    # ------------------------------------------------------------------ engine heartbeats
+
+    @store_call
+    async def record_heartbeat(self, beat: EngineHeartbeat) -> None:
+        values = heartbeat_values(beat)
+        async with self._write() as conn:
+            updated = await conn.execute(
+                update(engines).where(engines.c.owner == beat.owner).values(values)
+            )
+            if not updated.rowcount:
+                await conn.execute(insert(engines).values(values))
+
+    @store_call
+    async def list_engines(self) -> Sequence[EngineHeartbeat]:
+        query = select(engines).order_by(engines.c.heartbeat_at.desc(), engines.c.owner)
+        async with self._read() as conn:
+            return [heartbeat_from_row(row) for row in await conn.execute(query)]
+
+    @store_call
+    async def forget_engines(self, before: datetime) -> int:
+        async with self._write() as conn:
+            result = await conn.execute(delete(engines).where(engines.c.heartbeat_at < before))
+        return int(result.rowcount)
 
     async def _require_platform(self, conn: AsyncConnection, platform_id: int) -> None:
         # FOR SHARE: a concurrent remove_platform (FOR UPDATE) either waits for this transaction
@@ -650,6 +809,8 @@ async def _lock_run(conn: AsyncConnection, run_id: int) -> Any:
 
 
 async def _update_run(conn: AsyncConnection, run_id: int, values: dict[str, Any]) -> Any:
+    # Messages and states may quote a workspace's text: cleaned, so no answer can poison a run.
+    values = {k: storable_text(v) if isinstance(v, str) else v for k, v in values.items()}
     statement = update(runs).where(runs.c.id == run_id).values(values)
     return (await conn.execute(_returning(statement))).one()
 
@@ -663,7 +824,7 @@ async def _add_event(
             run_id=run.id,
             at=at,
             status=run.status,
-            message=run.message if message is None else message,
+            message=run.message if message is None else storable_text(message),
             life_cycle_state=run.life_cycle_state,
             result_state=run.result_state,
             source=source,
@@ -696,18 +857,44 @@ if TYPE_CHECKING:
     _conforms: type[Store] = SqlStore
 
 
+def _holds(row: Any, lease: Lease | None) -> bool:
+    """Whether a write under `lease` may change this run row (no lease: an unfenced write)."""
+    return lease is None or (row.lease_owner == lease.owner and row.lease_token == lease.token)
+
+
+async def _lock_runs(conn: AsyncConnection, run_ids: Sequence[int]) -> dict[int, Any]:
+    """The rows of `run_ids`, locked FOR UPDATE in one statement in id order (PostgreSQL takes
+    the locks in that order, so two writers of overlapping sets cannot deadlock)."""
+    wanted = sorted(set(run_ids))
+    query = select(runs).where(runs.c.id.in_(wanted)).order_by(runs.c.id).with_for_update()
+    rows = {row.id: row for row in await conn.execute(query)}
+    missing = [run_id for run_id in wanted if run_id not in rows]
+    if missing:
+        raise _run_not_found(missing[0])
+    return rows
+
+
 async def _apply_snapshot(
-    conn: AsyncConnection,
-    run_id: int,
-    snapshot: RunSnapshot,
-    now: datetime,
-    next_poll_at: datetime | None,
+    conn: AsyncConnection, current: Any, observation: Observation
 ) -> tuple[Run, bool]:
-    current = await _lock_run(conn, run_id)
+    snapshot, now = observation.snapshot, observation.observed_at
+    if not _holds(current, observation.lease):
+        log.info("run %s: dropped a poll from a lease that has ended (%s)", current.id, now)
+        return run_from_row(current), False
+    stale = not current.terminal and not snapshot.status.may_follow(RunStatus(current.status))
+    if stale:
+        # An answer older than what is recorded (e.g. Starting after Running): never written
+        # back, so the history only moves forward (D6). Only the next poll moves.
+        log.info(
+            "run %s: ignored a %s snapshot after %s", current.id, snapshot.status, current.status
+        )
+        row = await _update_run(conn, current.id, {"next_poll_at": observation.next_poll_at})
+        return run_from_row(row), False
     values: dict[str, Any] = {
         "tasks": tasks_to_json(snapshot.tasks),
-        "next_poll_at": next_poll_at,
+        "next_poll_at": observation.next_poll_at,
         "updated_at": now,
+        "poll_failures": 0,
     }
     if snapshot.run_page_url:
         values["run_page_url"] = snapshot.run_page_url
@@ -723,24 +910,22 @@ async def _apply_snapshot(
             values |= status_values(snapshot.status) | {"message": snapshot.message}
         if snapshot.status.is_terminal:
             values["ended_at"] = now
-    row = await _update_run(conn, run_id, values)
+    row = await _update_run(conn, current.id, values)
     if changed:
         await _add_event(conn, row, now, SOURCE_POLL)
     return run_from_row(row), changed
 
 
 async def _apply_submission(
-    conn: AsyncConnection,
-    run_id: int,
-    databricks_run_id: str,
-    run_page_url: str,
-    now: datetime,
-    next_poll_at: datetime,
+    conn: AsyncConnection, current: Any, submission: Submission, now: datetime
 ) -> Run:
-    current = await _lock_run(conn, run_id)
+    if not _holds(current, submission.lease):
+        log.info("run %s: dropped a submission from a lease that has ended", current.id)
+        return run_from_row(current)
+    databricks_run_id = submission.databricks_run_id
     values: dict[str, Any] = {
-        "run_page_url": run_page_url,
-        "next_poll_at": next_poll_at,
+        "run_page_url": submission.run_page_url,
+        "next_poll_at": submission.next_poll_at,
         "updated_at": now,
     }
     # A retried run-now reuses its token and Databricks answers with the same run (D8):
@@ -751,7 +936,7 @@ async def _apply_submission(
         values |= {"run_id": databricks_run_id, "submitted_at": now}
         if not current.terminal:
             values["message"] = message
-    row = await _update_run(conn, run_id, values)
+    row = await _update_run(conn, current.id, values)
     if not repeated:
         await _add_event(conn, row, now, SOURCE_SUBMIT, message=message)
     return run_from_row(row)

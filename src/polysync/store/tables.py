@@ -130,7 +130,10 @@ runs = Table(
     Column("next_poll_at", UtcDateTime),
     Column("lease_owner", Text),
     Column("lease_expires_at", UtcDateTime),
+    # Fencing token, new at each claim: a write that carries another one is dropped.
+    Column("lease_token", Text),
     Column("submit_attempts", Integer, nullable=False),
+    Column("poll_failures", Integer, nullable=False, server_default="0"),
     Index(None, "terminal", "next_poll_at"),
     Index(None, "job_id", "created_at"),
     Index(None, "created_at"),
@@ -164,4 +167,21 @@ api_keys = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("revoked_at", UtcDateTime),
     sqlite_autoincrement=True,
+)
+
+engines = Table(
+    "engines",
+    metadata,
+    # One row per engine (its lease owner name), written at each heartbeat; read by /health and
+    # `polysync status` in any process.
+    Column("owner", Text, primary_key=True),
+    Column("host", Text, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("heartbeat_at", UtcDateTime, nullable=False),
+    Column("last_cycle_at", UtcDateTime),
+    Column("cycles", Id, nullable=False),
+    Column("failures", Integer, nullable=False),
+    Column("last_error", Text),
 )

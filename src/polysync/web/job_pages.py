@@ -8,9 +8,9 @@ from fastapi.responses import Response
 
 from polysync.domain.access import Role
 from polysync.domain.models import DataType, Direction, Parameter
-from polysync.domain.parameters import describe_diff, serialise_value
+from polysync.domain.parameters import describe_diff, user_value
 from polysync.domain.records import Job, RunFilter
-from polysync.errors import PolysyncError, UsageError
+from polysync.errors import ConfigError, PolysyncError, UsageError
 from polysync.web.context import WebContext
 from polysync.web.security import Visitor
 
@@ -103,7 +103,7 @@ def job_router(ctx: WebContext) -> APIRouter:
                 value = parameter.stored_value  # a Secret is never sent to the page: blank keeps it
             if value is not None:
                 try:
-                    serialise_value(parameter.data_type, value, name=parameter.name)
+                    user_value(parameter.data_type, value, name=parameter.name)
                 except UsageError as exc:
                     row_errors[index] = exc.message
             edited.append(replace(parameter, direction=direction, stored_value=value))
@@ -153,7 +153,7 @@ def job_router(ctx: WebContext) -> APIRouter:
                 overrides[parameter.name] = value
         try:
             run = await services.execute(job, overrides)
-        except UsageError as exc:
+        except (UsageError, ConfigError) as exc:  # bad values, or a secret that cannot be read
             return ctx.render(
                 request,
                 visitor,

@@ -18,6 +18,8 @@ from polysync.errors import (
 from .fixtures import job
 
 D = Direction
+# Text a user may send: no lone surrogates (Cs), no control characters (Cc) but tab and newlines.
+SENDABLE = st.characters(blacklist_categories=("Cs", "Cc")) | st.sampled_from("\t\n\r")
 
 
 def p(
@@ -41,12 +43,11 @@ def p(
     )
 
 
-def test_reference_job_sends_job_level_defaults_only() -> None:
+def test_defaults_are_left_to_databricks_and_only_overrides_are_sent() -> None:
     parameters = extract_parameters(job()["settings"])
-    assert resolve_run_parameters(parameters, {}) == {"run_date": "", "env": "prod"}
+    assert resolve_run_parameters(parameters, {}) == {}
     assert resolve_run_parameters(parameters, {"run_date": "2024-06-21"}) == {
-        "run_date": "2024-06-21",
-        "env": "prod",
+        "run_date": "2024-06-21"
     }
 
 
@@ -55,9 +56,9 @@ def test_reference_job_sends_job_level_defaults_only() -> None:
     [(None, True), (D.INPUT, True), (D.INPUT_OUTPUT, True), (D.OUTPUT, False)],
 )
 def test_direction_decides_what_is_sent(direction: Direction | None, sent: bool) -> None:
-    parameter = p("x", "1", direction=direction)
+    parameter = p("x", "1", direction=direction, stored="2")
     assert parameter.is_sent is sent
-    assert (resolve_run_parameters([parameter], {}) == {"x": "1"}) is sent
+    assert (resolve_run_parameters([parameter], {}) == {"x": "2"}) is sent
     assert parameter.effective_direction is (direction or D.INPUT)
 
 
@@ -66,9 +67,9 @@ def test_task_scoped_and_internal_parameters_are_never_sent() -> None:
         p("mode", "full", task_key="ingest", source=ParameterSource.NOTEBOOK_BASE_PARAMETERS),
         p("_internal", "x"),
         p("_internal_stored", "x", stored="y"),
-        p("kept", "k"),
+        p("kept", "k", stored="s"),
     ]
-    assert resolve_run_parameters(parameters, {}) == {"kept": "k"}
+    assert resolve_run_parameters(parameters, {}) == {"kept": "s"}
 
 
 @pytest.mark.parametrize(
@@ -76,7 +77,7 @@ def test_task_scoped_and_internal_parameters_are_never_sent() -> None:
     [
         ("o", "s", "d", "o"),
         (None, "s", "d", "s"),
-        (None, None, "d", "d"),
+        (None, None, "d", None),  # Databricks applies its own default (D2 amended)
         ("o", None, None, "o"),
         (None, "s", None, "s"),
         ("", "s", "d", ""),  # an explicit empty override still wins
@@ -84,26 +85,66 @@ def test_task_scoped_and_internal_parameters_are_never_sent() -> None:
     ],
 )
 def test_resolution_order(
-    override: str | None, stored: str | None, default: str | None, expected: str
+    override: str | None, stored: str | None, default: str | None, expected: str | None
 ) -> None:
     overrides = {} if override is None else {"x": override}
-    assert resolve_run_parameters([p("x", default, stored=stored)], overrides) == {"x": expected}
+    resolved = resolve_run_parameters([p("x", default, stored=stored)], overrides)
+    assert resolved == ({} if expected is None else {"x": expected})
 
 
 def test_a_parameter_with_no_value_at_all_is_left_to_databricks() -> None:
     assert resolve_run_parameters([p("x", None)], {}) == {}
 
 
-def test_values_are_serialised_for_their_data_type() -> None:
+def test_defaults_are_never_reformatted_because_they_are_never_sent() -> None:
+    # Issue 8 section 5: a default `True` reached Databricks as `true` with no override.
     parameters = [
         p("flag", "True", data_type=DataType.BOOL),
-        p("n", "7", data_type=DataType.INT),
+        p("n", "007", data_type=DataType.INT),
+        p("ratio", "1.50", data_type=DataType.FLOAT),
+    ]
+    assert resolve_run_parameters(parameters, {}) == {}
+
+
+def test_overrides_are_validated_but_sent_as_typed_and_trimmed() -> None:
+    parameters = [
+        p("flag", "false", data_type=DataType.BOOL),
+        p("retries", "3", data_type=DataType.INT),
         p("ratio", "0.5", data_type=DataType.FLOAT),
         p("cfg", "{}", data_type=DataType.JSON),
+        p("label", "x"),
     ]
-    resolved = resolve_run_parameters(parameters, {"n": "0042", "ratio": "1e3"})
-    assert resolved == {"flag": "true", "n": "42", "ratio": "1000.0", "cfg": "{}"}
-    assert all(isinstance(v, str) for v in resolved.values())
+    overrides = {
+        "flag": "True",
+        "retries": " 007 ",
+        "ratio": "1.50",
+        "cfg": ' {"a": 1} ',
+        "label": "  padded  ",
+    }
+    assert resolve_run_parameters(parameters, overrides) == {
+        "flag": "True",
+        "retries": "007",
+        "ratio": "1.50",
+        "cfg": '{"a": 1}',
+        "label": "  padded  ",  # a String is text: its spaces are the user's
+    }
+
+
+def test_stored_values_are_sent_as_typed_too() -> None:
+    parameter = p("retries", "3", data_type=DataType.INT, stored="+010")
+    assert resolve_run_parameters([parameter], {}) == {"retries": "+010"}
+
+
+@pytest.mark.parametrize("value", ["9223372036854775808", "-9223372036854775809", "1" * 30])
+def test_an_int_outside_the_signed_64_bit_range_is_refused(value: str) -> None:
+    with pytest.raises(ParameterValueError, match="'retries' must be an Int"):
+        resolve_run_parameters([p("retries", "3", data_type=DataType.INT)], {"retries": value})
+
+
+def test_the_64_bit_bounds_themselves_are_accepted() -> None:
+    parameter = p("n", "3", data_type=DataType.INT)
+    for value in ("9223372036854775807", "-9223372036854775808"):
+        assert resolve_run_parameters([parameter], {"n": value}) == {"n": value}
 
 
 def test_a_bad_value_is_refused_with_name_type_and_value() -> None:
@@ -210,7 +251,7 @@ def test_refusal_happens_even_when_other_values_are_fine() -> None:
             default=st.none() | st.text(max_size=5),
             direction=st.none() | st.sampled_from(list(Direction)),
             task_key=st.none() | st.sampled_from(["t1", "t2"]),
-            stored=st.none() | st.text(max_size=5),
+            stored=st.none() | st.text(SENDABLE, max_size=5),
         ),
         max_size=8,
     )

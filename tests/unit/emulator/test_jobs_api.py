@@ -408,6 +408,22 @@ async def test_control_plane_scripts_a_task_and_reports_runs(
     assert bad.status_code == 400
 
 
+async def test_control_plane_forgets_a_run_whatever_its_state(
+    emulator: EmulatorHarness, api: httpx.AsyncClient
+) -> None:
+    job = emulator.state.create_job({"name": "long", "tasks": [{"task_key": "a"}]})
+    run_id = (await api.post("/api/2.1/jobs/run-now", json={"job_id": job.job_id})).json()["run_id"]
+    refused = await api.post("/api/2.1/jobs/runs/delete", json={"run_id": run_id})
+    assert refused.status_code == 400  # runs/delete refuses an active run, as Databricks does
+    assert (await api.delete(f"/emulator/runs/{run_id}")).status_code == 200
+    gone = await api.get("/api/2.1/jobs/runs/get", params={"run_id": run_id})
+    assert gone.status_code == 400
+    assert gone.json()["message"] == f"Run {run_id} does not exist."
+    emulator.clock.advance(120)  # its lifecycle ends unseen
+    assert (await api.get("/emulator/runs")).json() == {"runs": [], "active": 0}
+    assert (await api.delete(f"/emulator/runs/{run_id}")).status_code == 400
+
+
 async def test_demo_workspace_loads_with_its_jobs(demo_emulator: EmulatorHarness) -> None:
     async with demo_emulator.client() as api:
         jobs = (

@@ -12,7 +12,7 @@ from polysync.api.problems import Problem
 from polysync.api.schemas import ExecuteIn, JobOut, JobUpdate, ParameterUpdate, RunOut, SyncOut
 from polysync.domain.external_id import parse_external_id
 from polysync.domain.models import Parameter
-from polysync.domain.parameters import serialise_value
+from polysync.domain.parameters import user_value
 from polysync.domain.records import Job
 from polysync.errors import UnknownParameterError, UsageError
 
@@ -69,7 +69,7 @@ def _edited_parameters(job: Job, edits: list[ParameterUpdate]) -> tuple[Paramete
         if "stored_value" in fields:
             value = edit.stored_value
             if value is not None:
-                value = serialise_value(current.data_type, value, name=current.name)
+                value = user_value(current.data_type, value, name=current.name)
             current = replace(current, stored_value=value)
         parameters[index] = current
     return tuple(parameters)

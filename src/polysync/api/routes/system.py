@@ -11,7 +11,8 @@ from fastapi.responses import Response
 from polysync.api.deps import Context, Viewer
 from polysync.api.metrics import render_metrics
 from polysync.api.problems import Problem, problem_response
-from polysync.api.schemas import HealthOut
+from polysync.api.schemas import EngineHealthOut, HealthOut
+from polysync.domain.records import EngineState, utc
 
 router = APIRouter(tags=["system"])
 log = logging.getLogger(__name__)
@@ -24,13 +25,50 @@ PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
     responses={503: {"model": Problem}},
 )
 async def health(context: Context) -> Any:
-    """Liveness and readiness: answers 200 when the database answers, 503 otherwise."""
+    """Liveness and readiness: 200 when the database answers and this process's engine (if it
+    runs one) cycles; 503 when the database cannot be reached, or the engine is stopped, crashed
+    or stalled (no successful cycle for its `stall_after_s`). Reports the engine's state, last
+    cycle and the poll lag."""
+    services = context.services
     try:
         await context.store.ping()
+        lags_s = await context.store.poll_lags_s(services.now())
     except Exception as exc:  # any driver error means "not ready"; the reason goes to the log
         log.warning("health check: database unreachable: %s", type(exc).__name__)
         return problem_response(503, "unhealthy", "The database cannot be reached.")
-    return HealthOut(status="ok", database="ok")
+    engine = services.engine
+    now_s = services.clock.now()
+    state = engine.health
+    engine_out = None
+    if state.state is not None:
+        engine_out = EngineHealthOut(
+            owner=engine.owner,
+            state=state.state.value,
+            last_cycle_at=utc(state.last_cycle_at_s) if state.last_cycle_at_s else None,
+            last_cycle_age_s=(
+                round(now_s - state.last_cycle_at_s, 3) if state.last_cycle_at_s else None
+            ),
+            cycles=state.cycles,
+            failures=state.failures,
+            last_error=state.last_error,
+            restarts=state.restarts,
+        )
+        stalled = state.is_stalled(now_s, engine.settings.stall_after_s)
+        if stalled or state.state in (EngineState.STOPPED, EngineState.CRASHED):
+            since = engine_out.last_cycle_age_s
+            detail = (
+                f"The engine {engine.owner} is {'stalled' if stalled else state.state.value}"
+                + (f": its last cycle ended {since:.0f} s ago" if since is not None else "")
+                + (f"; last error: {state.last_error}" if state.last_error else "")
+                + "."
+            )
+            return problem_response(503, "engine-unhealthy", detail)
+    return HealthOut(
+        status="ok",
+        database="ok",
+        engine=engine_out,
+        poll_lag_s=round(max(lags_s, default=0.0), 3),
+    )
 
 
 @router.get(
