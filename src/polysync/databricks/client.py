@@ -43,6 +43,7 @@ from polysync.errors import (
     DatabricksTransportError,
     TokenExpiredError,
 )
+from polysync.secrets import UNRESTRICTED, SecretScope
 
 _log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ class DatabricksClient:
         rate_limiters: RateLimiterRegistry | None = None,
         metrics: ClientMetrics | None = None,
         rng: random.Random | None = None,
+        secret_scope: SecretScope = UNRESTRICTED,
     ) -> None:
         self.settings = settings
         self.metrics = metrics or ClientMetrics()
@@ -101,7 +103,11 @@ class DatabricksClient:
             follow_redirects=False,
         )
         self.auth = auth or build_auth(
-            settings, http=self._http, clock=self._clock, metrics=self.metrics
+            settings,
+            http=self._http,
+            clock=self._clock,
+            metrics=self.metrics,
+            secret_scope=secret_scope,
         )
         registry = rate_limiters or RateLimiterRegistry(self._clock)
         self.rate_limiter = registry.for_workspace(settings.url, settings.rate_limits)
@@ -378,6 +384,19 @@ class DatabricksClient:
     def _transport_error(
         self, exc: httpx.RequestError, endpoint: Endpoint, path: str, token_value: str
     ) -> DatabricksTransportError:
+        if isinstance(exc, httpx.LocalProtocolError):
+            # Raised before anything is sent, mostly for a header value with a line break or a
+            # non-ASCII character: its text quotes the header (the bearer token). Not retried:
+            # the same request is built the same way (issue: a secret echoed after 2 minutes).
+            error = DatabricksTransportError(
+                f"the request to {self.settings.url} could not be sent: {type(exc).__name__} "
+                "(a header value, such as the token, is not valid in HTTP; the value is not "
+                "shown). Check that the platform's secret reference names a real token.",
+                method=endpoint.method,
+                path=path,
+            )
+            error.retryable = False
+            return error
         detail = redact(str(exc), token_value) or "connection failed"
         untrusted = _certificate_failure(exc)
         if untrusted:
