@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from polysync.clock import Clock, SystemClock
 from polysync.config import Settings
 from polysync.databricks.client import ConnectivityReport, DatabricksClient
+from polysync.databricks.policy import ConnectionPolicy, parse_host_patterns
 from polysync.databricks.ratelimit import RateLimiterRegistry
 from polysync.databricks.settings import WorkspaceSettings
 from polysync.domain.models import ImportedJob, JobKind, ParameterDiff
@@ -25,6 +26,7 @@ from polysync.errors import NotFoundError, PolysyncError, UsageError
 from polysync.jobtypes.base import DiscoveredJob, JobType
 from polysync.jobtypes.databricks_job import DatabricksJobJobType
 from polysync.jobtypes.databricks_workflow import DatabricksWorkflowJobType
+from polysync.secrets import SecretScope
 from polysync.store import open_store, upgrade
 
 TransportFactory = Callable[[Platform], httpx.AsyncBaseTransport | None]
@@ -48,6 +50,17 @@ def workspace_settings(platform: Platform) -> WorkspaceSettings:
         ) from exc
 
 
+def connection_policy(settings: Settings) -> ConnectionPolicy:
+    """The policy the settings describe: host allow-list, plain HTTP, secret scope."""
+    return ConnectionPolicy(
+        workspace_hosts=parse_host_patterns(settings.workspace_hosts),
+        allow_insecure_http=settings.allow_insecure_http,
+        secret_scope=SecretScope(
+            env_prefix=settings.secret_env_prefix, secrets_dir=settings.secrets_dir
+        ),
+    )
+
+
 def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err["loc"])
@@ -58,8 +71,15 @@ class Connections:
     """One Databricks client per platform (one connection pool and one rate limiter each),
     shared by every caller; it also picks the job type of a job (the engine's `JobTypes`)."""
 
-    def __init__(self, clock: Clock, *, transport_factory: TransportFactory | None = None) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        transport_factory: TransportFactory | None = None,
+        policy: ConnectionPolicy | None = None,
+    ) -> None:
         self._clock = clock
+        self.policy = policy or ConnectionPolicy()
         self._limiters = RateLimiterRegistry(clock)
         self._transport_factory = transport_factory
         self._clients: dict[int, tuple[Any, DatabricksClient]] = {}
@@ -72,15 +92,24 @@ class Connections:
             return cached[1]
         if cached is not None:
             self._retired.append(cached[1])
+        settings = self.checked_settings(platform)
         transport = self._transport_factory(platform) if self._transport_factory else None
         client = DatabricksClient(
-            workspace_settings(platform),
+            settings,
             transport=transport,
             clock=self._clock,
             rate_limiters=self._limiters,
+            secret_scope=self.policy.secret_scope,
         )
         self._clients[platform.id] = (fingerprint, client)
         return client
+
+    def checked_settings(self, platform: Platform) -> WorkspaceSettings:
+        """The platform's client settings, refused (UsageError / ConfigError) when they are not
+        valid or break this process's connection policy (host allow-list, http, secret scope)."""
+        settings = workspace_settings(platform)
+        self.policy.check(settings, platform=f"Platform {platform.name!r}")
+        return settings
 
     def clients(self) -> list[DatabricksClient]:
         """Every client made so far, replaced ones too (their metrics still count)."""
@@ -138,7 +167,11 @@ class Services:
         default - only a benchmark against a fast emulator sets both to emulated time)."""
         clock = clock or SystemClock()
         store = await open_store(settings.resolved_database_url())
-        connections = Connections(api_clock or SystemClock(), transport_factory=transport_factory)
+        connections = Connections(
+            api_clock or SystemClock(),
+            transport_factory=transport_factory,
+            policy=connection_policy(settings),
+        )
         policy = PollPolicy(
             min_interval_s=settings.poll_min_s,
             max_interval_s=max(settings.poll_min_s, settings.poll_max_s),
@@ -179,8 +212,16 @@ class Services:
             created_at=self.now(),
             updated_at=self.now(),
         )
-        checked = workspace_settings(probe)  # refuses a bad URL, a secret value, ... first
+        # Refuses a bad URL, a secret value, a host or reference outside the policy, ... first.
+        checked = self.connections.checked_settings(probe)
         return await self.store.add_platform(replace(new, workspace_url=checked.url), self.now())
+
+    async def update_platform(self, platform: Platform) -> Platform:
+        """Save an edited platform, checked as `add_platform` checks a new one."""
+        checked = self.connections.checked_settings(platform)
+        return await self.store.update_platform(
+            replace(platform, workspace_url=checked.url), self.now()
+        )
 
     async def test_platform(self, ref: str) -> ConnectivityReport:
         platform = await self.store.get_platform(ref)

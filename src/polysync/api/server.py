@@ -16,6 +16,7 @@ from polysync.api.app import create_api_app
 from polysync.api.deps import ApiSettings
 from polysync.api.keys import Authenticator
 from polysync.config import Settings
+from polysync.databricks.policy import AZURE_DATABRICKS_HOSTS
 from polysync.services import Services
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,40 @@ def include_web_router(app: FastAPI, services: Services) -> bool:
     router = factory(services, authenticate) if takes_authenticator else factory(services)
     app.include_router(router)
     return True
+
+
+def server_settings(settings: Settings, *, allow_insecure_http: bool = False) -> Settings:
+    """The settings `serve` runs with: the workspace host allow-list defaults to
+    `*.azuredatabricks.net` (loopback is always allowed), and `--allow-insecure-http` is applied.
+    """
+    updates: dict[str, object] = {}
+    if settings.workspace_hosts is None:
+        updates["workspace_hosts"] = ",".join(AZURE_DATABRICKS_HOSTS)
+    if allow_insecure_http:
+        updates["allow_insecure_http"] = True
+    return settings.model_copy(update=updates)
+
+
+def security_warnings(settings: Settings) -> list[str]:
+    """What `serve` warns about at start-up: settings that trust platform editors more than a
+    shared server should (docs/security.md)."""
+    warnings: list[str] = []
+    if not settings.secret_env_prefix:
+        warnings.append(
+            "secret references may read ANY environment variable of this process: set "
+            "POLYSYNC_SECRET_ENV_PREFIX (e.g. POLYSYNC_SECRET_) to limit what `env:` can reach."
+        )
+    if settings.secrets_dir is None:
+        warnings.append(
+            "secret references may read ANY file this process can read: set "
+            "POLYSYNC_SECRETS_DIR to the directory that holds the secret files."
+        )
+    if settings.allow_insecure_http:
+        warnings.append(
+            "--allow-insecure-http: platforms may send their credentials over plain http:// to "
+            "hosts other than loopback."
+        )
+    return warnings
 
 
 async def serve(settings: Settings, host: str, port: int) -> None:

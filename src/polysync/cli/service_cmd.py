@@ -26,11 +26,26 @@ def serve(
     db: DbOption = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
+    allow_insecure_http: Annotated[
+        bool,
+        typer.Option(
+            "--allow-insecure-http",
+            help="Let platforms send credentials over plain http:// to hosts other than "
+            "loopback (warned at start-up and at each use). Default: refused.",
+        ),
+    ] = False,
 ) -> None:
-    """Serve the REST API (/api/v1, OpenAPI at /openapi.json), the web UI and the engine."""
+    """Serve the REST API (/api/v1, OpenAPI at /openapi.json), the web UI and the engine.
+
+    Workspaces must match POLYSYNC_WORKSPACE_HOSTS (default *.azuredatabricks.net; loopback is
+    always allowed); see docs/security.md for the secret scope settings.
+    """
+    from polysync.api.server import security_warnings, server_settings
     from polysync.api.server import serve as serve_app
 
-    settings = load_settings(db)
+    settings = server_settings(load_settings(db), allow_insecure_http=allow_insecure_http)
+    for warning in security_warnings(settings):
+        err.print(f"[bold yellow]Warning:[/] {escape(warning)}", soft_wrap=True)
     err.print(
         f"Polysync serving http://{host}:{port}  (web UI at /, API at /api/v1, docs at /docs). "
         "Create a key with `polysync apikey create NAME --role admin`.",

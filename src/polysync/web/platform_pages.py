@@ -9,7 +9,6 @@ from fastapi.responses import Response
 from polysync.domain.access import Role
 from polysync.domain.records import Job, NewPlatform, Platform
 from polysync.errors import PolysyncError
-from polysync.services import workspace_settings
 from polysync.web.context import WebContext
 from polysync.web.platform_form import AUTH_FIELDS, PlatformForm
 from polysync.web.security import Visitor
@@ -108,8 +107,7 @@ def platform_router(ctx: WebContext) -> APIRouter:
             description=form.description,
         )
         try:
-            edited = replace(edited, workspace_url=workspace_settings(edited).url)
-            await services.store.update_platform(edited, services.now())
+            await services.update_platform(edited)
         except PolysyncError as exc:
             return await editor(
                 request, visitor, platform, form, status_code=422, error=exc.message

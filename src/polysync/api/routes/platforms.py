@@ -21,7 +21,7 @@ from polysync.api.schemas import (
 )
 from polysync.domain.records import NewPlatform, Platform, RunFilter
 from polysync.errors import NotFoundError, UsageError
-from polysync.services import Services, workspace_settings
+from polysync.services import Services
 
 router = APIRouter(prefix="/api/v1/platforms", tags=["platforms"])
 PlatformId = Annotated[int, Path(ge=1, le=2**63 - 1)]
@@ -86,9 +86,8 @@ async def update_platform(
     if "name" in changes:
         await _require_unique_name(services, changes["name"], platform.id)
     updated: Platform = replace(platform, **changes)
-    checked = workspace_settings(updated)  # refuses a bad URL, auth or option, as create does
-    updated = replace(updated, workspace_url=checked.url)
-    return PlatformOut.of(await services.store.update_platform(updated, services.now()))
+    # Refuses a bad URL, auth or option, or one outside the connection policy, as create does.
+    return PlatformOut.of(await services.update_platform(updated))
 
 
 @router.delete("/{platform_id}", status_code=204, responses=_ERRORS)
