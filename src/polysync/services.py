@@ -16,6 +16,17 @@ from polysync.databricks.client import ConnectivityReport, DatabricksClient
 from polysync.databricks.policy import ConnectionPolicy, parse_host_patterns
 from polysync.databricks.ratelimit import RateLimiterRegistry
 from polysync.databricks.settings import WorkspaceSettings
+from polysync.domain.access import Actor
+from polysync.domain.limits import (
+    MAX_FIELD_CHARS,
+    MAX_JOB_NAME_CHARS,
+    check_description,
+    check_name,
+    check_optional_text,
+    check_parameter_value,
+    check_parameter_values,
+    unique_ids,
+)
 from polysync.domain.models import ImportedJob, JobKind, ParameterDiff
 from polysync.domain.parameters import sync_job
 from polysync.domain.records import Job, NewPlatform, Platform, Run, RunEvent, RunFilter, utc
@@ -199,7 +210,12 @@ class Services:
         return utc(self.clock.now())
 
     # ------------------------------------------------------------------ platforms
-    async def add_platform(self, new: NewPlatform) -> Platform:
+    # Every change takes the `actor` who asked for it (an API key, a web user, the CLI's OS user):
+    # the store records it in the audit trail in the same transaction (docs/security.md).
+    async def add_platform(self, new: NewPlatform, *, actor: Actor | None = None) -> Platform:
+        """Register a platform: its fields within the limits (polysync.domain.limits), its
+        settings valid and within the connection policy; UsageError / ConfigError otherwise."""
+        _check_platform_fields(new.name, new.description, new.cluster_id)
         probe = Platform(
             id=0,
             name=new.name,
@@ -214,14 +230,23 @@ class Services:
         )
         # Refuses a bad URL, a secret value, a host or reference outside the policy, ... first.
         checked = self.connections.checked_settings(probe)
-        return await self.store.add_platform(replace(new, workspace_url=checked.url), self.now())
+        return await self.store.add_platform(
+            replace(new, workspace_url=checked.url), self.now(), actor=_who(actor)
+        )
 
-    async def update_platform(self, platform: Platform) -> Platform:
+    async def update_platform(self, platform: Platform, *, actor: Actor | None = None) -> Platform:
         """Save an edited platform, checked as `add_platform` checks a new one."""
+        _check_platform_fields(platform.name, platform.description, platform.cluster_id)
         checked = self.connections.checked_settings(platform)
         return await self.store.update_platform(
-            replace(platform, workspace_url=checked.url), self.now()
+            replace(platform, workspace_url=checked.url), self.now(), actor=_who(actor)
         )
+
+    async def remove_platform(self, ref: int | str, *, actor: Actor | None = None) -> Platform:
+        """Remove a platform with its jobs and runs (UsageError while it has active runs)."""
+        platform = await self.store.get_platform(ref)
+        await self.store.remove_platform(platform.id, actor=_who(actor), now=self.now())
+        return platform
 
     async def test_platform(self, ref: str) -> ConnectivityReport:
         platform = await self.store.get_platform(ref)
@@ -232,23 +257,26 @@ class Services:
         return platform, await self.connections.for_platform(platform).discover()
 
     async def import_jobs(
-        self, ref: str, external_ids: Sequence[str] | None
+        self, ref: str, external_ids: Sequence[str] | None, *, actor: Actor | None = None
     ) -> tuple[Platform, list[ImportResult]]:
-        """Import the given jobs, or every discovered one; re-importing keeps the user's settings."""
+        """Import the given jobs, or every discovered one; re-importing keeps the user's settings.
+
+        The ids are de-duplicated (first one kept) and at most MAX_IMPORT_IDS distinct ones are
+        accepted (UsageError): one `jobs/get` per distinct job, however the request repeats it.
+        """
+        unique = None if external_ids is None else unique_ids(external_ids)
         platform = await self.store.get_platform(ref)
         job_type = self.connections.for_platform(platform)
-        ids = (
-            [job.external_id for job in await job_type.discover()]
-            if external_ids is None
-            else list(external_ids)
-        )
+        ids = [job.external_id for job in await job_type.discover()] if unique is None else unique
         results: list[ImportResult] = []
         for external_id, outcome in zip(ids, await job_type.import_jobs(ids), strict=True):
             if isinstance(outcome, PolysyncError):
                 results.append(ImportResult(external_id, None, False, outcome))
                 continue
             merged = await self._merge_existing(platform.id, outcome)
-            job, created = await self.store.upsert_job(platform.id, merged, self.now())
+            job, created = await self.store.upsert_job(
+                platform.id, merged, self.now(), actor=_who(actor)
+            )
             results.append(ImportResult(external_id, job, created, None))
         return platform, results
 
@@ -269,23 +297,48 @@ class Services:
                 return await self.store.get_job(int(ref))
         return await self.store.get_job(ref, platform_id=platform_id)
 
-    async def sync_parameters(self, job: Job) -> tuple[Job, ParameterDiff]:
+    async def sync_parameters(
+        self, job: Job, *, actor: Actor | None = None
+    ) -> tuple[Job, ParameterDiff]:
         platform = await self.store.get_platform(job.platform_id)
         merged, diff = await self.connections.for_job(platform, job).sync_parameters(
             job.as_imported()
         )
-        saved, _ = await self.store.upsert_job(platform.id, merged, self.now())
+        saved, _ = await self.store.upsert_job(
+            platform.id, merged, self.now(), actor=_who(actor), action="job.sync"
+        )
         return saved, diff
 
+    async def save_job(self, job: Job, *, actor: Actor | None = None) -> Job:
+        """Save a user's edits of a job (name, description, parameter Directions and stored
+        values), each within its limit (polysync.domain.limits); UsageError otherwise."""
+        check_name(job.name, field="The job name", max_chars=MAX_JOB_NAME_CHARS)
+        check_description(job.description)
+        for parameter in job.parameters:
+            if parameter.stored_value is not None:
+                check_parameter_value(parameter.name, parameter.stored_value)
+        return await self.store.save_job(job, self.now(), actor=_who(actor))
+
     # ------------------------------------------------------------------ runs
-    async def execute(self, job: Job, overrides: Mapping[str, str]) -> Run:
-        """Execute Now: commit the run, then start it at once (the engine re-attaches if needed)."""
-        run = await self.engine.submit(job, overrides)
+    async def execute(
+        self, job: Job, overrides: Mapping[str, str], *, actor: Actor | None = None
+    ) -> Run:
+        """Execute Now: commit the run, then start it at once (the engine re-attaches if needed).
+
+        The overrides are checked against the limits first (at most MAX_PARAMETERS_PER_RUN,
+        each value at most MAX_PARAMETER_VALUE_CHARS, no control characters but tab and line
+        breaks): UsageError before anything is recorded. The run records `actor` as executed_by.
+        """
+        check_parameter_values(overrides)
+        run = await self.engine.submit(job, overrides, executed_by=_who(actor))
         await self.engine.step()
         return await self.store.get_run(run.id)
 
-    async def cancel(self, run_id: int) -> Run:
-        run = await self.engine.request_cancel(await self.store.get_run(run_id))
+    async def cancel(self, run_id: int, *, actor: Actor | None = None) -> Run:
+        """Ask for a run to be cancelled (D10), recording `actor` as cancelled_by."""
+        run = await self.engine.request_cancel(
+            await self.store.get_run(run_id), cancelled_by=_who(actor)
+        )
         await self.engine.step()
         return await self.store.get_run(run.id)
 
@@ -295,6 +348,16 @@ class Services:
     async def run_details(self, run_id: int) -> tuple[Run, Job, Sequence[RunEvent]]:
         run = await self.store.get_run(run_id)
         return run, await self.store.get_job(run.job_id), await self.store.run_events(run_id)
+
+
+def _who(actor: Actor | None) -> str | None:
+    return None if actor is None else str(actor)
+
+
+def _check_platform_fields(name: str, description: str, cluster_id: str | None) -> None:
+    check_name(name, field="The platform name")
+    check_description(description)
+    check_optional_text(cluster_id, field="The Cluster Id", max_chars=MAX_FIELD_CHARS)
 
 
 async def upgrade_database(settings: Settings) -> str | None:

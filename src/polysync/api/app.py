@@ -11,7 +11,7 @@ import polysync
 from polysync.api.deps import ApiContext, ApiSettings
 from polysync.api.ports import ApiStore
 from polysync.api.problems import install_problem_handlers
-from polysync.api.routes import jobs, platforms, runs, system
+from polysync.api.routes import audit, jobs, platforms, runs, system
 from polysync.errors import ConfigError
 from polysync.services import Services
 
@@ -46,6 +46,6 @@ def create_api_app(
     )
     app.state.polysync_api = ApiContext(services, store, settings or ApiSettings())
     install_problem_handlers(app)
-    for module in (platforms, jobs, runs, system):
+    for module in (platforms, jobs, runs, audit, system):
         app.include_router(module.router)
     return app

@@ -23,7 +23,7 @@ from polysync.domain.models import (
     RunStatus,
     TaskRunState,
 )
-from polysync.domain.records import Job, Platform, Run, RunEvent
+from polysync.domain.records import AuditEvent, Job, Platform, Run, RunEvent
 from polysync.jobtypes.base import DiscoveredJob
 
 MASK = "********"
@@ -338,6 +338,8 @@ class RunSummary(BaseModel):
     ended_at: datetime | None
     updated_at: datetime
     cancel_requested_at: datetime | None
+    executed_by: str | None = Field(description="Who executed it: `api:NAME (psk_...)`, ...")
+    cancelled_by: str | None = Field(description="Who asked to cancel it, if anyone.")
 
     @classmethod
     def fields_of(cls, run: Run) -> dict[str, Any]:
@@ -355,6 +357,8 @@ class RunSummary(BaseModel):
             "ended_at": run.ended_at,
             "updated_at": run.updated_at,
             "cancel_requested_at": run.cancel_requested_at,
+            "executed_by": run.executed_by,
+            "cancelled_by": run.cancelled_by,
         }
 
     @classmethod
@@ -398,3 +402,27 @@ class CancelOut(BaseModel):
 class HealthOut(BaseModel):
     status: str
     database: str
+
+
+class AuditEventOut(BaseModel):
+    id: int
+    at: datetime
+    actor: str = Field(description="`api:NAME (psk_...)`, `web:NAME (psk_...)` or `cli:USER`.")
+    action: str = Field(description="platform.create/update/delete, job.import/sync/update.")
+    subject_type: str
+    subject_id: int | None
+    subject: str
+    detail: str
+
+    @classmethod
+    def of(cls, event: AuditEvent) -> AuditEventOut:
+        return cls(
+            id=event.id,
+            at=event.at,
+            actor=event.actor,
+            action=event.action,
+            subject_type=event.subject_type,
+            subject_id=event.subject_id,
+            subject=event.subject,
+            detail=event.detail,
+        )

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -17,6 +19,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 
 from polysync.config import Settings
+from polysync.domain.access import Actor
 from polysync.errors import (
     ConfigError,
     DatabricksAuthError,
@@ -60,6 +63,15 @@ PlatformOption = Annotated[
         show_default=False,
     ),
 ]
+
+
+def cli_actor() -> Actor:
+    """Who the audit trail names for a CLI command: `cli:<operating-system user>`."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no user name for this uid (a bare container)
+        user = f"uid-{os.getuid()}" if hasattr(os, "getuid") else "unknown"
+    return Actor("cli", user)
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:

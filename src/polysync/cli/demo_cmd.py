@@ -20,6 +20,7 @@ from rich.text import Text
 from polysync.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_RUN_FAILED,
+    cli_actor,
     load_settings,
     out,
     run_async,
@@ -126,7 +127,7 @@ async def _story(services: Services, url: str) -> list[Run]:
     say("Discover", f"Get Pipelines: {discover_summary(found)}")
     out.print(discover_table(found, set()))
 
-    _, results = await services.import_jobs(PLATFORM, None)
+    _, results = await services.import_jobs(PLATFORM, None, actor=cli_actor())
     created = sum(1 for r in results if r.job and r.created)
     updated = sum(1 for r in results if r.job and not r.created)
     workflows = sum(1 for r in results if r.job and r.job.job_type is JobKind.WORKFLOW)
@@ -139,7 +140,7 @@ async def _story(services: Services, url: str) -> list[Run]:
 
     sales = await services.get_job(SALES, PLATFORM)
     try:
-        await services.execute(sales, {"source": "adls"})
+        await services.execute(sales, {"source": "adls"}, actor=cli_actor())
     except UsageError as exc:
         say("Guard", f"-p source=adls on {SALES} is refused before any API call:")
         out.print(Text(f"  {exc.message}", style="dim"), soft_wrap=True)
@@ -170,11 +171,11 @@ async def _register(services: Services, url: str) -> None:
     try:
         existing = await services.store.get_platform(PLATFORM)
     except NotFoundError:
-        await services.add_platform(new)
+        await services.add_platform(new, actor=cli_actor())
         verb = "registered"
     else:  # a database kept in POLYSYNC_HOME: point the platform at this emulator
         fresh = replace(existing, workspace_url=url, auth=new.auth, options={})
-        await services.store.update_platform(fresh, services.now())
+        await services.update_platform(fresh, actor=cli_actor())
         verb = "updated"
     report = await services.test_platform(PLATFORM)
     say(
@@ -195,7 +196,7 @@ async def _execute(
     cancel_when: Callable[[Run], bool] | None = None,
 ) -> Run:
     job = await services.get_job(name, PLATFORM)
-    run = await services.execute(job, values)
+    run = await services.execute(job, values, actor=cli_actor())
     run = await watch(services, run, job, interval_s=POLL_S, console=out, cancel_when=cancel_when)
     print_outcome(run, out)
     return run

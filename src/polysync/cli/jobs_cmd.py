@@ -15,6 +15,7 @@ from polysync.cli.common import (
     DbOption,
     JsonOption,
     PlatformOption,
+    cli_actor,
     error_text,
     exit_code,
     fail,
@@ -81,7 +82,9 @@ def import_(
 
     async def main() -> Any:
         async with session(db) as services:
-            return await services.import_jobs(platform, None if all_jobs else job_ids)
+            return await services.import_jobs(
+                platform, None if all_jobs else job_ids, actor=cli_actor()
+            )
 
     _, results = run_async(main)
     if json_out:
@@ -175,7 +178,9 @@ def sync_params(
 
     async def main() -> Any:
         async with session(db) as services:
-            saved, diff = await services.sync_parameters(await services.get_job(job, platform))
+            saved, diff = await services.sync_parameters(
+                await services.get_job(job, platform), actor=cli_actor()
+            )
             return saved, diff, (await services.store.get_platform(saved.platform_id)).name
 
     saved, diff, platform_name = run_async(main)

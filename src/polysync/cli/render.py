@@ -389,9 +389,12 @@ def run_view(
     if run.overrides:
         grid.add_row("Overrides", escape(", ".join(f"{k}={v}" for k, v in run.overrides.items())))
     grid.add_row("Created", when(run.created_at))
+    if run.executed_by:
+        grid.add_row("Executed by", escape(run.executed_by))
     grid.add_row("Submitted", when(run.submitted_at))
     if run.cancel_requested_at:
-        grid.add_row("Cancel requested", when(run.cancel_requested_at))
+        by = f" by {run.cancelled_by}" if run.cancelled_by else ""
+        grid.add_row("Cancel requested", escape(when(run.cancel_requested_at) + by))
     grid.add_row("Ended", when(run.ended_at))
     grid.add_row("Databricks duration", duration_text(run_duration_ms(run)))
     parts: list[RenderableType] = [grid, Text()]

@@ -15,6 +15,7 @@ from polysync.cli.common import (
     DbOption,
     JsonOption,
     PlatformOption,
+    cli_actor,
     err,
     fail,
     out,
@@ -100,7 +101,7 @@ def run(
     async def main() -> Any:
         async with session(db) as services:
             found = await services.get_job(job, platform)
-            current = await services.execute(found, overrides)
+            current = await services.execute(found, overrides, actor=cli_actor())
             started.append(current.id)
             if wait and not current.is_terminal:
                 current = await watch(

@@ -13,7 +13,7 @@ from rich.live import Live
 from rich.spinner import Spinner
 from rich.text import Text
 
-from polysync.cli.common import EXIT_INTERRUPTED, err, run_async, session
+from polysync.cli.common import EXIT_INTERRUPTED, cli_actor, err, run_async, session
 from polysync.cli.render import (
     latest_attempts,
     run_header,
@@ -85,7 +85,7 @@ async def watch(
             await services.engine.step()
             run = await services.store.get_run(run.id)
             if cancel_when and run.cancel_requested_at is None and cancel_when(run):
-                run = await services.cancel(run.id)
+                run = await services.cancel(run.id, actor=cli_actor())
             progress.run = run
     if not console.is_terminal:
         console.line()  # Live ends its last frame with a newline on terminals only
@@ -120,7 +120,7 @@ async def cancel_and_watch(
     job = await services.store.get_job(run.job_id)
     if run.is_terminal:
         return run, job, False
-    run = await services.cancel(run_id)
+    run = await services.cancel(run_id, actor=cli_actor())
     if wait and not run.is_terminal:
         run = await watch(
             services, run, job, interval_s=watch_interval_s(services, interval_s), console=console

@@ -87,6 +87,7 @@ class NewRun:
     idempotency_token: str
     overrides: Mapping[str, str]
     parameters_sent: Mapping[str, str]
+    executed_by: str | None = None  # who asked for it (str(Actor)), for the audit trail
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +117,8 @@ class Run:
     lease_owner: str | None
     lease_expires_at: datetime | None
     submit_attempts: int
+    executed_by: str | None = None  # who executed it (str(Actor)); None before migration 0004
+    cancelled_by: str | None = None  # who asked to cancel it
 
     @property
     def is_terminal(self) -> bool:
@@ -149,3 +152,17 @@ class RunFilter:
     created_before: datetime | None = None
     active_only: bool = False
     limit: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One change to a platform or a job, and who made it (the audit trail)."""
+
+    id: int
+    at: datetime
+    actor: str  # str(Actor): "api:ci-bot (psk_ab12cd34)", "web:...", "cli:alice"
+    action: str  # "platform.create", "platform.update", "platform.delete", "job.import", ...
+    subject_type: str  # "platform" or "job"
+    subject_id: int | None
+    subject: str  # what it was called then, e.g. "platform 'prod'"
+    detail: str  # what changed (field names, never secret values)

@@ -6,7 +6,7 @@ from typing import Any
 
 from polysync.domain.access import ApiKey, Role
 from polysync.domain.models import ImportedJob, JobKind, RunStatus
-from polysync.domain.records import Job, Platform, Run, RunEvent
+from polysync.domain.records import AuditEvent, Job, Platform, Run, RunEvent
 from polysync.store.codec import (
     parameters_from_json,
     parameters_to_json,
@@ -91,6 +91,8 @@ def run_from_row(row: Any) -> Run:
         lease_owner=row.lease_owner,
         lease_expires_at=row.lease_expires_at,
         submit_attempts=row.submit_attempts,
+        executed_by=row.executed_by,
+        cancelled_by=row.cancelled_by,
     )
 
 
@@ -116,4 +118,17 @@ def api_key_from_row(row: Any) -> ApiKey:
         secret_hash=row.secret_hash,
         created_at=row.created_at,
         revoked_at=row.revoked_at,
+    )
+
+
+def audit_event_from_row(row: Any) -> AuditEvent:
+    return AuditEvent(
+        id=row.id,
+        at=row.at,
+        actor=row.actor,
+        action=row.action,
+        subject_type=row.subject_type,
+        subject_id=row.subject_id,
+        subject=row.subject,
+        detail=row.detail,
     )

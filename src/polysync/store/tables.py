@@ -131,6 +131,9 @@ runs = Table(
     Column("lease_owner", Text),
     Column("lease_expires_at", UtcDateTime),
     Column("submit_attempts", Integer, nullable=False),
+    # Who asked (an API key, a web user, `cli:<os user>`): migration 0004.
+    Column("executed_by", Text),
+    Column("cancelled_by", Text),
     Index(None, "terminal", "next_poll_at"),
     Index(None, "job_id", "created_at"),
     Index(None, "created_at"),
@@ -163,5 +166,22 @@ api_keys = Table(
     Column("secret_hash", String(64), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("revoked_at", UtcDateTime),
+    sqlite_autoincrement=True,
+)
+
+# Who changed which platform or job, and how (migration 0004). No foreign keys: an entry
+# outlives what it describes.
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("subject_type", String(32), nullable=False),
+    Column("subject_id", Id),
+    Column("subject", Text, nullable=False),
+    Column("detail", Text, nullable=False),
+    Index(None, "at"),
     sqlite_autoincrement=True,
 )

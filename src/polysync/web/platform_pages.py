@@ -72,7 +72,8 @@ def platform_router(ctx: WebContext) -> APIRouter:
                     auth=form.auth(),
                     cluster_id=form.cluster_id or None,
                     description=form.description,
-                )
+                ),
+                actor=visitor.actor,
             )
         except PolysyncError as exc:
             return await editor(request, visitor, None, form, status_code=422, error=exc.message)
@@ -107,7 +108,7 @@ def platform_router(ctx: WebContext) -> APIRouter:
             description=form.description,
         )
         try:
-            await services.update_platform(edited)
+            await services.update_platform(edited, actor=visitor.actor)
         except PolysyncError as exc:
             return await editor(
                 request, visitor, platform, form, status_code=422, error=exc.message
@@ -166,7 +167,9 @@ def platform_router(ctx: WebContext) -> APIRouter:
                 error="Select at least one job to import, or choose Import all.",
             )
         try:
-            _, results = await services.import_jobs(platform.name, None if import_all else selected)
+            _, results = await services.import_jobs(
+                platform.name, None if import_all else selected, actor=visitor.actor
+            )
         except PolysyncError as exc:
             return ctx.render(
                 request,
