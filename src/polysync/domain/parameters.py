@@ -11,6 +11,7 @@ from typing import Any
 
 from polysync.domain._text import shown
 from polysync.domain.external_id import format_external_id, parse_external_id
+from polysync.domain.limits import MAX_INT64, MIN_INT64, fits_int64
 from polysync.domain.models import (
     DataType,
     Direction,
@@ -50,7 +51,9 @@ _FLOAT_INPUT = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-
 _EXPECTED: dict[DataType, str] = {
     DataType.STRING: "a String (text)",
     DataType.SECRET: "a Secret (text)",
-    DataType.INT: "an Int: a whole number such as 42 or -7",
+    DataType.INT: (
+        f"an Int: a whole number from {MIN_INT64} to {MAX_INT64} (signed 64-bit), such as 42 or -7"
+    ),
     DataType.FLOAT: "a Float: a decimal number such as 1.5, -2 or 1e3",
     DataType.BOOL: "a Bool: true or false",
     DataType.JSON: 'JSON: a JSON object such as {"key": "value"}',
@@ -150,7 +153,7 @@ def infer_data_type(default: object) -> DataType:
     """The Data Type inferred from a Databricks default (D2).
 
     `true`/`false` in any case -> Bool; a canonical decimal integer (`0`, `42`, `-7`; no sign
-    `+`, no leading zeros, no `-0`) -> Int; a float written exactly as Python's `repr` writes it
+    `+`, no leading zeros, no `-0`) within the signed 64-bit range -> Int; a float written exactly as Python's `repr` writes it
     (`1.5`, `-0.0`, `1e+16`, `1.5e-07`; not `1.50`, `1e3`, `.5`, `nan`, `inf`) -> Float; anything
     else, including empty, surrounding whitespace, `0x10` and `1_000` -> String. A JSON boolean
     or number given as a non-string default is typed the same way (a non-finite float -> String).
@@ -158,7 +161,7 @@ def infer_data_type(default: object) -> DataType:
     if isinstance(default, bool):  # before int: bool is an int subclass
         return DataType.BOOL
     if isinstance(default, int):
-        return DataType.INT
+        return DataType.INT if MIN_INT64 <= default <= MAX_INT64 else DataType.STRING
     if isinstance(default, float):
         return DataType.FLOAT if math.isfinite(default) else DataType.STRING
     if not isinstance(default, str) or not default.isascii():
@@ -166,7 +169,8 @@ def infer_data_type(default: object) -> DataType:
     if default.lower() in ("true", "false"):
         return DataType.BOOL
     if _CANONICAL_INT.fullmatch(default):
-        return DataType.INT
+        # Past the signed 64-bit range it is no Int Databricks can read: a long id, kept text.
+        return DataType.INT if fits_int64(default) else DataType.STRING
     if _FLOAT_REPR_SHAPE.fullmatch(default) and _is_float_repr(default):
         return DataType.FLOAT
     return DataType.STRING
@@ -238,13 +242,15 @@ def _bool_text(value: object) -> str | None:
 
 
 def _int_text(value: object) -> str | None:
+    # Databricks reads job parameters as signed 64-bit integers: a larger one is refused here
+    # rather than by the job (D2; docs/security.md "Limits").
     if isinstance(value, bool):
         return None
     try:
         if isinstance(value, int):
-            return str(value)
+            return str(value) if MIN_INT64 <= value <= MAX_INT64 else None
         if isinstance(value, str) and _INT_INPUT.fullmatch(value.strip()):
-            return str(int(value.strip()))
+            return str(int(value.strip())) if fits_int64(value.strip()) else None
     except ValueError:  # over CPython's 4300-digit int/str conversion limit
         return None
     return None
