@@ -77,6 +77,15 @@ async def revoke_api_key(
     return await store.revoke_api_key(ref, now or datetime.now(UTC))
 
 
+def key_hint(sent: str) -> str:
+    """How a log names a key that was sent: its public prefix when it looks like one of ours,
+    else nothing of it (it may be another system's secret pasted by mistake)."""
+    sent = sent.strip()
+    if sent.startswith(KEY_PREFIX) and len(sent) > PREFIX_CHARS:
+        return f"{sent[:PREFIX_CHARS]}..."
+    return "(not a Polysync key)"
+
+
 async def verify_api_key(store: ApiKeyStore, plaintext: str) -> ApiKey | None:
     """The active key `plaintext` is, or None. The hash comparison is constant-time."""
     plaintext = plaintext.strip()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import inspect
 import logging
 from collections.abc import AsyncIterator
 
@@ -54,10 +53,10 @@ def include_web_router(app: FastAPI, services: Services) -> bool:
     factory = getattr(web, "create_web_router", None)
     if factory is None:
         return False
-    authenticate = Authenticator(app.state.polysync_api.store)
-    takes_authenticator = len(inspect.signature(factory).parameters) > 1
-    router = factory(services, authenticate) if takes_authenticator else factory(services)
-    app.include_router(router)
+    context = app.state.polysync_api
+    authenticate = Authenticator(context.store)
+    # The web UI shares the API's failure limiter: guessing keys at /sign-in counts as at /api.
+    app.include_router(factory(services, authenticate, limiter=context.limiter))
     return True
 
 

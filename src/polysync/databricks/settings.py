@@ -10,7 +10,13 @@ import httpx
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from polysync.databricks.endpoints import Endpoint
-from polysync.domain.limits import MAX_FIELD_CHARS, MAX_PATH_CHARS, MAX_URL_CHARS, refused_character
+from polysync.domain.limits import (
+    MAX_FIELD_CHARS,
+    MAX_PATH_CHARS,
+    MAX_URL_CHARS,
+    refused_character,
+    single_line,
+)
 from polysync.errors import SecretReferenceError
 from polysync.secrets import SecretReference, read_regular_file
 
@@ -34,21 +40,14 @@ SecretRef = Annotated[str, AfterValidator(_check_reference)]
 """A validated secret reference (`env:NAME` or `file:PATH`), never the secret itself."""
 
 
-def _single_line(value: str) -> str:
-    refused = refused_character(value)
-    if refused is not None:
-        raise ValueError(f"contains {refused}; control characters are not allowed")
-    return value
-
-
 Identifier = Annotated[
-    str, Field(min_length=1, max_length=MAX_FIELD_CHARS), AfterValidator(_single_line)
+    str, Field(min_length=1, max_length=MAX_FIELD_CHARS), AfterValidator(single_line)
 ]
 """A tenant id, client id or scope: one line, at most MAX_FIELD_CHARS."""
 
 
 def _optional_single_line(value: str | None) -> str | None:
-    return None if value is None else _single_line(value)
+    return None if value is None else single_line(value)
 
 
 OptionalIdentifier = Annotated[
@@ -94,7 +93,7 @@ class EntraServicePrincipalAuthSettings(_Model):
             raise ValueError(
                 "authority_host must be an https:// URL (azure-identity refuses others)"
             )
-        _single_line(value)
+        single_line(value)
         try:
             if not httpx.URL(value).host:
                 raise ValueError("authority_host names no host")
@@ -220,7 +219,7 @@ class WorkspaceSettings(_Model):
     @field_validator("url")
     @classmethod
     def _workspace_url(cls, value: str) -> str:
-        _single_line(value)
+        single_line(value)
         try:
             url = httpx.URL(value.strip())
         except httpx.InvalidURL as exc:

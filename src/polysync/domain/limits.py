@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from urllib.parse import urlsplit
 
 from polysync.domain._text import shown
 from polysync.errors import UsageError
@@ -80,6 +81,23 @@ def refused_character(value: str, *, multiline: bool = False) -> str | None:
     if "\ud800" <= char <= "\udfff":
         return f"a lone surrogate U+{ord(char):04X} (text that is not valid Unicode)"
     return f"control character U+{ord(char):04X}"
+
+
+def single_line(value: str) -> str:
+    """`value` if it has no refused character (see `refused_character`), else ValueError: the
+    validator pydantic models at the edges use (`AfterValidator(single_line)`)."""
+    refused = refused_character(value)
+    if refused is not None:
+        raise ValueError(f"contains {refused}; control characters are not allowed here")
+    return value
+
+
+def multi_line(value: str) -> str:
+    """As `single_line`, with tabs and line breaks allowed."""
+    refused = refused_character(value, multiline=True)
+    if refused is not None:
+        raise ValueError(f"contains {refused}; only tabs and line breaks are allowed here")
+    return value
 
 
 def check_text(
@@ -206,3 +224,32 @@ def is_env_name(name: str) -> bool:
     """Whether `name` can be an environment variable name for an `env:` reference:
     `[A-Za-z_][A-Za-z0-9_]*`, at most MAX_ENV_NAME_CHARS."""
     return len(name) <= MAX_ENV_NAME_CHARS and _ENV_NAME.fullmatch(name) is not None
+
+
+def http_url(value: object) -> str | None:
+    """`value` trimmed if it is an absolute http(s) URL with a host, no control characters and
+    at most MAX_URL_CHARS; else None. What may become a link (`href`, a terminal hyperlink):
+    `javascript:`, `data:` and relative URLs never do."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if not text or len(text) > MAX_URL_CHARS or refused_character(text) is not None:
+        return None
+    if "\\" in text:
+        return None  # browsers read it as "/": the host seen here would not be the one visited
+    try:
+        parts = urlsplit(text)
+        host = parts.hostname
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not host:
+        return None
+    return text
+
+
+def same_host(url: str, other: str) -> bool:
+    """Whether two http(s) URLs name the same host (case-insensitive, ports ignored)."""
+    try:
+        return (urlsplit(url).hostname or "") == (urlsplit(other).hostname or "").lower() != ""
+    except ValueError:
+        return False

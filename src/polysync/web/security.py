@@ -9,6 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import urlencode
 
 from fastapi import HTTPException, Request, Response
 from itsdangerous import BadSignature, URLSafeTimedSerializer
@@ -85,7 +86,7 @@ class SignInRequired(HTTPException):
             )
             return
         if request.method == "GET":
-            target += f"?next={request.url.path}"
+            target += "?" + urlencode({"next": request.url.path}, safe="/")
         super().__init__(status_code=303, detail="Sign in first.", headers={"Location": target})
 
 
