@@ -40,5 +40,5 @@ class Settings(BaseSettings):
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
-        self.home.mkdir(parents=True, exist_ok=True)
+        # The store creates the directory (0700) and the file (0600) when it opens it.
         return f"sqlite+aiosqlite:///{self.home / 'polysync.db'}"

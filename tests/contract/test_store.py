@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import stat
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -797,8 +798,25 @@ async def test_default_database_url_is_a_file_under_polysync_home(
     monkeypatch.setenv("POLYSYNC_HOME", str(home))
     url = default_database_url()
     assert url == f"sqlite+aiosqlite:///{home / 'polysync.db'}"
-    assert home.is_dir()
     assert default_database_url(tmp_path / "elsewhere").endswith("/elsewhere/polysync.db")
     async with await open_store(url) as store:
         assert await store.list_platforms() == []
     assert (home / "polysync.db").is_file()
+
+
+async def test_a_new_sqlite_database_is_private_to_its_owner(tmp_path: Path) -> None:
+    """Issue 9: it holds key hashes and run history: 0600 in a 0700 directory, whatever the
+    umask; its WAL files follow the database file's mode."""
+    home = tmp_path / "fresh" / "home"
+    previous = os.umask(0o022)  # the usual umask, under which files come out 0644
+    try:
+        async with await open_store(f"sqlite:///{home / 'polysync.db'}") as store:
+            await store.add_platform(new_platform(), T0)
+            modes = {
+                path.name: stat.S_IMODE(path.stat().st_mode) for path in [home, *home.iterdir()]
+            }
+    finally:
+        os.umask(previous)
+    assert modes.pop("home") == 0o700
+    assert modes.pop("polysync.db") == 0o600
+    assert set(modes.values()) <= {0o600}  # -wal, -shm
