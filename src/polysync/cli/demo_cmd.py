@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
 from rich.rule import Rule
 from rich.text import Text
 
@@ -27,6 +26,7 @@ from polysync.cli.common import (
     session,
 )
 from polysync.cli.render import discover_summary, discover_table
+from polysync.cli.terminal import safe_markup, terminal_safe
 from polysync.cli.watch import print_outcome, watch
 from polysync.domain.models import JobKind, RunStatus
 from polysync.domain.records import NewPlatform, Run
@@ -111,7 +111,7 @@ async def _demo(speed: float, serve: bool, home: Path, home_given: bool) -> list
             f"serving the demo workspace ({len(spec.jobs)} jobs, clock x{speed:g}) at "
             f"[link={url}]{url}[/link]",
         )
-        say("Database", f"SQLite at {escape(str(home / 'polysync.db'))}")
+        say("Database", f"SQLite at {safe_markup(str(home / 'polysync.db'))}")
         async with session(settings=settings) as services:
             runs = await _story(services, url)
         _summary(time.monotonic() - started_s, None if home_given else home, runs, serve)
@@ -143,7 +143,7 @@ async def _story(services: Services, url: str) -> list[Run]:
         await services.execute(sales, {"source": "adls"}, actor=cli_actor())
     except UsageError as exc:
         say("Guard", f"-p source=adls on {SALES} is refused before any API call:")
-        out.print(Text(f"  {exc.message}", style="dim"), soft_wrap=True)
+        out.print(Text(f"  {terminal_safe(exc.message)}", style="dim"), soft_wrap=True)
 
     values = ", ".join(f"{k}={v}" for k, v in SALES_VALUES.items())
     say("Execute", f"[bold]{SALES}[/] with {values}", gap=True)
@@ -212,7 +212,7 @@ def _summary(elapsed_s: float, temp_home: Path | None, runs: list[Run], serve: b
         soft_wrap=True,
     )
     if temp_home is not None:
-        out.print(f"  export POLYSYNC_HOME={escape(str(temp_home))}", soft_wrap=True)
+        out.print(f"  export POLYSYNC_HOME={safe_markup(str(temp_home))}", soft_wrap=True)
     failed = next((run.id for run in runs if run.status is RunStatus.FAILED), runs[0].id)
     for command in (
         "polysync runs list",
@@ -240,7 +240,7 @@ async def _serve_until_stopped(url: str, home: Path, home_given: bool, token: st
         f"The emulator keeps serving at {url} until Ctrl-C. In another shell:", soft_wrap=True
     )
     if not home_given:
-        out.print(f"  export POLYSYNC_HOME={escape(str(home))}", soft_wrap=True)
+        out.print(f"  export POLYSYNC_HOME={safe_markup(str(home))}", soft_wrap=True)
     # The emulator's own demo credential (README), not a secret of any real workspace.
     out.print(f"  export {TOKEN_VARIABLE}={token}", soft_wrap=True)
     out.print(f"  polysync discover {PLATFORM}", soft_wrap=True)

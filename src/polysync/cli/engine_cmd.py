@@ -6,9 +6,9 @@ import asyncio
 import signal
 
 import typer
-from rich.markup import escape
 
 from polysync.cli.common import DbOption, err, load_settings, out, run_async, session
+from polysync.cli.terminal import safe_markup
 from polysync.domain.records import RunFilter
 
 db_app = typer.Typer(help="The Polysync database.", no_args_is_help=True)
@@ -56,4 +56,4 @@ def upgrade(db: DbOption = None) -> None:
     from polysync.services import upgrade_database
 
     revision = run_async(lambda: upgrade_database(load_settings(db)))
-    out.print(f"[green]✔[/] Database schema is at revision {escape(revision or '(none)')}.")
+    out.print(f"[green]✔[/] Database schema is at revision {safe_markup(revision or '(none)')}.")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 from rich.text import Text
 
 from polysync.cli.as_json import discovered_json, job_json, parameter_json
@@ -31,6 +30,7 @@ from polysync.cli.render import (
     job_view,
     jobs_table,
 )
+from polysync.cli.terminal import safe_markup
 from polysync.domain.parameters import describe_diff
 
 app = typer.Typer(help="Imported jobs: list, show, Sync Parameters.", no_args_is_help=True)
@@ -58,7 +58,7 @@ def discover(platform: PlatformArgument, json_out: JsonOption = False, db: DbOpt
     out.print(discover_table(found, imported))
     out.print(discover_summary(found))
     out.print(
-        f"Import them: [bold]polysync import {escape(platform)} --all[/] "
+        f"Import them: [bold]polysync import {safe_markup(platform)} --all[/] "
         f"(or --job-id ID for some).",
         soft_wrap=True,
     )
@@ -205,9 +205,9 @@ def sync_params(
         return
     if diff.is_empty:
         out.print(
-            f"[green]✔[/] {escape(saved.name)}: parameters already match Databricks; nothing changed."
+            f"[green]✔[/] {safe_markup(saved.name)}: parameters already match Databricks; nothing changed."
         )
         return
-    out.print(f"[green]✔[/] {escape(saved.name)}: parameters synced from Databricks:")
+    out.print(f"[green]✔[/] {safe_markup(saved.name)}: parameters synced from Databricks:")
     for line in lines:
-        out.print(f"  • {escape(line)}", soft_wrap=True)
+        out.print(f"  • {safe_markup(line)}", soft_wrap=True)

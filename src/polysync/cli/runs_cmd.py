@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 
 from polysync.cli.as_json import run_json
 from polysync.cli.common import (
@@ -24,6 +23,7 @@ from polysync.cli.common import (
     session,
 )
 from polysync.cli.render import run_view, runs_table
+from polysync.cli.terminal import safe_markup
 from polysync.cli.watch import (
     after_interrupt,
     cancel_and_watch,
@@ -126,13 +126,13 @@ def run(
         print_outcome(current, out)
     else:
         out.print(
-            f"[green]✔[/] Run [bold]{current.id}[/] of {escape(found.name)} started"
+            f"[green]✔[/] Run [bold]{current.id}[/] of {safe_markup(found.name)} started"
             + (f" as Databricks run {current.run_id}" if current.run_id else "")
             + ".",
             soft_wrap=True,
         )
         if current.run_page_url:
-            out.print(f"  Run page: {escape(current.run_page_url)}", soft_wrap=True)
+            out.print(f"  Run page: {safe_markup(current.run_page_url)}", soft_wrap=True)
         out.print(
             f"  Follow it: [bold]polysync runs watch {current.id}[/]   "
             f"cancel it: [bold]polysync runs cancel {current.id}[/]   "

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from polysync.cli.common import (
@@ -18,6 +17,7 @@ from polysync.cli.common import (
     run_async,
     session,
 )
+from polysync.cli.terminal import safe_markup
 
 apikey_app = typer.Typer(help="API keys for the REST API and the web UI.", no_args_is_help=True)
 
@@ -45,7 +45,7 @@ def serve(
 
     settings = server_settings(load_settings(db), allow_insecure_http=allow_insecure_http)
     for warning in security_warnings(settings):
-        err.print(f"[bold yellow]Warning:[/] {escape(warning)}", soft_wrap=True)
+        err.print(f"[bold yellow]Warning:[/] {safe_markup(warning)}", soft_wrap=True)
     err.print(
         f"Polysync serving http://{host}:{port}  (web UI at /, API at /api/v1, docs at /docs). "
         "Create a key with `polysync apikey create NAME --role admin`.",
@@ -76,7 +76,7 @@ def create(
         print_json({"name": key_name, "role": key_role, "key": plaintext})
         return
     out.print(
-        f"[green]✔[/] API key for {escape(key_name)} ({key_role}). It is shown once; keep it safe:"
+        f"[green]✔[/] API key for {safe_markup(key_name)} ({key_role}). It is shown once; keep it safe:"
     )
     out.print(plaintext, soft_wrap=True, highlight=False)
 
@@ -109,7 +109,7 @@ def list_keys(db: DbOption = None, as_json: JsonOption = False) -> None:
     for row in rows:
         table.add_row(
             *(
-                escape(str(row[c] or ""))
+                safe_markup(str(row[c] or ""))
                 for c in ("id", "name", "role", "prefix", "created_at", "revoked_at")
             )
         )
@@ -129,4 +129,4 @@ def revoke(
             record = await revoke_api_key(services.store, ref)  # type: ignore[arg-type]
             return record.name
 
-    out.print(f"[green]✔[/] Revoked the API key of {escape(run_async(main))}.")
+    out.print(f"[green]✔[/] Revoked the API key of {safe_markup(run_async(main))}.")

@@ -22,6 +22,7 @@ from polysync.cli.render import (
     status_text,
     tasks_table,
 )
+from polysync.cli.terminal import terminal_safe
 from polysync.domain.models import RunStatus
 from polysync.domain.records import Job, Run
 
@@ -61,7 +62,7 @@ class RunProgress:
             if run.cancel_requested_at is not None:
                 line.append("  cancelling…", style="magenta")
             elif run.message:
-                line.append(f"  {run.message.splitlines()[0]}", style="dim")
+                line.append(f"  {terminal_safe(run.message.splitlines()[0])}", style="dim")
             self._spinner.update(text=line)
             parts.append(self._spinner)
         return Group(*parts)
@@ -104,7 +105,7 @@ def print_outcome(run: Run, console: Console) -> None:
     if run.message:
         style = "red" if run.status is RunStatus.FAILED else ""
         for line in run.message.splitlines():
-            console.print(Text(f"  {line}", style=style), soft_wrap=True)
+            console.print(Text(f"  {terminal_safe(line)}", style=style), soft_wrap=True)
     if run.status is not RunStatus.SUCCESS:
         console.print(
             f"  Details: [bold]polysync runs show {run.id}[/]", soft_wrap=True, highlight=False
