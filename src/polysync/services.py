@@ -215,7 +215,7 @@ class Services:
     async def add_platform(self, new: NewPlatform, *, actor: Actor | None = None) -> Platform:
         """Register a platform: its fields within the limits (polysync.domain.limits), its
         settings valid and within the connection policy; UsageError / ConfigError otherwise."""
-        _check_platform_fields(new.name, new.description, new.cluster_id)
+        _check_platform_fields(new)
         probe = Platform(
             id=0,
             name=new.name,
@@ -235,8 +235,10 @@ class Services:
         )
 
     async def update_platform(self, platform: Platform, *, actor: Actor | None = None) -> Platform:
-        """Save an edited platform, checked as `add_platform` checks a new one."""
-        _check_platform_fields(platform.name, platform.description, platform.cluster_id)
+        """Save an edited platform, checked as `add_platform` checks a new one (text fields only
+        where they changed: a record saved before a limit existed stays editable)."""
+        stored = await self.store.get_platform(platform.id)
+        _check_platform_fields(platform, stored)
         checked = self.connections.checked_settings(platform)
         return await self.store.update_platform(
             replace(platform, workspace_url=checked.url), self.now(), actor=_who(actor)
@@ -311,12 +313,21 @@ class Services:
 
     async def save_job(self, job: Job, *, actor: Actor | None = None) -> Job:
         """Save a user's edits of a job (name, description, parameter Directions and stored
-        values), each within its limit (polysync.domain.limits); UsageError otherwise."""
-        check_name(job.name, field="The job name", max_chars=MAX_JOB_NAME_CHARS)
-        check_description(job.description)
+        values), each within its limit (polysync.domain.limits); UsageError otherwise.
+
+        Only what the user changed is checked: a name or a description imported from Databricks
+        with characters the limits refuse (a hostile workspace's) does not block editing the
+        parameters."""
+        stored = await self.store.get_job(job.id)
+        if job.name != stored.name:
+            check_name(job.name, field="The job name", max_chars=MAX_JOB_NAME_CHARS)
+        if job.description != stored.description:
+            check_description(job.description)
+        before = {p.key: p.stored_value for p in stored.parameters}
         for parameter in job.parameters:
-            if parameter.stored_value is not None:
-                check_parameter_value(parameter.name, parameter.stored_value)
+            value = parameter.stored_value
+            if value is not None and value != before.get(parameter.key):
+                check_parameter_value(parameter.name, value)
         return await self.store.save_job(job, self.now(), actor=_who(actor))
 
     # ------------------------------------------------------------------ runs
@@ -354,10 +365,14 @@ def _who(actor: Actor | None) -> str | None:
     return None if actor is None else str(actor)
 
 
-def _check_platform_fields(name: str, description: str, cluster_id: str | None) -> None:
-    check_name(name, field="The platform name")
-    check_description(description)
-    check_optional_text(cluster_id, field="The Cluster Id", max_chars=MAX_FIELD_CHARS)
+def _check_platform_fields(new: NewPlatform | Platform, stored: Platform | None = None) -> None:
+    """The limits of a platform's text fields; with `stored`, only of the fields that changed."""
+    if stored is None or new.name != stored.name:
+        check_name(new.name, field="The platform name")
+    if stored is None or new.description != stored.description:
+        check_description(new.description)
+    if stored is None or new.cluster_id != stored.cluster_id:
+        check_optional_text(new.cluster_id, field="The Cluster Id", max_chars=MAX_FIELD_CHARS)
 
 
 async def upgrade_database(settings: Settings) -> str | None:

@@ -59,9 +59,9 @@ JobName = Annotated[
 Description = Annotated[str, Field(max_length=MAX_DESCRIPTION_CHARS), AfterValidator(multi_line)]
 Url = Annotated[str, Field(min_length=1, max_length=MAX_URL_CHARS), AfterValidator(single_line)]
 ShortText = Annotated[str, Field(max_length=MAX_FIELD_CHARS), AfterValidator(single_line)]
-ParameterName = Annotated[
-    str, Field(min_length=1, max_length=MAX_PARAMETER_NAME_CHARS), AfterValidator(single_line)
-]
+# A parameter name or task key refers to one of the Job's (imported from Databricks, so it may
+# hold any text): only bounded here; an unknown one is refused by name when it is resolved.
+ParameterName = Annotated[str, Field(min_length=1, max_length=MAX_PARAMETER_NAME_CHARS)]
 ParameterValue = Annotated[
     str, Field(max_length=MAX_PARAMETER_VALUE_CHARS), AfterValidator(multi_line)
 ]

@@ -156,9 +156,8 @@ def check_description(value: str, *, field: str = "The description") -> str:
 
 def check_parameter_value(name: str, value: str) -> str:
     """A parameter value (override or stored value): multi-line text up to
-    MAX_PARAMETER_VALUE_CHARS. Its name is checked as a single-line key. The value is not quoted
-    in messages (it may be a Secret)."""
-    check_text(name, field="A parameter name", max_chars=MAX_PARAMETER_NAME_CHARS, required=True)
+    MAX_PARAMETER_VALUE_CHARS. `name` only labels the message (it may come from a workspace); the
+    value is never quoted (it may be a Secret)."""
     return check_text(
         value,
         field=f"The value of parameter {shown(name)}",
@@ -169,12 +168,22 @@ def check_parameter_value(name: str, value: str) -> str:
 
 
 def check_parameter_values(values: Mapping[str, str], *, what: str = "run") -> dict[str, str]:
-    """Every (name, value) of an override map, and their number (MAX_PARAMETERS_PER_RUN)."""
+    """An override map as a user gave it: at most MAX_PARAMETERS_PER_RUN entries, each name
+    1..MAX_PARAMETER_NAME_CHARS characters (it must then match one of the Job's), each value as
+    `check_parameter_value`."""
     if len(values) > MAX_PARAMETERS_PER_RUN:
         raise UsageError(
             f"A {what} may set at most {MAX_PARAMETERS_PER_RUN:,} parameters; "
             f"{len(values):,} were given."
         )
+    for name in values:
+        # A name only refers to a parameter of the Job (imported from Databricks, so any text):
+        # bounded here, matched against the Job's parameters when the run is resolved (D3).
+        if not name or len(name) > MAX_PARAMETER_NAME_CHARS:
+            raise UsageError(
+                f"A parameter name must be 1 to {MAX_PARAMETER_NAME_CHARS} characters; "
+                f"got {len(name):,}."
+            )
     return {name: check_parameter_value(name, value) for name, value in values.items()}
 
 
