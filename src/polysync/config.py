@@ -26,9 +26,19 @@ class Settings(BaseSettings):
     sweep_interval_s: float = Field(default=15.0, gt=0)
     lease_s: float = Field(default=60.0, gt=0)
     log_level: str = "WARNING"
+    # Security (docs/security.md). Secret references may read only variables starting with this
+    # prefix ("" = any) and only files inside this directory (None = any readable file).
+    secret_env_prefix: str = ""
+    secrets_dir: Path | None = None
+    # Comma-separated host patterns a workspace (and a non-Microsoft Entra authority) must match,
+    # e.g. "*.azuredatabricks.net"; loopback is always allowed. Unset: any host, except that
+    # `polysync serve` then applies "*.azuredatabricks.net".
+    workspace_hosts: str | None = None
+    # Plain http:// to a host that is not loopback sends credentials in clear: refused unless set.
+    allow_insecure_http: bool = False
 
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
-        self.home.mkdir(parents=True, exist_ok=True)
+        # The store creates the directory (0700) and the file (0600) when it opens it.
         return f"sqlite+aiosqlite:///{self.home / 'polysync.db'}"

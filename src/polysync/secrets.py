@@ -1,17 +1,90 @@
-"""Secret references (`env:NAME`, `file:PATH`): parsed from settings, resolved only when used."""
+"""Secret references (`env:NAME`, `file:PATH`): parsed from settings, resolved only when used.
+
+What a reference may reach is bounded by a `SecretScope` (POLYSYNC_SECRET_ENV_PREFIX,
+POLYSYNC_SECRETS_DIR; docs/security.md), and what it resolves to must look like a credential:
+one line of printable ASCII without spaces, at most MAX_SECRET_CHARS. No message here ever
+contains a secret value, nor an `env:` name that looks like a pasted secret.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
+import stat
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import SecretStr
 
+from polysync.domain.limits import MAX_PATH_CHARS, is_env_name, refused_character
 from polysync.errors import SecretReferenceError
 
 SCHEMES = ("env", "file")
+
+MAX_SECRET_CHARS = 16 * 1024
+"""A resolved secret's cap: Entra access tokens and PATs are a few KB at most."""
+MAX_SECRET_FILE_BYTES = 64 * 1024
+"""How much of a `file:` reference is read; a larger file is refused unread."""
+
+TOKEN_SHAPES = (
+    r"\b(?:dapi|dose)[0-9a-f]{16,}(?:-\d+)?\b"  # noqa: S105 - Databricks PATs, OAuth secrets
+    r"|\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"  # JWTs
+    r"|\bpsk_[A-Za-z0-9_-]{20,}"  # Polysync API keys
+)
+"""Text shaped like a credential; also what `polysync.databricks.errors.redact` masks."""
+_TOKEN_SHAPED = re.compile(TOKEN_SHAPES)
+_CREDENTIAL_CHARS = re.compile(r"[\x21-\x7e]+")
+
+
+@dataclass(frozen=True, slots=True)
+class SecretScope:
+    """Which references may be resolved: every one by default (a trusted single user).
+
+    `env_prefix`: only variables whose names start with it (POLYSYNC_SECRET_ENV_PREFIX; "" = any).
+    `secrets_dir`: only files inside it, symlinks resolved (POLYSYNC_SECRETS_DIR; None = any file
+    the process can read); a relative `file:` path is then taken inside it.
+    """
+
+    env_prefix: str = ""
+    secrets_dir: Path | None = None
+
+    @property
+    def unrestricted(self) -> bool:
+        return not self.env_prefix and self.secrets_dir is None
+
+    def file_path(self, target: str) -> Path:
+        """The file a `file:` target names: `~` expanded; relative paths inside `secrets_dir`."""
+        path = Path(target).expanduser()
+        if self.secrets_dir is not None and not path.is_absolute():
+            path = self.secrets_dir / path
+        return path
+
+    def check(self, reference: SecretReference, *, resolve_links: bool = False) -> None:
+        """SecretReferenceError when `reference` is outside the scope. With `resolve_links`,
+        a file's real path (symlinks followed) is checked, as just before it is read."""
+        if reference.scheme == "env":
+            if self.env_prefix and not reference.target.startswith(self.env_prefix):
+                raise SecretReferenceError(
+                    f"secret reference {reference} is outside the allowed scope: this server "
+                    f"resolves only environment variables starting with {self.env_prefix!r} "
+                    "(POLYSYNC_SECRET_ENV_PREFIX)"
+                )
+            return
+        if self.secrets_dir is None:
+            return
+        root = Path(os.path.realpath(self.secrets_dir))
+        path = self.file_path(reference.target)
+        real = Path(os.path.realpath(path) if resolve_links else os.path.normpath(path.absolute()))
+        if real != root and root not in real.parents:
+            raise SecretReferenceError(
+                f"secret reference {reference} is outside the allowed scope: this server reads "
+                f"secret files only inside {self.secrets_dir} (POLYSYNC_SECRETS_DIR)"
+            )
+
+
+UNRESTRICTED = SecretScope()
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,26 +93,58 @@ class SecretReference:
 
     scheme: str
     target: str
+    scope: SecretScope = field(default=UNRESTRICTED, compare=False)
 
     @classmethod
-    def parse(cls, text: str) -> SecretReference:
+    def parse(cls, text: str, scope: SecretScope = UNRESTRICTED) -> SecretReference:
+        """`env:NAME` or `file:PATH` (whitespace around ignored), within `scope`.
+
+        SecretReferenceError, never quoting `text` unless it is a well-formed reference: an
+        unknown scheme, an empty target, an `env:` name that is not `[A-Za-z_][A-Za-z0-9_]*` (at
+        most 256 characters) or that looks like a pasted token, a path over 4096 characters or
+        with control characters, or a reference outside `scope`.
+        """
         scheme, sep, target = text.strip().partition(":")
         if not sep or scheme not in SCHEMES:
             raise SecretReferenceError(
                 f"secret reference {_shown(text)} is not supported: write `env:NAME` to read "
                 "environment variable NAME, or `file:PATH` to read the file at PATH"
             )
-        if not target.strip():
+        target = target.strip()
+        if not target:
             raise SecretReferenceError(
                 f"secret reference `{scheme}:` names no {'variable' if scheme == 'env' else 'file'}"
             )
-        return cls(scheme, target.strip())
+        if scheme == "env" and (not is_env_name(target) or _TOKEN_SHAPED.search(target)):
+            raise SecretReferenceError(
+                "secret reference `env:...` does not name an environment variable: a name is "
+                "letters, digits and underscores, not starting with a digit, at most 256 "
+                "characters, and does not look like a token (a secret pasted after `env:` is "
+                "refused; the name given is not shown)"
+            )
+        if scheme == "file" and (
+            len(target) > MAX_PATH_CHARS or refused_character(target) is not None
+        ):
+            raise SecretReferenceError(
+                f"secret reference `file:...` is not a usable path: at most {MAX_PATH_CHARS} "
+                "characters and no control characters (the path given is not shown)"
+            )
+        reference = cls(scheme, target, scope)
+        scope.check(reference)
+        return reference
 
     def __str__(self) -> str:
         return f"{self.scheme}:{self.target}"
 
     def resolve(self, environ: Mapping[str, str] | None = None) -> SecretStr:
-        """Read the secret now (rotations are picked up on the next resolve)."""
+        """Read the secret now (rotations are picked up on the next resolve). Blocking for
+        `file:` (a small regular file is read): async callers use `resolve_async`.
+
+        SecretReferenceError when the variable is unset, the file is not a readable regular file
+        of at most MAX_SECRET_FILE_BYTES, it is outside the scope, or the value is not one line
+        of printable ASCII without spaces (1..MAX_SECRET_CHARS characters, whitespace around
+        ignored). The value is never part of the message.
+        """
         if self.scheme == "env":
             value = (os.environ if environ is None else environ).get(self.target)
             if value is None:
@@ -47,23 +152,90 @@ class SecretReference:
                     f"secret reference {self}: environment variable {self.target} is not set"
                 )
         else:
-            path = Path(self.target).expanduser()
-            try:
-                value = path.read_text(encoding="utf-8")
-            except OSError as exc:
-                raise SecretReferenceError(
-                    f"secret reference {self}: cannot read {path} "
-                    f"({exc.strerror or type(exc).__name__})"
-                ) from exc
-            except UnicodeDecodeError as exc:
-                raise SecretReferenceError(
-                    f"secret reference {self}: {path} is not UTF-8 text"
-                ) from exc
+            value = self._read_file()
+        return SecretStr(self._checked(value))
+
+    async def resolve_async(self, environ: Mapping[str, str] | None = None) -> SecretStr:
+        """`resolve` without blocking the event loop: a `file:` is read in a worker thread."""
+        if self.scheme == "env":
+            return self.resolve(environ)
+        return await asyncio.to_thread(self.resolve, environ)
+
+    def _read_file(self) -> str:
+        self.scope.check(self, resolve_links=True)
+        path = self.scope.file_path(self.target)
+        try:
+            data = read_regular_file(path, max_bytes=MAX_SECRET_FILE_BYTES)
+        except OSError as exc:
+            raise SecretReferenceError(
+                f"secret reference {self}: cannot read {path} "
+                f"({exc.strerror or type(exc).__name__})"
+            ) from exc
+        except ValueError as exc:
+            raise SecretReferenceError(f"secret reference {self}: {path} {exc}") from exc
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise SecretReferenceError(
+                f"secret reference {self}: {path} is not UTF-8 text"
+            ) from None
+
+    def _checked(self, value: str) -> str:
         # Files and variables commonly end with a newline that is not part of the secret.
         value = value.strip()
         if not value:
             raise SecretReferenceError(f"secret reference {self} resolves to an empty value")
-        return SecretStr(value)
+        if len(value) > MAX_SECRET_CHARS:
+            raise SecretReferenceError(
+                f"secret reference {self} resolves to {len(value):,} characters, more than a "
+                f"credential has (at most {MAX_SECRET_CHARS:,}): does it name the right "
+                f"{'variable' if self.scheme == 'env' else 'file'}? The value is not shown."
+            )
+        if _CREDENTIAL_CHARS.fullmatch(value) is None:
+            raise SecretReferenceError(
+                f"secret reference {self} resolves to something that is not a credential: "
+                f"{_what_is_wrong(value)}, and a token or client secret is one line of printable "
+                f"ASCII without spaces. Does it name the right "
+                f"{'variable' if self.scheme == 'env' else 'file'}? The value is not shown."
+            )
+        return value
+
+
+def _what_is_wrong(value: str) -> str:
+    refused = refused_character(value)
+    if refused is not None:
+        return f"it contains {refused}"
+    if " " in value:
+        return "it contains a space"
+    return "it contains a character outside printable ASCII"
+
+
+def read_regular_file(path: Path, *, max_bytes: int) -> bytes:
+    """The bytes of the regular file at `path`, if it holds at most `max_bytes`.
+
+    Opened non-blocking, so a FIFO or a device never blocks: anything that is not a regular file
+    (FIFO, socket, /dev/zero, a directory) raises ValueError, as does a file over `max_bytes`
+    (read only that far, so /proc files with no size are bounded too). OSError when it cannot be
+    opened. Blocking I/O on a regular file: call it off the event loop.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
+    descriptor = os.open(path, flags)
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise ValueError("is not a regular file")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= max_bytes:
+            chunk = os.read(descriptor, max_bytes + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(descriptor)
+    if size > max_bytes:
+        raise ValueError(f"is larger than {max_bytes:,} bytes")
+    return b"".join(chunks)
 
 
 def _shown(text: str) -> str:
@@ -74,6 +246,8 @@ def _shown(text: str) -> str:
     return "(value not shown)"
 
 
-def resolve_secret(reference: str, environ: Mapping[str, str] | None = None) -> SecretStr:
-    """Parse `reference` and read the secret it points to."""
-    return SecretReference.parse(reference).resolve(environ)
+def resolve_secret(
+    reference: str, environ: Mapping[str, str] | None = None, scope: SecretScope = UNRESTRICTED
+) -> SecretStr:
+    """Parse `reference` and read the secret it points to (blocking for `file:`)."""
+    return SecretReference.parse(reference, scope).resolve(environ)

@@ -16,8 +16,20 @@ from polysync.clock import Clock, SystemClock
 from polysync.config import Settings
 from polysync.databricks.auth import check_secret_references
 from polysync.databricks.client import ConnectivityReport, DatabricksClient
+from polysync.databricks.policy import ConnectionPolicy, parse_host_patterns
 from polysync.databricks.ratelimit import RateLimiterRegistry
 from polysync.databricks.settings import WorkspaceSettings
+from polysync.domain.access import Actor
+from polysync.domain.limits import (
+    MAX_FIELD_CHARS,
+    MAX_JOB_NAME_CHARS,
+    check_description,
+    check_name,
+    check_optional_text,
+    check_parameter_value,
+    check_parameter_values,
+    unique_ids,
+)
 from polysync.domain.models import ImportedJob, JobKind, ParameterDiff, RunStatus
 from polysync.domain.parameters import sync_job
 from polysync.domain.records import (
@@ -38,6 +50,7 @@ from polysync.errors import NotFoundError, PolysyncError, StoreUnavailableError,
 from polysync.jobtypes.base import DiscoveredJob, JobType
 from polysync.jobtypes.databricks_job import DatabricksJobJobType
 from polysync.jobtypes.databricks_workflow import DatabricksWorkflowJobType
+from polysync.secrets import SecretScope
 from polysync.store import open_store, upgrade
 
 log = logging.getLogger(__name__)
@@ -63,6 +76,17 @@ def workspace_settings(platform: Platform) -> WorkspaceSettings:
         ) from exc
 
 
+def connection_policy(settings: Settings) -> ConnectionPolicy:
+    """The policy the settings describe: host allow-list, plain HTTP, secret scope."""
+    return ConnectionPolicy(
+        workspace_hosts=parse_host_patterns(settings.workspace_hosts),
+        allow_insecure_http=settings.allow_insecure_http,
+        secret_scope=SecretScope(
+            env_prefix=settings.secret_env_prefix, secrets_dir=settings.secrets_dir
+        ),
+    )
+
+
 def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err["loc"])
@@ -73,8 +97,15 @@ class Connections:
     """One Databricks client per platform (one connection pool and one rate limiter each),
     shared by every caller; it also picks the job type of a job (the engine's `JobTypes`)."""
 
-    def __init__(self, clock: Clock, *, transport_factory: TransportFactory | None = None) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        transport_factory: TransportFactory | None = None,
+        policy: ConnectionPolicy | None = None,
+    ) -> None:
         self._clock = clock
+        self.policy = policy or ConnectionPolicy()
         self._limiters = RateLimiterRegistry(clock)
         self._transport_factory = transport_factory
         self._clients: dict[int, tuple[Any, DatabricksClient]] = {}
@@ -87,15 +118,24 @@ class Connections:
             return cached[1]
         if cached is not None:
             self._retired.append(cached[1])
+        settings = self.checked_settings(platform)
         transport = self._transport_factory(platform) if self._transport_factory else None
         client = DatabricksClient(
-            workspace_settings(platform),
+            settings,
             transport=transport,
             clock=self._clock,
             rate_limiters=self._limiters,
+            secret_scope=self.policy.secret_scope,
         )
         self._clients[platform.id] = (fingerprint, client)
         return client
+
+    def checked_settings(self, platform: Platform) -> WorkspaceSettings:
+        """The platform's client settings, refused (UsageError / ConfigError) when they are not
+        valid or break this process's connection policy (host allow-list, http, secret scope)."""
+        settings = workspace_settings(platform)
+        self.policy.check(settings, platform=f"Platform {platform.name!r}")
+        return settings
 
     def clients(self) -> list[DatabricksClient]:
         """Every client made so far, replaced ones too (their metrics still count)."""
@@ -178,7 +218,11 @@ class Services:
         default - only a benchmark against a fast emulator sets both to emulated time)."""
         clock = clock or SystemClock()
         store = await open_store(settings.resolved_database_url())
-        connections = Connections(api_clock or SystemClock(), transport_factory=transport_factory)
+        connections = Connections(
+            api_clock or SystemClock(),
+            transport_factory=transport_factory,
+            policy=connection_policy(settings),
+        )
         policy = PollPolicy(
             min_interval_s=settings.poll_min_s,
             max_interval_s=max(settings.poll_min_s, settings.poll_max_s),
@@ -227,7 +271,12 @@ class Services:
         return utc(self.clock.now())
 
     # ------------------------------------------------------------------ platforms
-    async def add_platform(self, new: NewPlatform) -> Platform:
+    # Every change takes the `actor` who asked for it (an API key, a web user, the CLI's OS user):
+    # the store records it in the audit trail in the same transaction (docs/security.md).
+    async def add_platform(self, new: NewPlatform, *, actor: Actor | None = None) -> Platform:
+        """Register a platform: its fields within the limits (polysync.domain.limits), its
+        settings valid and within the connection policy; UsageError / ConfigError otherwise."""
+        _check_platform_fields(new)
         probe = Platform(
             id=0,
             name=new.name,
@@ -240,8 +289,27 @@ class Services:
             created_at=self.now(),
             updated_at=self.now(),
         )
-        checked = workspace_settings(probe)  # refuses a bad URL, a secret value, ... first
-        return await self.store.add_platform(replace(new, workspace_url=checked.url), self.now())
+        # Refuses a bad URL, a secret value, a host or reference outside the policy, ... first.
+        checked = self.connections.checked_settings(probe)
+        return await self.store.add_platform(
+            replace(new, workspace_url=checked.url), self.now(), actor=_who(actor)
+        )
+
+    async def update_platform(self, platform: Platform, *, actor: Actor | None = None) -> Platform:
+        """Save an edited platform, checked as `add_platform` checks a new one (text fields only
+        where they changed: a record saved before a limit existed stays editable)."""
+        stored = await self.store.get_platform(platform.id)
+        _check_platform_fields(platform, stored)
+        checked = self.connections.checked_settings(platform)
+        return await self.store.update_platform(
+            replace(platform, workspace_url=checked.url), self.now(), actor=_who(actor)
+        )
+
+    async def remove_platform(self, ref: int | str, *, actor: Actor | None = None) -> Platform:
+        """Remove a platform with its jobs and runs (UsageError while it has active runs)."""
+        platform = await self.store.get_platform(ref)
+        await self.store.remove_platform(platform.id, actor=_who(actor), now=self.now())
+        return platform
 
     async def test_platform(self, ref: str) -> ConnectivityReport:
         platform = await self.store.get_platform(ref)
@@ -252,23 +320,26 @@ class Services:
         return platform, await self.connections.for_platform(platform).discover()
 
     async def import_jobs(
-        self, ref: str, external_ids: Sequence[str] | None
+        self, ref: str, external_ids: Sequence[str] | None, *, actor: Actor | None = None
     ) -> tuple[Platform, list[ImportResult]]:
-        """Import the given jobs, or every discovered one; re-importing keeps the user's settings."""
+        """Import the given jobs, or every discovered one; re-importing keeps the user's settings.
+
+        The ids are de-duplicated (first one kept) and at most MAX_IMPORT_IDS distinct ones are
+        accepted (UsageError): one `jobs/get` per distinct job, however the request repeats it.
+        """
+        unique = None if external_ids is None else unique_ids(external_ids)
         platform = await self.store.get_platform(ref)
         job_type = self.connections.for_platform(platform)
-        ids = (
-            [job.external_id for job in await job_type.discover()]
-            if external_ids is None
-            else list(external_ids)
-        )
+        ids = [job.external_id for job in await job_type.discover()] if unique is None else unique
         results: list[ImportResult] = []
         for external_id, outcome in zip(ids, await job_type.import_jobs(ids), strict=True):
             if isinstance(outcome, PolysyncError):
                 results.append(ImportResult(external_id, None, False, outcome))
                 continue
             merged = await self._merge_existing(platform.id, outcome)
-            job, created = await self.store.upsert_job(platform.id, merged, self.now())
+            job, created = await self.store.upsert_job(
+                platform.id, merged, self.now(), actor=_who(actor)
+            )
             results.append(ImportResult(external_id, job, created, None))
         return platform, results
 
@@ -289,30 +360,61 @@ class Services:
                 return await self.store.get_job(int(ref))
         return await self.store.get_job(ref, platform_id=platform_id)
 
-    async def sync_parameters(self, job: Job) -> tuple[Job, ParameterDiff]:
+    async def sync_parameters(
+        self, job: Job, *, actor: Actor | None = None
+    ) -> tuple[Job, ParameterDiff]:
         platform = await self.store.get_platform(job.platform_id)
         merged, diff = await self.connections.for_job(platform, job).sync_parameters(
             job.as_imported()
         )
-        saved, _ = await self.store.upsert_job(platform.id, merged, self.now())
+        saved, _ = await self.store.upsert_job(
+            platform.id, merged, self.now(), actor=_who(actor), action="job.sync"
+        )
         return saved, diff
 
+    async def save_job(self, job: Job, *, actor: Actor | None = None) -> Job:
+        """Save a user's edits of a job (name, description, parameter Directions and stored
+        values), each within its limit (polysync.domain.limits); UsageError otherwise.
+
+        Only what the user changed is checked: a name or a description imported from Databricks
+        with characters the limits refuse (a hostile workspace's) does not block editing the
+        parameters."""
+        stored = await self.store.get_job(job.id)
+        if job.name != stored.name:
+            check_name(job.name, field="The job name", max_chars=MAX_JOB_NAME_CHARS)
+        if job.description != stored.description:
+            check_description(job.description)
+        before = {p.key: p.stored_value for p in stored.parameters}
+        for parameter in job.parameters:
+            value = parameter.stored_value
+            if value is not None and value != before.get(parameter.key):
+                check_parameter_value(parameter.name, value)
+        return await self.store.save_job(job, self.now(), actor=_who(actor))
+
     # ------------------------------------------------------------------ runs
-    async def execute(self, job: Job, overrides: Mapping[str, str]) -> Run:
+    async def execute(
+        self, job: Job, overrides: Mapping[str, str], *, actor: Actor | None = None
+    ) -> Run:
         """Execute Now: validate everything that can be checked here - the values (D2-D4), the
         platform's settings and that its secret references resolve - then commit the run and
         return it, Starting. An engine starts it (`run_forever` in `polysync serve` or
         `polysync engine`; a command with none running calls `dispatch`). Raises UsageError or
         ConfigError (SecretReferenceError) before anything is recorded, so a refused command
-        leaves no run behind for an engine to start later (issue 8)."""
+        leaves no run behind for an engine to start later (issue 8). The overrides are checked
+        against the limits first (at most MAX_PARAMETERS_PER_RUN, each value at most
+        MAX_PARAMETER_VALUE_CHARS). The run records `actor` as executed_by."""
+        check_parameter_values(overrides)
         platform = await self.store.get_platform(job.platform_id)
         check_secret_references(workspace_settings(platform))
-        return await self.engine.submit(job, overrides)
+        return await self.engine.submit(job, overrides, executed_by=_who(actor))
 
-    async def cancel(self, run_id: int) -> Run:
-        """Record the request to cancel (D10) and return: an engine sends runs/cancel and polls
-        for the final status. UsageError when the run has already ended."""
-        return await self.engine.request_cancel(await self.store.get_run(run_id))
+    async def cancel(self, run_id: int, *, actor: Actor | None = None) -> Run:
+        """Record the request to cancel (D10), with `actor` as cancelled_by, and return: an
+        engine sends runs/cancel and polls for the final status. UsageError when the run has
+        already ended."""
+        return await self.engine.request_cancel(
+            await self.store.get_run(run_id), cancelled_by=_who(actor)
+        )
 
     async def dispatch(self, run_id: int) -> Run:
         """Work on this one run now, in this process, if it is due and no live engine holds it:
@@ -394,6 +496,20 @@ class Services:
     async def run_details(self, run_id: int) -> tuple[Run, Job, Sequence[RunEvent]]:
         run = await self.store.get_run(run_id)
         return run, await self.store.get_job(run.job_id), await self.store.run_events(run_id)
+
+
+def _who(actor: Actor | None) -> str | None:
+    return None if actor is None else str(actor)
+
+
+def _check_platform_fields(new: NewPlatform | Platform, stored: Platform | None = None) -> None:
+    """The limits of a platform's text fields; with `stored`, only of the fields that changed."""
+    if stored is None or new.name != stored.name:
+        check_name(new.name, field="The platform name")
+    if stored is None or new.description != stored.description:
+        check_description(new.description)
+    if stored is None or new.cluster_id != stored.cluster_id:
+        check_optional_text(new.cluster_id, field="The Cluster Id", max_chars=MAX_FIELD_CHARS)
 
 
 async def upgrade_database(settings: Settings) -> str | None:

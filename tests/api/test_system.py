@@ -56,8 +56,8 @@ async def test_metrics_count_calls_runs_and_poll_lag(api: Api) -> None:
     assert 'polysync_runs{status="Running"}' in after
 
 
-async def test_the_fencing_and_engines_migration_is_the_head(api: Api) -> None:
-    assert head_revision() == "0003"
+async def test_the_audit_migration_is_the_head(api: Api) -> None:
+    assert head_revision() == "0004"
     assert await api.store.list_api_keys()  # the fixture's keys live in the new table
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import stat
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -170,9 +171,9 @@ async def test_a_fresh_database_is_migrated_to_head(database_url: str) -> None:
     async with await open_store(database_url) as store, store.engine.connect() as conn:
         tables = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
         revision = await conn.scalar(text("SELECT version_num FROM alembic_version"))
-    expected = {"platforms", "jobs", "runs", "run_events", "api_keys", "engines"}
+    expected = {"platforms", "jobs", "runs", "run_events", "api_keys", "engines", "audit_events"}
     assert expected | {"alembic_version"} <= tables
-    assert revision == head_revision() == "0003"
+    assert revision == head_revision() == "0004"
 
 
 async def test_opening_twice_is_idempotent_and_keeps_the_data(database_url: str) -> None:
@@ -669,7 +670,7 @@ async def test_unicode_and_long_values_round_trip(store: SqlStore) -> None:
         NewPlatform(
             name="prod-東京-🚀",
             workspace_url=URL,
-            auth={"method": "pat", "token": "env:TOKEN_É", "note": long_text},
+            auth={"method": "pat", "token": "env:TOKEN_E", "note": long_text},
             description=long_text,
             options={"ключ": "значение"},
         ),
@@ -1025,8 +1026,25 @@ async def test_default_database_url_is_a_file_under_polysync_home(
     monkeypatch.setenv("POLYSYNC_HOME", str(home))
     url = default_database_url()
     assert url == f"sqlite+aiosqlite:///{home / 'polysync.db'}"
-    assert home.is_dir()
     assert default_database_url(tmp_path / "elsewhere").endswith("/elsewhere/polysync.db")
     async with await open_store(url) as store:
         assert await store.list_platforms() == []
     assert (home / "polysync.db").is_file()
+
+
+async def test_a_new_sqlite_database_is_private_to_its_owner(tmp_path: Path) -> None:
+    """Issue 9: it holds key hashes and run history: 0600 in a 0700 directory, whatever the
+    umask; its WAL files follow the database file's mode."""
+    home = tmp_path / "fresh" / "home"
+    previous = os.umask(0o022)  # the usual umask, under which files come out 0644
+    try:
+        async with await open_store(f"sqlite:///{home / 'polysync.db'}") as store:
+            await store.add_platform(new_platform(), T0)
+            modes = {
+                path.name: stat.S_IMODE(path.stat().st_mode) for path in [home, *home.iterdir()]
+            }
+    finally:
+        os.umask(previous)
+    assert modes.pop("home") == 0o700
+    assert modes.pop("polysync.db") == 0o600
+    assert set(modes.values()) <= {0o600}  # -wal, -shm

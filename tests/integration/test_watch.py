@@ -6,6 +6,7 @@ import pytest
 from rich.console import Console
 
 from polysync.cli.watch import cancel_and_watch, print_outcome
+from polysync.domain.access import Actor
 from polysync.domain.models import RunStatus
 from polysync.domain.records import Run
 from polysync.services import Services
@@ -23,8 +24,8 @@ async def test_cancel_prints_the_final_status_line_when_it_ends_before_the_watch
     await services.engine.step()
     request_cancel = services.cancel
 
-    async def cancel_confirmed_at_once(run_id: int) -> Run:
-        await request_cancel(run_id)
+    async def cancel_confirmed_at_once(run_id: int, *, actor: Actor | None = None) -> Run:
+        await request_cancel(run_id, actor=actor)
         for _ in range(100):  # a fast engine elsewhere confirms it before this command watches
             harness.advance(5)
             await services.engine.step()

@@ -15,6 +15,14 @@ from typing import Any, TypeVar
 
 import pytest
 from fastapi import FastAPI
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Page,
+    Playwright,
+    expect,
+    sync_playwright,
+)
 
 from polysync.api.keys import create_api_key
 from polysync.api.server import create_server_app
@@ -98,3 +106,53 @@ def serve_web(tmp: Path) -> Iterator[WebServer]:
 def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
     with serve_web(tmp_path_factory.mktemp("web")) as server:
         yield server
+
+
+# ---------------------------------------------------------------------- a real headless Chromium
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+UI_BOUND_MS = 10_000
+needs_chromium = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium")
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as pw:
+        yield pw
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    browser = playwright.chromium.launch(
+        executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+    )
+    yield browser
+    browser.close()
+
+
+@pytest.fixture
+def context(browser: Browser, web: WebServer) -> Iterator[BrowserContext]:
+    context = browser.new_context(base_url=web.base_url, viewport={"width": 1366, "height": 900})
+    context.set_default_timeout(UI_BOUND_MS)
+    expect.set_options(timeout=UI_BOUND_MS)
+    yield context
+    context.close()
+
+
+@pytest.fixture
+def page(context: BrowserContext) -> Page:
+    return context.new_page()
+
+
+def sign_in(page: Page, key: str) -> None:
+    page.goto("/sign-in")
+    page.get_by_label("API key").fill(key)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible()

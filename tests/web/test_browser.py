@@ -5,81 +5,29 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 from playwright.sync_api import (
-    Browser,
-    BrowserContext,
     Locator,
     Page,
-    Playwright,
     expect,
-    sync_playwright,
 )
 
 from polysync.domain.records import NewPlatform
-from tests.web.conftest import TOKEN_VARIABLE, WebServer
+from tests.web.conftest import TOKEN_VARIABLE, WebServer, needs_chromium, sign_in
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 SALES, FRAUD, BACKFILL = "nightly-sales-etl", "fraud-scoring", "warehouse-backfill"
 SALES_ID = 914275016372845
 RUN_BOUND_MS = 45_000  # an upper bound for a run at 60x, not an expected duration
-UI_BOUND_MS = 10_000
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium")
-
-
-@pytest.fixture(scope="module")
-def playwright() -> Iterator[Playwright]:
-    with sync_playwright() as pw:
-        yield pw
-
-
-@pytest.fixture(scope="module")
-def browser(playwright: Playwright) -> Iterator[Browser]:
-    browser = playwright.chromium.launch(
-        executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-    )
-    yield browser
-    browser.close()
-
-
-@pytest.fixture
-def context(browser: Browser, web: WebServer) -> Iterator[BrowserContext]:
-    context = browser.new_context(base_url=web.base_url, viewport={"width": 1366, "height": 900})
-    context.set_default_timeout(UI_BOUND_MS)
-    expect.set_options(timeout=UI_BOUND_MS)
-    yield context
-    context.close()
-
-
-@pytest.fixture
-def page(context: BrowserContext) -> Page:
-    return context.new_page()
+pytestmark = needs_chromium
 
 
 def shot(page: Page, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
-
-
-def sign_in(page: Page, key: str) -> None:
-    page.goto("/sign-in")
-    page.get_by_label("API key").fill(key)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
 
 
 def change_sales_parameters(web: WebServer) -> None:

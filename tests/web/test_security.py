@@ -3,6 +3,7 @@ every POST whatever the page showed. The emulator and the app run in process."""
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -12,10 +13,12 @@ import httpx
 import pytest
 
 from polysync.api.keys import create_api_key, revoke_api_key
+from polysync.api.throttle import MAX_FAILURES
 from polysync.config import Settings
 from polysync.domain.models import RunStatus
 from polysync.domain.records import NewPlatform, RunFilter
 from polysync.services import Services
+from polysync.web.context import TEMPLATES_DIR
 from polysync.web.security import COOKIE_NAME, CSRF_HEADER
 from tests.conftest import TEST_TOKEN, EmulatorHarness
 from tests.web.conftest import build_app
@@ -219,3 +222,64 @@ async def test_an_htmx_poll_without_a_session_is_sent_to_sign_in(app: App) -> No
     answer = await app.client.get("/runs/1/live", headers={"HX-Request": "true"})
     assert answer.status_code == 401
     assert answer.headers["HX-Redirect"] == "/sign-in"
+
+
+# --- Issue 9 ------------------------------------------------------------------------------------
+
+
+async def test_failed_sign_ins_are_logged_and_slowed_down(
+    app: App, caplog: pytest.LogCaptureFixture
+) -> None:
+    page = await app.client.get("/sign-in")
+    token = CSRF_INPUT.search(page.text)
+    assert token is not None
+    form = {"api_key": "psk_guess0000000000000000000000", "csrf_token": token.group(1)}
+    with caplog.at_level(logging.WARNING, logger="polysync.api.throttle"):
+        for _ in range(MAX_FAILURES):
+            assert (await app.client.post("/sign-in", data=form)).status_code == 401
+        blocked = await app.client.post("/sign-in", data={**form, "api_key": app.keys["viewer"]})
+    assert blocked.status_code == 429
+    assert int(blocked.headers["Retry-After"]) > 0
+    assert "Too many failed sign-ins" in blocked.text
+    assert "sign-in refused from 127.0.0.1" in caplog.text
+    assert "psk_guess" not in caplog.text
+    assert (await app.client.get("/runs")).status_code == 303  # still signed out
+
+
+async def test_a_run_started_on_the_web_records_its_user(app: App) -> None:
+    csrf = await app.sign_in("operator")
+    answer = await app.client.post(
+        f"/jobs/{app.job_id}/execute", data={"csrf_token": csrf, "p:env": "dev"}
+    )
+    assert answer.status_code == 303
+    (run,) = await app.services.list_runs(RunFilter(job_id=app.job_id))
+    key = await app.services.store.find_api_key(app.keys["operator"][:12])
+    assert key is not None
+    assert run.executed_by == f"web:operator ({key.prefix})"
+
+
+async def test_pages_carry_the_security_headers(app: App) -> None:
+    for path in ("/sign-in", "/static/app.js", "/nowhere"):
+        answer = await app.client.get(path)
+        assert "script-src 'self'" in answer.headers["content-security-policy"]
+        assert answer.headers["x-content-type-options"] == "nosniff"
+        assert answer.headers["referrer-policy"] == "same-origin"
+
+
+async def test_no_page_has_inline_script_or_style(app: App) -> None:
+    await app.sign_in("admin")
+    for path in ("/runs", "/jobs", f"/jobs/{app.job_id}", "/platforms", "/platforms/1"):
+        html = (await app.client.get(path)).text
+        assert re.search(r"<script(?![^>]*\ssrc=)", html) is None, path
+        assert re.search(r"\son[a-z]+=", html) is None, path
+        assert re.search(r"\sstyle=", html) is None, path
+
+
+def test_no_template_has_inline_script_style_or_handler() -> None:
+    """Under `script-src 'self'; style-src 'self'` they would not run: none may exist."""
+    for template in TEMPLATES_DIR.glob("*.html"):
+        html = template.read_text()
+        assert re.search(r"<script(?![^>]*\ssrc=)", html) is None, template.name
+        assert re.search(r"\son[a-z]+=", html) is None, template.name
+        assert re.search(r"\sstyle=", html) is None, template.name
+        assert "hx-on" not in html, template.name  # evaluated code: refused by allowEval=false

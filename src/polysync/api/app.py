@@ -6,12 +6,16 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
 from fastapi import FastAPI
+from fastapi.responses import HTMLResponse
 
 import polysync
 from polysync.api.deps import ApiContext, ApiSettings
+from polysync.api.middleware import RequestGuard, SecurityHeaders
 from polysync.api.ports import ApiStore
 from polysync.api.problems import install_problem_handlers
-from polysync.api.routes import jobs, platforms, runs, system
+from polysync.api.routes import audit, docs, jobs, platforms, runs, system
+from polysync.api.routes.docs import docs_page
+from polysync.api.throttle import FailureLimiter
 from polysync.errors import ConfigError
 from polysync.services import Services
 
@@ -43,9 +47,23 @@ def create_api_app(
         version=polysync.__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # /docs is served from the package (routes/docs.py): FastAPI's pages load a CDN.
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
-    app.state.polysync_api = ApiContext(services, store, settings or ApiSettings())
+    app.state.polysync_api = ApiContext(
+        services, store, settings or ApiSettings(), FailureLimiter(services.clock)
+    )
     install_problem_handlers(app)
-    for module in (platforms, jobs, runs, system):
+    # Outermost last: the security headers also go on a 413 from the body cap.
+    app.add_middleware(RequestGuard)
+    app.add_middleware(SecurityHeaders)
+    for module in (platforms, jobs, runs, audit, system, docs):
         app.include_router(module.router)
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return docs_page(app.title, app.openapi_url or "/openapi.json")
+
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
@@ -9,9 +10,10 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from polysync.api.keys import verify_api_key
+from polysync.api.keys import key_hint, verify_api_key
 from polysync.api.ports import ApiStore
 from polysync.api.problems import ApiProblem
+from polysync.api.throttle import FailureLimiter
 from polysync.domain.access import ApiKey, Role
 from polysync.services import Services
 
@@ -32,6 +34,8 @@ class ApiContext:
     store: ApiStore
     """The services' store, seen through the API's protocol (keys, health, metrics)."""
     settings: ApiSettings
+    limiter: FailureLimiter
+    """Refused API keys and failed sign-ins per source address (shared with the web UI)."""
 
 
 def get_context(request: Request) -> ApiContext:
@@ -56,12 +60,19 @@ _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="`X-API-K
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="polysync"'}
 
 
+def source_address(request: Request) -> str:
+    """The client's address as the server sees it (the proxy's, unless uvicorn trusts it)."""
+    return request.client.host if request.client else "unknown"
+
+
 async def authenticate(
+    request: Request,
     context: Context,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
     header: Annotated[str | None, Security(_header)],
 ) -> ApiKey:
-    """The caller's active API key; 401 without one or with a key that is not valid."""
+    """The caller's active API key; 401 without one or with a key that is not valid, 429 (with
+    Retry-After) once its address has had too many keys refused (FailureLimiter)."""
     sent = header or (bearer.credentials if bearer is not None else None)
     if not sent:
         raise ApiProblem(
@@ -71,8 +82,19 @@ async def authenticate(
             "psk_...`. `polysync apikey create --role viewer` makes one.",
             headers=_CHALLENGE,
         )
+    source = source_address(request)
+    wait_s = context.limiter.retry_after_s(source)
+    if wait_s is not None:
+        context.limiter.refused(source, "API key", wait_s)
+        raise ApiProblem(
+            429,
+            "too-many-failures",
+            f"Too many invalid API keys from {source}; try again in {math.ceil(wait_s)} s.",
+            headers={"Retry-After": str(math.ceil(wait_s))},
+        )
     key = await verify_api_key(context.store, sent)
     if key is None:
+        context.limiter.failed(source, f"API key {key_hint(sent)}")
         raise ApiProblem(
             401,
             "invalid-api-key",

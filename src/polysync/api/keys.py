@@ -15,12 +15,12 @@ from datetime import UTC, datetime
 
 from polysync.api.ports import ApiKeyStore
 from polysync.domain.access import ApiKey, Role
+from polysync.domain.limits import check_name
 from polysync.errors import UsageError
 
 KEY_PREFIX = "psk_"
 PREFIX_CHARS = len(KEY_PREFIX) + 8
 _RANDOM_BYTES = 32
-_MAX_NAME_CHARS = 200
 _ATTEMPTS = 5
 
 
@@ -40,9 +40,8 @@ async def create_api_key(
     store: ApiKeyStore, name: str, role: str | Role, *, now: datetime | None = None
 ) -> tuple[ApiKey, str]:
     """A new key: its record, and the key itself, which is shown this once and never again."""
-    name = name.strip()
-    if not name or len(name) > _MAX_NAME_CHARS:
-        raise UsageError(f"An API key needs a name of 1 to {_MAX_NAME_CHARS} characters.")
+    # The name is what logs and the audit trail show for this key: one line, capped.
+    name = check_name(name.strip(), field="An API key's name")
     checked_role = parse_role(role)
     for attempt in range(_ATTEMPTS):
         plaintext = KEY_PREFIX + secrets.token_urlsafe(_RANDOM_BYTES)
@@ -75,6 +74,15 @@ async def revoke_api_key(
     elif isinstance(ref, str):
         ref = ref.strip()[:PREFIX_CHARS]
     return await store.revoke_api_key(ref, now or datetime.now(UTC))
+
+
+def key_hint(sent: str) -> str:
+    """How a log names a key that was sent: its public prefix when it looks like one of ours,
+    else nothing of it (it may be another system's secret pasted by mistake)."""
+    sent = sent.strip()
+    if sent.startswith(KEY_PREFIX) and len(sent) > PREFIX_CHARS:
+        return f"{sent[:PREFIX_CHARS]}..."
+    return "(not a Polysync key)"
 
 
 async def verify_api_key(store: ApiKeyStore, plaintext: str) -> ApiKey | None:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from polysync.domain.access import ApiKey, Role
 from polysync.domain.models import RunStatus
+from polysync.domain.records import AuditEvent
 
 if TYPE_CHECKING:
     from polysync.store import SqlStore
@@ -44,7 +45,20 @@ class MonitoredStore(Protocol):
 
 
 @runtime_checkable
-class ApiStore(ApiKeyStore, MonitoredStore, Protocol):
+class AuditStore(Protocol):
+    """The audit trail of platform and job changes (written by the store's change methods)."""
+
+    async def list_audit_events(
+        self,
+        *,
+        subject_type: str | None = None,
+        subject_id: int | None = None,
+        limit: int = 100,
+    ) -> Sequence[AuditEvent]: ...
+
+
+@runtime_checkable
+class ApiStore(ApiKeyStore, MonitoredStore, AuditStore, Protocol):
     """Everything the API adds to the engine's store."""
 
 

@@ -52,7 +52,9 @@ _TITLES = {
     404: "Not Found",
     405: "Method Not Allowed",
     409: "Conflict",
+    413: "Content Too Large",
     422: "Unprocessable Content",
+    429: "Too Many Requests",
     500: "Internal Server Error",
     502: "Bad Gateway",
     503: "Service Unavailable",
@@ -157,9 +159,14 @@ def install_problem_handlers(app: FastAPI) -> None:
 
 def _field_error(error: Any) -> dict[str, Any]:
     # The input itself is left out: it may be a secret pasted into the wrong field.
-    location = [str(part) for part in error.get("loc", ())]
+    # A dict key is part of the location: cut short, as a huge one must not be echoed whole.
+    location = [_clipped(str(part)) for part in error.get("loc", ())]
     return {
         "field": ".".join(location) or "request",
         "message": str(error.get("msg", "invalid")),
         "type": str(error.get("type", "invalid")),
     }
+
+
+def _clipped(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -7,12 +7,26 @@ value a run sent for it are masked.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from polysync.domain.limits import (
+    MAX_DESCRIPTION_CHARS,
+    MAX_EXTERNAL_ID_CHARS,
+    MAX_FIELD_CHARS,
+    MAX_JOB_NAME_CHARS,
+    MAX_NAME_CHARS,
+    MAX_PARAMETER_NAME_CHARS,
+    MAX_PARAMETER_VALUE_CHARS,
+    MAX_PARAMETERS_PER_RUN,
+    MAX_URL_CHARS,
+    check_parameter_text,
+    multi_line,
+    single_line,
+)
 from polysync.domain.models import (
     DataType,
     Direction,
@@ -23,12 +37,63 @@ from polysync.domain.models import (
     RunStatus,
     TaskRunState,
 )
-from polysync.domain.records import Job, Platform, Run, RunEvent
+from polysync.domain.records import AuditEvent, Job, Platform, Run, RunEvent
+from polysync.errors import ParameterTextError
 from polysync.jobtypes.base import DiscoveredJob
 
 MASK = "********"
 
-_NAME_PATTERN = r"^[^\x00-\x1f\x7f]*$"  # no control characters
+_NAME_PATTERN = r"^[^\x00-\x1f\x7f]*$"  # no control characters (documented in the schema)
+
+
+# Every text field of a request: capped, and refusing control characters (C0, DEL, C1) and lone
+# surrogates, through the shared rules of polysync.domain.limits (docs/security.md "Limits").
+Name = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_NAME_CHARS, pattern=_NAME_PATTERN),
+    BeforeValidator(single_line),
+]
+JobName = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_JOB_NAME_CHARS, pattern=_NAME_PATTERN),
+    BeforeValidator(single_line),
+]
+Description = Annotated[str, Field(max_length=MAX_DESCRIPTION_CHARS), BeforeValidator(multi_line)]
+Url = Annotated[str, Field(min_length=1, max_length=MAX_URL_CHARS), BeforeValidator(single_line)]
+ShortText = Annotated[str, Field(max_length=MAX_FIELD_CHARS), BeforeValidator(single_line)]
+
+
+def _sendable(what: str) -> Callable[[object], object]:
+    """A before-validator with the run's own wording (`check_parameter_text`, D2): a parameter
+    name or value that no request to Databricks could carry is refused, naming the character."""
+
+    def check(value: object) -> object:
+        if isinstance(value, str):
+            try:
+                check_parameter_text(value, what=what)
+            except ParameterTextError as exc:
+                raise ValueError(exc.message) from exc
+        return value
+
+    return check
+
+
+# A parameter name or task key refers to one of the Job's (imported from Databricks, so it may
+# hold any text): bounded and sendable here; an unknown one is refused by name when resolved.
+ParameterName = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_PARAMETER_NAME_CHARS),
+    BeforeValidator(_sendable("name")),
+]
+ParameterValue = Annotated[
+    str, Field(max_length=MAX_PARAMETER_VALUE_CHARS), BeforeValidator(_sendable("value"))
+]
+ExternalIdText = Annotated[
+    str, Field(min_length=1, max_length=MAX_EXTERNAL_ID_CHARS), BeforeValidator(single_line)
+]
+AuthKey = Annotated[str, Field(min_length=1, max_length=100), BeforeValidator(single_line)]
+AuthValue = Annotated[str, Field(max_length=MAX_URL_CHARS), BeforeValidator(single_line)]
+OptionKey = Annotated[str, Field(min_length=1, max_length=100), BeforeValidator(single_line)]
 
 
 class _In(BaseModel):
@@ -36,26 +101,38 @@ class _In(BaseModel):
 
 
 # ---------------------------------------------------------------------- platforms
+AUTH_DESCRIPTION = "`method` plus its fields; secret fields hold `env:NAME` or `file:PATH`."
+OPTIONS_DESCRIPTION = (
+    "Client settings, each bounded: api_versions, rate_limits (<= 10,000/s), retry "
+    "(deadline_s <= 3600, max_attempts <= 100, ...), request_timeout_s <= 600, "
+    "connect_timeout_s <= 120, max_connections <= 1000, tls_ca_bundle (a readable PEM file)."
+)
+
+
 class PlatformIn(_In):
-    name: str = Field(min_length=1, max_length=200, pattern=_NAME_PATTERN)
-    workspace_url: str = Field(min_length=1, max_length=2000)
-    auth: dict[str, Any] = Field(
-        description="`method` plus its fields; secret fields hold `env:NAME` or `file:PATH`."
+    name: Name
+    workspace_url: Url
+    auth: dict[AuthKey, AuthValue | bool | None] = Field(
+        max_length=20, description=AUTH_DESCRIPTION
     )
-    cluster_id: str | None = Field(default=None, max_length=200)
-    description: str = Field(default="", max_length=10_000)
-    options: dict[str, Any] = Field(
-        default_factory=dict, description="Client settings: api_versions, rate_limits, retry, ..."
+    cluster_id: ShortText | None = None
+    description: Description = ""
+    options: dict[OptionKey, Any] = Field(
+        default_factory=dict, max_length=20, description=OPTIONS_DESCRIPTION
     )
 
 
 class PlatformUpdate(_In):
-    name: str | None = Field(default=None, min_length=1, max_length=200, pattern=_NAME_PATTERN)
-    workspace_url: str | None = Field(default=None, min_length=1, max_length=2000)
-    auth: dict[str, Any] | None = None
-    cluster_id: str | None = Field(default=None, max_length=200)
-    description: str | None = Field(default=None, max_length=10_000)
-    options: dict[str, Any] | None = None
+    name: Name | None = None
+    workspace_url: Url | None = None
+    auth: dict[AuthKey, AuthValue | bool | None] | None = Field(
+        default=None, max_length=20, description=AUTH_DESCRIPTION
+    )
+    cluster_id: ShortText | None = None
+    description: Description | None = None
+    options: dict[OptionKey, Any] | None = Field(
+        default=None, max_length=20, description=OPTIONS_DESCRIPTION
+    )
 
 
 class PlatformOut(BaseModel):
@@ -123,8 +200,11 @@ class DiscoveredJobOut(BaseModel):
 
 
 class ImportIn(_In):
-    external_ids: list[str] | None = Field(
-        default=None, max_length=10_000, description="The jobs to import; omit with all=true."
+    external_ids: list[ExternalIdText] | None = Field(
+        default=None,
+        max_length=10_000,
+        description="The jobs to import; omit with all=true. Repeats count once; at most 1,000 "
+        "distinct ids per request.",
     )
     all: bool = Field(default=False, description="Import every job Get Pipelines lists.")
 
@@ -205,18 +285,20 @@ class JobOut(BaseModel):
 class ParameterUpdate(_In):
     """Fields left out are kept; `null` clears the Direction (= Input) or the stored value."""
 
-    name: str = Field(min_length=1, max_length=500)
-    task_key: str | None = Field(
+    name: ParameterName
+    task_key: ParameterName | None = Field(
         default=None, description="Needed only when the name exists on several scopes."
     )
     direction: Direction | None = None
-    stored_value: str | None = Field(default=None, max_length=100_000)
+    stored_value: ParameterValue | None = None
 
 
 class JobUpdate(_In):
-    name: str | None = Field(default=None, min_length=1, max_length=200, pattern=_NAME_PATTERN)
-    description: str | None = Field(default=None, max_length=10_000)
-    parameters: list[ParameterUpdate] | None = Field(default=None, max_length=1000)
+    name: JobName | None = None
+    description: Description | None = None
+    parameters: list[ParameterUpdate] | None = Field(
+        default=None, max_length=MAX_PARAMETERS_PER_RUN
+    )
 
 
 class ParameterChangeOut(BaseModel):
@@ -264,8 +346,10 @@ class SyncOut(BaseModel):
 
 
 class ExecuteIn(_In):
-    parameters: dict[str, str] = Field(
-        default_factory=dict, description="Overrides by parameter name (values as text)."
+    parameters: dict[ParameterName, ParameterValue] = Field(
+        default_factory=dict,
+        max_length=MAX_PARAMETERS_PER_RUN,
+        description="Overrides by parameter name (values as text, at most 10,000 characters).",
     )
 
 
@@ -338,6 +422,8 @@ class RunSummary(BaseModel):
     ended_at: datetime | None
     updated_at: datetime
     cancel_requested_at: datetime | None
+    executed_by: str | None = Field(description="Who executed it: `api:NAME (psk_...)`, ...")
+    cancelled_by: str | None = Field(description="Who asked to cancel it, if anyone.")
 
     @classmethod
     def fields_of(cls, run: Run) -> dict[str, Any]:
@@ -355,6 +441,8 @@ class RunSummary(BaseModel):
             "ended_at": run.ended_at,
             "updated_at": run.updated_at,
             "cancel_requested_at": run.cancel_requested_at,
+            "executed_by": run.executed_by,
+            "cancelled_by": run.cancelled_by,
         }
 
     @classmethod
@@ -415,3 +503,27 @@ class HealthOut(BaseModel):
         None, description="This process's engine; null when it runs none (an API-only process)."
     )
     poll_lag_s: float = Field(0.0, description="How late the most overdue poll of a run is.")
+
+
+class AuditEventOut(BaseModel):
+    id: int
+    at: datetime
+    actor: str = Field(description="`api:NAME (psk_...)`, `web:NAME (psk_...)` or `cli:USER`.")
+    action: str = Field(description="platform.create/update/delete, job.import/sync/update.")
+    subject_type: str
+    subject_id: int | None
+    subject: str
+    detail: str
+
+    @classmethod
+    def of(cls, event: AuditEvent) -> AuditEventOut:
+        return cls(
+            id=event.id,
+            at=event.at,
+            actor=event.actor,
+            action=event.action,
+            subject_type=event.subject_type,
+            subject_id=event.subject_id,
+            subject=event.subject,
+            detail=event.detail,
+        )

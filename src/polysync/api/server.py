@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import inspect
 import logging
 import signal
 from collections.abc import AsyncIterator
@@ -17,6 +16,7 @@ from polysync.api.app import create_api_app
 from polysync.api.deps import ApiSettings
 from polysync.api.keys import Authenticator
 from polysync.config import Settings
+from polysync.databricks.policy import AZURE_DATABRICKS_HOSTS
 from polysync.services import Services
 
 log = logging.getLogger(__name__)
@@ -55,11 +55,45 @@ def include_web_router(app: FastAPI, services: Services) -> bool:
     factory = getattr(web, "create_web_router", None)
     if factory is None:
         return False
-    authenticate = Authenticator(app.state.polysync_api.store)
-    takes_authenticator = len(inspect.signature(factory).parameters) > 1
-    router = factory(services, authenticate) if takes_authenticator else factory(services)
-    app.include_router(router)
+    context = app.state.polysync_api
+    authenticate = Authenticator(context.store)
+    # The web UI shares the API's failure limiter: guessing keys at /sign-in counts as at /api.
+    app.include_router(factory(services, authenticate, limiter=context.limiter))
     return True
+
+
+def server_settings(settings: Settings, *, allow_insecure_http: bool = False) -> Settings:
+    """The settings `serve` runs with: the workspace host allow-list defaults to
+    `*.azuredatabricks.net` (loopback is always allowed), and `--allow-insecure-http` is applied.
+    """
+    updates: dict[str, object] = {}
+    if settings.workspace_hosts is None:
+        updates["workspace_hosts"] = ",".join(AZURE_DATABRICKS_HOSTS)
+    if allow_insecure_http:
+        updates["allow_insecure_http"] = True
+    return settings.model_copy(update=updates)
+
+
+def security_warnings(settings: Settings) -> list[str]:
+    """What `serve` warns about at start-up: settings that trust platform editors more than a
+    shared server should (docs/security.md)."""
+    warnings: list[str] = []
+    if not settings.secret_env_prefix:
+        warnings.append(
+            "secret references may read ANY environment variable of this process: set "
+            "POLYSYNC_SECRET_ENV_PREFIX (e.g. POLYSYNC_SECRET_) to limit what `env:` can reach."
+        )
+    if settings.secrets_dir is None:
+        warnings.append(
+            "secret references may read ANY file this process can read: set "
+            "POLYSYNC_SECRETS_DIR to the directory that holds the secret files."
+        )
+    if settings.allow_insecure_http:
+        warnings.append(
+            "--allow-insecure-http: platforms may send their credentials over plain http:// to "
+            "hosts other than loopback."
+        )
+    return warnings
 
 
 async def serve(settings: Settings, host: str, port: int) -> None:

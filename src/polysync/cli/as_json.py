@@ -123,6 +123,8 @@ def run_json(
         "submitted_at": jsonable(run.submitted_at),
         "cancel_requested_at": jsonable(run.cancel_requested_at),
         "ended_at": jsonable(run.ended_at),
+        "executed_by": run.executed_by,
+        "cancelled_by": run.cancelled_by,
         # Which engine tracks the run now (None: none; a graceful stop releases its runs).
         "lease_owner": run.lease_owner,
         "lease_expires_at": jsonable(run.lease_expires_at),

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import logging
+import os
+import re
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -12,11 +15,11 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 from rich.logging import RichHandler
-from rich.markup import escape
 
+from polysync.cli.terminal import make_console, safe_markup
 from polysync.config import Settings
+from polysync.domain.access import Actor
 from polysync.errors import (
     ConfigError,
     DatabricksAuthError,
@@ -37,8 +40,9 @@ EXIT_USAGE = 2  # bad usage or input
 EXIT_PLATFORM = 3  # Databricks refused, or could not be reached
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), by shell convention
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+# Every string the CLI prints passes through these: control characters become visible.
+out = make_console()
+err = make_console(stderr=True)
 
 DbOption = Annotated[
     str | None,
@@ -62,9 +66,18 @@ PlatformOption = Annotated[
 ]
 
 
+def cli_actor() -> Actor:
+    """Who the audit trail names for a CLI command: `cli:<operating-system user>`."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no user name for this uid (a bare container)
+        user = f"uid-{os.getuid()}" if hasattr(os, "getuid") else "unknown"
+    return Actor("cli", user)
+
+
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     """One paragraph on stderr (soft-wrapped, so it stays copy-pastable), then exit."""
-    err.print(f"[bold red]Error:[/] {escape(message)}", soft_wrap=True)
+    err.print(f"[bold red]Error:[/] {safe_markup(message)}", soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -153,6 +166,14 @@ async def session(
         await services.aclose()
 
 
+# JSON escapes C0 controls itself; DEL and C1 controls (U+0080-U+009F) it would write raw.
+_RAW_IN_JSON = re.compile("[\x7f-\x9f]")
+
+
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    """`data` as indented JSON on stdout: non-ASCII text as is, every control character
+    escaped (a terminal reading it sees no escape sequence)."""
+    text = json.dumps(data, indent=2, ensure_ascii=False)
+    text = _RAW_IN_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    sys.stdout.write(text + "\n")
     sys.stdout.flush()

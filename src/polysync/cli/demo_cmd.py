@@ -13,19 +13,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
 from rich.rule import Rule
 from rich.text import Text
 
 from polysync.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_RUN_FAILED,
+    cli_actor,
     load_settings,
     out,
     run_async,
     session,
 )
 from polysync.cli.render import discover_summary, discover_table
+from polysync.cli.terminal import safe_markup, terminal_safe
 from polysync.cli.watch import print_outcome, watch
 from polysync.domain.models import JobKind, RunStatus
 from polysync.domain.records import NewPlatform, Run
@@ -110,7 +111,7 @@ async def _demo(speed: float, serve: bool, home: Path, home_given: bool) -> list
             f"serving the demo workspace ({len(spec.jobs)} jobs, clock x{speed:g}) at "
             f"[link={url}]{url}[/link]",
         )
-        say("Database", f"SQLite at {escape(str(home / 'polysync.db'))}")
+        say("Database", f"SQLite at {safe_markup(str(home / 'polysync.db'))}")
         async with session(settings=settings) as services:
             runs = await _story(services, url)
         _summary(time.monotonic() - started_s, None if home_given else home, runs, serve)
@@ -126,7 +127,7 @@ async def _story(services: Services, url: str) -> list[Run]:
     say("Discover", f"Get Pipelines: {discover_summary(found)}")
     out.print(discover_table(found, set()))
 
-    _, results = await services.import_jobs(PLATFORM, None)
+    _, results = await services.import_jobs(PLATFORM, None, actor=cli_actor())
     created = sum(1 for r in results if r.job and r.created)
     updated = sum(1 for r in results if r.job and not r.created)
     workflows = sum(1 for r in results if r.job and r.job.job_type is JobKind.WORKFLOW)
@@ -139,10 +140,10 @@ async def _story(services: Services, url: str) -> list[Run]:
 
     sales = await services.get_job(SALES, PLATFORM)
     try:
-        await services.execute(sales, {"source": "adls"})
+        await services.execute(sales, {"source": "adls"}, actor=cli_actor())
     except UsageError as exc:
         say("Guard", f"-p source=adls on {SALES} is refused before any API call:")
-        out.print(Text(f"  {exc.message}", style="dim"), soft_wrap=True)
+        out.print(Text(f"  {terminal_safe(exc.message)}", style="dim"), soft_wrap=True)
 
     values = ", ".join(f"{k}={v}" for k, v in SALES_VALUES.items())
     say("Execute", f"[bold]{SALES}[/] with {values}", gap=True)
@@ -170,11 +171,11 @@ async def _register(services: Services, url: str) -> None:
     try:
         existing = await services.store.get_platform(PLATFORM)
     except NotFoundError:
-        await services.add_platform(new)
+        await services.add_platform(new, actor=cli_actor())
         verb = "registered"
     else:  # a database kept in POLYSYNC_HOME: point the platform at this emulator
         fresh = replace(existing, workspace_url=url, auth=new.auth, options={})
-        await services.store.update_platform(fresh, services.now())
+        await services.update_platform(fresh, actor=cli_actor())
         verb = "updated"
     report = await services.test_platform(PLATFORM)
     say(
@@ -195,7 +196,7 @@ async def _execute(
     cancel_when: Callable[[Run], bool] | None = None,
 ) -> Run:
     job = await services.get_job(name, PLATFORM)
-    run = await services.execute(job, values)
+    run = await services.execute(job, values, actor=cli_actor())
     run = await watch(services, run, job, interval_s=POLL_S, console=out, cancel_when=cancel_when)
     print_outcome(run, out)
     return run
@@ -211,7 +212,7 @@ def _summary(elapsed_s: float, temp_home: Path | None, runs: list[Run], serve: b
         soft_wrap=True,
     )
     if temp_home is not None:
-        out.print(f"  export POLYSYNC_HOME={escape(str(temp_home))}", soft_wrap=True)
+        out.print(f"  export POLYSYNC_HOME={safe_markup(str(temp_home))}", soft_wrap=True)
     failed = next((run.id for run in runs if run.status is RunStatus.FAILED), runs[0].id)
     for command in (
         "polysync runs list",
@@ -239,7 +240,7 @@ async def _serve_until_stopped(url: str, home: Path, home_given: bool, token: st
         f"The emulator keeps serving at {url} until Ctrl-C. In another shell:", soft_wrap=True
     )
     if not home_given:
-        out.print(f"  export POLYSYNC_HOME={escape(str(home))}", soft_wrap=True)
+        out.print(f"  export POLYSYNC_HOME={safe_markup(str(home))}", soft_wrap=True)
     # The emulator's own demo credential (README), not a secret of any real workspace.
     out.print(f"  export {TOKEN_VARIABLE}={token}", soft_wrap=True)
     out.print(f"  polysync discover {PLATFORM}", soft_wrap=True)

@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from polysync.cli.terminal import make_console
 from polysync.errors import WorkspaceFileError
 
 app = typer.Typer(help="The Databricks Jobs API emulator.", no_args_is_help=True)
-err = Console(stderr=True)
+err = make_console(stderr=True)
 
 
 @app.command()

@@ -7,9 +7,9 @@ import signal
 from typing import TYPE_CHECKING
 
 import typer
-from rich.markup import escape
 
 from polysync.cli.common import DbOption, err, load_settings, out, run_async
+from polysync.cli.terminal import safe_markup
 from polysync.domain.records import EngineState, RunFilter, utc
 from polysync.errors import PolysyncError
 
@@ -121,4 +121,4 @@ def upgrade(db: DbOption = None) -> None:
     from polysync.services import upgrade_database
 
     revision = run_async(lambda: upgrade_database(load_settings(db)))
-    out.print(f"[green]✔[/] Database schema is at revision {escape(revision or '(none)')}.")
+    out.print(f"[green]✔[/] Database schema is at revision {safe_markup(revision or '(none)')}.")

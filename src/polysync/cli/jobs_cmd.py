@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 from rich.text import Text
 
 from polysync.cli.as_json import discovered_json, job_json, parameter_json
@@ -15,6 +14,7 @@ from polysync.cli.common import (
     DbOption,
     JsonOption,
     PlatformOption,
+    cli_actor,
     error_text,
     exit_code,
     fail,
@@ -30,6 +30,7 @@ from polysync.cli.render import (
     job_view,
     jobs_table,
 )
+from polysync.cli.terminal import safe_markup
 from polysync.domain.parameters import describe_diff
 
 app = typer.Typer(help="Imported jobs: list, show, Sync Parameters.", no_args_is_help=True)
@@ -57,7 +58,7 @@ def discover(platform: PlatformArgument, json_out: JsonOption = False, db: DbOpt
     out.print(discover_table(found, imported))
     out.print(discover_summary(found))
     out.print(
-        f"Import them: [bold]polysync import {escape(platform)} --all[/] "
+        f"Import them: [bold]polysync import {safe_markup(platform)} --all[/] "
         f"(or --job-id ID for some).",
         soft_wrap=True,
     )
@@ -81,7 +82,9 @@ def import_(
 
     async def main() -> Any:
         async with session(db) as services:
-            return await services.import_jobs(platform, None if all_jobs else job_ids)
+            return await services.import_jobs(
+                platform, None if all_jobs else job_ids, actor=cli_actor()
+            )
 
     _, results = run_async(main)
     if json_out:
@@ -175,7 +178,9 @@ def sync_params(
 
     async def main() -> Any:
         async with session(db) as services:
-            saved, diff = await services.sync_parameters(await services.get_job(job, platform))
+            saved, diff = await services.sync_parameters(
+                await services.get_job(job, platform), actor=cli_actor()
+            )
             return saved, diff, (await services.store.get_platform(saved.platform_id)).name
 
     saved, diff, platform_name = run_async(main)
@@ -200,9 +205,9 @@ def sync_params(
         return
     if diff.is_empty:
         out.print(
-            f"[green]✔[/] {escape(saved.name)}: parameters already match Databricks; nothing changed."
+            f"[green]✔[/] {safe_markup(saved.name)}: parameters already match Databricks; nothing changed."
         )
         return
-    out.print(f"[green]✔[/] {escape(saved.name)}: parameters synced from Databricks:")
+    out.print(f"[green]✔[/] {safe_markup(saved.name)}: parameters synced from Databricks:")
     for line in lines:
-        out.print(f"  • {escape(line)}", soft_wrap=True)
+        out.print(f"  • {safe_markup(line)}", soft_wrap=True)

@@ -14,6 +14,7 @@ from polysync.cli.common import (
     EXIT_USAGE,
     DbOption,
     JsonOption,
+    cli_actor,
     err,
     fail,
     out,
@@ -211,7 +212,7 @@ def add(
 
     async def main() -> Any:
         async with session(db) as services:
-            return await services.add_platform(new)
+            return await services.add_platform(new, actor=cli_actor())
 
     platform = run_async(main)
     if json_out:
@@ -318,8 +319,7 @@ def remove(
 
     async def main() -> None:
         async with session(db) as services:
-            platform = await services.store.get_platform(name)
-            await services.store.remove_platform(platform.id)
+            await services.remove_platform(name, actor=cli_actor())
 
     run_async(main)
     out.print(f"[green]✔[/] Platform [bold]{name}[/] removed.")

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 
 from rich import box
 from rich.console import Group, RenderableType
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from polysync.cli.terminal import link_style, safe_markup, terminal_safe
 from polysync.domain.models import JobKind, Parameter, RunSnapshot, RunStatus, TaskRunState
 from polysync.domain.records import Job, Platform, Run, RunEvent
 from polysync.jobtypes.base import DiscoveredJob
@@ -99,7 +99,7 @@ def task_state(task: TaskRunState) -> Text:
     text = status_text(task.status)
     detail = task.result_state or task.life_cycle_state
     if detail and detail.upper() != task.status.value.upper():
-        text.append(f" ({detail})", style="dim")
+        text.append(f" ({terminal_safe(detail)})", style="dim")
     return text
 
 
@@ -125,8 +125,8 @@ def platforms_table(platforms: Sequence[Platform]) -> Table:
         table.add_column(column, overflow="fold")
     for p in platforms:
         table.add_row(
-            escape(p.name),
-            escape(p.workspace_url),
+            safe_markup(p.name),
+            safe_markup(p.workspace_url),
             AUTH_LABELS.get(p.auth_method, p.auth_method),
             str(p.id),
         )
@@ -135,16 +135,16 @@ def platforms_table(platforms: Sequence[Platform]) -> Table:
 
 def platform_view(platform: Platform, job_count: int) -> RenderableType:
     grid = _field_grid()
-    grid.add_row("Name", escape(platform.name))
+    grid.add_row("Name", safe_markup(platform.name))
     grid.add_row("Provider", "Azure Databricks")
-    grid.add_row("Workspace URL", escape(platform.workspace_url))
+    grid.add_row("Workspace URL", safe_markup(platform.workspace_url))
     grid.add_row("Authentication", AUTH_LABELS.get(platform.auth_method, platform.auth_method))
     for key, value in platform.auth.items():
         if key != "method" and value not in (None, False):
-            grid.add_row(f"  {key}", escape(str(value)))
-    grid.add_row("Cluster Id", escape(platform.cluster_id or "-"))
+            grid.add_row(f"  {key}", safe_markup(str(value)))
+    grid.add_row("Cluster Id", safe_markup(platform.cluster_id or "-"))
     if platform.description:
-        grid.add_row("Description", escape(platform.description))
+        grid.add_row("Description", safe_markup(platform.description))
     for key, value in platform.options.items():
         label = OPTION_LABELS.get(key, key)
         shown = (
@@ -152,7 +152,7 @@ def platform_view(platform: Platform, job_count: int) -> RenderableType:
             if isinstance(value, Mapping)
             else str(value)
         )
-        grid.add_row(label, escape(shown))
+        grid.add_row(label, safe_markup(shown))
     grid.add_row("Jobs imported", str(job_count))
     grid.add_row("Id", str(platform.id))
     grid.add_row("Created", when(platform.created_at))
@@ -173,10 +173,10 @@ def discover_table(found: Sequence[DiscoveredJob], imported: set[str]) -> Table:
     for job in found:
         row: list[RenderableType] = [
             job.external_id,
-            escape(job.name),
+            safe_markup(job.name),
             Text(kind_label(job.kind), style="bold" if job.kind is JobKind.WORKFLOW else ""),
             str(job.task_count),
-            escape(tags_text(job.tags)),
+            safe_markup(tags_text(job.tags)),
         ]
         if show_imported:
             row.append("✔" if job.external_id in imported else "")
@@ -205,7 +205,7 @@ def import_table(results: Sequence[ImportResult]) -> Table:
         job_level = sum(1 for p in r.job.parameters if p.is_job_level)
         table.add_row(
             r.external_id,
-            escape(r.job.name),
+            safe_markup(r.job.name),
             kind_label(r.job.job_type),
             Text("created", style="green") if r.created else Text("updated", style="cyan"),
             f"{job_level} job-level, {len(r.job.parameters) - job_level} task-scoped",
@@ -225,9 +225,9 @@ def jobs_table(jobs: Sequence[Job], platform_names: Mapping[int, str]) -> Table:
     table.add_column("Tasks", justify="right", no_wrap=True)
     table.add_column("Params", justify="right", no_wrap=True)
     for job in jobs:
-        row = [str(job.id), escape(job.name), kind_label(job.job_type), job.external_id]
+        row = [str(job.id), safe_markup(job.name), kind_label(job.job_type), job.external_id]
         if several_platforms:
-            row.append(escape(platform_names.get(job.platform_id, str(job.platform_id))))
+            row.append(safe_markup(platform_names.get(job.platform_id, str(job.platform_id))))
         row += [str(job.task_count), str(sum(1 for p in job.parameters if p.is_job_level))]
         table.add_row(*row)
     return table
@@ -235,14 +235,14 @@ def jobs_table(jobs: Sequence[Job], platform_names: Mapping[int, str]) -> Table:
 
 def job_view(job: Job, platform_name: str) -> RenderableType:
     general = _field_grid()
-    general.add_row("Name", escape(job.name))
+    general.add_row("Name", safe_markup(job.name))
     general.add_row("Job Type", job.job_type.value)
     general.add_row("External Id", job.external_id)
-    general.add_row("Platform", escape(platform_name))
+    general.add_row("Platform", safe_markup(platform_name))
     if job.description:
-        general.add_row("Description", escape(job.description))
-    general.add_row("Tags", escape(tags_text(job.tags)))
-    general.add_row("Tasks", escape(f"{job.task_count}: {', '.join(job.task_keys) or '-'}"))
+        general.add_row("Description", safe_markup(job.description))
+    general.add_row("Tags", safe_markup(tags_text(job.tags)))
+    general.add_row("Tasks", safe_markup(f"{job.task_count}: {', '.join(job.task_keys) or '-'}"))
     general.add_row("Id", str(job.id))
     general.add_row("Imported", when(job.imported_at))
     general.add_row("Synced", when(job.synced_at))
@@ -279,17 +279,17 @@ def parameters_table(parameters: Sequence[Parameter]) -> RenderableType:
         scope = (
             Text("job level")
             if p.is_job_level
-            else Text(f"task {p.task_key}, reference-only", style="yellow")
+            else Text(f"task {terminal_safe(p.task_key or '')}, reference-only", style="yellow")
         )
         row: list[RenderableType] = [
-            escape(p.name),
+            safe_markup(p.name),
             p.data_type.value,
-            escape(p.default) if p.default is not None else Text("-", style="dim"),
+            safe_markup(p.default) if p.default is not None else Text("-", style="dim"),
             direction,
             scope,
         ]
         if stored:
-            row.append(escape(p.stored_value) if p.stored_value is not None else "")
+            row.append(safe_markup(p.stored_value) if p.stored_value is not None else "")
         table.add_row(*row)
     return table
 
@@ -308,11 +308,16 @@ def runs_table(runs: Sequence[Run], jobs: Mapping[int, Job]) -> Table:
         job = jobs.get(run.job_id)
         table.add_row(
             str(run.id),
-            escape(job.name if job else str(run.job_id)),
+            safe_markup(job.name if job else str(run.job_id)),
             status_text(run.status),
             when(run.created_at, short=True),
             duration_text(run_duration_ms(run)),
-            Text(first_line(run.message, 200), style="dim", no_wrap=True, overflow="ellipsis"),
+            Text(
+                terminal_safe(first_line(run.message, 200)),
+                style="dim",
+                no_wrap=True,
+                overflow="ellipsis",
+            ),
         )
     return table
 
@@ -328,9 +333,9 @@ def tasks_table(tasks: Iterable[TaskRunState], *, full_detail: bool = True) -> T
     # Detail is the one column that gives way when the terminal is narrow.
     table.add_column("Detail", overflow="fold")
     for task in tasks:
-        detail = task.error or task.state_message
+        detail = terminal_safe(task.error or task.state_message)
         table.add_row(
-            escape(task.task_key or f"(task run {task.run_id})"),
+            safe_markup(task.task_key or f"(task run {task.run_id})"),
             task_state(task),
             str(task.attempt_number + 1),
             duration_text(task.duration_ms) if task.status.is_terminal else "…",
@@ -348,7 +353,7 @@ def tasks_table(tasks: Iterable[TaskRunState], *, full_detail: bool = True) -> T
 
 def run_header(run: Run, job: Job) -> Text:
     return Text.assemble(
-        (job.name, "bold"),
+        (terminal_safe(job.name), "bold"),
         f"  ·  run {run.id}",
         f"  ·  Databricks run {run.run_id}" if run.run_id else "  ·  submitting",
     )
@@ -357,7 +362,9 @@ def run_header(run: Run, job: Job) -> Text:
 def run_link(run: Run) -> Text:
     if not run.run_page_url:
         return Text("Run page: (known once Databricks accepts the run)", style="dim")
-    return Text.assemble("Run page: ", (run.run_page_url, f"link {run.run_page_url}"))
+    return Text.assemble(
+        "Run page: ", (terminal_safe(run.run_page_url), link_style(run.run_page_url))
+    )
 
 
 def run_outcome(run: Run) -> Text:
@@ -376,22 +383,31 @@ def run_view(
 ) -> RenderableType:
     """Everything about one run. `now` (the clock's) tells whether an engine is tracking it."""
     grid = _field_grid()
-    grid.add_row("Run", f"{run.id} of job {escape(job.name)} (id {job.id}, {job.job_type.value})")
+    grid.add_row(
+        "Run", f"{run.id} of job {safe_markup(job.name)} (id {job.id}, {job.job_type.value})"
+    )
     grid.add_row("Status", status_text(run.status))
-    grid.add_row("Message", escape(run.message) or "-")
+    grid.add_row("Message", safe_markup(run.message) or "-")
     grid.add_row("Databricks run", run.run_id or "-")
     grid.add_row(
         "Run page",
-        Text(run.run_page_url, style=f"link {run.run_page_url}") if run.run_page_url else "-",
+        Text(terminal_safe(run.run_page_url), style=link_style(run.run_page_url))
+        if run.run_page_url
+        else "-",
     )
     sent = ", ".join(f"{k}={v}" for k, v in run.parameters_sent.items()) or "(none)"
-    grid.add_row("Parameters sent", escape(sent))
+    grid.add_row("Parameters sent", safe_markup(sent))
     if run.overrides:
-        grid.add_row("Overrides", escape(", ".join(f"{k}={v}" for k, v in run.overrides.items())))
+        grid.add_row(
+            "Overrides", safe_markup(", ".join(f"{k}={v}" for k, v in run.overrides.items()))
+        )
     grid.add_row("Created", when(run.created_at))
+    if run.executed_by:
+        grid.add_row("Executed by", safe_markup(run.executed_by))
     grid.add_row("Submitted", when(run.submitted_at))
     if run.cancel_requested_at:
-        grid.add_row("Cancel requested", when(run.cancel_requested_at))
+        by = f" by {run.cancelled_by}" if run.cancelled_by else ""
+        grid.add_row("Cancel requested", safe_markup(when(run.cancel_requested_at) + by))
     grid.add_row("Ended", when(run.ended_at))
     grid.add_row("Databricks duration", duration_text(run_duration_ms(run)))
     parts: list[RenderableType] = [grid, Text()]
@@ -418,7 +434,7 @@ def run_view(
     history.add_column("Message", overflow="fold")
     for event in events:
         history.add_row(
-            when(event.at), status_text(event.status), event.source, escape(event.message)
+            when(event.at), status_text(event.status), event.source, safe_markup(event.message)
         )
     parts += [Text("Status history", style="bold underline"), history]
     return Group(*parts)

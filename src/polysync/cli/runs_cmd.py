@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 
 from polysync.cli.as_json import run_json
 from polysync.cli.common import (
@@ -15,6 +14,7 @@ from polysync.cli.common import (
     DbOption,
     JsonOption,
     PlatformOption,
+    cli_actor,
     err,
     fail,
     out,
@@ -23,6 +23,7 @@ from polysync.cli.common import (
     session,
 )
 from polysync.cli.render import run_outcome, run_view, runs_table
+from polysync.cli.terminal import safe_markup
 from polysync.cli.watch import (
     advance,
     after_interrupt,
@@ -101,7 +102,7 @@ def run(
     async def main() -> Any:
         async with session(db) as services:
             found = await services.get_job(job, platform)
-            current = await services.execute(found, overrides)
+            current = await services.execute(found, overrides, actor=cli_actor())
             started.append(current.id)
             if wait:
                 current = await watch(
@@ -130,14 +131,14 @@ def run(
         print_outcome(current, out)
     elif current.run_id is None and not current.submit_attempts:
         out.print(
-            f"[green]✔[/] Run [bold]{current.id}[/] of {escape(found.name)} recorded; the "
+            f"[green]✔[/] Run [bold]{current.id}[/] of {safe_markup(found.name)} recorded; the "
             f"running engine starts it. Follow it: [bold]polysync runs watch {current.id}[/]",
             soft_wrap=True,
         )
     elif current.run_id is None:
         out.print(
-            f"[yellow]![/] Run [bold]{current.id}[/] of {escape(found.name)} recorded but not "
-            f"started yet: {escape(current.message)}",
+            f"[yellow]![/] Run [bold]{current.id}[/] of {safe_markup(found.name)} recorded but not "
+            f"started yet: {safe_markup(current.message)}",
             soft_wrap=True,
         )
         out.print(
@@ -147,12 +148,12 @@ def run(
         )
     else:
         out.print(
-            f"[green]✔[/] Run [bold]{current.id}[/] of {escape(found.name)} started"
+            f"[green]✔[/] Run [bold]{current.id}[/] of {safe_markup(found.name)} started"
             f" as Databricks run {current.run_id}.",
             soft_wrap=True,
         )
         if current.run_page_url:
-            out.print(f"  Run page: {escape(current.run_page_url)}", soft_wrap=True)
+            out.print(f"  Run page: {safe_markup(current.run_page_url)}", soft_wrap=True)
         out.print(
             f"  Follow it: [bold]polysync runs watch {current.id}[/]   "
             f"cancel it: [bold]polysync runs cancel {current.id}[/]   "

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from polysync.cli.common import (
@@ -18,6 +17,7 @@ from polysync.cli.common import (
     run_async,
     session,
 )
+from polysync.cli.terminal import safe_markup
 
 apikey_app = typer.Typer(help="API keys for the REST API and the web UI.", no_args_is_help=True)
 
@@ -26,11 +26,26 @@ def serve(
     db: DbOption = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
+    allow_insecure_http: Annotated[
+        bool,
+        typer.Option(
+            "--allow-insecure-http",
+            help="Let platforms send credentials over plain http:// to hosts other than "
+            "loopback (warned at start-up and at each use). Default: refused.",
+        ),
+    ] = False,
 ) -> None:
-    """Serve the REST API (/api/v1, OpenAPI at /openapi.json), the web UI and the engine."""
+    """Serve the REST API (/api/v1, OpenAPI at /openapi.json), the web UI and the engine.
+
+    Workspaces must match POLYSYNC_WORKSPACE_HOSTS (default *.azuredatabricks.net; loopback is
+    always allowed); see docs/security.md for the secret scope settings.
+    """
+    from polysync.api.server import security_warnings, server_settings
     from polysync.api.server import serve as serve_app
 
-    settings = load_settings(db)
+    settings = server_settings(load_settings(db), allow_insecure_http=allow_insecure_http)
+    for warning in security_warnings(settings):
+        err.print(f"[bold yellow]Warning:[/] {safe_markup(warning)}", soft_wrap=True)
     err.print(
         f"Polysync serving http://{host}:{port}  (web UI at /, API at /api/v1, docs at /docs). "
         "Create a key with `polysync apikey create NAME --role admin`.",
@@ -61,7 +76,7 @@ def create(
         print_json({"name": key_name, "role": key_role, "key": plaintext})
         return
     out.print(
-        f"[green]✔[/] API key for {escape(key_name)} ({key_role}). It is shown once; keep it safe:"
+        f"[green]✔[/] API key for {safe_markup(key_name)} ({key_role}). It is shown once; keep it safe:"
     )
     out.print(plaintext, soft_wrap=True, highlight=False)
 
@@ -94,7 +109,7 @@ def list_keys(db: DbOption = None, as_json: JsonOption = False) -> None:
     for row in rows:
         table.add_row(
             *(
-                escape(str(row[c] or ""))
+                safe_markup(str(row[c] or ""))
                 for c in ("id", "name", "role", "prefix", "created_at", "revoked_at")
             )
         )
@@ -114,4 +129,4 @@ def revoke(
             record = await revoke_api_key(services.store, ref)  # type: ignore[arg-type]
             return record.name
 
-    out.print(f"[green]✔[/] Revoked the API key of {escape(run_async(main))}.")
+    out.print(f"[green]✔[/] Revoked the API key of {safe_markup(run_async(main))}.")

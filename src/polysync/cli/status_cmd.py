@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from polysync.cli.common import EXIT_RUN_FAILED, DbOption, JsonOption, out, print_json, run_async
 from polysync.cli.common import session as open_session
+from polysync.cli.terminal import safe_markup
 from polysync.domain.models import RunStatus
 from polysync.domain.records import EngineState
 
@@ -77,13 +77,13 @@ def _print(report: SystemStatus) -> None:
             if view.stalled:
                 state += " (stalled)"
             table.add_row(
-                escape(beat.owner),
+                safe_markup(beat.owner),
                 state,
-                escape(f"{beat.host} / {beat.pid}"),
+                safe_markup(f"{beat.host} / {beat.pid}"),
                 f"{view.heartbeat_age_s:.0f} s ago",
                 "-" if view.last_cycle_age_s is None else f"{view.last_cycle_age_s:.0f} s ago",
                 str(beat.cycles),
-                escape(beat.last_error or ""),
+                safe_markup(beat.last_error or ""),
             )
         out.print(table)
     else:
@@ -101,4 +101,4 @@ def _print(report: SystemStatus) -> None:
     if not report.problems:
         out.print("[green]✔[/] Healthy: every active run is being tracked.")
     for problem in report.problems:
-        out.print(f"[red]✘[/] {escape(problem)}", soft_wrap=True)
+        out.print(f"[red]✘[/] {safe_markup(problem)}", soft_wrap=True)

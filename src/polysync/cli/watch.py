@@ -13,7 +13,7 @@ from rich.live import Live
 from rich.spinner import Spinner
 from rich.text import Text
 
-from polysync.cli.common import EXIT_INTERRUPTED, err, run_async, session
+from polysync.cli.common import EXIT_INTERRUPTED, cli_actor, err, run_async, session
 from polysync.cli.render import (
     latest_attempts,
     run_header,
@@ -22,6 +22,7 @@ from polysync.cli.render import (
     status_text,
     tasks_table,
 )
+from polysync.cli.terminal import terminal_safe
 from polysync.domain.models import RunStatus
 from polysync.domain.records import Job, Run
 
@@ -61,7 +62,7 @@ class RunProgress:
             if run.cancel_requested_at is not None:
                 line.append("  cancelling…", style="magenta")
             elif run.message:
-                line.append(f"  {run.message.splitlines()[0]}", style="dim")
+                line.append(f"  {terminal_safe(run.message.splitlines()[0])}", style="dim")
             self._spinner.update(text=line)
             parts.append(self._spinner)
         return Group(*parts)
@@ -89,7 +90,7 @@ async def watch(
         while True:
             run = await advance(services, run.id)
             if cancel_when and run.cancel_requested_at is None and cancel_when(run):
-                run = await services.cancel(run.id)
+                run = await services.cancel(run.id, actor=cli_actor())
             progress.run = run
             if run.is_terminal:
                 break
@@ -119,7 +120,7 @@ def print_outcome(run: Run, console: Console) -> None:
     if run.message:
         style = "red" if run.status is RunStatus.FAILED else ""
         for line in run.message.splitlines():
-            console.print(Text(f"  {line}", style=style), soft_wrap=True)
+            console.print(Text(f"  {terminal_safe(line)}", style=style), soft_wrap=True)
     if run.status is not RunStatus.SUCCESS:
         console.print(
             f"  Details: [bold]polysync runs show {run.id}[/]", soft_wrap=True, highlight=False
@@ -135,7 +136,7 @@ async def cancel_and_watch(
     job = await services.store.get_job(run.job_id)
     if run.is_terminal:
         return run, job, False
-    run = await services.cancel(run_id)
+    run = await services.cancel(run_id, actor=cli_actor())
     if wait:
         run = await watch(
             services, run, job, interval_s=watch_interval_s(services, interval_s), console=console

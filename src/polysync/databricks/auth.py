@@ -31,7 +31,7 @@ from polysync.databricks.settings import (
     WorkspaceSettings,
 )
 from polysync.errors import ConfigError, DatabricksAuthError, DatabricksTransportError
-from polysync.secrets import SecretReference
+from polysync.secrets import UNRESTRICTED, SecretReference, SecretScope
 
 _log = logging.getLogger(__name__)
 
@@ -42,8 +42,14 @@ Secret = SecretStr | SecretReference
 """A secret given directly (kept in a SecretStr) or by reference, resolved at each token fetch."""
 
 
-def _reveal(secret: Secret) -> SecretStr:
+def _reveal_blocking(secret: Secret) -> SecretStr:
+    """The secret's value; a `file:` reference is read here: call it off the event loop."""
     return secret.resolve() if isinstance(secret, SecretReference) else secret
+
+
+async def _reveal(secret: Secret) -> SecretStr:
+    """The secret's value, a `file:` reference read in a worker thread (never on the loop)."""
+    return await secret.resolve_async() if isinstance(secret, SecretReference) else secret
 
 
 class TokenProvider(Protocol):
@@ -77,14 +83,14 @@ class PatAuth:
 
     async def token(self) -> SecretStr:
         if self._current is None:
-            self._current = _reveal(self._secret)
+            self._current = await _reveal(self._secret)
             self._metrics.token_fetches += 1
         return self._current
 
     async def refresh(self, rejected: SecretStr | None = None) -> SecretStr:
         if self._current is not None and not _same(self._current, rejected):
             return self._current
-        self._current = _reveal(self._secret)
+        self._current = await _reveal(self._secret)
         self._metrics.token_fetches += 1
         self._metrics.token_refreshes += 1
         return self._current
@@ -210,7 +216,8 @@ class AzureIdentityAuth(ExpiringTokenAuth):
         if force or self._credential is None:
             self._close_credential()
             try:
-                self._credential = self._make_credential()
+                # In a worker thread: building it may read a `file:` secret reference.
+                self._credential = await asyncio.to_thread(self._make_credential)
             except ValueError as exc:  # azure-identity validates tenant ids and authority URLs
                 raise ConfigError(f"{self.description}: {_first_line(exc)}") from exc
         credential = self._credential
@@ -275,7 +282,7 @@ class EntraServicePrincipalAuth(AzureIdentityAuth):
             credential: _TokenCredential = ClientSecretCredential(
                 tenant_id,
                 client_id,
-                _reveal(client_secret).get_secret_value(),
+                _reveal_blocking(client_secret).get_secret_value(),
                 authority=authority_host,
                 disable_instance_discovery=disable_instance_discovery,
                 **_azure_transport_options(ca_bundle),
@@ -375,7 +382,7 @@ class DatabricksOAuthM2MAuth(ExpiringTokenAuth):
         self._scope = scope
 
     async def _fetch(self, *, force: bool) -> tuple[SecretStr, float]:
-        secret = _reveal(self._client_secret).get_secret_value()
+        secret = (await _reveal(self._client_secret)).get_secret_value()
         try:
             response = await self._http.post(
                 self._token_url,
@@ -469,18 +476,20 @@ def build_auth(
     http: httpx.AsyncClient,
     clock: Clock,
     metrics: ClientMetrics | None = None,
+    secret_scope: SecretScope = UNRESTRICTED,
 ) -> TokenProvider:
-    """The token provider a workspace's settings describe."""
+    """The token provider a workspace's settings describe; its secret references must be within
+    `secret_scope` (SecretReferenceError otherwise, docs/security.md)."""
     auth = settings.auth
     lead_s = settings.token_refresh_lead_s
     ca_bundle = settings.tls_ca_bundle
     if isinstance(auth, PatAuthSettings):
-        return PatAuth(SecretReference.parse(auth.token), metrics=metrics)
+        return PatAuth(SecretReference.parse(auth.token, secret_scope), metrics=metrics)
     if isinstance(auth, EntraServicePrincipalAuthSettings):
         return EntraServicePrincipalAuth(
             auth.tenant_id,
             auth.client_id,
-            SecretReference.parse(auth.client_secret),
+            SecretReference.parse(auth.client_secret, secret_scope),
             clock=clock,
             authority_host=auth.authority_host,
             disable_instance_discovery=auth.disable_instance_discovery,
@@ -505,7 +514,7 @@ def build_auth(
             http,
             settings.url + OIDC_TOKEN_PATH,
             auth.client_id,
-            SecretReference.parse(auth.client_secret),
+            SecretReference.parse(auth.client_secret, secret_scope),
             clock=clock,
             scope=auth.scope,
             refresh_lead_s=lead_s,

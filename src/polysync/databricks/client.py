@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import ssl
@@ -43,6 +44,7 @@ from polysync.errors import (
     DatabricksTransportError,
     TokenExpiredError,
 )
+from polysync.secrets import UNRESTRICTED, SecretScope
 
 _log = logging.getLogger(__name__)
 
@@ -51,6 +53,9 @@ M = TypeVar("M", bound=WireModel)
 MAX_IDEMPOTENCY_TOKEN_CHARS = 64  # reference §3, §8
 MAX_JOBS_PAGE = 100  # jobs/list limit (reference §1)
 MAX_RUNS_PAGE = 25  # runs/list limit on 2.1+ (reference §6)
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+"""The largest answer read: runs/get-output holds at most 5 MB of output (reference §4); a
+jobs/get of a 1,000-task job is far smaller. Beyond it the answer is refused unread."""
 # Failures raised before any byte of the request left: safe to repeat whatever the method.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
@@ -86,6 +91,7 @@ class DatabricksClient:
         rate_limiters: RateLimiterRegistry | None = None,
         metrics: ClientMetrics | None = None,
         rng: random.Random | None = None,
+        secret_scope: SecretScope = UNRESTRICTED,
     ) -> None:
         self.settings = settings
         self.metrics = metrics or ClientMetrics()
@@ -101,7 +107,11 @@ class DatabricksClient:
             follow_redirects=False,
         )
         self.auth = auth or build_auth(
-            settings, http=self._http, clock=self._clock, metrics=self.metrics
+            settings,
+            http=self._http,
+            clock=self._clock,
+            metrics=self.metrics,
+            secret_scope=secret_scope,
         )
         registry = rate_limiters or RateLimiterRegistry(self._clock)
         self.rate_limiter = registry.for_workspace(settings.url, settings.rate_limits)
@@ -320,12 +330,16 @@ class DatabricksClient:
                 rejected = None
                 token_value = token.get_secret_value()
                 sent = True
-                response = await self._http.request(
-                    endpoint.method,
-                    url,
-                    params=query,
-                    json=None if body is None else dict(body),
-                    headers={"Authorization": f"Bearer {token_value}"},
+                response = await self._send_once(
+                    self._http.build_request(
+                        endpoint.method,
+                        url,
+                        params=query,
+                        json=None if body is None else dict(body),
+                        headers={"Authorization": f"Bearer {token_value}"},
+                    ),
+                    endpoint,
+                    path,
                 )
             except DatabricksError as exc:
                 error = exc  # from the token provider: the API request was never sent
@@ -375,9 +389,62 @@ class DatabricksClient:
             self.metrics.record_retry(endpoint.key, delay_s)
             await self._clock.sleep(delay_s)
 
+    async def _send_once(
+        self, request: httpx.Request, endpoint: Endpoint, path: str
+    ) -> httpx.Response:
+        """One request and its whole answer, within `request_timeout_s` in all (a workspace that
+        trickles its answer a byte at a time never resets it) and MAX_RESPONSE_BYTES (decoded;
+        a larger answer is refused unread: DatabricksError, not retried)."""
+        try:
+            async with asyncio.timeout(self.settings.request_timeout_s):
+                response = await self._http.send(request, stream=True)
+                try:
+                    content = await _read_capped(response, MAX_RESPONSE_BYTES)
+                finally:
+                    await response.aclose()
+        except TimeoutError:
+            raise httpx.ReadTimeout(
+                f"no complete answer within {self.settings.request_timeout_s:g} s",
+                request=request,
+            ) from None
+        if content is None:
+            raise DatabricksError(
+                f"the answer of {self.settings.url} is larger than {MAX_RESPONSE_BYTES:,} bytes, "
+                "more than any Jobs API answer: it was not read (is this a Databricks workspace?)",
+                http_status=response.status_code,
+                method=endpoint.method,
+                path=path,
+            )
+        # The answer as httpx would have read it (already decoded: no Content-Encoding left).
+        headers = [
+            (name, value)
+            for name, value in response.headers.multi_items()
+            if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+        ]
+        return httpx.Response(
+            response.status_code,
+            headers=headers,
+            content=content,
+            request=request,
+            extensions=response.extensions,
+        )
+
     def _transport_error(
         self, exc: httpx.RequestError, endpoint: Endpoint, path: str, token_value: str
     ) -> DatabricksTransportError:
+        if isinstance(exc, httpx.LocalProtocolError):
+            # Raised before anything is sent, mostly for a header value with a line break or a
+            # non-ASCII character: its text quotes the header (the bearer token). Not retried:
+            # the same request is built the same way (issue: a secret echoed after 2 minutes).
+            error = DatabricksTransportError(
+                f"the request to {self.settings.url} could not be sent: {type(exc).__name__} "
+                "(a header value, such as the token, is not valid in HTTP; the value is not "
+                "shown). Check that the platform's secret reference names a real token.",
+                method=endpoint.method,
+                path=path,
+            )
+            error.retryable = False
+            return error
         detail = redact(str(exc), token_value) or "connection failed"
         untrusted = _certificate_failure(exc)
         if untrusted:
@@ -394,6 +461,18 @@ class DatabricksClient:
         if untrusted:
             error.retryable = False  # an untrusted certificate does not become trusted by retrying
         return error
+
+
+async def _read_capped(response: httpx.Response, max_bytes: int) -> bytes | None:
+    """The decoded body, or None once it grows past `max_bytes` (the rest is never read)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > max_bytes:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _certificate_failure(exc: BaseException) -> bool:

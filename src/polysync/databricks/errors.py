@@ -22,6 +22,7 @@ from polysync.errors import (
     DatabricksUnavailableError,
     TokenExpiredError,
 )
+from polysync.secrets import TOKEN_SHAPES
 
 MAX_MESSAGE_CHARS = 2000
 DEFAULT_RETRY_AFTER_S = 1.0
@@ -62,11 +63,10 @@ _HTML_PRE = re.compile(r"<pre[^>]*>(.*?)</pre>", re.IGNORECASE | re.DOTALL)
 _HTML_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _HTML_TAG = re.compile(r"<[^>]*>")
 _WHITESPACE = re.compile(r"\s+")
-# Credentials a body might echo: bearer headers, PATs (dapi...), OAuth secrets (dose...), JWTs.
+# Credentials a body might echo: bearer headers, PATs (dapi...), OAuth secrets (dose...), JWTs,
+# Polysync API keys.
 _CREDENTIALS = re.compile(
-    r"(?i:bearer)\s+(?=[A-Za-z0-9._~+/=-]*\d)[A-Za-z0-9._~+/=-]{8,}"
-    r"|\b(dapi|dose)[0-9a-f]{16,}(-\d+)?\b"
-    r"|\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"
+    r"(?i:bearer)\s+(?=[A-Za-z0-9._~+/=-]*\d)[A-Za-z0-9._~+/=-]{8,}|" + TOKEN_SHAPES
 )
 REDACTED = "[REDACTED]"
 

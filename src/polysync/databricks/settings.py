@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Annotated, Literal
 
 import httpx
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveFloat, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from polysync.databricks.endpoints import Endpoint
+from polysync.domain.limits import (
+    MAX_FIELD_CHARS,
+    MAX_PATH_CHARS,
+    MAX_URL_CHARS,
+    refused_character,
+    single_line,
+)
 from polysync.errors import SecretReferenceError
-from polysync.secrets import SecretReference
+from polysync.secrets import SecretReference, read_regular_file
 
 ApiVersion = Literal["2.0", "2.1", "2.2"]
 
@@ -32,6 +40,23 @@ SecretRef = Annotated[str, AfterValidator(_check_reference)]
 """A validated secret reference (`env:NAME` or `file:PATH`), never the secret itself."""
 
 
+Identifier = Annotated[
+    str, Field(min_length=1, max_length=MAX_FIELD_CHARS), BeforeValidator(single_line)
+]
+"""A tenant id, client id or scope: one line, at most MAX_FIELD_CHARS."""
+
+
+OptionalIdentifier = Annotated[
+    str | None, Field(max_length=MAX_FIELD_CHARS), BeforeValidator(single_line)
+]
+
+# Bounds of the client options (docs/security.md "Limits"): a platform edit cannot make the
+# server wait for hours, retry for ever, or open thousands of connections.
+Rate = Annotated[float, Field(gt=0, le=10_000)]
+"""Requests per second, at most 10,000 (an emulator benchmark; Databricks allows 20-100)."""
+MAX_CA_BUNDLE_BYTES = 1024 * 1024
+
+
 class _Model(BaseModel):
     # hide_input_in_errors: a secret pasted where a reference belongs must not be echoed back.
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
@@ -48,11 +73,11 @@ class EntraServicePrincipalAuthSettings(_Model):
     """A Microsoft Entra ID service principal with a client secret (client-credentials flow)."""
 
     method: Literal["entra_service_principal"] = "entra_service_principal"
-    tenant_id: str = Field(min_length=1)
-    client_id: str = Field(min_length=1)
+    tenant_id: Identifier
+    client_id: Identifier
     client_secret: SecretRef
     # Sovereign clouds: https://login.microsoftonline.us, https://login.chinacloudapi.cn (§9.2).
-    authority_host: str = PUBLIC_AUTHORITY_HOST
+    authority_host: str = Field(PUBLIC_AUTHORITY_HOST, max_length=MAX_URL_CHARS)
     # Needed for authority hosts Microsoft does not know (Azure Stack, the emulator): otherwise MSAL
     # validates the host against login.microsoftonline.com first.
     disable_instance_discovery: bool = False
@@ -64,6 +89,12 @@ class EntraServicePrincipalAuthSettings(_Model):
             raise ValueError(
                 "authority_host must be an https:// URL (azure-identity refuses others)"
             )
+        single_line(value)
+        try:
+            if not httpx.URL(value).host:
+                raise ValueError("authority_host names no host")
+        except httpx.InvalidURL as exc:
+            raise ValueError(f"authority_host is not a URL: {exc}") from exc
         return value.rstrip("/")
 
 
@@ -71,23 +102,23 @@ class ManagedIdentityAuthSettings(_Model):
     """An Azure managed identity (system-assigned, or user-assigned when client_id is given)."""
 
     method: Literal["managed_identity"] = "managed_identity"
-    client_id: str | None = None
+    client_id: OptionalIdentifier = None
 
 
 class AzureDefaultCredentialAuthSettings(_Model):
     """Whatever Azure identity the host offers (environment, workload or managed identity, CLI)."""
 
     method: Literal["azure_default"] = "azure_default"
-    managed_identity_client_id: str | None = None
+    managed_identity_client_id: OptionalIdentifier = None
 
 
 class DatabricksOAuthM2MAuthSettings(_Model):
     """A Databricks-managed service principal with an OAuth secret (/oidc/v1/token, §9.5)."""
 
     method: Literal["databricks_oauth_m2m"] = "databricks_oauth_m2m"
-    client_id: str = Field(min_length=1)
+    client_id: Identifier
     client_secret: SecretRef
-    scope: str = "all-apis"
+    scope: Identifier = "all-apis"
 
 
 AuthSettings = Annotated[
@@ -127,17 +158,17 @@ class ApiVersions(_Model):
 class RateLimits(_Model):
     """Requests per second per endpoint, shared by every caller of one workspace (reference §8)."""
 
-    jobs_list: PositiveFloat = 20.0
-    jobs_get: PositiveFloat = 20.0
-    jobs_create: PositiveFloat = 20.0
+    jobs_list: Rate = 20.0
+    jobs_get: Rate = 20.0
+    jobs_create: Rate = 20.0
     # Reference §8 lists jobs/delete at 10 rps, below the 30 rps used for unlisted endpoints.
-    jobs_delete: PositiveFloat = 10.0
-    run_now: PositiveFloat = 20.0
-    runs_get: PositiveFloat = 100.0
-    runs_get_output: PositiveFloat = 30.0
-    runs_list: PositiveFloat = 30.0
-    runs_cancel: PositiveFloat = 30.0
-    runs_cancel_all: PositiveFloat = 30.0
+    jobs_delete: Rate = 10.0
+    run_now: Rate = 20.0
+    runs_get: Rate = 100.0
+    runs_get_output: Rate = 30.0
+    runs_list: Rate = 30.0
+    runs_cancel: Rate = 30.0
+    runs_cancel_all: Rate = 30.0
 
     def for_endpoint(self, endpoint: Endpoint) -> float:
         rate: float = getattr(self, endpoint.key)
@@ -147,34 +178,44 @@ class RateLimits(_Model):
 class RetrySettings(_Model):
     """How long one call may keep retrying (D8; the official SDKs allow 300 s, reference §7)."""
 
-    deadline_s: PositiveFloat = 300.0
-    max_attempts: int = Field(10, ge=1)
-    backoff_base_s: PositiveFloat = 1.0
-    backoff_max_s: PositiveFloat = 30.0
+    deadline_s: float = Field(300.0, gt=0, le=3600)
+    max_attempts: int = Field(10, ge=1, le=100)
+    backoff_base_s: float = Field(1.0, gt=0, le=60)
+    backoff_max_s: float = Field(30.0, gt=0, le=600)
     # Databricks sends Retry-After in integer seconds; the SDK waits 1 s when it is missing (§7).
-    default_retry_after_s: PositiveFloat = 1.0
+    default_retry_after_s: float = Field(1.0, gt=0, le=300)
 
 
 class WorkspaceSettings(_Model):
     """How to reach and authenticate to one Azure Databricks workspace."""
 
-    url: str
+    url: str = Field(max_length=MAX_URL_CHARS)
     auth: AuthSettings
     api_versions: ApiVersions = ApiVersions()
     rate_limits: RateLimits = RateLimits()
     retry: RetrySettings = RetrySettings()
     # The SDKs use 60 s per request (reference §7).
-    request_timeout_s: PositiveFloat = 60.0
-    connect_timeout_s: PositiveFloat = 10.0
+    request_timeout_s: float = Field(60.0, gt=0, le=600)
+    connect_timeout_s: float = Field(10.0, gt=0, le=120)
     # The backend refuses tokens 30 s before they expire (reference §7, §9): renew >= 5 min early.
-    token_refresh_lead_s: float = Field(300.0, ge=300.0)
+    token_refresh_lead_s: float = Field(300.0, ge=300.0, le=3600)
     # CA bundle for a TLS proxy or the emulator's self-signed certificate (azure-identity too).
     tls_ca_bundle: Path | None = None
-    max_connections: int = Field(100, ge=1)
+    max_connections: int = Field(100, ge=1, le=1000)
+
+    @field_validator("tls_ca_bundle")
+    @classmethod
+    def _pem_bundle(cls, value: Path | None) -> Path | None:
+        """A readable regular file of at most 1 MiB holding PEM certificates that load."""
+        if value is None:
+            return None
+        check_ca_bundle(value)
+        return value
 
     @field_validator("url")
     @classmethod
     def _workspace_url(cls, value: str) -> str:
+        single_line(value)
         try:
             url = httpx.URL(value.strip())
         except httpx.InvalidURL as exc:
@@ -186,3 +227,28 @@ class WorkspaceSettings(_Model):
         if url.query or url.fragment or url.path not in ("", "/"):
             raise ValueError(f"workspace url {value!r} must have no path, query or fragment")
         return f"{url.scheme}://{url.netloc.decode('ascii')}"
+
+
+def check_ca_bundle(path: Path) -> None:
+    """ValueError unless `path` is a readable regular file of at most 1 MiB of PEM certificates
+    that `ssl` loads (a FIFO or a device is refused without blocking)."""
+    text = str(path)
+    if len(text) > MAX_PATH_CHARS or refused_character(text) is not None:
+        raise ValueError("tls_ca_bundle is not a usable path")
+    try:
+        data = read_regular_file(path, max_bytes=MAX_CA_BUNDLE_BYTES)
+    except OSError as exc:
+        raise ValueError(
+            f"tls_ca_bundle {path} cannot be read ({exc.strerror or type(exc).__name__})"
+        ) from None
+    except ValueError as exc:
+        raise ValueError(f"tls_ca_bundle {path} {exc}") from None
+    pem = data.decode("ascii", errors="replace")
+    if "-----BEGIN CERTIFICATE-----" not in pem:
+        raise ValueError(
+            f"tls_ca_bundle {path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+        )
+    try:
+        ssl.create_default_context(cadata=pem)
+    except (ssl.SSLError, ValueError) as exc:
+        raise ValueError(f"tls_ca_bundle {path} is not a valid PEM CA bundle: {exc}") from None

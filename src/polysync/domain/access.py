@@ -42,3 +42,29 @@ class ApiKey:
     @property
     def active(self) -> bool:
         return self.revoked_at is None
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who asks for a change, as the audit trail records it (`str(actor)`).
+
+    `kind`: "api" (an API key on the REST API), "web" (signed in to the web UI with an API key),
+    "cli" (the operating-system user running the CLI) or "system". `name`: the key's name or the
+    OS user. `key_prefix`: the key's public prefix, which tells two keys of one name apart.
+    """
+
+    kind: str
+    name: str
+    key_prefix: str | None = None
+
+    @classmethod
+    def of_key(cls, key: ApiKey, *, kind: str = "api") -> Actor:
+        return cls(kind, key.name, key.prefix)
+
+    def __str__(self) -> str:
+        who = f"{self.kind}:{self.name}"
+        return f"{who} ({self.key_prefix})" if self.key_prefix else who
+
+
+SYSTEM = Actor("system", "polysync")
+"""Changes no person asked for (the demo, tests, migrations)."""

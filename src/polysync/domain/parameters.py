@@ -11,6 +11,7 @@ from typing import Any
 
 from polysync.domain._text import shown
 from polysync.domain.external_id import format_external_id, parse_external_id
+from polysync.domain.limits import MAX_INT64, MIN_INT64, check_parameter_text, fits_int64
 from polysync.domain.models import (
     DataType,
     Direction,
@@ -22,7 +23,6 @@ from polysync.domain.models import (
     ParameterSource,
 )
 from polysync.errors import (
-    ParameterTextError,
     ParameterValueError,
     TaskScopedParameterError,
     UnknownParameterError,
@@ -47,17 +47,13 @@ _FLOAT_REPR_SHAPE = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:e[-+][0-9]+)?")
 # What a user may type for a number at run time: looser, then canonicalised.
 _INT_INPUT = re.compile(r"[-+]?[0-9]+")
 _FLOAT_INPUT = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
-# An Int is a signed 64-bit integer (Databricks and the JVM tasks that read it), D2.
-INT_MIN, INT_MAX = -(2**63), 2**63 - 1
-# Text a user may put in a parameter value: anything Unicode except lone surrogates (no UTF-8
-# form: the request body cannot even be encoded) and control characters other than tab, line
-# feed and carriage return (C0, DEL and C1; invisible, and refused by PostgreSQL text for NUL).
-_FORBIDDEN_TEXT = re.compile(r"[\ud800-\udfff\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 _EXPECTED: dict[DataType, str] = {
     DataType.STRING: "a String (text)",
     DataType.SECRET: "a Secret (text)",
-    DataType.INT: "an Int: a whole number such as 42 or -7, within the signed 64-bit range",
+    DataType.INT: (
+        f"an Int: a whole number from {MIN_INT64} to {MAX_INT64} (signed 64-bit), such as 42 or -7"
+    ),
     DataType.FLOAT: "a Float: a decimal number such as 1.5, -2 or 1e3",
     DataType.BOOL: "a Bool: true or false",
     DataType.JSON: 'JSON: a JSON object such as {"key": "value"}',
@@ -165,7 +161,7 @@ def infer_data_type(default: object) -> DataType:
     if isinstance(default, bool):  # before int: bool is an int subclass
         return DataType.BOOL
     if isinstance(default, int):
-        return DataType.INT if INT_MIN <= default <= INT_MAX else DataType.STRING
+        return DataType.INT if MIN_INT64 <= default <= MAX_INT64 else DataType.STRING
     if isinstance(default, float):
         return DataType.FLOAT if math.isfinite(default) else DataType.STRING
     if not isinstance(default, str) or not default.isascii():
@@ -173,7 +169,8 @@ def infer_data_type(default: object) -> DataType:
     if default.lower() in ("true", "false"):
         return DataType.BOOL
     if _CANONICAL_INT.fullmatch(default):
-        return DataType.INT if _int_text(default) is not None else DataType.STRING
+        # Past the signed 64-bit range it is no Int Databricks can read: a long id, kept text.
+        return DataType.INT if fits_int64(default) else DataType.STRING
     if _FLOAT_REPR_SHAPE.fullmatch(default) and _is_float_repr(default):
         return DataType.FLOAT
     return DataType.STRING
@@ -245,18 +242,22 @@ def _bool_text(value: object) -> str | None:
 
 
 def _int_text(value: object) -> str | None:
+    # Databricks reads job parameters as signed 64-bit integers: a larger one is refused here
+    # rather than by the job (D2; docs/security.md "Limits").
     if isinstance(value, bool):
         return None
     try:
         if isinstance(value, int):
             number = value
         elif isinstance(value, str) and _INT_INPUT.fullmatch(value.strip()):
+            if not fits_int64(value.strip()):
+                return None
             number = int(value.strip())
         else:
             return None
     except ValueError:  # over CPython's 4300-digit int/str conversion limit
         return None
-    return str(number) if INT_MIN <= number <= INT_MAX else None
+    return str(number) if MIN_INT64 <= number <= MAX_INT64 else None
 
 
 def _float_text(value: object) -> str | None:
@@ -305,48 +306,15 @@ def _value_error(data_type: DataType, value: object, name: str | None) -> Parame
     )
 
 
-def check_text(text: str, *, name: str | None = None, what: str = "value") -> str:
-    """`text` unchanged if a user may send it, else ParameterTextError naming the parameter.
-
-    Refused: lone surrogates (U+D800..U+DFFF: no UTF-8 form, so no request could carry them; they
-    reach us from JSON `\\ud800` escapes or from undecodable command-line bytes) and control
-    characters other than tab, line feed and carriage return (C0, DEL, C1). `what` is "value" or
-    "name"; a value's text is never quoted (it may be a secret), only the offending character's
-    code point and position.
-    """
-    found = _FORBIDDEN_TEXT.search(text)
-    if found is None:
-        return text
-    char = found.group()
-    kind = (
-        "a lone surrogate, which is not valid Unicode text"
-        if "\ud800" <= char <= "\udfff"
-        else "a control character"
-    )
-    if what == "name":
-        subject = f"The parameter name {shown(text)} holds"
-        fix = "Use the parameter's name as the Job defines it."
-    else:
-        subject = f"Parameter {name!r} has a value that holds" if name else "The value holds"
-        fix = (
-            "Give the value as plain text (tab and newline are allowed, other control "
-            "characters are not)."
-        )
-    raise ParameterTextError(
-        f"{subject} {kind} (U+{ord(char):04X} at character {found.start() + 1}), so it cannot "
-        f"be sent to Databricks. {fix}"
-    )
-
-
 def user_value(data_type: DataType, value: str, *, name: str) -> str:
     """A value the user gave (a run's override or a Job's stored value) as it is sent (D2 amended).
 
-    Checked for sendable text (`check_text`) and against its Data Type (`serialise_value`), then
+    Checked for sendable text (`check_parameter_text`) and against its Data Type (`serialise_value`), then
     sent as typed: String and Secret exactly, every other type with surrounding whitespace trimmed
     and nothing re-formatted (`007` stays `007`, `True` stays `True`, `1.50` stays `1.50`).
     Raises ParameterTextError or ParameterValueError naming the parameter.
     """
-    check_text(value, name=name)
+    check_parameter_text(value, name=name)
     serialise_value(data_type, value, name=name)
     return value if data_type in (DataType.STRING, DataType.SECRET) else value.strip()
 
@@ -378,7 +346,7 @@ def resolve_run_parameters(
             task_scoped.setdefault(parameter.name, []).append(parameter)
 
     for name in overrides:
-        check_text(name, what="name")
+        check_parameter_text(name, what="name")
         _check_override(name, job_level, task_scoped)
 
     resolved: dict[str, str] = {}

@@ -88,6 +88,7 @@ class NewRun:
     idempotency_token: str
     overrides: Mapping[str, str]
     parameters_sent: Mapping[str, str]
+    executed_by: str | None = None  # who asked for it (str(Actor)), for the audit trail
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +122,8 @@ class Run:
     """Fencing token of the current lease: new at every claim."""
     poll_failures: int = 0
     """Consecutive failed polls (the next poll backs off with them); 0 after a good one."""
+    executed_by: str | None = None  # who executed it (str(Actor)); None before migration 0004
+    cancelled_by: str | None = None  # who asked to cancel it
 
     @property
     def is_terminal(self) -> bool:
@@ -199,3 +202,17 @@ class EngineHeartbeat:
     cycles: int  # successful cycles since it started
     failures: int  # consecutive failed cycles (0 when the last one succeeded)
     last_error: str | None  # the last cycle failure, one line (never a secret)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One change to a platform or a job, and who made it (the audit trail)."""
+
+    id: int
+    at: datetime
+    actor: str  # str(Actor): "api:ci-bot (psk_ab12cd34)", "web:...", "cli:alice"
+    action: str  # "platform.create", "platform.update", "platform.delete", "job.import", ...
+    subject_type: str  # "platform" or "job"
+    subject_id: int | None
+    subject: str  # what it was called then, e.g. "platform 'prod'"
+    detail: str  # what changed (field names, never secret values)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from polysync.domain._text import shown
+from polysync.domain.limits import http_url, same_host
 from polysync.domain.models import RunSnapshot, RunStatus, TaskRunState, Termination
 
 # D6, applied to `state` (reference §4 `RunLifeCycleState`, `RunResultState`).
@@ -91,12 +92,12 @@ def decode_run(run: Mapping[str, Any], *, workspace_url: str) -> RunSnapshot:
     raw_tasks = run.get("tasks")
     for raw_task in raw_tasks if isinstance(raw_tasks, list) else []:
         if isinstance(raw_task, Mapping):
-            task, warning = _decode_task(raw_task)
+            task, warning = _decode_task(raw_task, workspace_url)
             tasks.append(task)
             if warning and warning not in warnings:
                 warnings.append(warning)
 
-    runs_get_url = _url(run.get("run_page_url"))
+    runs_get_url = trusted_run_url(run.get("run_page_url"), workspace_url)
     if runs_get_url is not None:
         run_page_url: str | None = runs_get_url
     elif run_id is not None:
@@ -123,7 +124,7 @@ def decode_run(run: Mapping[str, Any], *, workspace_url: str) -> RunSnapshot:
     return replace(snapshot, message=run_message(snapshot))
 
 
-def _decode_task(task: Mapping[str, Any]) -> tuple[TaskRunState, str | None]:
+def _decode_task(task: Mapping[str, Any], workspace_url: str) -> tuple[TaskRunState, str | None]:
     task_key = task.get("task_key")
     key = task_key if isinstance(task_key, str) else ""
     run_id = _positive_int(task.get("run_id"))
@@ -144,7 +145,7 @@ def _decode_task(task: Mapping[str, Any]) -> tuple[TaskRunState, str | None]:
             start_time_ms=start_ms,
             end_time_ms=end_ms,
             duration_ms=_duration_ms(task.get("run_duration"), start_ms, end_ms),
-            run_page_url=_url(task.get("run_page_url")),
+            run_page_url=trusted_run_url(task.get("run_page_url"), workspace_url),
         ),
         decoded.warning,
     )
@@ -391,11 +392,22 @@ def fallback_run_url(workspace_url: str, run_id: int) -> str:
 def best_run_url(
     run_now_url: str | None, runs_get_url: str | None, workspace_url: str, run_id: int
 ) -> str:
-    """The best run page URL known (D7): run-now's, else runs/get's, else the fallback."""
+    """The best run page URL known (D7): run-now's, else runs/get's, else the fallback. A URL
+    that is not http(s) on the workspace's own host is ignored (`trusted_run_url`)."""
     for url in (run_now_url, runs_get_url):
-        if url and url.strip():
-            return url.strip()
+        trusted = trusted_run_url(url, workspace_url)
+        if trusted is not None:
+            return trusted
     return fallback_run_url(workspace_url, run_id)
+
+
+def trusted_run_url(url: object, workspace_url: str) -> str | None:
+    """`url` when it is an http(s) URL on the workspace's own host (D7), else None: a workspace
+    answering `javascript:...` or another site's address never becomes a link we show."""
+    checked = http_url(url)
+    if checked is None or not same_host(checked, workspace_url):
+        return None
+    return checked
 
 
 def cancel_noop_message(run_id: int, status: RunStatus) -> str:
@@ -415,10 +427,6 @@ def _text(value: object) -> str | None:
     if isinstance(value, str):
         return value
     return shown(value)
-
-
-def _url(value: object) -> str | None:
-    return value.strip() if isinstance(value, str) and value.strip() else None
 
 
 def _message(value: object) -> str:

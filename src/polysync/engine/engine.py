@@ -164,10 +164,12 @@ class Engine:
         self._last_beat_s: float | None = None
 
     # ------------------------------------------------------------------ entry points
-    async def submit(self, job: Job, overrides: Mapping[str, str]) -> Run:
+    async def submit(
+        self, job: Job, overrides: Mapping[str, str], *, executed_by: str | None = None
+    ) -> Run:
         """Validate and commit a new run (D3, D8): the intent only. The engine loop (or `drive`,
-        for a command with no engine running) starts it. Raises UsageError on bad input, before
-        anything is recorded."""
+        for a command with no engine running) starts it. `executed_by` (str(Actor)) is recorded
+        with the run. Raises UsageError on bad input, before anything is recorded."""
         parameters = resolve_run_parameters(job.parameters, overrides)  # refuses bad input first
         key = uuid.uuid4().hex
         new = NewRun(
@@ -177,17 +179,20 @@ class Engine:
             idempotency_token=idempotency_token(key),
             overrides=dict(overrides),
             parameters_sent=parameters,
+            executed_by=executed_by,
         )
         run = await self.store.create_run(new, utc(self.clock.now()))
         self._wake.set()
         return run
 
-    async def request_cancel(self, run: Run) -> Run:
-        """Record the request; the engine sends runs/cancel and keeps polling to confirm (D10).
-        UsageError when the run has already ended."""
+    async def request_cancel(self, run: Run, *, cancelled_by: str | None = None) -> Run:
+        """Record the request (and who made it); the engine sends runs/cancel and keeps polling
+        to confirm (D10). UsageError when the run has already ended."""
         if run.is_terminal:
             raise UsageError(f"Run {run.id} is already {run.status.value}; nothing to cancel.")
-        cancelled = await self.store.request_cancel(run.id, utc(self.clock.now()))
+        cancelled = await self.store.request_cancel(
+            run.id, utc(self.clock.now()), cancelled_by=cancelled_by
+        )
         self._wake.set()
         return cancelled
 

@@ -71,11 +71,16 @@ class Store(Protocol):
     """
 
     # ------------------------------------------------------------------ platforms
-    async def add_platform(self, new: NewPlatform, now: datetime) -> Platform:
+    # `actor` (str(Actor)) is recorded in the audit trail with each change, in its transaction.
+    async def add_platform(
+        self, new: NewPlatform, now: datetime, *, actor: str | None = None
+    ) -> Platform:
         """Raises UsageError if the name is taken."""
         ...
 
-    async def update_platform(self, platform: Platform, now: datetime) -> Platform: ...
+    async def update_platform(
+        self, platform: Platform, now: datetime, *, actor: str | None = None
+    ) -> Platform: ...
 
     async def get_platform(self, ref: int | str) -> Platform:
         """By id or by name; NotFoundError if absent."""
@@ -83,13 +88,21 @@ class Store(Protocol):
 
     async def list_platforms(self) -> Sequence[Platform]: ...
 
-    async def remove_platform(self, platform_id: int) -> None:
+    async def remove_platform(
+        self, platform_id: int, *, actor: str | None = None, now: datetime | None = None
+    ) -> None:
         """Removes the platform with its jobs and runs; UsageError while it has active runs."""
         ...
 
     # ------------------------------------------------------------------ jobs
     async def upsert_job(
-        self, platform_id: int, job: ImportedJob, now: datetime
+        self,
+        platform_id: int,
+        job: ImportedJob,
+        now: datetime,
+        *,
+        actor: str | None = None,
+        action: str = "job.import",
     ) -> tuple[Job, bool]:
         """Create the job, or replace the schema of the one with the same External Id on that
         platform (the caller has already merged the user's settings in). True if created."""
@@ -102,7 +115,7 @@ class Store(Protocol):
 
     async def list_jobs(self, platform_id: int | None = None) -> Sequence[Job]: ...
 
-    async def save_job(self, job: Job, now: datetime) -> Job:
+    async def save_job(self, job: Job, now: datetime, *, actor: str | None = None) -> Job:
         """Store user edits (name, description, parameter Direction and stored values)."""
         ...
 
@@ -175,8 +188,10 @@ class Store(Protocol):
         """The run could not start (refused by Databricks, deleted job, ...): Failed; one event."""
         ...
 
-    async def request_cancel(self, run_id: int, now: datetime) -> Run:
-        """Mark that the user asked to cancel (the engine sends it); one event."""
+    async def request_cancel(
+        self, run_id: int, now: datetime, *, cancelled_by: str | None = None
+    ) -> Run:
+        """Mark that the user asked to cancel (the engine sends it), and who; one event."""
         ...
 
     async def get_run(self, run_id: int) -> Run: ...

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from functools import partial
 from typing import TypeVar
 
 from polysync.databricks.client import DatabricksClient
@@ -64,7 +65,9 @@ class DatabricksWorkflowJobType:
             else:
                 found.append(_discovered(job, len(tasks)))
         if undecided:
-            fetched = await _bounded_gather(self.client.get_job(job.job_id) for _, job in undecided)
+            fetched = await _bounded_gather(
+                partial(self.client.get_job, job.job_id) for _, job in undecided
+            )
             for (index, _), full in zip(undecided, fetched, strict=True):
                 found[index] = _discovered(full, len(full.settings.tasks or []))
         return [job for job in found if job is not None]
@@ -87,7 +90,7 @@ class DatabricksWorkflowJobType:
             except PolysyncError as exc:
                 return exc
 
-        return await _bounded_gather(one(external_id) for external_id in external_ids)
+        return await _bounded_gather(partial(one, external_id) for external_id in external_ids)
 
     async def sync_parameters(self, job: ImportedJob) -> tuple[ImportedJob, ParameterDiff]:
         return sync_job(job, await self.import_job(job.external_id))
@@ -168,12 +171,15 @@ class DatabricksWorkflowJobType:
         return best_run_url(None, reported_url, self.workspace_url, int(run_id))
 
 
-async def _bounded_gather(calls: Iterable[Awaitable[T]]) -> list[T]:
+async def _bounded_gather(calls: Iterable[Callable[[], Awaitable[T]]]) -> list[T]:
+    """Every call's result in order, at most IMPORT_CONCURRENCY at a time. Each call is started
+    only once it may run, so cancelling the whole (a client that went away) leaves no call
+    created and never awaited."""
     semaphore = asyncio.Semaphore(IMPORT_CONCURRENCY)
 
-    async def bounded(call: Awaitable[T]) -> T:
+    async def bounded(call: Callable[[], Awaitable[T]]) -> T:
         async with semaphore:
-            return await call
+            return await call()
 
     return list(await asyncio.gather(*(bounded(call) for call in calls)))
 

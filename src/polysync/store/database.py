@@ -56,12 +56,31 @@ _SYNC_DRIVERS = {"sqlite": {"pysqlite"}, "postgresql": {"psycopg2", "psycopg2cff
 
 
 def default_database_url(home: Path | None = None) -> str:
-    """The SQLite file in `home` (default $POLYSYNC_HOME, else ~/.polysync), created if missing."""
+    """The SQLite file in `home` (default $POLYSYNC_HOME, else ~/.polysync); `create_engine`
+    creates it (0600, in a 0700 directory) if missing."""
     if home is None:
         home = Path(os.environ.get("POLYSYNC_HOME") or "~/.polysync")
     home = home.expanduser().resolve()
-    home.mkdir(parents=True, exist_ok=True)
     return URL.create("sqlite+aiosqlite", database=str(home / "polysync.db")).render_as_string()
+
+
+def create_private_file(path: Path) -> None:
+    """Create the database file 0600 in a directory created 0700, when they do not exist yet.
+
+    It holds API key hashes, secret references and run history: only its owner reads it. What
+    exists already is left as it is (an administrator may have chosen other modes). SQLite gives
+    its -wal and -shm files the database file's mode.
+    """
+    directory = path.parent
+    if not directory.exists():
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        directory.chmod(0o700)  # whatever the umask
+    try:
+        descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return
+    os.close(descriptor)
+    path.chmod(0o600)  # whatever the umask; an empty file is an empty SQLite database
 
 
 def async_url(url: str | URL) -> URL:
@@ -98,7 +117,7 @@ def create_engine(url: str | URL) -> AsyncEngine:
     if is_sqlite(target):
         options["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
         if target.database and target.database != ":memory:" and not target.query.get("uri"):
-            Path(target.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            create_private_file(Path(target.database).expanduser())
     else:
         # A connection dropped by a server restart or an idle timeout is replaced, not reported.
         options["pool_pre_ping"] = True

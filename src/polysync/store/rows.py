@@ -8,6 +8,7 @@ from typing import Any
 from polysync.domain.access import ApiKey, Role
 from polysync.domain.models import ImportedJob, JobKind, RunStatus
 from polysync.domain.records import (
+    AuditEvent,
     EngineHeartbeat,
     EngineState,
     Job,
@@ -101,6 +102,8 @@ def run_from_row(row: Any) -> Run:
         submit_attempts=row.submit_attempts,
         lease_token=row.lease_token,
         poll_failures=row.poll_failures,
+        executed_by=row.executed_by,
+        cancelled_by=row.cancelled_by,
     )
 
 
@@ -135,3 +138,16 @@ def heartbeat_from_row(row: Any) -> EngineHeartbeat:
 
 def heartbeat_values(beat: EngineHeartbeat) -> dict[str, Any]:
     return asdict(beat) | {"state": beat.state.value}
+
+
+def audit_event_from_row(row: Any) -> AuditEvent:
+    return AuditEvent(
+        id=row.id,
+        at=row.at,
+        actor=row.actor,
+        action=row.action,
+        subject_type=row.subject_type,
+        subject_id=row.subject_id,
+        subject=row.subject,
+        detail=row.detail,
+    )

@@ -6,7 +6,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from polysync.domain.access import ApiKey, Role
 from polysync.domain.models import ImportedJob, RunSnapshot, RunStatus
 from polysync.domain.records import (
+    AuditEvent,
     EngineHeartbeat,
     Job,
     Lease,
@@ -50,6 +51,7 @@ from polysync.store.database import WRITE_OPTION, create_engine, store_call, tra
 from polysync.store.migrate import upgrade_engine
 from polysync.store.rows import (
     api_key_from_row,
+    audit_event_from_row,
     event_from_row,
     heartbeat_from_row,
     heartbeat_values,
@@ -62,6 +64,7 @@ from polysync.store.rows import (
 from polysync.store.tables import (
     UtcDateTime,
     api_keys,
+    audit_events,
     engines,
     jobs,
     platforms,
@@ -139,7 +142,11 @@ class SqlStore:
     # ------------------------------------------------------------------ platforms
 
     @store_call
-    async def add_platform(self, new: NewPlatform, now: datetime) -> Platform:
+    async def add_platform(
+        self, new: NewPlatform, now: datetime, *, actor: str | None = None
+    ) -> Platform:
+        """Insert a platform; an audit entry "platform.create" by `actor` in the same
+        transaction. UsageError when the name is taken."""
         values = {
             "name": new.name,
             "provider": PROVIDER,
@@ -154,12 +161,24 @@ class SqlStore:
         try:
             async with self._write() as conn:
                 row = (await conn.execute(_returning(insert(platforms).values(values)))).one()
+                await _audit(
+                    conn,
+                    now,
+                    actor,
+                    "platform.create",
+                    _platform_subject(row),
+                    f"workspace {row.workspace_url}, auth {row.auth.get('method')}",
+                )
         except IntegrityError as exc:
             raise _name_taken(new.name) from exc
         return platform_from_row(row)
 
     @store_call
-    async def update_platform(self, platform: Platform, now: datetime) -> Platform:
+    async def update_platform(
+        self, platform: Platform, now: datetime, *, actor: str | None = None
+    ) -> Platform:
+        """Save a platform's fields; an audit entry "platform.update" names the fields that
+        changed (never their values: auth holds references, still not repeated)."""
         values = {
             "name": platform.name,
             "workspace_url": platform.workspace_url,
@@ -172,11 +191,29 @@ class SqlStore:
         statement = update(platforms).where(platforms.c.id == platform.id).values(values)
         try:
             async with self._write() as conn:
-                row = (await conn.execute(_returning(statement))).one_or_none()
+                before = (
+                    await conn.execute(
+                        select(platforms).where(platforms.c.id == platform.id).with_for_update()
+                    )
+                ).one_or_none()
+                if before is None:
+                    raise _platform_not_found(platform.id)
+                row = (await conn.execute(_returning(statement))).one()
+                changed = [
+                    name
+                    for name in ("name", "workspace_url", "auth", "cluster_id", "description")
+                    if getattr(before, name) != getattr(row, name)
+                ] + (["options"] if dict(before.options) != dict(row.options) else [])
+                await _audit(
+                    conn,
+                    now,
+                    actor,
+                    "platform.update",
+                    _platform_subject(row),
+                    _changed_fields(changed),
+                )
         except IntegrityError as exc:
             raise _name_taken(platform.name) from exc
-        if row is None:
-            raise _platform_not_found(platform.id)
         return platform_from_row(row)
 
     @store_call
@@ -195,7 +232,11 @@ class SqlStore:
             return sorted((platform_from_row(row) for row in result), key=_by_name)
 
     @store_call
-    async def remove_platform(self, platform_id: int) -> None:
+    async def remove_platform(
+        self, platform_id: int, *, actor: str | None = None, now: datetime | None = None
+    ) -> None:
+        """Delete a platform with its jobs and runs, unless it has active runs (UsageError); an
+        audit entry "platform.delete" at `now` (default: the database's clock)."""
         async with self._write() as conn:
             # Locked so that no run can be created on this platform between the check below
             # and the delete (see _require_platform).
@@ -222,22 +263,38 @@ class SqlStore:
                 )
             # Jobs, runs and run events go with it (ON DELETE CASCADE).
             await conn.execute(delete(platforms).where(platforms.c.id == platform_id))
+            await _audit(
+                conn,
+                now or datetime.now(UTC),
+                actor,
+                "platform.delete",
+                ("platform", platform_id, f"platform {name!r}"),
+                "removed with its jobs and runs",
+            )
 
     # ------------------------------------------------------------------ jobs
 
     @store_call
     async def upsert_job(
-        self, platform_id: int, job: ImportedJob, now: datetime
+        self,
+        platform_id: int,
+        job: ImportedJob,
+        now: datetime,
+        *,
+        actor: str | None = None,
+        action: str = "job.import",
     ) -> tuple[Job, bool]:
+        """Insert or replace an imported job's schema; an audit entry `action` ("job.import" or
+        "job.sync") by `actor` in the same transaction. (job, created)."""
         try:
-            return await self._upsert_job_once(platform_id, job, now)
+            return await self._upsert_job_once(platform_id, job, now, actor, action)
         except IntegrityError:
             # Two imports of a new job raced and this INSERT lost on the unique key: the second
             # try finds the winner's row and updates it.
-            return await self._upsert_job_once(platform_id, job, now)
+            return await self._upsert_job_once(platform_id, job, now, actor, action)
 
     async def _upsert_job_once(
-        self, platform_id: int, job: ImportedJob, now: datetime
+        self, platform_id: int, job: ImportedJob, now: datetime, actor: str | None, action: str
     ) -> tuple[Job, bool]:
         values = job_schema_values(job) | {"synced_at": now, "updated_at": now}
         async with self._write() as conn:
@@ -257,6 +314,15 @@ class SqlStore:
             else:
                 statement = update(jobs).where(jobs.c.id == existing).values(values)
             row = (await conn.execute(_returning(statement))).one()
+            await _audit(
+                conn,
+                now,
+                actor,
+                action,
+                _job_subject(row),
+                ("created" if existing is None else "updated")
+                + f" from Databricks job {row.external_id} on platform id {platform_id}",
+            )
         return job_from_row(row), existing is None
 
     @store_call
@@ -305,7 +371,9 @@ class SqlStore:
         return sorted(found, key=lambda job: (job.platform_id, *_by_name(job)))
 
     @store_call
-    async def save_job(self, job: Job, now: datetime) -> Job:
+    async def save_job(self, job: Job, now: datetime, *, actor: str | None = None) -> Job:
+        """Save a job's name, description and parameters (Direction, stored values); an audit
+        entry "job.update" names what changed (parameter names, never values)."""
         statement = (
             update(jobs)
             .where(jobs.c.id == job.id)
@@ -317,9 +385,15 @@ class SqlStore:
             )
         )
         async with self._write() as conn:
-            row = (await conn.execute(_returning(statement))).one_or_none()
-        if row is None:
-            raise NotFoundError(f"No job with id {job.id}. {_LIST_JOBS}")
+            before = (
+                await conn.execute(select(jobs).where(jobs.c.id == job.id).with_for_update())
+            ).one_or_none()
+            if before is None:
+                raise NotFoundError(f"No job with id {job.id}. {_LIST_JOBS}")
+            row = (await conn.execute(_returning(statement))).one()
+            await _audit(
+                conn, now, actor, "job.update", _job_subject(row), _job_changes(before, row)
+            )
         return job_from_row(row)
 
     # ------------------------------------------------------------------ runs
@@ -340,6 +414,7 @@ class SqlStore:
             "updated_at": now,
             "next_poll_at": now,
             "submit_attempts": 0,
+            "executed_by": new.executed_by,
         }
         try:
             async with self._write() as conn:
@@ -495,7 +570,9 @@ class SqlStore:
         return run_from_row(row)
 
     @store_call
-    async def request_cancel(self, run_id: int, now: datetime) -> Run:
+    async def request_cancel(
+        self, run_id: int, now: datetime, *, cancelled_by: str | None = None
+    ) -> Run:
         async with self._write() as conn:
             current = await _lock_run(conn, run_id)
             if current.terminal or current.cancel_requested_at is not None:
@@ -504,6 +581,7 @@ class SqlStore:
             due = now if current.next_poll_at is None else min(current.next_poll_at, now)
             values = {
                 "cancel_requested_at": now,
+                "cancelled_by": cancelled_by,
                 "message": CANCEL_REQUESTED_MESSAGE,
                 "next_poll_at": due,
                 "updated_at": now,
@@ -737,6 +815,24 @@ class SqlStore:
         return api_key_from_row(row)
 
     @store_call
+    async def list_audit_events(
+        self,
+        *,
+        subject_type: str | None = None,
+        subject_id: int | None = None,
+        limit: int = 100,
+    ) -> Sequence[AuditEvent]:
+        """The audit trail, newest first; optionally of one subject ("platform"/"job", id)."""
+        query = select(audit_events).order_by(audit_events.c.at.desc(), audit_events.c.id.desc())
+        if subject_type is not None:
+            query = query.where(audit_events.c.subject_type == subject_type)
+        if subject_id is not None:
+            query = query.where(audit_events.c.subject_id == subject_id)
+        async with self._read() as conn:
+            result = await conn.execute(query.limit(max(limit, 1)))
+            return [audit_event_from_row(row) for row in result]
+
+    @store_call
     async def ping(self) -> None:
         """One round trip to the database (health checks); raises if it cannot be reached."""
         async with self._read() as conn:
@@ -830,6 +926,60 @@ async def _add_event(
             source=source,
         )
     )
+
+
+Subject = tuple[str, int | None, str]  # (subject_type, subject_id, how it is named)
+UNKNOWN_ACTOR = "unknown"
+
+
+async def _audit(
+    conn: AsyncConnection,
+    at: datetime,
+    actor: str | None,
+    action: str,
+    subject: Subject,
+    detail: str,
+) -> None:
+    """One audit-trail entry, in the caller's transaction."""
+    subject_type, subject_id, named = subject
+    await conn.execute(
+        insert(audit_events).values(
+            at=at,
+            actor=actor or UNKNOWN_ACTOR,
+            action=action,
+            subject_type=subject_type,
+            subject_id=subject_id,
+            subject=named,
+            detail=detail,
+        )
+    )
+
+
+def _platform_subject(row: Any) -> Subject:
+    return ("platform", row.id, f"platform {row.name!r}")
+
+
+def _job_subject(row: Any) -> Subject:
+    return ("job", row.id, f"job {row.name!r} (External Id {row.external_id})")
+
+
+def _changed_fields(names: Sequence[str]) -> str:
+    return f"changed {', '.join(names)}" if names else "saved without changes"
+
+
+def _job_changes(before: Any, after: Any) -> str:
+    changed = [
+        name for name in ("name", "description") if getattr(before, name) != getattr(after, name)
+    ]
+    old = {(p.get("name"), p.get("task_key")): p for p in before.parameters or []}
+    edited = sorted(
+        str(p.get("name"))
+        for p in after.parameters or []
+        if old.get((p.get("name"), p.get("task_key"))) != p
+    )
+    if edited:
+        changed.append(f"parameters {', '.join(repr(name) for name in edited)}")
+    return _changed_fields(changed)
 
 
 def _by_name(record: Platform | Job) -> tuple[str, str, int]:

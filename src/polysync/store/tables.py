@@ -134,6 +134,9 @@ runs = Table(
     Column("lease_token", Text),
     Column("submit_attempts", Integer, nullable=False),
     Column("poll_failures", Integer, nullable=False, server_default="0"),
+    # Who asked (an API key, a web user, `cli:<os user>`): migration 0004.
+    Column("executed_by", Text),
+    Column("cancelled_by", Text),
     Index(None, "terminal", "next_poll_at"),
     Index(None, "job_id", "created_at"),
     Index(None, "created_at"),
@@ -184,4 +187,21 @@ engines = Table(
     Column("cycles", Id, nullable=False),
     Column("failures", Integer, nullable=False),
     Column("last_error", Text),
+)
+
+# Who changed which platform or job, and how (migration 0004). No foreign keys: an entry
+# outlives what it describes.
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("subject_type", String(32), nullable=False),
+    Column("subject_id", Id),
+    Column("subject", Text, nullable=False),
+    Column("detail", Text, nullable=False),
+    Index(None, "at"),
+    sqlite_autoincrement=True,
 )

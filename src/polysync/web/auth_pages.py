@@ -1,10 +1,14 @@
 """Sign-in with an API key, sign-out, the home page and the static files."""
 
+import math
+import re
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import FileResponse, Response
 
+from polysync.api.deps import source_address
 from polysync.domain.access import Role
 from polysync.web.context import STATIC_DIR, WebContext
 from polysync.web.security import Visitor
@@ -12,11 +16,28 @@ from polysync.web.security import Visitor
 _STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
 
 
-def _safe_next(target: str | None) -> str:
-    """Only a local path: `next` must not send a signed-in user to another site."""
-    if target and target.startswith("/") and not target.startswith(("//", "/\\")):
-        return target
-    return "/runs"
+DEFAULT_NEXT = "/runs"
+# Browsers drop tabs and line breaks from URLs and read a backslash as a slash (WHATWG URL), so
+# `/\t/host` and `/\\host` both mean `//host`: another site. The check sees what they would.
+_DROPPED_BY_BROWSERS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def safe_next(target: str | None) -> str:
+    """Where to go after signing in: a path on this site, else DEFAULT_NEXT.
+
+    Control characters are removed and backslashes become slashes first, as a browser would read
+    them; what remains must start with one `/` and have no scheme and no host, so `//evil`,
+    `/\t/evil`, `/\\evil`, `https://evil` and `javascript:...` all go to DEFAULT_NEXT.
+    """
+    if not target:
+        return DEFAULT_NEXT
+    cleaned = _DROPPED_BY_BROWSERS.sub("", target).replace("\\", "/")
+    if not cleaned.startswith("/") or cleaned.startswith("//"):
+        return DEFAULT_NEXT
+    parts = urlsplit(cleaned)
+    if parts.scheme or parts.netloc:
+        return DEFAULT_NEXT
+    return cleaned
 
 
 def auth_router(ctx: WebContext) -> APIRouter:
@@ -42,8 +63,8 @@ def auth_router(ctx: WebContext) -> APIRouter:
     async def sign_in_page(request: Request, next: str | None = None) -> Response:
         visitor = await ctx.sessions.visitor(request)
         if visitor.session is not None:
-            return ctx.redirect(request, visitor, _safe_next(next))
-        return ctx.render(request, visitor, "sign_in.html", next=_safe_next(next), error=None)
+            return ctx.redirect(request, visitor, safe_next(next))
+        return ctx.render(request, visitor, "sign_in.html", next=safe_next(next), error=None)
 
     @router.post("/sign-in", include_in_schema=False)
     async def sign_in(
@@ -53,17 +74,32 @@ def auth_router(ctx: WebContext) -> APIRouter:
     ) -> Response:
         visitor = await ctx.sessions.visitor(request)
         await ctx.sessions.check_csrf(request, visitor)
+        source = source_address(request)
+        wait_s = ctx.limiter.retry_after_s(source)
+        if wait_s is not None:
+            ctx.limiter.refused(source, "sign-in", wait_s)
+            return ctx.render(
+                request,
+                visitor,
+                "sign_in.html",
+                status_code=429,
+                headers={"Retry-After": str(math.ceil(wait_s))},
+                next=safe_next(next),
+                error=f"Too many failed sign-ins from your address: try again in "
+                f"{math.ceil(wait_s)} s.",
+            )
         signed_in = await ctx.sessions.sign_in(api_key.strip())
         if signed_in is None:
+            ctx.limiter.failed(source, "sign-in")
             return ctx.render(
                 request,
                 visitor,
                 "sign_in.html",
                 status_code=401,
-                next=_safe_next(next),
+                next=safe_next(next),
                 error="That API key is not valid. Check it, or ask an administrator for one.",
             )
-        return ctx.redirect(request, signed_in, _safe_next(next))
+        return ctx.redirect(request, signed_in, safe_next(next))
 
     @router.post("/sign-out", include_in_schema=False)
     async def sign_out(request: Request, visitor: Annotated[Visitor, Depends(viewer)]) -> Response:

@@ -13,7 +13,9 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from polysync.api.throttle import FailureLimiter
 from polysync.domain.access import Role
+from polysync.domain.limits import http_url
 from polysync.domain.models import RunStatus
 from polysync.errors import NotFoundError
 from polysync.services import Services
@@ -65,6 +67,8 @@ def _environment() -> Environment:
     env.filters["when"] = format_when
     env.filters["duration"] = format_duration_ms
     env.filters["status_class"] = status_class
+    # Links from a workspace (stored before D7's host check too): only http(s) becomes an href.
+    env.filters["http_url"] = http_url
     env.globals.update(
         Role=Role,
         RunStatus=RunStatus,
@@ -81,10 +85,11 @@ class WebContext:
     services: Services
     sessions: Sessions
     env: Environment
+    limiter: FailureLimiter
 
     @classmethod
-    def create(cls, services: Services, sessions: Sessions) -> WebContext:
-        return cls(services, sessions, _environment())
+    def create(cls, services: Services, sessions: Sessions, limiter: FailureLimiter) -> WebContext:
+        return cls(services, sessions, _environment(), limiter)
 
     def router(self) -> APIRouter:
         """A router whose routes render errors themselves (see `web_route_class`)."""

@@ -116,9 +116,15 @@ def job_router(ctx: WebContext) -> APIRouter:
                 row_errors=row_errors,
                 error="Nothing was saved: fix the values marked below.",
             )
-        saved = await services.store.save_job(
-            replace(job, parameters=tuple(edited)), services.now()
-        )
+        try:
+            saved = await services.save_job(
+                replace(job, parameters=tuple(edited)), actor=visitor.actor
+            )
+        except UsageError as exc:
+            shown = replace(job, parameters=tuple(edited))
+            return parameters_fragment(
+                request, visitor, shown, error=f"Nothing was saved: {exc.message}"
+            )
         return parameters_fragment(request, visitor, saved, notice="Parameters saved.")
 
     @router.post("/jobs/{job_id}/sync", include_in_schema=False)
@@ -127,7 +133,7 @@ def job_router(ctx: WebContext) -> APIRouter:
     ) -> Response:
         job = await services.store.get_job(job_id)
         try:
-            synced, diff = await services.sync_parameters(job)
+            synced, diff = await services.sync_parameters(job, actor=visitor.actor)
         except PolysyncError as exc:
             return parameters_fragment(request, visitor, job, error=str(exc))
         lines = list(describe_diff(diff)) or ["No change: the parameters match Databricks."]
@@ -152,7 +158,7 @@ def job_router(ctx: WebContext) -> APIRouter:
             if value != effective_value(parameter):
                 overrides[parameter.name] = value
         try:
-            run = await services.execute(job, overrides)
+            run = await services.execute(job, overrides, actor=visitor.actor)
         except (UsageError, ConfigError) as exc:  # bad values, or a secret that cannot be read
             return ctx.render(
                 request,

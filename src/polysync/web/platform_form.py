@@ -9,8 +9,15 @@ from typing import Any
 from pydantic import ValidationError
 
 from polysync.databricks.settings import WorkspaceSettings
+from polysync.domain.limits import (
+    MAX_DESCRIPTION_CHARS,
+    MAX_FIELD_CHARS,
+    MAX_NAME_CHARS,
+    MAX_URL_CHARS,
+    check_text,
+)
 from polysync.domain.records import Platform
-from polysync.errors import SecretReferenceError
+from polysync.errors import SecretReferenceError, UsageError
 from polysync.secrets import SecretReference
 
 # method -> (form field, auth key, label, kind) ; kind: "text", "optional", "secret"
@@ -101,6 +108,7 @@ class PlatformForm:
     def validate(self) -> bool:
         """Fill `errors` (form field -> message); a refused secret field is emptied."""
         self.errors.clear()
+        self._check_limits()
         if not self.name:
             self.errors["name"] = "Give the platform a name, e.g. prod."
         if not self.workspace_url:
@@ -123,6 +131,26 @@ class PlatformForm:
         if not self.errors:
             self._check_settings()
         return not self.errors
+
+    def _check_limits(self) -> None:
+        """Caps and refused characters of polysync.domain.limits, per field (a refused secret
+        field is emptied: what was typed may be a secret)."""
+        fields: list[tuple[str, str, str, int, bool]] = [
+            ("name", "The name", self.name, MAX_NAME_CHARS, False),
+            ("workspace_url", "The Workspace Url", self.workspace_url, MAX_URL_CHARS, False),
+            ("cluster_id", "The Cluster Id", self.cluster_id, MAX_FIELD_CHARS, False),
+            ("description", "The description", self.description, MAX_DESCRIPTION_CHARS, True),
+        ]
+        fields += [
+            (form_field, label, self.values.get(form_field, ""), MAX_FIELD_CHARS, False)
+            for form_field, _, label, kind in AUTH_FIELDS[self.method]
+            if kind != "secret"
+        ]
+        for form_field, label, value, max_chars, multiline in fields:
+            try:
+                check_text(value, field=label, max_chars=max_chars, multiline=multiline)
+            except UsageError as exc:
+                self.errors[form_field] = exc.message
 
     def _check_settings(self) -> None:
         try:

@@ -9,7 +9,6 @@ from fastapi.responses import Response
 from polysync.domain.access import Role
 from polysync.domain.records import Job, NewPlatform, Platform
 from polysync.errors import PolysyncError
-from polysync.services import workspace_settings
 from polysync.web.context import WebContext
 from polysync.web.platform_form import AUTH_FIELDS, PlatformForm
 from polysync.web.security import Visitor
@@ -73,7 +72,8 @@ def platform_router(ctx: WebContext) -> APIRouter:
                     auth=form.auth(),
                     cluster_id=form.cluster_id or None,
                     description=form.description,
-                )
+                ),
+                actor=visitor.actor,
             )
         except PolysyncError as exc:
             return await editor(request, visitor, None, form, status_code=422, error=exc.message)
@@ -108,8 +108,7 @@ def platform_router(ctx: WebContext) -> APIRouter:
             description=form.description,
         )
         try:
-            edited = replace(edited, workspace_url=workspace_settings(edited).url)
-            await services.store.update_platform(edited, services.now())
+            await services.update_platform(edited, actor=visitor.actor)
         except PolysyncError as exc:
             return await editor(
                 request, visitor, platform, form, status_code=422, error=exc.message
@@ -168,7 +167,9 @@ def platform_router(ctx: WebContext) -> APIRouter:
                 error="Select at least one job to import, or choose Import all.",
             )
         try:
-            _, results = await services.import_jobs(platform.name, None if import_all else selected)
+            _, results = await services.import_jobs(
+                platform.name, None if import_all else selected, actor=visitor.actor
+            )
         except PolysyncError as exc:
             return ctx.render(
                 request,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from polysync.api.throttle import FailureLimiter
 from polysync.services import Services
 from polysync.web.auth_pages import auth_router
 from polysync.web.context import WebContext
@@ -14,15 +15,22 @@ from polysync.web.security import Authenticate, Sessions
 
 
 def create_web_router(
-    services: Services, authenticate: Authenticate, *, secret_key: str | None = None
+    services: Services,
+    authenticate: Authenticate,
+    *,
+    secret_key: str | None = None,
+    limiter: FailureLimiter | None = None,
 ) -> APIRouter:
     """The server-rendered UI (mounted at /, static files at /static).
 
     `authenticate(api_key)` returns the key's principal (with a `role`: viewer, operator or admin)
     or None. `secret_key` signs the session cookie; without it a random key is used, which is
-    enough because sessions live in this process anyway.
+    enough because sessions live in this process anyway. `limiter` counts failed sign-ins per
+    address (429 past its limit); the API's own is passed so both count together.
     """
-    ctx = WebContext.create(services, Sessions(authenticate, secret_key))
+    ctx = WebContext.create(
+        services, Sessions(authenticate, secret_key), limiter or FailureLimiter(services.clock)
+    )
     router = ctx.router()
     for build in (auth_router, platform_router, job_router, run_router):
         router.include_router(build(ctx))

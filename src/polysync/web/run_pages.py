@@ -130,7 +130,7 @@ def run_router(ctx: WebContext) -> APIRouter:
     ) -> Response:
         notice: str | None = None
         try:
-            await services.cancel(run_id)
+            await services.cancel(run_id, actor=visitor.actor)
         except UsageError as exc:  # already ended: a no-op that says so (D10)
             notice = exc.message
         if "hx-request" not in request.headers:

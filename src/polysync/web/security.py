@@ -9,11 +9,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import urlencode
 
 from fastapi import HTTPException, Request, Response
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from polysync.domain.access import Role
+from polysync.domain.access import Actor, Role
 from polysync.errors import PolysyncError
 
 COOKIE_NAME = "polysync_session"
@@ -50,6 +51,7 @@ class WebSession:
     role: Role
     name: str
     expires_at_s: float
+    actor: Actor  # what the audit trail records for this session's changes
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,11 @@ class Visitor:
     def can(self, role: Role) -> bool:
         return self.session is not None and self.session.role.allows(role)
 
+    @property
+    def actor(self) -> Actor | None:
+        """`web:<key name> (<key prefix>)` once signed in: who made a change."""
+        return self.session.actor if self.session else None
+
 
 class SignInRequired(HTTPException):
     """No valid session: the browser goes to the sign-in page. An htmx request (a poll, a button)
@@ -79,7 +86,7 @@ class SignInRequired(HTTPException):
             )
             return
         if request.method == "GET":
-            target += f"?next={request.url.path}"
+            target += "?" + urlencode({"next": request.url.path}, safe="/")
         super().__init__(status_code=303, detail="Sign in first.", headers={"Location": target})
 
 
@@ -147,13 +154,16 @@ class Sessions:
             return None
         now_s = time.time()
         self._prune(now_s)
+        name = _principal_name(principal)
+        prefix = getattr(principal, "prefix", None)
         session = WebSession(
             sid=secrets.token_urlsafe(32),
             csrf=secrets.token_urlsafe(24),
             api_key=api_key,
             role=parse_role(principal.role),
-            name=_principal_name(principal),
+            name=name,
             expires_at_s=now_s + SESSION_MAX_AGE_S,
+            actor=Actor("web", name, prefix if isinstance(prefix, str) else None),
         )
         self._sessions[session.sid] = session
         return Visitor(csrf=session.csrf, session=session)

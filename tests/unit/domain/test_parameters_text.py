@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from polysync.domain.limits import check_parameter_text as check_text
 from polysync.domain.models import DataType, Parameter
-from polysync.domain.parameters import check_text, resolve_run_parameters, user_value
+from polysync.domain.parameters import resolve_run_parameters, user_value
 from polysync.errors import ParameterTextError, ParameterValueError, UsageError
 
 ENV = Parameter(name="env", default="prod")

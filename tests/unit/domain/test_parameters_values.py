@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from polysync.domain.limits import MAX_INT64, MIN_INT64
 from polysync.domain.models import DataType
 from polysync.domain.parameters import infer_data_type, serialise_value, value_fits
 from polysync.errors import ParameterValueError
@@ -27,7 +28,8 @@ T = DataType
         ("0", T.INT),
         ("42", T.INT),
         ("-2", T.INT),
-        ("9223372036854775808", T.STRING),  # beyond int64: an id, not an Int (D2)
+        ("9223372036854775807", T.INT),
+        ("9223372036854775808", T.STRING),  # past 64 bits: a long id, kept as text
         ("1.5", T.FLOAT),
         ("-0.5", T.FLOAT),
         ("0.0", T.FLOAT),
@@ -101,7 +103,9 @@ def test_infer_data_type(default: object, expected: DataType) -> None:
         (T.INT, "-0", "0"),
         (T.INT, " 7 ", "7"),
         (T.INT, 42, "42"),
-        (T.INT, "9223372036854775807", "9223372036854775807"),
+        (T.INT, "9223372036854775807", "9223372036854775807"),  # the signed 64-bit bounds
+        (T.INT, "-9223372036854775808", "-9223372036854775808"),
+        (T.INT, "000009223372036854775807", "9223372036854775807"),
         (T.FLOAT, "1.5", "1.5"),
         (T.FLOAT, "1.50", "1.5"),
         (T.FLOAT, "-2", "-2.0"),
@@ -143,6 +147,10 @@ def test_serialise_value(data_type: DataType, value: object, expected: str) -> N
         (T.INT, True),
         (T.INT, 1.0),
         (T.INT, "1" * 5000),  # over CPython's int/str conversion limit
+        (T.INT, "9" * 400),  # the 400-digit Int of issue 9
+        (T.INT, "9223372036854775808"),  # one past the signed 64-bit range
+        (T.INT, "-9223372036854775809"),
+        (T.INT, 2**63),
         (T.FLOAT, "abc"),
         (T.FLOAT, "nan"),
         (T.FLOAT, "inf"),
@@ -197,7 +205,20 @@ def test_secret_value_never_appears_in_a_message() -> None:
 _finite_floats = st.floats(allow_nan=False, allow_infinity=False)
 
 
-@given(st.integers(-(2**63), 2**63 - 1))
+@given(
+    st.one_of(
+        st.integers(min_value=MAX_INT64 + 1, max_value=10**400),
+        st.integers(min_value=-(10**400), max_value=MIN_INT64 - 1),
+    )
+)
+def test_an_int_outside_64_bits_is_not_an_int(number: int) -> None:
+    assert infer_data_type(str(number)) is T.STRING  # a long id, not a number Databricks reads
+    assert infer_data_type(number) is T.STRING
+    assert not value_fits(T.INT, str(number))
+    assert not value_fits(T.INT, number)
+
+
+@given(st.integers(min_value=MIN_INT64, max_value=MAX_INT64))
 def test_int_text_round_trips(number: int) -> None:
     text = str(number)
     assert infer_data_type(text) is T.INT

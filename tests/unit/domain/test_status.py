@@ -644,11 +644,18 @@ def test_fallback_run_url(workspace_url: str, expected: str) -> None:
 @pytest.mark.parametrize(
     ("run_now_url", "runs_get_url", "expected"),
     [
-        ("https://h/now", "https://h/get", "https://h/now"),
-        (None, "https://h/get", "https://h/get"),
-        ("", "https://h/get", "https://h/get"),
+        ("https://ws/now", "https://ws/get", "https://ws/now"),
+        (None, "https://ws/get", "https://ws/get"),
+        ("", "https://WS/get", "https://WS/get"),
         ("  ", None, "https://ws/#job/7/run/1"),
         (None, None, "https://ws/#job/7/run/1"),
+        # D7: only http(s) on the workspace's own host; anything else is never a link.
+        ("javascript:alert(1)", "https://ws/get", "https://ws/get"),
+        ("https://attacker.example/now", None, "https://ws/#job/7/run/1"),
+        ("data:text/html,<script>alert(1)</script>", None, "https://ws/#job/7/run/1"),
+        ("https://ws.attacker.example/x", "//ws/x", "https://ws/#job/7/run/1"),
+        ("https://attacker.example\\@ws/x", None, "https://ws/#job/7/run/1"),
+        ("https://ws/x\x1b]8;;evil", None, "https://ws/#job/7/run/1"),
     ],
 )
 def test_best_run_url(run_now_url: str | None, runs_get_url: str | None, expected: str) -> None:

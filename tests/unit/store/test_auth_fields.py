@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -9,6 +10,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from polysync.errors import UsageError
+from polysync.secrets import TOKEN_SHAPES
 from polysync.store.auth_fields import checked_auth, is_secret_field
 
 secret_names = st.sampled_from(
@@ -39,12 +41,22 @@ def test_a_secret_value_is_refused_with_a_message_that_does_not_depend_on_it(
     assert "file:PATH" in message
 
 
-@given(
-    name=secret_names,
-    scheme=st.sampled_from(["env", "file"]),
-    target=st.text(min_size=1).filter(lambda t: t.strip() != ""),
+# What a well-formed reference names: an environment variable, or a path without control characters.
+env_targets = (
+    st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,40}", fullmatch=True)
+    .filter(lambda t: re.search(TOKEN_SHAPES, t) is None)
+    .map(lambda t: ("env", t))
 )
-def test_references_are_kept_in_normal_form(name: str, scheme: str, target: str) -> None:
+file_targets = (
+    st.text(alphabet=st.characters(exclude_categories=("Cc", "Cs")), min_size=1, max_size=200)
+    .filter(lambda t: t.strip() != "")
+    .map(lambda t: ("file", t))
+)
+
+
+@given(name=secret_names, reference=st.one_of(env_targets, file_targets))
+def test_references_are_kept_in_normal_form(name: str, reference: tuple[str, str]) -> None:
+    scheme, target = reference
     checked = checked_auth({"method": "pat", name: f"  {scheme}:{target} "})
     assert checked == {"method": "pat", name: f"{scheme}:{target.strip()}"}
 

@@ -64,3 +64,20 @@ def test_a_secret_value_is_refused_and_never_echoed(secret: str) -> None:
     assert filled.values["m2m_client_secret"] == ""
     assert "reference" in filled.errors["m2m_client_secret"]
     assert all(secret not in message for message in filled.errors.values())
+
+
+def test_fields_over_their_limits_or_with_control_characters_are_marked() -> None:
+    form = PlatformForm.from_form(
+        {
+            "name": "prod\x1b[2J",
+            "workspace_url": "https://adb-1.2.azuredatabricks.net",
+            "cluster_id": "c" * 201,
+            "description": "line one\nline two",
+            "auth_method": "pat",
+            "pat_token": "env:DATABRICKS_TOKEN",
+        }
+    )
+    assert not form.validate()
+    assert "ESC" in form.errors["name"]
+    assert "limit is 200" in form.errors["cluster_id"]
+    assert "description" not in form.errors  # line breaks are fine in a description

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Path, Query, Response
 from polysync.api.deps import Operator, ServicesDep, Viewer
 from polysync.api.problems import Problem
 from polysync.api.schemas import ExecuteIn, JobOut, JobUpdate, ParameterUpdate, RunOut, SyncOut
+from polysync.domain.access import Actor
 from polysync.domain.external_id import parse_external_id
 from polysync.domain.models import Parameter
 from polysync.domain.parameters import user_value
@@ -55,7 +56,7 @@ async def update_job(
         changes["parameters"] = _edited_parameters(job, body.parameters)
     if not changes:
         return JobOut.of(job)
-    return JobOut.of(await services.store.save_job(replace(job, **changes), services.now()))
+    return JobOut.of(await services.save_job(replace(job, **changes), actor=Actor.of_key(caller)))
 
 
 def _edited_parameters(job: Job, edits: list[ParameterUpdate]) -> tuple[Parameter, ...]:
@@ -102,7 +103,7 @@ def _find(job: Job, parameters: list[Parameter], edit: ParameterUpdate) -> int:
 async def sync_parameters(job_id: JobId, services: ServicesDep, caller: Operator) -> SyncOut:
     """Re-read the job from Databricks and reconcile its parameters (D9); returns the diff."""
     job = await services.store.get_job(job_id)
-    saved, diff = await services.sync_parameters(job)
+    saved, diff = await services.sync_parameters(job, actor=Actor.of_key(caller))
     return SyncOut.of(saved, diff)
 
 
@@ -114,7 +115,7 @@ async def execute_now(
     it; watch it at `/api/v1/runs/{id}/events`."""
     job = await services.store.get_job(job_id)
     parse_external_id(job.external_id)  # D4: refused before a run is even recorded
-    run = await services.execute(job, body.parameters)
+    run = await services.execute(job, body.parameters, actor=Actor.of_key(caller))
     run, job, events = await services.run_details(run.id)
     response.headers["Location"] = f"/api/v1/runs/{run.id}"
     return RunOut.of_details(run, job, events)

@@ -19,9 +19,10 @@ from polysync.api.schemas import (
     PlatformOut,
     PlatformUpdate,
 )
+from polysync.domain.access import Actor
 from polysync.domain.records import NewPlatform, Platform, RunFilter
 from polysync.errors import NotFoundError, UsageError
-from polysync.services import Services, workspace_settings
+from polysync.services import Services
 
 router = APIRouter(prefix="/api/v1/platforms", tags=["platforms"])
 PlatformId = Annotated[int, Path(ge=1, le=2**63 - 1)]
@@ -59,7 +60,8 @@ async def create_platform(
             cluster_id=body.cluster_id,
             description=body.description,
             options=body.options,
-        )
+        ),
+        actor=Actor.of_key(caller),
     )
     response.headers["Location"] = f"{router.prefix}/{platform.id}"
     return PlatformOut.of(platform)
@@ -86,9 +88,8 @@ async def update_platform(
     if "name" in changes:
         await _require_unique_name(services, changes["name"], platform.id)
     updated: Platform = replace(platform, **changes)
-    checked = workspace_settings(updated)  # refuses a bad URL, auth or option, as create does
-    updated = replace(updated, workspace_url=checked.url)
-    return PlatformOut.of(await services.store.update_platform(updated, services.now()))
+    # Refuses a bad URL, auth or option, or one outside the connection policy, as create does.
+    return PlatformOut.of(await services.update_platform(updated, actor=Actor.of_key(caller)))
 
 
 @router.delete("/{platform_id}", status_code=204, responses=_ERRORS)
@@ -104,7 +105,7 @@ async def delete_platform(
             f"Platform {platform.name!r} still has active runs (e.g. run {active[0].id}). "
             "Cancel them or let them finish, then delete the platform.",
         )
-    await services.store.remove_platform(platform.id)
+    await services.remove_platform(platform.id, actor=Actor.of_key(caller))
     return Response(status_code=204)
 
 
@@ -147,7 +148,9 @@ async def import_jobs(
     if body.external_ids is not None and not body.external_ids:
         raise UsageError("`external_ids` is empty: list at least one External Id.")
     platform = await services.store.get_platform(platform_id)
-    _, results = await services.import_jobs(platform.name, body.external_ids)
+    _, results = await services.import_jobs(
+        platform.name, body.external_ids, actor=Actor.of_key(caller)
+    )
     outcomes = [
         ImportOutcome(
             external_id=r.external_id,

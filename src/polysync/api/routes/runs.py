@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from polysync.api.deps import Context, Operator, ServicesDep, Viewer
 from polysync.api.problems import ApiProblem, Problem
 from polysync.api.schemas import CancelOut, EventOut, RunOut, RunSummary
+from polysync.domain.access import Actor
 from polysync.domain.models import RunStatus
 from polysync.domain.records import RunEvent, RunFilter
 from polysync.domain.status import cancel_noop_message
@@ -151,7 +152,7 @@ async def cancel_run(run_id: RunId, services: ServicesDep, caller: Operator) -> 
     if run.is_terminal:
         raise _already_terminal(run.id, run.status)
     try:
-        cancelled = await services.cancel(run.id)
+        cancelled = await services.cancel(run.id, actor=Actor.of_key(caller))
     except UsageError:
         latest = await services.store.get_run(run.id)
         if latest.is_terminal:  # it ended between our read and the request
