@@ -27,19 +27,50 @@
             └── DatabricksTimeoutError no answer within the engine's time budget for one run
 
 Each class's docstring is its default message; `retryable` says whether the same call may be
-tried again as it is. Messages never contain secret values.
+tried again as it is. Messages never contain secret values, and name no interface: what the user
+can do next is a `Hint` that each interface renders its own way (the CLI as a command to type,
+the API and the web UI as text).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Hint:
+    """What the user can do next. `action` names it for the interfaces that render it their
+    own way (the CLI: `polysync.cli.errors.CLI_HINTS`); `text` says it in words, for the rest;
+    `subject` is the record it is about (a job's or a platform's name or id), when one is."""
+
+    action: str
+    text: str
+    subject: str = ""
+
+
+LIST_PLATFORMS = Hint(
+    "list_platforms", "The registered platforms are listed on the platforms page."
+)
+LIST_JOBS = Hint("list_jobs", "The imported jobs are listed on the jobs page.")
+LIST_RUNS = Hint("list_runs", "The runs are listed on the runs page.")
+LIST_API_KEYS = Hint("list_api_keys", "The API keys are listed with their prefixes.")
+
+
+def sync_parameters_hint(job: str = "") -> Hint:
+    """Sync Parameters of the Polysync Job `job` (its name or id, when known)."""
+    return Hint("sync_parameters", "Sync the Polysync Job's parameters (Sync Parameters).", job)
 
 
 class PolysyncError(Exception):
     """Polysync failed."""
 
     retryable: bool = False
+    hint: Hint | None = None
 
-    def __init__(self, message: str | None = None) -> None:
+    def __init__(self, message: str | None = None, *, hint: Hint | None = None) -> None:
         self.message = message or (type(self).__doc__ or "").strip()
+        if hint is not None:
+            self.hint = hint
         super().__init__(self.message)
 
 

@@ -46,10 +46,11 @@ from polysync.domain.records import (
 from polysync.engine.engine import Engine, EngineSettings
 from polysync.engine.polling import PollPolicy
 from polysync.engine.ports import Store
-from polysync.errors import NotFoundError, PolysyncError, StoreUnavailableError, UsageError
+from polysync.errors import PolysyncError, StoreUnavailableError, UsageError
 from polysync.jobtypes.base import DiscoveredJob, JobType
 from polysync.jobtypes.databricks_job import DatabricksJobJobType
 from polysync.jobtypes.databricks_workflow import DatabricksWorkflowJobType
+from polysync.lookup import find_job, find_platform
 from polysync.secrets import SecretScope
 from polysync.store import open_store, upgrade
 
@@ -307,16 +308,16 @@ class Services:
 
     async def remove_platform(self, ref: int | str, *, actor: Actor | None = None) -> Platform:
         """Remove a platform with its jobs and runs (UsageError while it has active runs)."""
-        platform = await self.store.get_platform(ref)
+        platform = await self.get_platform(ref)
         await self.store.remove_platform(platform.id, actor=_who(actor), now=self.now())
         return platform
 
     async def test_platform(self, ref: str) -> ConnectivityReport:
-        platform = await self.store.get_platform(ref)
+        platform = await self.get_platform(ref)
         return await self.connections.client(platform).test_connectivity()
 
     async def discover(self, ref: str) -> tuple[Platform, Sequence[DiscoveredJob]]:
-        platform = await self.store.get_platform(ref)
+        platform = await self.get_platform(ref)
         return platform, await self.connections.for_platform(platform).discover()
 
     async def import_jobs(
@@ -328,7 +329,7 @@ class Services:
         accepted (UsageError): one `jobs/get` per distinct job, however the request repeats it.
         """
         unique = None if external_ids is None else unique_ids(external_ids)
-        platform = await self.store.get_platform(ref)
+        platform = await self.get_platform(ref)
         job_type = self.connections.for_platform(platform)
         ids = [job.external_id for job in await job_type.discover()] if unique is None else unique
         results: list[ImportResult] = []
@@ -353,12 +354,13 @@ class Services:
 
     # ------------------------------------------------------------------ jobs
     async def get_job(self, ref: str, platform: str | None = None) -> Job:
-        """By Polysync id; else by External Id or name (within `platform` when given)."""
-        platform_id = (await self.store.get_platform(platform)).id if platform else None
-        if ref.isdigit() and platform is None:
-            with contextlib.suppress(NotFoundError):  # not a Polysync id: External Ids are digits
-                return await self.store.get_job(int(ref))
-        return await self.store.get_job(ref, platform_id=platform_id)
+        """By Polysync id, External Id, name, or name ignoring case and spaces, within
+        `platform` when given (`polysync.lookup.find_job`)."""
+        return await find_job(self.store, ref, platform)
+
+    async def get_platform(self, ref: int | str) -> Platform:
+        """By id, name, or name ignoring case and spaces (`polysync.lookup.find_platform`)."""
+        return await find_platform(self.store, ref)
 
     async def sync_parameters(
         self, job: Job, *, actor: Actor | None = None

@@ -345,10 +345,10 @@ def test_bad_external_ids_and_unknown_jobs_are_usage_errors(workspace: Cli) -> N
     assert "Databricks job 4242 does not exist" in deleted.stdout
     unknown = workspace("run", "no-such-job", "--platform", "demo")
     assert unknown.code == 2
-    assert "No job with External Id or name 'no-such-job'" in unknown.stderr
+    assert "No job with id, External Id or name 'no-such-job'" in unknown.stderr
     no_platform = workspace("run", "nightly-sales-etl", "--platform", "nowhere")
     assert no_platform.code == 2
-    assert "No platform named 'nowhere'" in no_platform.stderr
+    assert "No platform with id or name 'nowhere'" in no_platform.stderr
     for result in (not_numeric, deleted, unknown, no_platform):
         no_traceback(result)
 
@@ -578,7 +578,9 @@ def test_unsendable_text_on_the_command_line_exits_2_and_records_nothing(workspa
     # it made the engine's every cycle fail with UnicodeEncodeError.
     result = workspace("run", SALES, "--platform", "demo", "-p", os.fsdecode(b"env=dev\xff"))
     assert result.code == 2, result.output
-    assert "Parameter 'env' has a value that holds a lone surrogate" in result.stderr
+    # Refused before any command runs, naming the argument and how to fix it (issue 10).
+    assert "Argument 6 (env=dev\\xff) is not valid UTF-8: byte 0xff at offset 7" in result.stderr
+    assert "export LANG=C.UTF-8" in result.stderr
     no_traceback(result)
     control = workspace("run", SALES, "--platform", "demo", "-p", "env=a\x1bb")
     assert control.code == 2, control.output

@@ -41,7 +41,15 @@ from polysync.domain.records import (
     RunFilter,
 )
 from polysync.engine.ports import Observation, PollFailure, Store
-from polysync.errors import NotFoundError, StoreError, StoreUnavailableError, UsageError
+from polysync.errors import (
+    LIST_JOBS,
+    LIST_PLATFORMS,
+    LIST_RUNS,
+    NotFoundError,
+    StoreError,
+    StoreUnavailableError,
+    UsageError,
+)
 from polysync.store import SqlStore, default_database_url, open_store, upgrade
 from polysync.store.migrate import head_revision
 from tests.conftest import free_port
@@ -257,9 +265,9 @@ async def test_platform_update(store: SqlStore) -> None:
 async def test_unknown_platform(store: SqlStore) -> None:
     with pytest.raises(NotFoundError) as by_name:
         await store.get_platform("nope")
-    assert by_name.value.message == (
-        "No platform named 'nope'. `polysync platform list` shows the registered platforms."
-    )
+    # Interface-neutral: each interface renders the hint its own way (no CLI command here).
+    assert by_name.value.message == "No platform named 'nope'."
+    assert by_name.value.hint is LIST_PLATFORMS
     with pytest.raises(NotFoundError, match="No platform with id 42"):
         await store.get_platform(42)
 
@@ -383,10 +391,8 @@ async def test_get_job_by_id_external_id_or_name(store: SqlStore) -> None:
 
     with pytest.raises(NotFoundError) as missing:
         await store.get_job("weekly", platform_id=prod.id)
-    assert missing.value.message == (
-        "No job with External Id or name 'weekly' on platform 'prod'. "
-        "`polysync jobs list` shows the imported jobs."
-    )
+    assert missing.value.message == "No job with External Id or name 'weekly' on platform 'prod'."
+    assert missing.value.hint is LIST_JOBS
     with pytest.raises(NotFoundError, match=f"No job with id {twin.id} on platform 'prod'"):
         await store.get_job(twin.id, platform_id=prod.id)
     with pytest.raises(NotFoundError, match="No platform with id 999"):
@@ -593,7 +599,8 @@ async def test_request_cancel(store: SqlStore) -> None:
 async def test_unknown_runs(store: SqlStore) -> None:
     with pytest.raises(NotFoundError) as missing:
         await store.get_run(404)
-    assert missing.value.message == "No run with id 404. `polysync runs list` shows the runs."
+    assert missing.value.message == "No run with id 404."
+    assert missing.value.hint is LIST_RUNS
     for call in (
         store.run_events(404),
         store.record_failure(404, "x", T0),

@@ -51,6 +51,7 @@ def discovered_json(job: DiscoveredJob, imported: bool) -> dict[str, Any]:
         "job_type": job.kind.value,
         "classification": kind_label(job.kind),
         "task_count": job.task_count,
+        "tasks_truncated": job.tasks_truncated,  # task_count is a lower bound ("100+")
         "tags": dict(job.tags),
         "creator": job.creator,
         "created_time_ms": job.created_time_ms,

@@ -25,8 +25,11 @@ from polysync.errors import (
     DatabricksAuthError,
     DatabricksError,
     DatabricksTransportError,
+    NotFoundError,
     PolysyncError,
     SecretReferenceError,
+    StoreUnavailableError,
+    UsageError,
 )
 
 if TYPE_CHECKING:
@@ -35,10 +38,19 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 EXIT_OK = 0
-EXIT_RUN_FAILED = 1  # the run failed or was cancelled
-EXIT_USAGE = 2  # bad usage or input
-EXIT_PLATFORM = 3  # Databricks refused, or could not be reached
-EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), by shell convention
+EXIT_RUN_FAILED = 1
+EXIT_USAGE = 2
+EXIT_PLATFORM = 3
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES: tuple[tuple[int, str], ...] = (
+    (EXIT_OK, "success (with --no-wait: the run was started, or recorded for the engine)"),
+    (EXIT_RUN_FAILED, "the run failed or was cancelled (`status`: it found a problem)"),
+    (EXIT_USAGE, "bad usage or input: an option, a value, a name that matches nothing, a setting"),
+    (EXIT_PLATFORM, "Databricks refused (credentials, a deleted job, a start) or was unreachable"),
+    (EXIT_INTERRUPTED, "interrupted (Ctrl-C)"),
+)
+"""The exit status of every command: the one table (docs/cli.md and README.md show it)."""
 
 # Every string the CLI prints passes through these: control characters become visible.
 out = make_console()
@@ -53,8 +65,32 @@ DbOption = Annotated[
         show_default=False,
     ),
 ]
+
+
+class _Mode:
+    json = False  # set by --json: errors, too, are printed as JSON on stdout
+
+
+def _json_mode(value: bool) -> bool:
+    _Mode.json = _Mode.json or value
+    return value
+
+
+def json_mode(enabled: bool | None = None) -> bool:
+    """Whether this command prints JSON (`--json`); `enabled` sets it (`main`, tests)."""
+    if enabled is not None:
+        _Mode.json = enabled
+    return _Mode.json
+
+
 JsonOption = Annotated[
-    bool, typer.Option("--json", help="Print JSON to stdout (and nothing else) for scripts.")
+    bool,
+    typer.Option(
+        "--json",
+        help="Print JSON to stdout (and nothing else) for scripts; errors too.",
+        callback=_json_mode,
+        is_eager=True,
+    ),
 ]
 PlatformOption = Annotated[
     str | None,
@@ -75,15 +111,69 @@ def cli_actor() -> Actor:
     return Actor("cli", user)
 
 
-def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    """One paragraph on stderr (soft-wrapped, so it stays copy-pastable), then exit."""
-    err.print(f"[bold red]Error:[/] {safe_markup(message)}", soft_wrap=True)
+CLI_HINTS: dict[str, str] = {
+    "list_platforms": "`polysync platform list` shows the registered platforms.",
+    "list_jobs": "`polysync jobs list` shows the imported jobs.",
+    "list_runs": "`polysync runs list` shows the runs.",
+    "list_api_keys": "`polysync apikey list` shows the keys and their prefixes.",
+    "sync_parameters": "Re-read the job's parameters: `polysync jobs sync-params {subject}`.",
+}
+"""How the CLI says a `polysync.errors.Hint`: the command to type (`{subject}`: the record)."""
+
+# Most specific first: the first class an error is an instance of gives its exit status and
+# its JSON `code` (the same slugs as the REST API's problem types, polysync.api.problems).
+ERROR_CODES: tuple[tuple[type[PolysyncError], int, str], ...] = (
+    (NotFoundError, EXIT_USAGE, "not-found"),
+    (UsageError, EXIT_USAGE, "bad-request"),
+    (ConfigError, EXIT_USAGE, "configuration"),
+    (DatabricksAuthError, EXIT_PLATFORM, "databricks-auth"),
+    (DatabricksTransportError, EXIT_PLATFORM, "databricks-unreachable"),
+    (DatabricksError, EXIT_PLATFORM, "databricks-error"),
+    (StoreUnavailableError, EXIT_USAGE, "database-unavailable"),
+    (PolysyncError, EXIT_USAGE, "error"),
+)
+
+
+def hint_text(exc: PolysyncError) -> str | None:
+    """The error's hint as the CLI says it (a command to type), else in words; None: none."""
+    hint = exc.hint
+    if hint is None:
+        return None
+    template = CLI_HINTS.get(hint.action)
+    if template is None:
+        return hint.text
+    return template.format(subject=shell_word(hint.subject) if hint.subject else "JOB")
+
+
+def shell_word(text: str) -> str:
+    """`text` as one shell word: quoted unless it is only plain characters."""
+    if re.fullmatch(r"[\w.@%+=:,/-]+", text):
+        return text
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def fail(
+    message: str, code: int = EXIT_USAGE, *, hint: str | None = None, error: str = "bad-request"
+) -> NoReturn:
+    """Exit with `code` after saying what went wrong: one paragraph on stderr (soft-wrapped, so
+    it stays copy-pastable), or with --json `{"error": {"code", "message", "hint"}}` on stdout."""
+    if json_mode():
+        print_json({"error": {"code": error, "message": message, "hint": hint}})
+    else:
+        text = f"{message} {hint}" if hint else message
+        err.print(f"[bold red]Error:[/] {safe_markup(text)}", soft_wrap=True)
     raise typer.Exit(code)
 
 
+def fail_with(exc: PolysyncError) -> NoReturn:
+    """`fail` for a Polysync error: its exit status and code from ERROR_CODES."""
+    code, slug = next((c, s) for cls, c, s in ERROR_CODES if isinstance(exc, cls))
+    fail(error_text(exc), code, hint=hint_text(exc), error=slug)
+
+
 def exit_code(exc: PolysyncError) -> int:
-    """3 for Databricks (refused, unreachable, auth); 2 for bad input, settings or references."""
-    return EXIT_PLATFORM if isinstance(exc, DatabricksError) else EXIT_USAGE
+    """The exit status of a command that ends with `exc` (ERROR_CODES)."""
+    return next(code for cls, code, _ in ERROR_CODES if isinstance(exc, cls))
 
 
 def error_text(exc: PolysyncError) -> str:
@@ -119,7 +209,7 @@ def run_async(main: Callable[[], Awaitable[T]]) -> T:
     try:
         return asyncio.run(_as_coroutine(main))
     except PolysyncError as exc:
-        fail(error_text(exc), exit_code(exc))
+        fail_with(exc)
 
 
 async def _as_coroutine(main: Callable[[], Awaitable[T]]) -> T:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -36,6 +37,17 @@ def serve(
     no_auth: Annotated[
         bool, typer.Option("--no-auth", help="Accept requests without a token.")
     ] = False,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            metavar="TOKEN",
+            help="The personal access token the emulator accepts, instead of the workspace "
+            "file's (the demo's is dapi-demo-token-0000000000000000); env:NAME reads it from "
+            "the environment variable NAME.",
+            show_default=False,
+        ),
+    ] = None,
     emulated_limits: Annotated[
         bool,
         typer.Option(
@@ -64,6 +76,16 @@ def serve(
         raise typer.Exit(2)
     if no_auth:
         spec.auth.enabled = False
+    if token is not None:
+        chosen = os.environ.get(token[4:], "") if token.startswith("env:") else token
+        if not chosen.strip():
+            err.print(
+                f"[red]error:[/red] --token {token}: "
+                + ("the environment variable is not set." if chosen == "" else "empty token.")
+                + " Give the token the emulator should accept, or env:NAME."
+            )
+            raise typer.Exit(2)
+        spec.auth.tokens = [chosen.strip()]
     ssl: dict[str, str] = {}
     scheme = "http"
     if tls:
@@ -93,16 +115,30 @@ def serve(
         if server.started:
             bound = server.servers[0].sockets[0].getsockname()[1]
             url = f"{scheme}://{'localhost' if host == '127.0.0.1' else host}:{bound}"
-            err.print(f"Databricks Jobs API emulator serving {len(spec.jobs)} jobs at {url}")
             err.print(
-                f"  workspace {workspace!r}, clock speed x{speed:g}, auth {'on' if spec.auth.enabled else 'off'}"
+                f"Databricks Jobs API emulator serving {len(spec.jobs)} jobs at {url}",
+                soft_wrap=True,
+            )
+            faster = " (--speed 20 runs it 20 times faster)" if speed == 1 else ""
+            err.print(
+                f"  workspace {workspace!r}, clock speed x{speed:g}{faster}, auth "
+                f"{'on' if spec.auth.enabled else 'off'}",
+                soft_wrap=True,
             )
             if spec.auth.enabled and spec.auth.tokens:
-                err.print(
-                    f"  export DATABRICKS_HOST={url} DATABRICKS_TOKEN=<a token from the workspace file>"
-                )
+                if token is not None:
+                    shown = (
+                        f"${token[4:]}" if token.startswith("env:") else "<the --token you gave>"
+                    )
+                elif workspace == "demo":
+                    shown = spec.auth.tokens[0]  # the demo workspace's: public, a demo token
+                else:
+                    shown = "<a token from the workspace file>"
+                err.print(f"  export DATABRICKS_HOST={url}", soft_wrap=True)
+                err.print(f"  export DATABRICKS_TOKEN={shown}", soft_wrap=True)
             err.print(
-                "  control plane: /emulator/health, /emulator/stats, /emulator/faults (Ctrl-C stops)"
+                "  control plane: /emulator/health, /emulator/stats, /emulator/faults (Ctrl-C stops)",
+                soft_wrap=True,
             )
         await task
 

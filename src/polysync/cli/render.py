@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich import box
 from rich.console import Group, RenderableType
@@ -114,6 +114,19 @@ def _table() -> Table:
     return Table(box=box.SIMPLE_HEAD, header_style="bold", show_edge=False)
 
 
+def _id_column(table: Table, header: str, values: Iterable[str], **options: Any) -> None:
+    """A column of ids (Polysync ids, External Ids): never wrapped, never cut - as wide as
+    its longest value, whatever the terminal's width."""
+    width = max([len(header), *(len(v) for v in values)])
+    table.add_column(header, no_wrap=True, min_width=width, **options)
+
+
+def task_count_text(job: DiscoveredJob) -> str:
+    """The task count; "100+" when jobs/list cut the task list (API 2.2 pages tasks at 100,
+    `has_more`) and no jobs/get gave the true count."""
+    return f"{job.task_count}+" if job.tasks_truncated else str(job.task_count)
+
+
 def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
@@ -121,8 +134,11 @@ def plural(count: int, noun: str) -> str:
 # --------------------------------------------------------------------------- platforms
 def platforms_table(platforms: Sequence[Platform]) -> Table:
     table = _table()
-    for column in ("Name", "Workspace URL", "Authentication", "Id"):
-        table.add_column(column, overflow="fold")
+    table.add_column("Name", overflow="fold")
+    # A URL is folded only when the terminal is too narrow for it (`platform show` prints it whole).
+    table.add_column("Workspace URL", overflow="fold")
+    table.add_column("Authentication", overflow="fold")
+    _id_column(table, "Id", (str(p.id) for p in platforms))
     for p in platforms:
         table.add_row(
             safe_markup(p.name),
@@ -162,11 +178,11 @@ def platform_view(platform: Platform, job_count: int) -> RenderableType:
 # --------------------------------------------------------------------------- jobs
 def discover_table(found: Sequence[DiscoveredJob], imported: set[str]) -> Table:
     table = _table()
-    table.add_column("External Id", no_wrap=True)
-    table.add_column("Name", no_wrap=True)
+    _id_column(table, "External Id", (job.external_id for job in found))
+    table.add_column("Name", overflow="fold", ratio=2)
     table.add_column("Type", no_wrap=True)
-    table.add_column("Tasks", justify="right")
-    table.add_column("Tags", overflow="fold")
+    table.add_column("Tasks", justify="right", no_wrap=True)
+    table.add_column("Tags", overflow="fold", ratio=1)
     show_imported = any(job.external_id in imported for job in found)
     if show_imported:
         table.add_column("Imported", justify="center")
@@ -175,7 +191,7 @@ def discover_table(found: Sequence[DiscoveredJob], imported: set[str]) -> Table:
             job.external_id,
             safe_markup(job.name),
             Text(kind_label(job.kind), style="bold" if job.kind is JobKind.WORKFLOW else ""),
-            str(job.task_count),
+            task_count_text(job),
             safe_markup(tags_text(job.tags)),
         ]
         if show_imported:
@@ -194,8 +210,8 @@ def discover_summary(found: Sequence[DiscoveredJob]) -> str:
 
 def import_table(results: Sequence[ImportResult]) -> Table:
     table = _table()
-    table.add_column("External Id", no_wrap=True)
-    table.add_column("Name", no_wrap=True)
+    _id_column(table, "External Id", (r.external_id for r in results if r.job is not None))
+    table.add_column("Name", overflow="fold")
     table.add_column("Type", no_wrap=True)
     table.add_column("Outcome", no_wrap=True)
     table.add_column("Parameters", overflow="fold")
@@ -216,10 +232,10 @@ def import_table(results: Sequence[ImportResult]) -> Table:
 def jobs_table(jobs: Sequence[Job], platform_names: Mapping[int, str]) -> Table:
     several_platforms = len({job.platform_id for job in jobs}) > 1
     table = _table()
-    table.add_column("Id", justify="right")
-    table.add_column("Name", no_wrap=True)
+    _id_column(table, "Id", (str(job.id) for job in jobs), justify="right")
+    table.add_column("Name", overflow="fold", ratio=1)
     table.add_column("Job Type", no_wrap=True)
-    table.add_column("External Id", no_wrap=True)
+    _id_column(table, "External Id", (job.external_id for job in jobs))
     if several_platforms:
         table.add_column("Platform", overflow="fold")
     table.add_column("Tasks", justify="right", no_wrap=True)
@@ -297,13 +313,14 @@ def parameters_table(parameters: Sequence[Parameter]) -> RenderableType:
 # --------------------------------------------------------------------------- runs
 def runs_table(runs: Sequence[Run], jobs: Mapping[int, Job]) -> Table:
     table = _table()
-    table.add_column("Id", justify="right", no_wrap=True)
-    table.add_column("Job", no_wrap=True)
+    _id_column(table, "Id", (str(run.id) for run in runs), justify="right")
+    table.add_column("Job", overflow="fold", ratio=2)
     table.add_column("Status", no_wrap=True)
     table.add_column("Created", no_wrap=True)
     table.add_column("Duration", justify="right", no_wrap=True)
-    # The one column that gives way on a narrow terminal; `runs show ID` has the whole message.
-    table.add_column("Message")
+    # The one column that gives way on a narrow terminal (to nothing at 80 columns with long
+    # job names); `runs show ID` has the whole message.
+    table.add_column("Message", ratio=1, min_width=0)
     for run in runs:
         job = jobs.get(run.job_id)
         table.add_row(
@@ -359,6 +376,14 @@ def run_header(run: Run, job: Job) -> Text:
     )
 
 
+def url_line(url: str) -> Text:
+    """A URL alone on its line, never wrapped or cut (a terminal wraps it for the eye, and a
+    copy or a pipe keeps it whole); a hyperlink where the terminal supports them."""
+    return Text(
+        terminal_safe(url), style=link_style(url), no_wrap=True, overflow="ignore", end="\n"
+    )
+
+
 def run_link(run: Run) -> Text:
     if not run.run_page_url:
         return Text("Run page: (known once Databricks accepts the run)", style="dim")
@@ -367,13 +392,24 @@ def run_link(run: Run) -> Text:
     )
 
 
+def refused(run: Run) -> bool:
+    """Whether the run ended without Databricks ever accepting it (a refused start: deleted
+    job, credentials refused, workspace unreachable)."""
+    return run.is_terminal and run.run_id is None and run.status is RunStatus.FAILED
+
+
 def run_outcome(run: Run) -> Text:
-    """The final line: icon, status, and how long Databricks ran it."""
+    """The status line: icon, status, and how long Databricks ran it (or that it never
+    started it)."""
     icon = STATUS_ICONS.get(run.status, "•")
     text = Text(f"{icon} ", style=STATUS_STYLES[run.status])
     text.append_text(status_text(run.status))
     duration = run_duration_ms(run)
-    if duration is not None:
+    if refused(run):
+        text.append(f": Databricks did not start run {run.id}")
+    elif run.is_terminal and run.run_id is None:
+        text.append(f": run {run.id} was never started in Databricks")
+    elif duration is not None:
         text.append(f" after {duration_text(duration)} in Databricks")
     return text
 
@@ -389,12 +425,8 @@ def run_view(
     grid.add_row("Status", status_text(run.status))
     grid.add_row("Message", safe_markup(run.message) or "-")
     grid.add_row("Databricks run", run.run_id or "-")
-    grid.add_row(
-        "Run page",
-        Text(terminal_safe(run.run_page_url), style=link_style(run.run_page_url))
-        if run.run_page_url
-        else "-",
-    )
+    # The run page URL is not in the grid: it is printed whole on its own line below.
+    grid.add_row("Run page", "(below)" if run.run_page_url else "-")
     sent = ", ".join(f"{k}={v}" for k, v in run.parameters_sent.items()) or "(none)"
     grid.add_row("Parameters sent", safe_markup(sent))
     if run.overrides:
@@ -410,7 +442,10 @@ def run_view(
         grid.add_row("Cancel requested", safe_markup(when(run.cancel_requested_at) + by))
     grid.add_row("Ended", when(run.ended_at))
     grid.add_row("Databricks duration", duration_text(run_duration_ms(run)))
-    parts: list[RenderableType] = [grid, Text()]
+    parts: list[RenderableType] = [grid]
+    if run.run_page_url:
+        parts.append(url_line(run.run_page_url))
+    parts.append(Text())
     untracked = (
         now is not None
         and not run.is_terminal

@@ -10,6 +10,7 @@ from polysync.cli.as_json import run_json
 from polysync.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_PLATFORM,
     EXIT_RUN_FAILED,
     DbOption,
     JsonOption,
@@ -22,7 +23,7 @@ from polysync.cli.common import (
     run_async,
     session,
 )
-from polysync.cli.render import run_outcome, run_view, runs_table
+from polysync.cli.render import refused, run_outcome, run_view, runs_table, url_line
 from polysync.cli.terminal import safe_markup
 from polysync.cli.watch import (
     advance,
@@ -36,7 +37,7 @@ from polysync.cli.watch import (
 from polysync.domain.models import RunStatus
 from polysync.domain.records import Run, RunFilter
 
-app = typer.Typer(help="Runs: list, show, cancel.", no_args_is_help=True)
+app = typer.Typer(help="Runs: list, show, watch, cancel.", no_args_is_help=True)
 
 IntervalOption = Annotated[
     float | None,
@@ -66,6 +67,10 @@ def parse_parameters(pairs: list[str]) -> dict[str, str]:
 
 
 def run_exit_code(run: Run) -> int:
+    """0 success (or not ended yet), 3 Databricks never started it (a refused start), 1 it
+    failed or was cancelled (EXIT_CODES)."""
+    if refused(run):
+        return EXIT_PLATFORM
     return EXIT_RUN_FAILED if run.status in (RunStatus.FAILED, RunStatus.CANCELLED) else EXIT_OK
 
 
@@ -93,7 +98,7 @@ def run(
     """Execute Now: start the job with these values, then watch it live to the end.
 
     Exit status: 0 success (or started, with --no-wait), 1 the run failed or was cancelled,
-    2 bad input, 3 Databricks refused or could not be reached.
+    2 bad input, 3 Databricks refused to start it or could not be reached.
     """
     overrides = parse_parameters(parameter or [])
     started: list[int] = []
@@ -153,7 +158,8 @@ def run(
             soft_wrap=True,
         )
         if current.run_page_url:
-            out.print(f"  Run page: {safe_markup(current.run_page_url)}", soft_wrap=True)
+            out.print("  Run page:", soft_wrap=True)
+            out.print(url_line(current.run_page_url), soft_wrap=True)
         out.print(
             f"  Follow it: [bold]polysync runs watch {current.id}[/]   "
             f"cancel it: [bold]polysync runs cancel {current.id}[/]   "

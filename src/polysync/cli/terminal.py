@@ -10,6 +10,7 @@ caller forgot (docs/security.md "Terminal").
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -58,17 +59,29 @@ class SafeConsole(Console):
     """A Rich console that makes control characters visible in all text it renders (cursor and
     screen control that Rich itself emits, e.g. for live displays, is left alone)."""
 
+    # Rich renders tables and groups by calling render again for each cell: only the outermost
+    # call (per thread: a live display refreshes from its own) makes the segments safe, once.
+    _nesting = threading.local()
+
     def render(
         self, renderable: RenderableType, options: ConsoleOptions | None = None
     ) -> Iterable[Segment]:
-        for segment in super().render(renderable, options):
-            text, style, control = segment
-            if control or not _UNSAFE.search(text):
-                yield segment
-            else:
-                yield Segment(terminal_safe(text), style, control)
+        if getattr(self._nesting, "depth", 0):
+            yield from super().render(renderable, options)
+            return
+        self._nesting.depth = 1
+        try:
+            for segment in super().render(renderable, options):
+                text, style, control = segment
+                if control or not _UNSAFE.search(text):
+                    yield segment
+                else:
+                    yield Segment(terminal_safe(text), style, control)
+        finally:
+            self._nesting.depth = 0
 
 
 def make_console(**options: Any) -> SafeConsole:
-    """The CLI's consoles: no highlighting of numbers and URLs in what we print."""
-    return SafeConsole(highlight=False, **options)
+    """The CLI's consoles: no highlighting of numbers and URLs in what we print, and no emoji
+    codes - a job named `:smile:` is printed as it is named."""
+    return SafeConsole(highlight=False, emoji=False, **options)

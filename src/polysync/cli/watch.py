@@ -22,7 +22,7 @@ from polysync.cli.render import (
     status_text,
     tasks_table,
 )
-from polysync.cli.terminal import terminal_safe
+from polysync.cli.terminal import link_style, terminal_safe
 from polysync.domain.models import RunStatus
 from polysync.domain.records import Job, Run
 
@@ -84,20 +84,85 @@ async def watch(
     the run satisfies it (the demo's cancellation)."""
     progress = RunProgress(run, job)
     if run.is_terminal:
-        console.print(progress)
+        if console.is_terminal:
+            console.print(progress)
+        else:
+            _print_plain(run, job, console)
         return run
+    if not console.is_terminal:
+        return await _follow_plain(services, run, job, interval_s, console, cancel_when)
     with Live(progress, console=console, refresh_per_second=8):
         while True:
-            run = await advance(services, run.id)
-            if cancel_when and run.cancel_requested_at is None and cancel_when(run):
-                run = await services.cancel(run.id, actor=cli_actor())
+            run = await _step(services, run, cancel_when)
             progress.run = run
             if run.is_terminal:
                 break
             await services.clock.sleep(interval_s)
-    if not console.is_terminal:
-        console.line()  # Live ends its last frame with a newline on terminals only
     return run
+
+
+async def _step(services: Services, run: Run, cancel_when: Callable[[Run], bool] | None) -> Run:
+    run = await advance(services, run.id)
+    if cancel_when and run.cancel_requested_at is None and cancel_when(run):
+        run = await services.cancel(run.id, actor=cli_actor())
+    return run
+
+
+async def _follow_plain(
+    services: Services,
+    run: Run,
+    job: Job,
+    interval_s: float,
+    console: Console,
+    cancel_when: Callable[[Run], bool] | None,
+) -> Run:
+    """Output to a pipe or a file: no live display, one line per change of status (and the
+    run page once known, on its own line), then the status line."""
+    console.print(run_header(run, job), soft_wrap=True)
+    shown: tuple[RunStatus, str | None, bool] | None = None
+    while True:
+        state = (run.status, run.run_page_url, run.cancel_requested_at is not None)
+        if state != shown:
+            if run.run_page_url and (shown is None or shown[1] != run.run_page_url):
+                print_link(run, console)
+            if run.is_terminal:
+                break
+            line = status_text(run.status)
+            if run.cancel_requested_at is not None:
+                line.append("  cancelling")
+            elif run.message:
+                line.append(f"  {terminal_safe(run.message.splitlines()[0])}")
+            console.print(line, soft_wrap=True)
+            shown = state
+        await services.clock.sleep(interval_s)
+        run = await _step(services, run, cancel_when)
+    _print_end(run, console)
+    return run
+
+
+def _print_plain(run: Run, job: Job, console: Console) -> None:
+    console.print(run_header(run, job), soft_wrap=True)
+    print_link(run, console)
+    _print_end(run, console)
+
+
+def _print_end(run: Run, console: Console) -> None:
+    """Each task's last attempt, then the status line."""
+    tasks = latest_attempts(run)
+    if tasks:
+        console.print(tasks_table(tasks, full_detail=False))
+    console.print(run_outcome(run), soft_wrap=True)
+
+
+def print_link(run: Run, console: Console) -> None:
+    """The run page URL alone on its line and never wrapped, so it can be copied or clicked
+    (a terminal hyperlink too, where the terminal supports them)."""
+    if run.run_page_url:
+        console.print("Run page:", soft_wrap=True)
+        console.print(
+            Text(terminal_safe(run.run_page_url), style=link_style(run.run_page_url)),
+            soft_wrap=True,
+        )
 
 
 async def advance(services: Services, run_id: int) -> Run:
@@ -149,30 +214,48 @@ async def cancel_and_watch(
 def after_interrupt(
     run_id: int | None, db: str | None, interval_s: float | None, console: Console
 ) -> Run:
-    """Ctrl-C while watching: ask whether to cancel the Databricks run too, or leave it running.
-    Returns the run at its final status once cancelled; exits 130 when it is left running."""
+    """Ctrl-C while watching: ask whether to cancel the run too, or leave it to run (in
+    Databricks, or queued for the engine when Databricks has not accepted it yet). Returns the
+    run at its final status once cancelled; exits 130 when it is left alone."""
     if run_id is None:
         err.print(
-            "Interrupted while starting the run. If it was recorded, `polysync runs list --active` "
-            "shows it, and `polysync runs watch ID` or a running `polysync engine` finishes "
-            "starting it (never twice)."
+            "Interrupted before the run was recorded: nothing was submitted. If it was recorded "
+            "after all, `polysync runs list --active` shows it.",
+            soft_wrap=True,
         )
         raise typer.Exit(EXIT_INTERRUPTED)
+
+    async def read() -> Run:
+        async with session(db) as services:
+            return await services.store.get_run(run_id)
+
+    current = run_async(read)
+    if current.is_terminal:
+        print_outcome(current, console)
+        return current
+    accepted = current.run_id is not None
     cancel = False
     if sys.stdin.isatty():
+        leave = "leaves it running" if accepted else "leaves it queued for the engine"
         try:
             cancel = typer.confirm(
-                f"\nCancel run {run_id} in Databricks too? (No leaves it running)",
+                f"\nCancel run {run_id}{' in Databricks' if accepted else ''} too? (No {leave})",
                 default=False,
                 err=True,
             )
-        except typer.Abort:  # Ctrl-C or end of input at the prompt: leave it running
+        except typer.Abort:  # Ctrl-C or end of input at the prompt: leave it
             cancel = False
     if not cancel:
+        if accepted:
+            where = f"Left run {run_id} running in Databricks (Databricks run {current.run_id})."
+        else:
+            where = (
+                f"Run {run_id} is recorded in Polysync but Databricks has not accepted it yet: "
+                "a running `polysync engine` starts it (exactly once)."
+            )
         err.print(
-            f"Left run {run_id} running in Databricks. Follow it with "
-            f"[bold]polysync runs watch {run_id}[/] (or keep `polysync engine` running); cancel "
-            f"it later with [bold]polysync runs cancel {run_id}[/].",
+            f"{where} Follow it with [bold]polysync runs watch {run_id}[/]; cancel it with "
+            f"[bold]polysync runs cancel {run_id}[/].",
             soft_wrap=True,
         )
         raise typer.Exit(EXIT_INTERRUPTED)

@@ -341,12 +341,24 @@ def _task_line(task: TaskRunState) -> str:
         text += f" ({label})"
     if task.attempt_number:
         text += f" on attempt {task.attempt_number + 1}"
-    detail = task.state_message or (task.termination.message if task.termination else "")
+    detail = (task.state_message or (task.termination.message if task.termination else "")).strip()
+    error = (task.error or "").strip()
+    # Databricks often repeats the get-output error in the state message (or the reverse):
+    # each text is said once.
+    if error and _says(detail, error):
+        error = ""
+    elif error and _says(error, detail):
+        detail = ""
     if detail:
         text += f": {detail}"
-    if task.error:
-        text += ("" if text.endswith((".", "!", "?")) else ".") + f" Error: {task.error}"
+    if error:
+        text += ("" if text.endswith((".", "!", "?", ":")) else ".") + f" Error: {error}"
     return text
+
+
+def _says(text: str, other: str) -> bool:
+    """Whether `text` already says `other` (ignoring case and runs of white space)."""
+    return bool(text) and " ".join(other.split()).casefold() in " ".join(text.split()).casefold()
 
 
 def with_task_errors(snapshot: RunSnapshot, errors: Mapping[int, str]) -> RunSnapshot:

@@ -17,10 +17,12 @@ class DiscoveredJob:
     name: str
     kind: JobKind
     task_count: int
-    """Tasks in the job; for a 2.2 list entry cut at 100 tasks this is a lower bound (still > 1)."""
+    """Tasks in the job (a lower bound when `tasks_truncated`)."""
     tags: Mapping[str, str]
     creator: str | None
     created_time_ms: int | None
+    tasks_truncated: bool = False
+    """The list cut the tasks (2.2, `has_more`) and jobs/get could not count them: "100+"."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,24 +53,34 @@ class DatabricksWorkflowJobType:
     # ------------------------------------------------------------------ discovery (D5)
     async def discover(self) -> Sequence[DiscoveredJob]:
         """Every job, classified by task count. Tasks come with the list (expand_tasks); a job whose
-        list entry carries no tasks (2.0/2.1 over 100 tasks, or a list without them) is decided by
-        jobs/get, fetched concurrently under the rate limiter."""
+        list entry carries no tasks (2.0/2.1 over 100 tasks, or a list without them), or only the
+        first 100 (2.2, `has_more`), is counted by jobs/get, fetched concurrently under the rate
+        limiter; a truncated job whose jobs/get fails keeps "at least 100" (`tasks_truncated`)."""
         found: list[DiscoveredJob | None] = []
         undecided: list[tuple[int, DatabricksJob]] = []
         async for job in self.client.list_jobs(expand_tasks=True):
             tasks = job.settings.tasks
-            if tasks is None:
+            if tasks is None or job.has_more:
                 undecided.append((len(found), job))
                 found.append(None)
             else:
                 found.append(_discovered(job, len(tasks)))
         if undecided:
-            fetched = await _bounded_gather(
-                partial(self.client.get_job, job.job_id) for _, job in undecided
-            )
-            for (index, _), full in zip(undecided, fetched, strict=True):
-                found[index] = _discovered(full, len(full.settings.tasks or []))
+            fetched = await _bounded_gather(partial(self._counted, job) for _, job in undecided)
+            for (index, _), discovered in zip(undecided, fetched, strict=True):
+                found[index] = discovered
         return [job for job in found if job is not None]
+
+    async def _counted(self, job: DatabricksJob) -> DiscoveredJob:
+        """The job with its true task count, from jobs/get."""
+        listed = job.settings.tasks
+        try:
+            full = await self.client.get_job(job.job_id)
+        except DatabricksError:
+            if listed is None:  # nothing to classify it by: the error is the answer
+                raise
+            return _discovered(job, len(listed), truncated=True)
+        return _discovered(full, len(full.settings.tasks or []))
 
     # ------------------------------------------------------------------ import and sync (D1, D2, D9)
     async def import_job(self, external_id: str) -> ImportedJob:
@@ -184,7 +194,7 @@ async def _bounded_gather(calls: Iterable[Callable[[], Awaitable[T]]]) -> list[T
     return list(await asyncio.gather(*(bounded(call) for call in calls)))
 
 
-def _discovered(job: DatabricksJob, task_count: int) -> DiscoveredJob:
+def _discovered(job: DatabricksJob, task_count: int, *, truncated: bool = False) -> DiscoveredJob:
     settings = job.settings
     return DiscoveredJob(
         external_id=str(job.job_id),
@@ -194,6 +204,7 @@ def _discovered(job: DatabricksJob, task_count: int) -> DiscoveredJob:
         tags=dict(settings.tags or {}),
         creator=job.creator_user_name,
         created_time_ms=job.created_time,
+        tasks_truncated=truncated,
     )
 
 

@@ -39,7 +39,14 @@ from polysync.domain.records import (
     RunFilter,
 )
 from polysync.engine.ports import Observation, PollFailure, Submission
-from polysync.errors import NotFoundError, UsageError
+from polysync.errors import (
+    LIST_API_KEYS,
+    LIST_JOBS,
+    LIST_PLATFORMS,
+    LIST_RUNS,
+    NotFoundError,
+    UsageError,
+)
 from polysync.store.auth_fields import checked_auth
 from polysync.store.codec import (
     parameters_to_json,
@@ -85,10 +92,6 @@ SOURCE_ENGINE = "engine"
 SOURCE_SUBMIT = "submit"
 SOURCE_POLL = "poll"
 SOURCE_CANCEL = "cancel"
-
-_LIST_PLATFORMS = "`polysync platform list` shows the registered platforms."
-_LIST_JOBS = "`polysync jobs list` shows the imported jobs."
-_LIST_RUNS = "`polysync runs list` shows the runs."
 
 
 async def open_store(url: str) -> SqlStore:
@@ -258,8 +261,8 @@ class SqlStore:
                 )
                 raise UsageError(
                     f"Platform {name!r} still has {len(active)} active run(s) (id {shown}). "
-                    "Cancel them or let them finish, then remove the platform. "
-                    "`polysync runs list` shows them with their status."
+                    "Cancel them or let them finish, then remove the platform.",
+                    hint=LIST_RUNS,
                 )
             # Jobs, runs and run events go with it (ON DELETE CASCADE).
             await conn.execute(delete(platforms).where(platforms.c.id == platform_id))
@@ -342,7 +345,7 @@ class SqlStore:
             if isinstance(ref, int):
                 rows = (await conn.execute(query.where(jobs.c.id == ref))).all()
                 if not rows:
-                    raise NotFoundError(f"No job with id {ref}{scope}. {_LIST_JOBS}")
+                    raise NotFoundError(f"No job with id {ref}{scope}.", hint=LIST_JOBS)
                 return job_from_row(rows[0])
             # An External Id names one Databricks job; only if none matches is `ref` a name.
             for column, what in ((jobs.c.external_id, "External Id"), (jobs.c.name, "name")):
@@ -359,7 +362,7 @@ class SqlStore:
                         f"{len(rows)} jobs have the {what} {ref!r}{scope}: {listed}. "
                         "Name the job by its id, or by its External Id and platform."
                     )
-        raise NotFoundError(f"No job with External Id or name {ref!r}{scope}. {_LIST_JOBS}")
+        raise NotFoundError(f"No job with External Id or name {ref!r}{scope}.", hint=LIST_JOBS)
 
     @store_call
     async def list_jobs(self, platform_id: int | None = None) -> Sequence[Job]:
@@ -389,7 +392,7 @@ class SqlStore:
                 await conn.execute(select(jobs).where(jobs.c.id == job.id).with_for_update())
             ).one_or_none()
             if before is None:
-                raise NotFoundError(f"No job with id {job.id}. {_LIST_JOBS}")
+                raise NotFoundError(f"No job with id {job.id}.", hint=LIST_JOBS)
             row = (await conn.execute(_returning(statement))).one()
             await _audit(
                 conn, now, actor, "job.update", _job_subject(row), _job_changes(before, row)
@@ -423,7 +426,7 @@ class SqlStore:
                     select(jobs.c.platform_id).where(jobs.c.id == new.job_id)
                 )
                 if job_platform is None:
-                    raise NotFoundError(f"No job with id {new.job_id}. {_LIST_JOBS}")
+                    raise NotFoundError(f"No job with id {new.job_id}.", hint=LIST_JOBS)
                 if job_platform != new.platform_id:
                     raise UsageError(
                         f"Job {new.job_id} belongs to platform id {job_platform}, "
@@ -809,9 +812,7 @@ class SqlStore:
             )
             row = (await conn.execute(select(api_keys).where(column == ref))).one_or_none()
         if row is None:
-            raise NotFoundError(
-                f"No API key {ref!r}. `polysync apikey list` shows the keys and their prefixes."
-            )
+            raise NotFoundError(f"No API key {ref!r}.", hint=LIST_API_KEYS)
         return api_key_from_row(row)
 
     @store_call
@@ -989,17 +990,17 @@ def _by_name(record: Platform | Job) -> tuple[str, str, int]:
 
 def _name_taken(name: str) -> UsageError:
     return UsageError(
-        f"A platform named {name!r} already exists; choose another name. {_LIST_PLATFORMS}"
+        f"A platform named {name!r} already exists; choose another name.", hint=LIST_PLATFORMS
     )
 
 
 def _platform_not_found(ref: int | str) -> NotFoundError:
     what = f"with id {ref}" if isinstance(ref, int) else f"named {ref!r}"
-    return NotFoundError(f"No platform {what}. {_LIST_PLATFORMS}")
+    return NotFoundError(f"No platform {what}.", hint=LIST_PLATFORMS)
 
 
 def _run_not_found(run_id: int) -> NotFoundError:
-    return NotFoundError(f"No run with id {run_id}. {_LIST_RUNS}")
+    return NotFoundError(f"No run with id {run_id}.", hint=LIST_RUNS)
 
 
 if TYPE_CHECKING:
