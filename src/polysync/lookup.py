@@ -15,8 +15,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
+from polysync.domain.access import ApiKey
 from polysync.domain.records import Job, Platform
-from polysync.errors import LIST_JOBS, LIST_PLATFORMS, Hint, NotFoundError, UsageError
+from polysync.errors import (
+    LIST_API_KEYS,
+    LIST_JOBS,
+    LIST_PLATFORMS,
+    Hint,
+    NotFoundError,
+    UsageError,
+)
 
 R = TypeVar("R")
 
@@ -157,3 +165,33 @@ async def find_job(store: RecordSource, ref: int | str, platform: int | str | No
         scope=scope,
         hint=LIST_JOBS,
     )
+
+
+def find_api_key(keys: Sequence[ApiKey], ref: str, *, prefix_chars: int) -> ApiKey:
+    """The key `ref` names: its id, its prefix (`psk_` + 8; a whole key is cut to it), its
+    name, or its name ignoring case and spaces. Names are looked for among the keys not
+    revoked first (a name is often reused after a revocation)."""
+    tiers: tuple[Tier[ApiKey], ...] = (
+        by_id(lambda k: k.id),
+        Tier("prefix", lambda k, r: k.prefix == r.strip()[:prefix_chars]),
+        by_text("name", lambda k: k.name),
+        by_text("name (ignoring case and spaces)", lambda k: k.name, fold=True),
+    )
+
+    def find(among: Sequence[ApiKey]) -> ApiKey:
+        return find_one(
+            ref,
+            among,
+            tiers,
+            noun="API key",
+            keys="id, prefix or name",
+            describe=lambda k: f"{k.name!r} (id {k.id}, {k.prefix}...)",
+            names=lambda k: (k.name,),
+            hint=LIST_API_KEYS,
+        )
+
+    active = [key for key in keys if key.revoked_at is None]
+    try:
+        return find(active)
+    except NotFoundError:
+        return find(keys)

@@ -46,7 +46,7 @@ from polysync.domain.records import (
 from polysync.engine.engine import Engine, EngineSettings
 from polysync.engine.polling import PollPolicy
 from polysync.engine.ports import Store
-from polysync.errors import PolysyncError, StoreUnavailableError, UsageError
+from polysync.errors import Hint, PolysyncError, StoreUnavailableError, UsageError
 from polysync.jobtypes.base import DiscoveredJob, JobType
 from polysync.jobtypes.databricks_job import DatabricksJobJobType
 from polysync.jobtypes.databricks_workflow import DatabricksWorkflowJobType
@@ -64,16 +64,22 @@ JOB_TYPES: dict[JobKind, type[DatabricksWorkflowJobType]] = {
 }
 
 
-def workspace_settings(platform: Platform) -> WorkspaceSettings:
-    """The client settings of a platform record (auth holds references only)."""
+def workspace_settings(platform: Platform, *, new: bool = False) -> WorkspaceSettings:
+    """The client settings of a platform record (auth holds references only); `new`: of a
+    platform being added (nothing stored to fix yet)."""
     try:
         return WorkspaceSettings.model_validate(
             {"url": platform.workspace_url, "auth": dict(platform.auth), **platform.options}
         )
     except ValidationError as exc:
+        if new:
+            raise UsageError(
+                f"The settings of platform {platform.name!r} are not valid: "
+                f"{_first_error(exc)}. Correct that value and add the platform again."
+            ) from exc
         raise UsageError(
-            f"Platform {platform.name!r} is not usable: {_first_error(exc)}. "
-            f"Fix it with `polysync platform add {platform.name} ...` (after removing it)."
+            f"Platform {platform.name!r} is not usable: {_first_error(exc)}.",
+            hint=Hint("edit_platform", "Correct the platform's settings.", platform.name),
         ) from exc
 
 
@@ -131,10 +137,11 @@ class Connections:
         self._clients[platform.id] = (fingerprint, client)
         return client
 
-    def checked_settings(self, platform: Platform) -> WorkspaceSettings:
+    def checked_settings(self, platform: Platform, *, new: bool = False) -> WorkspaceSettings:
         """The platform's client settings, refused (UsageError / ConfigError) when they are not
-        valid or break this process's connection policy (host allow-list, http, secret scope)."""
-        settings = workspace_settings(platform)
+        valid or break this process's connection policy (host allow-list, http, secret scope);
+        `new`: of a platform being added."""
+        settings = workspace_settings(platform, new=new)
         self.policy.check(settings, platform=f"Platform {platform.name!r}")
         return settings
 
@@ -291,7 +298,7 @@ class Services:
             updated_at=self.now(),
         )
         # Refuses a bad URL, a secret value, a host or reference outside the policy, ... first.
-        checked = self.connections.checked_settings(probe)
+        checked = self.connections.checked_settings(probe, new=True)
         return await self.store.add_platform(
             replace(new, workspace_url=checked.url), self.now(), actor=_who(actor)
         )

@@ -310,13 +310,14 @@ def test_discover_classifies_workflows_and_jobs(cli: Cli) -> None:
     cli.add_demo_platform()
     found = {job["name"]: job for job in cli.ok("discover", "demo", "--json").json()}
     assert len(found) == 10
-    assert found["nightly-sales-etl"]["classification"] == "Workflow"
-    assert found["nightly-sales-etl"]["job_type"] == "Databricks Workflow"
+    # The REST API's shape (polysync.shapes): `kind`, `imported_job_id`.
+    assert found["nightly-sales-etl"]["kind"] == "Databricks Workflow"
+    assert found["nightly-sales-etl"]["imported_job_id"] is None
     assert found["nightly-sales-etl"]["task_count"] == 4
     assert found["nightly-sales-etl"]["tags"] == {"team": "finance", "tier": "gold"}
-    assert found["vacuum-delta-tables"]["classification"] == "Job"
+    assert found["vacuum-delta-tables"]["kind"] == "Databricks Job"
     assert found["vacuum-delta-tables"]["task_count"] == 1
-    assert sum(job["classification"] == "Workflow" for job in found.values()) == 7
+    assert sum(job["kind"] == "Databricks Workflow" for job in found.values()) == 7
 
     table = cli.ok("discover", "demo").stdout
     assert re.search(r"914275016372845\s+nightly-sales-etl\s+Workflow\s+4\s+team=finance", table)
@@ -366,7 +367,6 @@ def test_jobs_list_and_show(workspace: Cli) -> None:
     assert parameters[("batch_size", None)]["data_type"] == "Int"
     assert parameters[("batch_size", None)]["default"] == "500"
     assert parameters[("full_refresh", None)]["data_type"] == "Bool"
-    assert parameters[("source", "ingest")]["reference_only"] is True
     assert parameters[("source", "ingest")]["sent_at_run_time"] is False
 
     text = workspace.ok("jobs", "show", str(job["id"])).stdout  # by Polysync id
@@ -418,7 +418,8 @@ def test_run_wait_with_overrides_succeeds_and_prints_json(workspace: Cli) -> Non
     )
     assert result.code == 0, result.output
     run = result.json()  # stdout holds the JSON and nothing else
-    for field in ("id", "job", "run_id", "status", "message", "run_page_url", "tasks"):
+    # The REST API's run shape (polysync.shapes), e.g. `databricks_run_id`, plus `job`.
+    for field in ("id", "job", "databricks_run_id", "status", "message", "run_page_url", "tasks"):
         assert field in run
     for field in ("parameters_sent", "overrides", "created_at", "ended_at"):
         assert field in run
@@ -432,7 +433,8 @@ def test_run_wait_with_overrides_succeeds_and_prints_json(workspace: Cli) -> Non
         "enrich": "Success",
         "publish": "Success",
     }
-    assert f"#job/{SALES}/run/{run['run_id']}" in run["run_page_url"]
+    assert f"#job/{SALES}/run/{run['databricks_run_id']}" in run["run_page_url"]
+    assert "run_id" not in run
     assert run["ended_at"] is not None
     assert run["lease_owner"] is None  # the CLI's engine released it on the way out
 
@@ -457,7 +459,7 @@ def test_a_failing_workflow_exits_1_with_the_task_and_the_error(workspace: Cli) 
     assert run_id is not None
     shown = workspace.ok("runs", "show", run_id.group(1), "--json").json()
     assert shown["status"] == "Failed"
-    assert shown["status_history"][-1]["status"] == "Failed"
+    assert shown["events"][-1]["status"] == "Failed"
     assert "merchant_category" in shown["message"]
 
 
@@ -487,14 +489,14 @@ def test_overriding_a_task_scoped_parameter_is_refused_before_any_run(workspace:
 def test_run_no_wait_then_cancel_until_cancelled(workspace: Cli, endless: str) -> None:
     started = workspace.ok("run", endless, "--platform", "demo", "--no-wait", "--json")
     run = started.json()
-    assert run["run_id"] is not None
+    assert run["databricks_run_id"] is not None
     assert run["status"] in ("Starting", "Running")
     cancelled = workspace.ok("runs", "cancel", str(run["id"]))
     assert "■ Cancelled" in cancelled.stdout  # the final status line, whatever the timing
     shown = workspace.ok("runs", "show", str(run["id"]), "--json").json()
     assert shown["status"] == "Cancelled"
     assert shown["cancel_requested_at"] is not None
-    assert "cancel" in {event["source"] for event in shown["status_history"]}
+    assert "cancel" in {event["source"] for event in shown["events"]}
     again = workspace.ok("runs", "cancel", str(run["id"]))
     assert "already Cancelled; nothing to cancel" in again.stdout
 
@@ -506,7 +508,7 @@ def test_runs_list_json(workspace: Cli) -> None:
     newest = runs[0]
     assert newest["job"]["name"] == "refresh-sales-dashboard"
     assert newest["status"] == "Success"
-    for field in ("id", "run_id", "message", "run_page_url", "tasks", "parameters_sent"):
+    for field in ("id", "databricks_run_id", "message", "run_page_url", "tasks", "parameters_sent"):
         assert field in newest
     failed = workspace.ok("runs", "list", "--status", "Failed", "--json").json()
     assert all(run["status"] == "Failed" for run in failed)
@@ -520,7 +522,7 @@ def test_ctrl_c_leaves_the_run_running_and_says_how_to_cancel(workspace: Cli, en
         active: list[dict[str, Any]] = []
         for _ in range(60):  # each look is a whole CLI call: no sleep needed
             active = workspace.ok("runs", "list", "--active", "--json").json()
-            if active and active[0]["run_id"]:
+            if active and active[0]["databricks_run_id"]:
                 break
         assert active, "the run never appeared"
         watcher.send_signal(signal.SIGINT)
@@ -562,7 +564,7 @@ def test_engine_tracks_runs_and_stops_gracefully(workspace: Cli, endless: str) -
     assert after["status"] == "Running"
     assert after["lease_owner"] is None
     with emulator_api(workspace.url) as api:
-        databricks = api.get("/jobs/runs/get", params={"run_id": after["run_id"]}).json()
+        databricks = api.get("/jobs/runs/get", params={"run_id": after["databricks_run_id"]}).json()
     assert databricks["state"]["life_cycle_state"] == "RUNNING"
     assert "Cancelled" in workspace.ok("runs", "cancel", str(second["id"])).stdout
 
@@ -603,8 +605,8 @@ def test_watch_and_cancel_return_for_a_run_deleted_in_databricks(
     workspace: Cli, endless: str
 ) -> None:
     run = workspace.ok("run", endless, "--platform", "demo", "--no-wait", "--json").json()
-    assert run["run_id"] is not None  # no engine runs: the command started its own run
-    httpx.delete(f"{workspace.url}/emulator/runs/{run['run_id']}").raise_for_status()
+    assert run["databricks_run_id"] is not None  # no engine runs: the command started its own run
+    httpx.delete(f"{workspace.url}/emulator/runs/{run['databricks_run_id']}").raise_for_status()
     watched = workspace("runs", "watch", str(run["id"]))
     assert watched.code == 1, watched.output
     assert "✘ Failed" in watched.stdout

@@ -89,8 +89,25 @@ async def test_discovery_classifies_every_job_whatever_the_list_version(
             "wide",
         ]
     )
-    # 2.1 drops the tasks of a job over 100 tasks: only that one needs a jobs/get.
-    assert api_calls(demo_emulator, "jobs/get") == (1 if version == "2.1" else 0)
+    # 2.1 drops the tasks of a job over 100 tasks, 2.2 lists its first 100 (`has_more`): only
+    # that one needs a jobs/get, which gives its true task count (issue 10).
+    assert api_calls(demo_emulator, "jobs/get") == (0 if version == "2.0" else 1)
+    assert (found["wide"].task_count, found["wide"].tasks_truncated) == (150, False)
+
+
+async def test_a_truncated_task_list_whose_jobs_get_fails_shows_at_least_100(
+    demo_emulator: EmulatorHarness,
+) -> None:
+    demo_emulator.state.create_job(
+        {"name": "wide", "tasks": [{"task_key": f"t{i}"} for i in range(150)]}
+    )
+    demo_emulator.app.emulator.faults.add(
+        Fault(method="GET", path="jobs/get$", kind="status", status=404, error_code="NOT_FOUND")
+    )
+    found = {job.name: job for job in await job_type(demo_emulator, jobs_list="2.2").discover()}
+    assert found["wide"].kind is JobKind.WORKFLOW
+    assert (found["wide"].task_count, found["wide"].tasks_truncated) == (100, True)
+    assert found["nightly-sales-etl"].tasks_truncated is False
 
 
 # ---------------------------------------------------------------------------- import (D1, D2)

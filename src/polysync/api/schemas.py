@@ -40,8 +40,17 @@ from polysync.domain.models import (
 from polysync.domain.records import AuditEvent, Job, Platform, Run, RunEvent
 from polysync.errors import ParameterTextError
 from polysync.jobtypes.base import DiscoveredJob
-
-MASK = "********"
+from polysync.shapes import (
+    MASK,
+    discovered_fields,
+    event_fields,
+    job_fields,
+    parameter_fields,
+    platform_fields,
+    run_fields,
+    run_summary_fields,
+    task_fields,
+)
 
 _NAME_PATTERN = r"^[^\x00-\x1f\x7f]*$"  # no control characters (documented in the schema)
 
@@ -150,19 +159,7 @@ class PlatformOut(BaseModel):
 
     @classmethod
     def of(cls, platform: Platform) -> PlatformOut:
-        return cls(
-            id=platform.id,
-            name=platform.name,
-            provider=platform.provider,
-            workspace_url=platform.workspace_url,
-            auth=dict(platform.auth),
-            auth_method=platform.auth_method,
-            cluster_id=platform.cluster_id,
-            description=platform.description,
-            options=dict(platform.options),
-            created_at=platform.created_at,
-            updated_at=platform.updated_at,
-        )
+        return cls(**platform_fields(platform))
 
 
 class ConnectivityOut(BaseModel):
@@ -180,6 +177,9 @@ class DiscoveredJobOut(BaseModel):
     name: str
     kind: JobKind
     task_count: int
+    tasks_truncated: bool = Field(
+        description="task_count is a lower bound: the list cut the tasks and jobs/get failed."
+    )
     tags: dict[str, str]
     creator: str | None
     created_time_ms: int | None
@@ -187,16 +187,7 @@ class DiscoveredJobOut(BaseModel):
 
     @classmethod
     def of(cls, job: DiscoveredJob, imported: Mapping[str, int]) -> DiscoveredJobOut:
-        return cls(
-            external_id=job.external_id,
-            name=job.name,
-            kind=job.kind,
-            task_count=job.task_count,
-            tags=dict(job.tags),
-            creator=job.creator,
-            created_time_ms=job.created_time_ms,
-            imported_job_id=imported.get(job.external_id),
-        )
+        return cls(**discovered_fields(job, imported.get(job.external_id)))
 
 
 class ImportIn(_In):
@@ -235,19 +226,7 @@ class ParameterOut(BaseModel):
 
     @classmethod
     def of(cls, parameter: Parameter) -> ParameterOut:
-        stored = parameter.stored_value
-        if stored is not None and parameter.data_type is DataType.SECRET:
-            stored = MASK
-        return cls(
-            name=parameter.name,
-            data_type=parameter.data_type,
-            default=parameter.default,
-            direction=parameter.direction,
-            task_key=parameter.task_key,
-            source=parameter.source.value,
-            stored_value=stored,
-            sent_at_run_time=parameter.is_sent,
-        )
+        return cls(**parameter_fields(parameter))
 
 
 class JobOut(BaseModel):
@@ -266,20 +245,7 @@ class JobOut(BaseModel):
 
     @classmethod
     def of(cls, job: Job) -> JobOut:
-        return cls(
-            id=job.id,
-            platform_id=job.platform_id,
-            job_type=job.job_type,
-            external_id=job.external_id,
-            name=job.name,
-            description=job.description,
-            tags=dict(job.tags),
-            task_count=job.task_count,
-            task_keys=list(job.task_keys),
-            parameters=[ParameterOut.of(p) for p in job.parameters],
-            imported_at=job.imported_at,
-            synced_at=job.synced_at,
-        )
+        return cls(**job_fields(job))
 
 
 class ParameterUpdate(_In):
@@ -370,20 +336,7 @@ class TaskOut(BaseModel):
 
     @classmethod
     def of(cls, task: TaskRunState) -> TaskOut:
-        return cls(
-            task_key=task.task_key,
-            status=task.status,
-            run_id=task.run_id,
-            attempt_number=task.attempt_number,
-            life_cycle_state=task.life_cycle_state,
-            result_state=task.result_state,
-            state_message=task.state_message,
-            start_time_ms=task.start_time_ms,
-            end_time_ms=task.end_time_ms,
-            duration_ms=task.duration_ms,
-            run_page_url=task.run_page_url,
-            error=task.error,
-        )
+        return cls(**task_fields(task))
 
 
 class EventOut(BaseModel):
@@ -397,15 +350,7 @@ class EventOut(BaseModel):
 
     @classmethod
     def of(cls, event: RunEvent) -> EventOut:
-        return cls(
-            id=event.id,
-            at=event.at,
-            status=event.status,
-            message=event.message,
-            life_cycle_state=event.life_cycle_state,
-            result_state=event.result_state,
-            source=event.source,
-        )
+        return cls(**event_fields(event))
 
 
 class RunSummary(BaseModel):
@@ -427,23 +372,7 @@ class RunSummary(BaseModel):
 
     @classmethod
     def fields_of(cls, run: Run) -> dict[str, Any]:
-        return {
-            "id": run.id,
-            "job_id": run.job_id,
-            "platform_id": run.platform_id,
-            "status": run.status,
-            "terminal": run.is_terminal,
-            "message": run.message,
-            "databricks_run_id": run.run_id,
-            "run_page_url": run.run_page_url,
-            "created_at": run.created_at,
-            "submitted_at": run.submitted_at,
-            "ended_at": run.ended_at,
-            "updated_at": run.updated_at,
-            "cancel_requested_at": run.cancel_requested_at,
-            "executed_by": run.executed_by,
-            "cancelled_by": run.cancelled_by,
-        }
+        return run_summary_fields(run)
 
     @classmethod
     def of(cls, run: Run) -> RunSummary:
@@ -461,21 +390,7 @@ class RunOut(RunSummary):
 
     @classmethod
     def of_details(cls, run: Run, job: Job, events: Sequence[RunEvent]) -> RunOut:
-        secret = {p.name for p in job.parameters if p.data_type is DataType.SECRET}
-
-        def masked(values: Mapping[str, str]) -> dict[str, str]:
-            return {k: MASK if k in secret else v for k, v in values.items()}
-
-        return cls(
-            **cls.fields_of(run),
-            life_cycle_state=run.life_cycle_state,
-            result_state=run.result_state,
-            overrides=masked(run.overrides),
-            parameters_sent=masked(run.parameters_sent),
-            tasks=[TaskOut.of(t) for t in run.tasks],
-            events=[EventOut.of(e) for e in events],
-            last_event_id=events[-1].id if events else 0,
-        )
+        return cls(**run_fields(run, job, events))
 
 
 class CancelOut(BaseModel):

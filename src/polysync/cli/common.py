@@ -14,11 +14,8 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
-from pydantic import ValidationError
-from rich.logging import RichHandler
 
 from polysync.cli.terminal import make_console, safe_markup
-from polysync.config import Settings
 from polysync.domain.access import Actor
 from polysync.errors import (
     ConfigError,
@@ -33,7 +30,9 @@ from polysync.errors import (
 )
 
 if TYPE_CHECKING:
+    from polysync.config import Settings
     from polysync.services import Services
+    from polysync.store import SqlStore
 
 T = TypeVar("T")
 
@@ -117,6 +116,8 @@ CLI_HINTS: dict[str, str] = {
     "list_runs": "`polysync runs list` shows the runs.",
     "list_api_keys": "`polysync apikey list` shows the keys and their prefixes.",
     "sync_parameters": "Re-read the job's parameters: `polysync jobs sync-params {subject}`.",
+    "edit_platform": "Correct it in the web UI, or remove it (`polysync platform remove "
+    "{subject} --yes`) and add it again.",
 }
 """How the CLI says a `polysync.errors.Hint`: the command to type (`{subject}`: the record)."""
 
@@ -142,7 +143,7 @@ def hint_text(exc: PolysyncError) -> str | None:
     template = CLI_HINTS.get(hint.action)
     if template is None:
         return hint.text
-    return template.format(subject=shell_word(hint.subject) if hint.subject else "JOB")
+    return template.format(subject=shell_word(hint.subject) if hint.subject else "NAME")
 
 
 def shell_word(text: str) -> str:
@@ -218,6 +219,10 @@ async def _as_coroutine(main: Callable[[], Awaitable[T]]) -> T:
 
 def load_settings(db: str | None = None, **overrides: Any) -> Settings:
     """Settings from the environment (POLYSYNC_*), `--db` taking precedence."""
+    from pydantic import ValidationError
+
+    from polysync.config import Settings
+
     if db is not None:
         overrides["database_url"] = db
     try:
@@ -234,6 +239,8 @@ def load_settings(db: str | None = None, **overrides: Any) -> Settings:
 
 
 def _configure_logging(level: str) -> None:
+    from rich.logging import RichHandler
+
     root = logging.getLogger()
     if any(isinstance(handler, RichHandler) for handler in root.handlers):
         return
@@ -254,6 +261,19 @@ async def session(
         yield services
     finally:
         await services.aclose()
+
+
+@asynccontextmanager
+async def store_session(db: str | None = None) -> AsyncIterator[SqlStore]:
+    """Only the store, for commands that only read: no engine and no Databricks client are
+    imported or built (a fast start, issue 10)."""
+    from polysync.store import open_store
+
+    store = await open_store(load_settings(db).resolved_database_url())
+    try:
+        yield store
+    finally:
+        await store.aclose()
 
 
 # JSON escapes C0 controls itself; DEL and C1 controls (U+0080-U+009F) it would write raw.

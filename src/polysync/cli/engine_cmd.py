@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import signal
-from typing import TYPE_CHECKING
+import sys
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.text import Text
 
-from polysync.cli.common import DbOption, err, load_settings, out, run_async
+from polysync.cli.as_json import json_object
+from polysync.cli.common import DbOption, err, json_mode, load_settings, out, run_async
+from polysync.cli.render import first_line, status_text
 from polysync.cli.terminal import safe_markup
-from polysync.domain.records import EngineState, RunFilter, utc
+from polysync.domain.records import EngineState, Run, RunEvent, RunFilter, utc
 from polysync.errors import PolysyncError
+from polysync.shapes import event_fields
 
 if TYPE_CHECKING:
     from polysync.services import Services
 
+log = logging.getLogger(__name__)
 db_app = typer.Typer(help="The Polysync database.", no_args_is_help=True)
 
 
@@ -23,16 +31,32 @@ STATUS_EVERY_S = 60.0
 """How often `polysync engine` prints its status line (and at every change of state)."""
 
 
-def engine(db: DbOption = None) -> None:
+def engine(
+    db: DbOption = None,
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", "-q", help="No line per run event: only start, stop and problems."),
+    ] = False,
+    json_out: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="One JSON object per run event on stdout (the API's event shape)."
+        ),
+    ] = False,
+) -> None:
     """Run the engine until Ctrl-C or SIGTERM: start submitted runs, watch every active run.
 
+    One line per run event on stdout - recorded, started in Databricks, each change of status,
+    finished - so the window shows what the engine does (--json: one JSON object per line).
     It survives what goes wrong: a run that cannot be handled is deferred or failed on its own,
     and a database that cannot be reached is retried with back-off until it answers again. A
-    status line is printed every minute and whenever the engine's state changes; `polysync
-    status` shows every engine from any shell. Stopping is graceful: Databricks runs keep
-    running, and this engine's leases are released so the next engine (or another one sharing
-    a PostgreSQL database) resumes tracking at once.
+    status line is printed on stderr every minute and whenever the engine's state changes;
+    `polysync status` shows every engine from any shell. Stopping is graceful: Databricks runs
+    keep running, and this engine's leases are released so the next engine (or another one
+    sharing a PostgreSQL database) resumes tracking at once.
     """
+
+    json_mode(json_out)  # errors, too, are JSON on stdout
 
     async def main() -> int | None:
         from polysync.services import Services  # imported here: `--help` stays fast
@@ -54,11 +78,16 @@ def engine(db: DbOption = None) -> None:
                     f"it; Databricks runs keep running.",
                     soft_wrap=True,
                 )
-                reporter = asyncio.create_task(_report_status(services, stop))
+                reporters = [asyncio.create_task(_report_status(services, stop, quiet))]
+                if not quiet:
+                    reporters.append(
+                        asyncio.create_task(_report_events(services, stop, json_out=json_out))
+                    )
                 try:
                     await services.engine.run_supervised(stop)
                 finally:
-                    reporter.cancel()
+                    for reporter in reporters:
+                        reporter.cancel()
                 try:
                     active = await services.list_runs(RunFilter(active_only=True, limit=10_000))
                 except PolysyncError:
@@ -79,8 +108,9 @@ def engine(db: DbOption = None) -> None:
     )
 
 
-async def _report_status(services: Services, stop: asyncio.Event) -> None:
-    """Print a status line when the engine's state changes, and every STATUS_EVERY_S."""
+async def _report_status(services: Services, stop: asyncio.Event, quiet: bool = False) -> None:
+    """Print a status line when the engine's state changes, and every STATUS_EVERY_S (`quiet`:
+    only on changes)."""
     shown: tuple[EngineState | None, int] = (None, 0)
     printed_s = services.clock.now()
     while not stop.is_set():
@@ -88,10 +118,57 @@ async def _report_status(services: Services, stop: asyncio.Event) -> None:
         health = services.engine.health
         now_s = services.clock.now()
         changed = (health.state, health.failures > 0) != (shown[0], shown[1] > 0)
-        if not changed and now_s - printed_s < STATUS_EVERY_S:
+        if not changed and (quiet or now_s - printed_s < STATUS_EVERY_S):
             continue
         err.print(await status_line(services, now_s), soft_wrap=True, highlight=False)
         shown, printed_s = (health.state, health.failures), now_s
+
+
+EVENTS_EVERY_S = 1.0
+"""How often `polysync engine` looks for new run events to print."""
+
+
+async def _report_events(services: Services, stop: asyncio.Event, *, json_out: bool) -> None:
+    """Print each new run event (status history entry) as it is recorded, by this engine or
+    any other process on the database: one line, or one JSON object per line."""
+    last = await services.store.last_event_id()
+    names: dict[int, str] = {}
+    while not stop.is_set():
+        await services.clock.sleep(EVENTS_EVERY_S)
+        try:
+            events = await services.store.events_after(last)
+            for event in events:
+                run = await services.store.get_run(event.run_id)
+                if run.job_id not in names:
+                    names[run.job_id] = (await services.store.get_job(run.job_id)).name
+                print_event(event, run, names[run.job_id], json_out=json_out)
+                last = event.id
+        except PolysyncError as exc:  # the status line says the database is down; retry
+            log.debug("run events not read: %s", exc)
+
+
+def print_event(event: RunEvent, run: Run, job_name: str, *, json_out: bool) -> None:
+    """One run event: `HH:MM:SS run 5 'nightly-etl': Running (Databricks run 123) - message`."""
+    if json_out:
+        data = event_fields(event) | {
+            "run_id": event.run_id,
+            "job_id": run.job_id,
+            "job": job_name,
+            "databricks_run_id": run.run_id,
+        }
+        sys.stdout.write(json.dumps(json_object(data), ensure_ascii=True) + "\n")
+        sys.stdout.flush()
+        return
+    line = Text(f"{event.at.astimezone():%H:%M:%S} run {event.run_id} ", style="dim")
+    line.append(repr(job_name), style="bold")
+    line.append(": ")
+    line.append_text(status_text(event.status))
+    if event.source == "submit" and run.run_id:
+        line.append(f" (Databricks run {run.run_id})")
+    message = first_line(event.message, 160)
+    if message:
+        line.append(f" - {message}", style="dim")
+    out.print(line, soft_wrap=True)
 
 
 async def status_line(services: Services, now_s: float) -> str:

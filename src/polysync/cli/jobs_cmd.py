@@ -22,6 +22,7 @@ from polysync.cli.common import (
     print_json,
     run_async,
     session,
+    store_session,
 )
 from polysync.cli.render import (
     discover_summary,
@@ -32,6 +33,7 @@ from polysync.cli.render import (
 )
 from polysync.cli.terminal import safe_markup
 from polysync.domain.parameters import describe_diff
+from polysync.lookup import find_job, find_platform
 
 app = typer.Typer(help="Imported jobs: list, show, Sync Parameters.", no_args_is_help=True)
 
@@ -48,14 +50,16 @@ def discover(platform: PlatformArgument, json_out: JsonOption = False, db: DbOpt
     async def main() -> Any:
         async with session(db) as services:
             found_on, found = await services.discover(platform)
-            imported = {job.external_id for job in await services.store.list_jobs(found_on.id)}
+            imported = {
+                job.external_id: job.id for job in await services.store.list_jobs(found_on.id)
+            }
             return found, imported
 
     found, imported = run_async(main)
     if json_out:
-        print_json([discovered_json(job, job.external_id in imported) for job in found])
+        print_json([discovered_json(job, imported.get(job.external_id)) for job in found])
         return
-    out.print(discover_table(found, imported))
+    out.print(discover_table(found, set(imported)))
     out.print(discover_summary(found))
     out.print(
         f"Import them: [bold]polysync import {safe_markup(platform)} --all[/] "
@@ -132,10 +136,10 @@ def list_(
     """The imported jobs."""
 
     async def main() -> Any:
-        async with session(db) as services:
-            platforms = {p.id: p.name for p in await services.store.list_platforms()}
-            platform_id = (await services.store.get_platform(platform)).id if platform else None
-            return platforms, await services.store.list_jobs(platform_id)
+        async with store_session(db) as store:
+            platforms = {p.id: p.name for p in await store.list_platforms()}
+            platform_id = (await find_platform(store, platform)).id if platform else None
+            return platforms, await store.list_jobs(platform_id)
 
     platforms, jobs = run_async(main)
     if json_out:
@@ -156,9 +160,9 @@ def show(
     """One job: General (name, Job Type, External Id, Platform) and its Parameters."""
 
     async def main() -> Any:
-        async with session(db) as services:
-            found = await services.get_job(job, platform)
-            return found, (await services.store.get_platform(found.platform_id)).name
+        async with store_session(db) as store:
+            found = await find_job(store, job, platform)
+            return found, (await store.get_platform(found.platform_id)).name
 
     found, platform_name = run_async(main)
     if json_out:

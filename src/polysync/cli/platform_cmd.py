@@ -21,11 +21,14 @@ from polysync.cli.common import (
     print_json,
     run_async,
     session,
+    store_session,
 )
-from polysync.cli.render import AUTH_LABELS, platform_view, platforms_table
+from polysync.cli.render import AUTH_LABELS, platform_view, platforms_table, plural
+from polysync.cli.terminal import safe_markup
 from polysync.databricks.settings import ApiVersions
 from polysync.domain.records import NewPlatform
 from polysync.errors import SecretReferenceError
+from polysync.lookup import find_platform
 from polysync.secrets import SecretReference
 
 app = typer.Typer(help="Azure Databricks workspaces Polysync connects to.", no_args_is_help=True)
@@ -231,8 +234,8 @@ def list_(json_out: JsonOption = False, db: DbOption = None) -> None:
     """The registered platforms."""
 
     async def main() -> Any:
-        async with session(db) as services:
-            return await services.store.list_platforms()
+        async with store_session(db) as store:
+            return await store.list_platforms()
 
     platforms = run_async(main)
     if json_out:
@@ -252,9 +255,9 @@ def show(
     """One platform: URL, authentication (secret references only), options."""
 
     async def main() -> Any:
-        async with session(db) as services:
-            platform = await services.store.get_platform(name)
-            return platform, len(await services.store.list_jobs(platform.id))
+        async with store_session(db) as store:
+            platform = await find_platform(store, name)
+            return platform, len(await store.list_jobs(platform.id))
 
     platform, job_count = run_async(main)
     if json_out:
@@ -303,23 +306,33 @@ def check_connectivity(
 
 @app.command("remove")
 def remove(
-    name: Annotated[str, typer.Argument(help="Platform name.")],
+    name: Annotated[str, typer.Argument(help="Platform name (or id).")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    json_out: JsonOption = False,
     db: DbOption = None,
 ) -> None:
     """Remove a platform with its imported jobs and their run history."""
+
+    async def find() -> Any:
+        async with store_session(db) as store:
+            platform = await find_platform(store, name)
+            return platform, len(await store.list_jobs(platform.id))
+
+    platform, job_count = run_async(find)  # a platform that does not exist is said first
+    what = f"platform {platform.name!r} with its {plural(job_count, 'imported job')} and their runs"
     if not yes:
         if not sys.stdin.isatty():
-            fail(f"Removing platform {name!r} deletes its jobs and runs: add --yes to confirm.")
-        if not typer.confirm(
-            f"Remove platform {name!r} with its imported jobs and run history?", default=False
-        ):
+            fail(f"Removing {what} cannot be undone: add --yes to confirm.")
+        if not typer.confirm(f"Remove {what}?", default=False):
             err.print("Nothing removed.")
             raise typer.Exit(1)
 
     async def main() -> None:
         async with session(db) as services:
-            await services.remove_platform(name, actor=cli_actor())
+            await services.remove_platform(platform.id, actor=cli_actor())
 
     run_async(main)
-    out.print(f"[green]✔[/] Platform [bold]{name}[/] removed.")
+    if json_out:
+        print_json({"removed": platform_json(platform), "jobs_removed": job_count})
+    else:
+        out.print(f"[green]✔[/] Removed {safe_markup(what)}.", soft_wrap=True)

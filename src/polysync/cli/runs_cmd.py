@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -22,6 +24,7 @@ from polysync.cli.common import (
     print_json,
     run_async,
     session,
+    store_session,
 )
 from polysync.cli.render import refused, run_outcome, run_view, runs_table, url_line
 from polysync.cli.terminal import safe_markup
@@ -36,6 +39,8 @@ from polysync.cli.watch import (
 )
 from polysync.domain.models import RunStatus
 from polysync.domain.records import Run, RunFilter
+from polysync.errors import PolysyncError
+from polysync.lookup import find_job, find_platform
 
 app = typer.Typer(help="Runs: list, show, watch, cancel.", no_args_is_help=True)
 
@@ -107,7 +112,12 @@ def run(
     async def main() -> Any:
         async with session(db) as services:
             found = await services.get_job(job, platform)
-            current = await services.execute(found, overrides, actor=cli_actor())
+            try:
+                current = await services.execute(found, overrides, actor=cli_actor())
+            except PolysyncError as exc:
+                if exc.hint is not None and not exc.hint.subject:
+                    exc.hint = replace(exc.hint, subject=str(found.id))  # the job to name
+                raise
             started.append(current.id)
             if wait:
                 current = await watch(
@@ -188,12 +198,12 @@ def list_(
     """Runs, newest first."""
 
     async def main() -> Any:
-        async with session(db) as services:
-            job_id = (await services.get_job(job, platform)).id if job else None
+        async with store_session(db) as store:
+            job_id = (await find_job(store, job, platform)).id if job else None
             platform_id = (
-                (await services.store.get_platform(platform)).id if platform and not job else None
+                (await find_platform(store, platform)).id if platform and not job else None
             )
-            runs = await services.list_runs(
+            runs = await store.list_runs(
                 RunFilter(
                     job_id=job_id,
                     platform_id=platform_id,
@@ -202,7 +212,7 @@ def list_(
                     limit=limit,
                 )
             )
-            jobs = {j.id: j for j in await services.store.list_jobs()}
+            jobs = {j.id: j for j in await store.list_jobs()}
             return runs, jobs
 
     runs, jobs = run_async(main)
@@ -219,8 +229,10 @@ def show(run_id: RunIdArgument, json_out: JsonOption = False, db: DbOption = Non
     """One run: status, message, run page, parameters sent, tasks and status history."""
 
     async def main() -> Any:
-        async with session(db) as services:
-            return (*await services.run_details(run_id), services.now())
+        async with store_session(db) as store:
+            run = await store.get_run(run_id)
+            job = await store.get_job(run.job_id)
+            return run, job, await store.run_events(run_id), datetime.now(UTC)
 
     current, job, events, now = run_async(main)
     if json_out:

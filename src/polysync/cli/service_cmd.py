@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -18,6 +18,9 @@ from polysync.cli.common import (
     session,
 )
 from polysync.cli.terminal import safe_markup
+
+if TYPE_CHECKING:
+    from polysync.domain.access import ApiKey
 
 apikey_app = typer.Typer(help="API keys for the REST API and the web UI.", no_args_is_help=True)
 
@@ -118,15 +121,27 @@ def list_keys(db: DbOption = None, as_json: JsonOption = False) -> None:
 
 @apikey_app.command("revoke")
 def revoke(
-    ref: Annotated[str, typer.Argument(help="The key's id or prefix (psk_...).")],
+    ref: Annotated[
+        str, typer.Argument(help="The key's id, prefix (psk_...) or name.", metavar="KEY")
+    ],
+    json_out: JsonOption = False,
     db: DbOption = None,
 ) -> None:
     """Revoke a key: it stops working at once, in the API and in web sessions."""
-    from polysync.api.keys import revoke_api_key
+    from polysync.api.keys import PREFIX_CHARS, list_api_keys, revoke_api_key
+    from polysync.lookup import find_api_key
 
-    async def main() -> str:
+    async def main() -> ApiKey:
         async with session(db) as services:
-            record = await revoke_api_key(services.store, ref)  # type: ignore[arg-type]
-            return record.name
+            keys = await list_api_keys(services.store)  # type: ignore[arg-type]
+            key = find_api_key(keys, ref, prefix_chars=PREFIX_CHARS)
+            return await revoke_api_key(services.store, key.id)  # type: ignore[arg-type]
 
-    out.print(f"[green]✔[/] Revoked the API key of {safe_markup(run_async(main))}.")
+    record = run_async(main)
+    if json_out:
+        print_json({"id": record.id, "name": record.name, "prefix": record.prefix, "revoked": True})
+        return
+    out.print(
+        f"[green]✔[/] Revoked the API key {safe_markup(record.name)} ({record.prefix}...).",
+        soft_wrap=True,
+    )

@@ -27,6 +27,7 @@ from polysync.errors import (
     TaskScopedParameterError,
     UnknownParameterError,
     UsageError,
+    sync_parameters_hint,
 )
 
 # Task-type fields whose map of named values is seeded into the schema, reference-only (D1;
@@ -384,7 +385,8 @@ def _check_override(
         )
         raise UnknownParameterError(
             f"This Job has no parameter {name!r}. {known} If it was added to the Databricks Job "
-            f"since the import, click Sync Parameters on the Polysync Job."
+            f"since the import, sync the Polysync Job's parameters first (Sync Parameters).",
+            hint=sync_parameters_hint(),
         )
     if parameter.effective_direction is Direction.OUTPUT:
         raise UsageError(
@@ -401,8 +403,9 @@ def task_scoped_parameter_error(scoped: Sequence[Parameter]) -> TaskScopedParame
     return TaskScopedParameterError(
         f"Parameter {name!r} is defined on {places}, not at the job level, so a value for it "
         f"would not reach the workflow: Polysync sends only job-level parameters. Fix: declare "
-        f"it on the Databricks Job's job-level parameters (settings.parameters), then click "
-        f"Sync Parameters on the Polysync Job."
+        f"it on the Databricks Job's job-level parameters (settings.parameters), then sync the "
+        f"Polysync Job's parameters (Sync Parameters).",
+        hint=sync_parameters_hint(),
     )
 
 

@@ -204,6 +204,14 @@ class Store(Protocol):
         """Oldest first."""
         ...
 
+    async def events_after(self, event_id: int, limit: int = 500) -> Sequence[RunEvent]:
+        """Every run's events with an id above `event_id`, oldest first."""
+        ...
+
+    async def last_event_id(self) -> int:
+        """The latest event's id (0: none)."""
+        ...
+
     async def job_durations_s(self, job_id: int, limit: int = 10) -> Sequence[float]:
         """Durations of the job's latest successful runs (for adaptive polling)."""
         ...

@@ -634,6 +634,20 @@ class SqlStore:
             return [event_from_row(row) for row in result]
 
     @store_call
+    async def events_after(self, event_id: int, limit: int = 500) -> Sequence[RunEvent]:
+        """Status-history entries of every run with an id above `event_id`, oldest first, at
+        most `limit` (`polysync engine` prints them as they happen)."""
+        query = select(run_events).where(run_events.c.id > event_id).order_by(run_events.c.id)
+        async with self._read() as conn:
+            return [event_from_row(row) for row in await conn.execute(query.limit(limit))]
+
+    @store_call
+    async def last_event_id(self) -> int:
+        """The id of the latest status-history entry (0 when there is none)."""
+        async with self._read() as conn:
+            return int(await conn.scalar(select(func.max(run_events.c.id))) or 0)
+
+    @store_call
     async def job_durations_s(self, job_id: int, limit: int = 10) -> Sequence[float]:
         query = (
             select(runs.c.submitted_at, runs.c.ended_at)

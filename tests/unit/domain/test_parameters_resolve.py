@@ -177,8 +177,11 @@ def test_overriding_a_task_scoped_parameter_is_refused_with_the_troubleshooting_
     assert "would not reach the workflow" in message
     assert (
         "declare it on the Databricks Job's job-level parameters (settings.parameters), "
-        "then click Sync Parameters on the Polysync Job"
+        "then sync the Polysync Job's parameters (Sync Parameters)"
     ) in message
+    assert "click" not in message  # interface-neutral: each interface renders the hint
+    assert caught.value.hint is not None
+    assert caught.value.hint.action == "sync_parameters"
     assert isinstance(caught.value, UsageError)
 
 

@@ -1,0 +1,158 @@
+"""One JSON shape per resource, shared by the REST API and `polysync ... --json` (issue 10).
+
+Each function gives a record's public fields as a dict of plain Python values (datetimes,
+enums): the API's response models are built from it (polysync.api.schemas, pydantic writes the
+JSON), and the CLI writes it with `polysync.cli.as_json.jsonable`. The field names are the
+API's, its public contract: a run's Databricks RunId is `databricks_run_id`, its status history
+`events`. Secret parameter values are masked here, for every interface.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from polysync.domain.models import DataType, Parameter, TaskRunState
+from polysync.domain.records import Job, Platform, Run, RunEvent
+from polysync.jobtypes.base import DiscoveredJob
+
+MASK = "********"
+"""What a Secret parameter's value shows as, wherever it is shown."""
+
+
+def platform_fields(platform: Platform) -> dict[str, Any]:
+    """A platform: `auth` holds the method, its non-secret fields and secret references."""
+    return {
+        "id": platform.id,
+        "name": platform.name,
+        "provider": platform.provider,
+        "workspace_url": platform.workspace_url,
+        "auth": dict(platform.auth),
+        "auth_method": platform.auth_method,
+        "cluster_id": platform.cluster_id,
+        "description": platform.description,
+        "options": dict(platform.options),
+        "created_at": platform.created_at,
+        "updated_at": platform.updated_at,
+    }
+
+
+def discovered_fields(job: DiscoveredJob, imported_job_id: int | None) -> dict[str, Any]:
+    """A job Get Pipelines found; `imported_job_id` is its Polysync job, when imported."""
+    return {
+        "external_id": job.external_id,
+        "name": job.name,
+        "kind": job.kind,
+        "task_count": job.task_count,
+        "tasks_truncated": job.tasks_truncated,
+        "tags": dict(job.tags),
+        "creator": job.creator,
+        "created_time_ms": job.created_time_ms,
+        "imported_job_id": imported_job_id,
+    }
+
+
+def parameter_fields(parameter: Parameter) -> dict[str, Any]:
+    """A job's parameter; a Secret's stored value is MASK."""
+    stored = parameter.stored_value
+    if stored is not None and parameter.data_type is DataType.SECRET:
+        stored = MASK
+    return {
+        "name": parameter.name,
+        "data_type": parameter.data_type,
+        "default": parameter.default,
+        "direction": parameter.direction,
+        "task_key": parameter.task_key,
+        "source": parameter.source.value,
+        "stored_value": stored,
+        "sent_at_run_time": parameter.is_sent,
+    }
+
+
+def job_fields(job: Job) -> dict[str, Any]:
+    """An imported job with its parameter schema."""
+    return {
+        "id": job.id,
+        "platform_id": job.platform_id,
+        "job_type": job.job_type,
+        "external_id": job.external_id,
+        "name": job.name,
+        "description": job.description,
+        "tags": dict(job.tags),
+        "task_count": job.task_count,
+        "task_keys": list(job.task_keys),
+        "parameters": [parameter_fields(p) for p in job.parameters],
+        "imported_at": job.imported_at,
+        "synced_at": job.synced_at,
+    }
+
+
+def task_fields(task: TaskRunState) -> dict[str, Any]:
+    """One task run (attempt) of a run; `run_id` is the task run's Databricks id."""
+    return {
+        "task_key": task.task_key,
+        "status": task.status,
+        "run_id": task.run_id,
+        "attempt_number": task.attempt_number,
+        "life_cycle_state": task.life_cycle_state,
+        "result_state": task.result_state,
+        "state_message": task.state_message,
+        "start_time_ms": task.start_time_ms,
+        "end_time_ms": task.end_time_ms,
+        "duration_ms": task.duration_ms,
+        "run_page_url": task.run_page_url,
+        "error": task.error,
+    }
+
+
+def event_fields(event: RunEvent) -> dict[str, Any]:
+    """One entry of a run's status history."""
+    return {
+        "id": event.id,
+        "at": event.at,
+        "status": event.status,
+        "message": event.message,
+        "life_cycle_state": event.life_cycle_state,
+        "result_state": event.result_state,
+        "source": event.source,
+    }
+
+
+def run_summary_fields(run: Run) -> dict[str, Any]:
+    """A run as lists show it."""
+    return {
+        "id": run.id,
+        "job_id": run.job_id,
+        "platform_id": run.platform_id,
+        "status": run.status,
+        "terminal": run.is_terminal,
+        "message": run.message,
+        "databricks_run_id": run.run_id,
+        "run_page_url": run.run_page_url,
+        "created_at": run.created_at,
+        "submitted_at": run.submitted_at,
+        "ended_at": run.ended_at,
+        "updated_at": run.updated_at,
+        "cancel_requested_at": run.cancel_requested_at,
+        "executed_by": run.executed_by,
+        "cancelled_by": run.cancelled_by,
+    }
+
+
+def run_fields(run: Run, job: Job, events: Sequence[RunEvent]) -> dict[str, Any]:
+    """A run with its values (Secret ones masked), tasks and status history (oldest first);
+    `last_event_id` is what the API's long poll takes as `since`."""
+    secret = {p.name for p in job.parameters if p.data_type is DataType.SECRET}
+
+    def masked(values: Mapping[str, str]) -> dict[str, str]:
+        return {k: MASK if k in secret else v for k, v in values.items()}
+
+    return run_summary_fields(run) | {
+        "life_cycle_state": run.life_cycle_state,
+        "result_state": run.result_state,
+        "overrides": masked(run.overrides),
+        "parameters_sent": masked(run.parameters_sent),
+        "tasks": [task_fields(t) for t in run.tasks],
+        "events": [event_fields(e) for e in events],
+        "last_event_id": events[-1].id if events else 0,
+    }
