@@ -61,7 +61,7 @@ COMMANDS: dict[str, LazyCommand] = {
         "status_cmd",
         "status",
         "Is Polysync tracking the runs? Every engine's state, heartbeat and last cycle, the "
-        "runs by status and the poll lag, and what to do about any problem.",
+        "runs by status and the most overdue poll, then what is wrong, if anything.",
     ),
     "db": LazyCommand("engine_cmd", "db_app", "The Polysync database.", group=True),
     "serve": LazyCommand(

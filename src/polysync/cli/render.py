@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from rich import box
-from rich.console import Group, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -343,7 +343,7 @@ def tasks_table(tasks: Iterable[TaskRunState], *, full_detail: bool = True) -> T
     """One row per task attempt. `full_detail=False` keeps each row on one line (the live
     display: the run message printed afterwards carries the full text)."""
     table = _table()
-    table.add_column("Task", no_wrap=True)
+    table.add_column("Task", overflow="fold")
     table.add_column("State", no_wrap=True)
     table.add_column("Attempt", justify="right")
     table.add_column("Duration", justify="right")
@@ -384,6 +384,13 @@ def url_line(url: str) -> Text:
     )
 
 
+def print_view(console: Console, view: Group) -> None:
+    """Print a view part by part: a URL line (`url_line`) without cropping or wrapping."""
+    for part in view.renderables:
+        whole = isinstance(part, Text) and part.no_wrap and part.overflow == "ignore"
+        console.print(part, soft_wrap=whole, crop=not whole)
+
+
 def run_link(run: Run) -> Text:
     if not run.run_page_url:
         return Text("Run page: (known once Databricks accepts the run)", style="dim")
@@ -414,9 +421,7 @@ def run_outcome(run: Run) -> Text:
     return text
 
 
-def run_view(
-    run: Run, job: Job, events: Sequence[RunEvent], now: datetime | None = None
-) -> RenderableType:
+def run_view(run: Run, job: Job, events: Sequence[RunEvent], now: datetime | None = None) -> Group:
     """Everything about one run. `now` (the clock's) tells whether an engine is tracking it."""
     grid = _field_grid()
     grid.add_row(

@@ -26,7 +26,14 @@ from polysync.cli.common import (
     session,
     store_session,
 )
-from polysync.cli.render import refused, run_outcome, run_view, runs_table, url_line
+from polysync.cli.render import (
+    print_view,
+    refused,
+    run_outcome,
+    run_view,
+    runs_table,
+    url_line,
+)
 from polysync.cli.terminal import safe_markup
 from polysync.cli.watch import (
     advance,
@@ -238,7 +245,7 @@ def show(run_id: RunIdArgument, json_out: JsonOption = False, db: DbOption = Non
     if json_out:
         print_json(run_json(current, job, events))
     else:
-        out.print(run_view(current, job, events, now))
+        print_view(out, run_view(current, job, events, now))
 
 
 @app.command("watch")
