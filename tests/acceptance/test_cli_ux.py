@@ -345,3 +345,25 @@ def test_help_and_reads_import_only_what_they_use(cli: Cli) -> None:
     assert "sqlalchemy" in on_list  # it did read the database...
     assert not {"alembic", "httpx", "polysync.engine.engine", "polysync.services"} & on_list
     assert "polysync.cli.demo_cmd" not in on_list
+
+
+def test_ctrl_c_before_databricks_accepted_the_run_says_so(cli: Cli) -> None:
+    cli.ok("import", "demo", "--job-id", SALES)
+    refusing = {"method": "POST", "path": "jobs/run-now$", "kind": "status", "status": 503}
+    httpx.post(f"{cli.url}/emulator/faults", json=refusing, timeout=10).raise_for_status()
+    watcher = cli.popen("run", SALES, "--platform", "demo")
+    with running(watcher):
+        active: list[dict[str, Any]] = []
+        for _ in range(120):  # each look is a whole CLI call: no sleep needed
+            active = cli.ok("runs", "list", "--active", "--json").json()
+            if active and active[0]["message"] != "Submitting to Databricks":
+                break  # a run-now was tried and refused for now: it will be tried again
+        assert active, "the run never appeared"
+        watcher.send_signal(signal.SIGINT)
+        stdout, stderr = watcher.communicate(timeout=COMMAND_TIMEOUT_S)
+    assert watcher.returncode == 130, stdout + stderr
+    run_id = active[0]["id"]
+    assert active[0]["databricks_run_id"] is None
+    assert "Left run" not in stderr
+    assert f"Run {run_id} is recorded in Polysync but Databricks has not accepted it yet" in stderr
+    assert f"polysync runs cancel {run_id}" in stderr

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from polysync.cli.common import EXIT_RUN_FAILED, DbOption, JsonOption, out, print_json, run_async
 from polysync.cli.common import session as open_session
@@ -69,23 +70,39 @@ def status_json(report: SystemStatus) -> dict[str, Any]:
 
 def _print(report: SystemStatus) -> None:
     if report.engines:
-        table = Table("Engine", "State", "Host / pid", "Heartbeat", "Last cycle", "Cycles", "Error")
+        # At 80 columns the host and the error move under the table: the table keeps the
+        # engine names whole.
+        wide = out.width >= 120
+        headers = ["Engine", "State", "Heartbeat", "Last cycle", "Cycles"]
+        table = Table(*headers, *(["Host / pid", "Error"] if wide else []))
+        table.columns[0].overflow = "fold"
+        errors: list[str] = []
         for view in report.engines:
             beat = view.heartbeat
             # A live state with a stale heartbeat: the process died (kill -9, power loss).
             state = beat.state.value if view.alive or beat.state is EngineState.STOPPED else "gone"
             if view.stalled:
                 state += " (stalled)"
-            table.add_row(
+            row = [
                 safe_markup(beat.owner),
                 state,
-                safe_markup(f"{beat.host} / {beat.pid}"),
                 f"{view.heartbeat_age_s:.0f} s ago",
                 "-" if view.last_cycle_age_s is None else f"{view.last_cycle_age_s:.0f} s ago",
                 str(beat.cycles),
-                safe_markup(beat.last_error or ""),
-            )
+            ]
+            if wide:
+                row += [
+                    safe_markup(f"{beat.host} / {beat.pid}"),
+                    safe_markup(beat.last_error or ""),
+                ]
+            else:
+                errors += [f"{beat.owner} on {beat.host} (pid {beat.pid})"] + (
+                    [f"  last error: {beat.last_error}"] if beat.last_error else []
+                )
+            table.add_row(*row)
         out.print(table)
+        for line in errors:
+            out.print(Text(line, style="dim"))
     else:
         out.print("No engine has run on this database yet.")
     counts = ", ".join(
@@ -95,10 +112,9 @@ def _print(report: SystemStatus) -> None:
     )
     out.print(
         f"Runs: {report.active_runs} active ({counts or 'none yet'}); most overdue poll "
-        f"{report.max_poll_lag_s:.1f} s.",
-        soft_wrap=True,
+        f"{report.max_poll_lag_s:.1f} s."
     )
     if not report.problems:
         out.print("[green]✔[/] Healthy: every active run is being tracked.")
     for problem in report.problems:
-        out.print(f"[red]✘[/] {safe_markup(problem)}", soft_wrap=True)
+        out.print(f"[red]✘[/] {safe_markup(problem)}")
