@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -13,7 +14,16 @@ import typer
 from rich.text import Text
 
 from polysync.cli.as_json import json_object
-from polysync.cli.common import DbOption, err, json_mode, load_settings, out, run_async
+from polysync.cli.common import (
+    DbOption,
+    JsonOption,
+    err,
+    json_mode,
+    load_settings,
+    out,
+    print_json,
+    run_async,
+)
 from polysync.cli.render import first_line, status_text
 from polysync.cli.terminal import safe_markup
 from polysync.domain.records import EngineState, Run, RunEvent, RunFilter, utc
@@ -78,16 +88,18 @@ def engine(
                     f"it; Databricks runs keep running.",
                     soft_wrap=True,
                 )
-                reporters = [asyncio.create_task(_report_status(services, stop, quiet))]
+                status = asyncio.create_task(_report_status(services, stop, quiet))
+                events = None
                 if not quiet:
-                    reporters.append(
-                        asyncio.create_task(_report_events(services, stop, json_out=json_out))
-                    )
+                    events = asyncio.create_task(_report_events(services, stop, json_out=json_out))
                 try:
                     await services.engine.run_supervised(stop)
                 finally:
-                    for reporter in reporters:
-                        reporter.cancel()
+                    status.cancel()
+                    if events is not None:
+                        stop.set()
+                        await events  # the events recorded up to the stop are printed
+
                 try:
                     active = await services.list_runs(RunFilter(active_only=True, limit=10_000))
                 except PolysyncError:
@@ -131,11 +143,17 @@ EVENTS_EVERY_S = 1.0
 async def _report_events(services: Services, stop: asyncio.Event, *, json_out: bool) -> None:
     """Print each new run event (status history entry) as it is recorded, by this engine or
     any other process on the database: one line, or one JSON object per line."""
-    last = await services.store.last_event_id()
+    last: int | None = None  # events before the start are history, not news
     names: dict[int, str] = {}
-    while not stop.is_set():
-        await services.clock.sleep(EVENTS_EVERY_S)
+    while True:
+        stopping = stop.is_set()
+        if not stopping and last is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), EVENTS_EVERY_S)
         try:
+            if last is None:
+                last = await services.store.last_event_id()
+                continue
             events = await services.store.events_after(last)
             for event in events:
                 run = await services.store.get_run(event.run_id)
@@ -145,6 +163,10 @@ async def _report_events(services: Services, stop: asyncio.Event, *, json_out: b
                 last = event.id
         except PolysyncError as exc:  # the status line says the database is down; retry
             log.debug("run events not read: %s", exc)
+            if last is None and not stopping:
+                await asyncio.sleep(EVENTS_EVERY_S)
+        if stopping:
+            return
 
 
 def print_event(event: RunEvent, run: Run, job_name: str, *, json_out: bool) -> None:
@@ -193,9 +215,12 @@ async def status_line(services: Services, now_s: float) -> str:
 
 
 @db_app.command("upgrade")
-def upgrade(db: DbOption = None) -> None:
+def upgrade(db: DbOption = None, json_out: JsonOption = False) -> None:
     """Apply pending schema migrations (every command also does this when it opens the database)."""
     from polysync.services import upgrade_database
 
     revision = run_async(lambda: upgrade_database(load_settings(db)))
+    if json_out:
+        print_json({"revision": revision})
+        return
     out.print(f"[green]✔[/] Database schema is at revision {safe_markup(revision or '(none)')}.")
