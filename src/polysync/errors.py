@@ -48,12 +48,10 @@ class Hint:
     subject: str = ""
 
 
-LIST_PLATFORMS = Hint(
-    "list_platforms", "The registered platforms are listed on the platforms page."
-)
-LIST_JOBS = Hint("list_jobs", "The imported jobs are listed on the jobs page.")
-LIST_RUNS = Hint("list_runs", "The runs are listed on the runs page.")
-LIST_API_KEYS = Hint("list_api_keys", "The API keys are listed with their prefixes.")
+LIST_PLATFORMS = Hint("list_platforms", "List the platforms to see their names and ids.")
+LIST_JOBS = Hint("list_jobs", "List the imported jobs to see their ids, External Ids and names.")
+LIST_RUNS = Hint("list_runs", "List the runs to see their ids.")
+LIST_API_KEYS = Hint("list_api_keys", "List the API keys to see their names and prefixes.")
 
 
 def sync_parameters_hint(job: str = "") -> Hint:

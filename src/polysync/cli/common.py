@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import getpass
 import json
 import logging
 import os
@@ -104,6 +103,8 @@ PlatformOption = Annotated[
 def cli_actor() -> Actor:
     """Who the audit trail names for a CLI command: `cli:<operating-system user>`."""
     try:
+        import getpass  # here: its import is slow, and few commands record an actor
+
         user = getpass.getuser()
     except (KeyError, OSError):  # no user name for this uid (a bare container)
         user = f"uid-{os.getuid()}" if hasattr(os, "getuid") else "unknown"
