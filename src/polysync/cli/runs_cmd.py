@@ -35,15 +35,6 @@ from polysync.cli.render import (
     url_line,
 )
 from polysync.cli.terminal import safe_markup
-from polysync.cli.watch import (
-    advance,
-    after_interrupt,
-    cancel_and_watch,
-    print_outcome,
-    settle,
-    watch,
-    watch_interval_s,
-)
 from polysync.domain.models import RunStatus
 from polysync.domain.records import Run, RunFilter
 from polysync.errors import PolysyncError
@@ -112,6 +103,15 @@ def run(
     Exit status: 0 success (or started, with --no-wait), 1 the run failed or was cancelled,
     2 bad input, 3 Databricks refused to start it or could not be reached.
     """
+    from polysync.cli.watch import (  # here: rich.live is needed by few commands
+        advance,
+        after_interrupt,
+        print_outcome,
+        settle,
+        watch,
+        watch_interval_s,
+    )
+
     overrides = parse_parameters(parameter or [])
     started: list[int] = []
     live_console = err if json_out else out
@@ -257,8 +257,10 @@ def watch_(
 ) -> None:
     """Follow a run live until it ends (Ctrl-C stops watching; the run keeps running).
 
-    Exit status: 0 success, 1 the run failed or was cancelled.
+    Exit status: 0 success, 1 the run failed or was cancelled, 3 Databricks refused to start it.
     """
+    from polysync.cli.watch import print_outcome, settle, watch, watch_interval_s
+
     live_console = err if json_out else out
 
     async def main() -> Any:
@@ -305,6 +307,8 @@ def cancel(
     Exit status: 0 cancelled (or requested, with --no-wait; or the run had already ended),
     1 the run ended otherwise.
     """
+    from polysync.cli.watch import cancel_and_watch, print_outcome
+
     live_console = err if json_out else out
 
     async def main() -> Any:
