@@ -70,7 +70,7 @@ class _Mode:
 
 
 def _json_mode(value: bool) -> bool:
-    _Mode.json = _Mode.json or value
+    _Mode.json = value  # each command sets it as it parses its options (the default too)
     return value
 
 
