@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -88,11 +89,16 @@ def create(
 def list_keys(db: DbOption = None, as_json: JsonOption = False) -> None:
     """The keys (name, role, prefix, created, revoked); never the keys themselves."""
     from polysync.api.keys import list_api_keys
+    from polysync.cli.render import when
 
-    async def main() -> list[dict[str, str | int | None]]:
+    async def main() -> Sequence[ApiKey]:
         async with session(db) as services:
-            keys = await list_api_keys(services.store)  # type: ignore[arg-type]
-            return [
+            return await list_api_keys(services.store)  # type: ignore[arg-type]
+
+    keys = run_async(main)
+    if as_json:
+        print_json(
+            [
                 {
                     "id": k.id,
                     "name": k.name,
@@ -103,18 +109,20 @@ def list_keys(db: DbOption = None, as_json: JsonOption = False) -> None:
                 }
                 for k in keys
             ]
-
-    rows = run_async(main)
-    if as_json:
-        print_json(rows)
+        )
         return
     table = Table("Id", "Name", "Role", "Prefix", "Created", "Revoked")
-    for row in rows:
+    table.columns[1].overflow = "fold"
+    for column in (0, 2, 3, 4, 5):  # never cut: an id, a prefix, a time
+        table.columns[column].no_wrap = True
+    for k in keys:
         table.add_row(
-            *(
-                safe_markup(str(row[c] or ""))
-                for c in ("id", "name", "role", "prefix", "created_at", "revoked_at")
-            )
+            str(k.id),
+            safe_markup(k.name),
+            k.role.value,
+            k.prefix,
+            when(k.created_at, short=True),
+            when(k.revoked_at, short=True) if k.revoked_at else "",
         )
     out.print(table)
 
