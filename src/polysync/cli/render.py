@@ -342,8 +342,12 @@ def runs_table(runs: Sequence[Run], jobs: Mapping[int, Job]) -> Table:
 def tasks_table(tasks: Iterable[TaskRunState], *, full_detail: bool = True) -> Table:
     """One row per task attempt. `full_detail=False` keeps each row on one line (the live
     display: the run message printed afterwards carries the full text)."""
+    tasks = list(tasks)
     table = _table()
-    table.add_column("Task", overflow="fold")
+    # A task key is an identifier: whole on one line; the Detail column gives way.
+    _id_column(
+        table, "Task", (terminal_safe(t.task_key or f"(task run {t.run_id})") for t in tasks)
+    )
     table.add_column("State", no_wrap=True)
     table.add_column("Attempt", justify="right")
     table.add_column("Duration", justify="right")
@@ -394,8 +398,13 @@ def print_view(console: Console, view: Group) -> None:
 def run_link(run: Run) -> Text:
     if not run.run_page_url:
         return Text("Run page: (known once Databricks accepts the run)", style="dim")
+    # One line in the live display (a hyperlink where the terminal supports them); the whole
+    # URL is printed on its own line once the display ends (`watch.print_link`).
     return Text.assemble(
-        "Run page: ", (terminal_safe(run.run_page_url), link_style(run.run_page_url))
+        "Run page: ",
+        (terminal_safe(run.run_page_url), link_style(run.run_page_url)),
+        no_wrap=True,
+        overflow="ellipsis",
     )
 
 

@@ -98,6 +98,7 @@ async def watch(
             if run.is_terminal:
                 break
             await services.clock.sleep(interval_s)
+    print_link(run, console)  # whole, to copy: the live display cut it to one line
     return run
 
 

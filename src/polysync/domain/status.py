@@ -305,7 +305,8 @@ def run_message(snapshot: RunSnapshot) -> str:
                 if failed
                 else "Succeeded with failures (Databricks listed no failed task)."
             )
-        lines.extend(_task_line(task) for task in failed)
+        said = "\n".join(lines)  # a task's text the run's own message already holds is not repeated
+        lines.extend(_task_line(task, said) for task in failed)
     return "\n".join(lines)
 
 
@@ -324,7 +325,7 @@ def _task_name(task: TaskRunState) -> str:
     return task.task_key or f"(task run {task.run_id})"
 
 
-def _task_line(task: TaskRunState) -> str:
+def _task_line(task: TaskRunState, said: str = "") -> str:
     if _skipped(task.life_cycle_state, task.result_state, task.termination):
         verb = "skipped"
     elif task.result_state == "TIMEDOUT":
@@ -345,7 +346,9 @@ def _task_line(task: TaskRunState) -> str:
     error = (task.error or "").strip()
     # Databricks often repeats the get-output error in the state message (or the reverse):
     # each text is said once.
-    if error and _says(detail, error):
+    if _says(said, detail):
+        detail = ""
+    if error and (_says(detail, error) or _says(said, error)):
         error = ""
     elif error and _says(error, detail):
         detail = ""

@@ -36,3 +36,23 @@ def test_a_state_message_the_error_contains_gives_way_to_the_error() -> None:
 def test_different_texts_are_both_kept() -> None:
     text = message("Workload failed, see run output for details", ERROR)
     assert "Workload failed, see run output for details. Error: AnalysisException" in text
+
+
+def test_a_task_text_the_run_state_message_holds_is_not_repeated() -> None:
+    task = TaskRunState(
+        task_key="build_features",
+        status=RunStatus.FAILED,
+        result_state="FAILED",
+        state_message="Workload failed, see run output for details",
+        error=ERROR,
+        run_id=11,
+    )
+    snapshot = RunSnapshot(
+        status=RunStatus.FAILED,
+        tasks=(task,),
+        state_message="Task build_features failed with message: Workload failed, see run output "
+        "for details. This caused all downstream tasks to get skipped.",
+    )
+    text = run_message(snapshot)
+    assert text.count("see run output for details") == 1
+    assert text.endswith(f"Task build_features failed (FAILED). Error: {ERROR}")
