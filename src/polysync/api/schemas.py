@@ -37,11 +37,10 @@ from polysync.domain.models import (
     RunStatus,
     TaskRunState,
 )
+from polysync.domain.parameters import MASK, shown_default, shown_value, shown_values
 from polysync.domain.records import AuditEvent, Job, Platform, Run, RunEvent
 from polysync.errors import ParameterTextError
 from polysync.jobtypes.base import DiscoveredJob
-
-MASK = "********"
 
 _NAME_PATTERN = r"^[^\x00-\x1f\x7f]*$"  # no control characters (documented in the schema)
 
@@ -230,22 +229,21 @@ class ParameterOut(BaseModel):
     direction: Direction | None
     task_key: str | None
     source: str
-    stored_value: str | None = Field(description=f"{MASK!r} for a Secret that has one.")
+    stored_value: str | None = Field(
+        description=f"A Secret's shows as its reference (`env:NAME`, `file:PATH`), or {MASK!r}."
+    )
     sent_at_run_time: bool
 
     @classmethod
     def of(cls, parameter: Parameter) -> ParameterOut:
-        stored = parameter.stored_value
-        if stored is not None and parameter.data_type is DataType.SECRET:
-            stored = MASK
         return cls(
             name=parameter.name,
             data_type=parameter.data_type,
-            default=parameter.default,
+            default=shown_default(parameter),
             direction=parameter.direction,
             task_key=parameter.task_key,
             source=parameter.source.value,
-            stored_value=stored,
+            stored_value=shown_value(parameter.data_type, parameter.stored_value),
             sent_at_run_time=parameter.is_sent,
         )
 
@@ -289,8 +287,17 @@ class ParameterUpdate(_In):
     task_key: ParameterName | None = Field(
         default=None, description="Needed only when the name exists on several scopes."
     )
+    data_type: DataType | None = Field(
+        default=None,
+        description="Left out or null: kept. Secret: the stored value (and a run's value) must "
+        "be a secret reference (`env:NAME`, `file:PATH`); Sync Parameters keeps a Data Type set.",
+    )
     direction: Direction | None = None
-    stored_value: ParameterValue | None = None
+    stored_value: ParameterValue | None = Field(
+        default=None,
+        description="Kept as typed (trimmed unless String); a Secret's is a secret reference, "
+        "which only an admin may set.",
+    )
 
 
 class JobUpdate(_In):
@@ -454,24 +461,21 @@ class RunOut(RunSummary):
     life_cycle_state: str | None
     result_state: str | None
     overrides: dict[str, str]
-    parameters_sent: dict[str, str] = Field(description=f"Secret values show as {MASK!r}.")
+    parameters_sent: dict[str, str] = Field(
+        description=f"A Secret's value shows as its reference (`env:NAME`), or {MASK!r}."
+    )
     tasks: list[TaskOut]
     events: list[EventOut] = Field(description="Status history, oldest first.")
     last_event_id: int = Field(description="Pass as `since` to long-poll for the next change.")
 
     @classmethod
     def of_details(cls, run: Run, job: Job, events: Sequence[RunEvent]) -> RunOut:
-        secret = {p.name for p in job.parameters if p.data_type is DataType.SECRET}
-
-        def masked(values: Mapping[str, str]) -> dict[str, str]:
-            return {k: MASK if k in secret else v for k, v in values.items()}
-
         return cls(
             **cls.fields_of(run),
             life_cycle_state=run.life_cycle_state,
             result_state=run.result_state,
-            overrides=masked(run.overrides),
-            parameters_sent=masked(run.parameters_sent),
+            overrides=shown_values(job.parameters, run.overrides),
+            parameters_sent=shown_values(job.parameters, run.parameters_sent),
             tasks=[TaskOut.of(t) for t in run.tasks],
             events=[EventOut.of(e) for e in events],
             last_event_id=events[-1].id if events else 0,
