@@ -10,6 +10,7 @@ from typing import Any
 
 from polysync.cli.render import kind_label
 from polysync.domain.models import Parameter
+from polysync.domain.parameters import MASK, shown_default, shown_value, shown_values
 from polysync.domain.records import Job, Platform, Run, RunEvent
 from polysync.jobtypes.base import DiscoveredJob
 
@@ -62,12 +63,12 @@ def parameter_json(parameter: Parameter) -> dict[str, Any]:
     return {
         "name": parameter.name,
         "data_type": parameter.data_type.value,
-        "default": parameter.default,
+        "default": shown_default(parameter),
         "direction": parameter.direction.value if parameter.direction else None,
         "scope": "job" if parameter.is_job_level else f"task:{parameter.task_key}",
         "task_key": parameter.task_key,
         "source": parameter.source.value,
-        "stored_value": parameter.stored_value,
+        "stored_value": shown_value(parameter.data_type, parameter.stored_value),
         "sent_at_run_time": parameter.is_sent,
         "reference_only": not parameter.is_job_level,
     }
@@ -89,6 +90,14 @@ def job_json(job: Job, platform_name: str | None = None) -> dict[str, Any]:
         "imported_at": jsonable(job.imported_at),
         "synced_at": jsonable(job.synced_at),
     }
+
+
+def _shown(values: Mapping[str, str], job: Job | None) -> dict[str, str]:
+    """A run's values as they may be shown: Secret ones masked; every one when the job (which
+    says which are Secret) is not known."""
+    if job is None:
+        return {name: MASK for name in values}
+    return shown_values(job.parameters, values)
 
 
 def run_json(
@@ -116,8 +125,8 @@ def run_json(
         "life_cycle_state": run.life_cycle_state,
         "result_state": run.result_state,
         "tasks": jsonable(run.tasks),
-        "parameters_sent": dict(run.parameters_sent),
-        "overrides": dict(run.overrides),
+        "parameters_sent": _shown(run.parameters_sent, job),
+        "overrides": _shown(run.overrides, job),
         "idempotency_token": run.idempotency_token,
         "created_at": jsonable(run.created_at),
         "submitted_at": jsonable(run.submitted_at),
