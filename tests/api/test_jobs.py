@@ -287,7 +287,8 @@ async def test_execute_now_records_the_run_and_the_engine_starts_it(api: Api) ->
     await api.services.engine.step()
     started = (await api.client.get(f"/api/v1/runs/{run['id']}", headers=api.auth("viewer"))).json()
     assert started["databricks_run_id"] is not None
-    assert started["run_page_url"].endswith(f"#job/{started['databricks_run_id']}/run/1")
+    # D7 amended: both ids are known when run-now answers; each in its own slot.
+    assert started["run_page_url"].endswith(f"#job/{SALES}/run/{started['databricks_run_id']}")
     assert [e["status"] for e in started["events"]] == ["Starting", "Starting"]
     assert len(api.harness.state.runs) == 1
 

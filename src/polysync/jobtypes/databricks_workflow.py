@@ -117,7 +117,7 @@ class DatabricksWorkflowJobType:
         run_id = str(answer.run_id)
         return StartedRun(
             run_id=run_id,
-            run_page_url=self.run_url(run_id, reported_url=answer.run_page_url),
+            run_page_url=self.run_url(run_id, reported_url=answer.run_page_url, job_id=job_id),
             parameters_sent=parameters,
             idempotency_token=idempotency_token,
         )
@@ -171,8 +171,11 @@ class DatabricksWorkflowJobType:
             snapshot=snapshot,
         )
 
-    def run_url(self, run_id: str, *, reported_url: str | None = None) -> str:
-        return best_run_url(None, reported_url, self.workspace_url, int(run_id))
+    def run_url(
+        self, run_id: str, *, reported_url: str | None = None, job_id: int | None = None
+    ) -> str:
+        """D7: the URL Databricks reported, else `{workspace}/#job/{job_id}/run/{run_id}`."""
+        return best_run_url(None, reported_url, self.workspace_url, int(run_id), job_id)
 
 
 async def _bounded_gather(calls: Iterable[Callable[[], Awaitable[T]]]) -> list[T]:
