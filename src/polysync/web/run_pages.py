@@ -88,6 +88,8 @@ def run_router(ctx: WebContext) -> APIRouter:
             "status": chosen,
             "statuses": list(RunStatus),
             "any_active": any(not run.is_terminal for run in runs),
+            # The empty page says what to do next: add a platform, import, execute.
+            "platform_count": 0 if runs else len(await services.store.list_platforms()),
             "run_duration_ms": run_duration_ms,
         }
 
