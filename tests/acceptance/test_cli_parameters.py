@@ -18,15 +18,15 @@ SECRET_VARIABLE = "POLYSYNC_ACCEPTANCE_PARAMETER_SECRET"
 SECRET = "s3cr3t-Value-0f-the-run"
 
 
-def params(cli: Cli, job: str = SALES) -> dict[str, dict[str, object]]:
-    shown = cli.ok("jobs", "show", job, "--platform", "demo", "--json").json()
+def params(home: Cli, job: str = SALES) -> dict[str, dict[str, object]]:
+    shown = home.ok("jobs", "show", job, "--platform", "demo", "--json").json()
     return {p["name"]: p for p in shown["parameters"] if p["task_key"] is None}
 
 
-def imported(cli: Cli) -> Cli:
-    cli.add_demo_platform()
-    cli.ok("import", "demo", "--job-id", SALES)
-    return cli
+def imported(home: Cli) -> Cli:
+    home.add_demo_platform()
+    home.ok("import", "demo", "--job-id", SALES)
+    return home
 
 
 def test_a_secret_is_set_as_a_reference_kept_by_sync_and_never_stored_or_shown(

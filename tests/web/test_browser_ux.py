@@ -30,6 +30,7 @@ SALES_ID, BACKFILL_ID = 914275016372845, 681940257713388
 SECRET_VARIABLE = "POLYSYNC_WEB_TEST_PARAMETER_SECRET"
 SECRET = "s3cr3t-Of-The-Web-Test"
 MULTI_LINE = "SELECT *\nFROM sales\nWHERE day = :run_date"
+NOT_IMPORTED = "\u2013"  # an en dash: the "In Polysync" cell of a job not imported
 RUN_BOUND_MS = 45_000  # an upper bound for a run at 60x, not an expected duration
 
 
@@ -98,14 +99,14 @@ def test_empty_pages_lead_to_the_next_step_import_marks_rows_and_a_platform_is_d
     page.get_by_role("button", name="Get Pipelines").click()
     rows = page.locator("#pipelines tbody tr")
     expect(rows).to_have_count(10)
-    expect(rows.filter(has_text=SALES).locator("td").last).to_have_text("–")
+    expect(rows.filter(has_text=SALES).locator("td").last).to_have_text(NOT_IMPORTED)
     for name in (SALES, BACKFILL):
         page.get_by_label(f"Select {name}").check()
     page.get_by_role("button", name="Import selected").click()
     expect(page.locator("#import-result")).to_contain_text("Imported 2 of 2")
     for name in (SALES, BACKFILL):
         expect(rows.filter(has_text=name).locator("td").last).to_have_text("Imported")
-    expect(rows.filter(has_text="fraud-scoring").locator("td").last).to_have_text("–")
+    expect(rows.filter(has_text="fraud-scoring").locator("td").last).to_have_text(NOT_IMPORTED)
     expect(rows).to_have_count(10)  # the table stays; only the cells changed
 
     page.goto("/runs")
@@ -145,7 +146,8 @@ def test_empty_pages_lead_to_the_next_step_import_marks_rows_and_a_platform_is_d
     page.once("dialog", dismiss)  # "no": nothing happens
     page.get_by_role("button", name="Delete platform").click()
     expect(page.get_by_role("button", name="Delete platform")).to_be_visible()
-    assert asked and "cannot be undone" in asked[0]
+    assert len(asked) == 1
+    assert "cannot be undone" in asked[0]
     assert fresh.call(fresh.services.store.list_platforms())
     page.once("dialog", lambda confirm: confirm.accept())
     page.get_by_role("button", name="Delete platform").click()
@@ -181,9 +183,9 @@ def sales_with_multi_line_and_empty_defaults(web: WebServer) -> None:
     token = {"Authorization": f"Bearer {os.environ[TOKEN_VARIABLE]}"}
     with httpx.Client(base_url=web.emulator_url, headers=token) as client:
         settings = client.get("/api/2.1/jobs/get", params={"job_id": SALES_ID}).json()["settings"]
-        parameters = [
-            p for p in settings["parameters"] if p["name"] != "query"
-        ] + [{"name": "query", "default": MULTI_LINE}]
+        parameters = [p for p in settings["parameters"] if p["name"] != "query"] + [
+            {"name": "query", "default": MULTI_LINE}
+        ]
         client.post(
             "/api/2.1/jobs/update",
             json={"job_id": SALES_ID, "new_settings": {"parameters": parameters}},
