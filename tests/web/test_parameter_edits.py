@@ -207,3 +207,21 @@ async def test_execute_now_with_a_multi_line_default_records_no_override(
     assert answer.status_code == 303, answer.text
     (run,) = await app.services.list_runs(RunFilter(job_id=app.job_id))
     assert dict(run.overrides) == {"batch_size": "1000"}
+
+
+async def test_a_multi_line_stored_value_survives_a_save_of_the_form(
+    app: App,  # noqa: F811
+) -> None:
+    job = await app.services.store.get_job(app.job_id)
+    parameters = tuple(
+        replace(p, stored_value=MULTI_LINE) if p.name == "env" and p.is_job_level else p
+        for p in job.parameters
+    )
+    job = await app.services.store.save_job(replace(job, parameters=parameters), app.services.now())
+    csrf = await app.sign_in("operator")
+    page = (await app.client.get(f"/jobs/{app.job_id}")).text
+    assert f">{MULTI_LINE}</textarea>" in page  # whole, in a text area
+    form = form_of(job, csrf, env={"value": MULTI_LINE.replace("\n", "\r\n")})
+    answer = await app.client.post(f"/jobs/{app.job_id}/parameters", data=form)
+    assert "Parameters saved." in answer.text
+    assert stored(await app.services.store.get_job(app.job_id), "env").stored_value == MULTI_LINE

@@ -140,7 +140,8 @@ def job_router(ctx: WebContext) -> APIRouter:
             type_text = str(form.get(f"type-{index}") or "")
             data_type = DataType(type_text) if type_text in set(DataType) else parameter.data_type
             raw = form.get(f"value-{index}")
-            value: str | None = raw if isinstance(raw, str) and raw != "" else None
+            # A text area submits its lines with CRLF (HTML): kept with LF, as they were shown.
+            value: str | None = _lf(raw) if isinstance(raw, str) and raw != "" else None
             if raw is None or (
                 value is None
                 and parameter.data_type is DataType.SECRET
