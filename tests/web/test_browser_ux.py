@@ -129,7 +129,9 @@ def test_empty_pages_lead_to_the_next_step_import_marks_rows_and_a_platform_is_d
     page.once("dialog", lambda confirm: confirm.accept())
     page.get_by_role("button", name="Delete platform").click()
     expect(page.get_by_role("alert")).to_contain_text("active run")
-    expect(page.get_by_role("alert")).to_contain_text(str(run.id))
+    expect(page.get_by_role("alert").get_by_role("link", name=f"#{run.id}")).to_have_attribute(
+        "href", f"/runs/{run.id}"
+    )
     shot(page, "12-platform-delete-refused")
     fresh.call(fresh.services.cancel(run.id))
     expect(page.get_by_role("heading", name="Delete platform")).to_be_visible()

@@ -1,5 +1,6 @@
 """Platform pages: list, editor (attributes, auth), Test connectivity, Get Pipelines, import."""
 
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Annotated
 from urllib.parse import quote
@@ -8,7 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from polysync.domain.access import Role
-from polysync.domain.records import Job, NewPlatform, Platform
+from polysync.domain.records import Job, NewPlatform, Platform, Run, RunFilter
 from polysync.errors import PolysyncError
 from polysync.web.context import WebContext
 from polysync.web.platform_form import AUTH_FIELDS, PlatformForm
@@ -32,6 +33,7 @@ def platform_router(ctx: WebContext) -> APIRouter:
         status_code: int = 200,
         error: str | None = None,
         saved: bool = False,
+        active_runs: Sequence[Run] = (),
     ) -> Response:
         return ctx.render(
             request,
@@ -44,6 +46,7 @@ def platform_router(ctx: WebContext) -> APIRouter:
             jobs=await jobs_of(platform) if platform else [],
             error=error,
             saved=saved,
+            active_runs=active_runs,
         )
 
     @router.get("/platforms", include_in_schema=False)
@@ -130,13 +133,21 @@ def platform_router(ctx: WebContext) -> APIRouter:
         try:
             await services.remove_platform(platform.id, actor=visitor.actor)
         except PolysyncError as exc:
+            active = await services.list_runs(RunFilter(platform_id=platform.id, active_only=True))
             return await editor(
                 request,
                 visitor,
                 platform,
                 PlatformForm.from_platform(platform),
                 status_code=409,
-                error=f"Not deleted: {exc.message}",
+                # The services' refusal names CLI commands; the page links the runs instead.
+                error=(
+                    f"Not deleted: platform {platform.name!r} has {len(active)} active run(s). "
+                    "Cancel them or let them finish, then delete the platform."
+                    if active
+                    else f"Not deleted: {exc.message}"
+                ),
+                active_runs=active,
             )
         return ctx.redirect(request, visitor, f"/platforms?deleted={quote(platform.name)}")
 
