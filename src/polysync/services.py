@@ -424,7 +424,12 @@ class Services:
                 check_parameter_value(parameter.name, value)
             checked.append(checked_parameter(before[parameter.key], parameter))
         check_secret_choice(stored.parameters, checked, may_choose_secrets=may_choose_secrets)
-        self._check_secret_references(checked, {p.name: p.stored_value for p in checked})
+        changed = {
+            p.name: p.stored_value
+            for p in checked
+            if p.is_job_level and p != before[p.key]  # a narrower scope since: still editable
+        }
+        self._check_secret_references(checked, changed)
         return await self.store.save_job(
             replace(job, parameters=tuple(checked)), self.now(), actor=_who(actor)
         )
