@@ -323,6 +323,12 @@ CHANGE_DATA_TYPE = (
 )
 """Where a parameter's Data Type is changed, for messages that tell users to change it."""
 
+CHANGE_DIRECTION = (
+    "`polysync jobs set-param JOB PARAMETER --direction Input`, the Parameters of the Job's "
+    "page, or PATCH /api/v1/jobs/{id}"
+)
+"""Where a parameter's Direction is changed, for messages that tell users to change it."""
+
 # --- Secret values: references only ----------------------------------------------------------
 
 MASK = "********"
@@ -610,7 +616,7 @@ def _check_override(
         raise UsageError(
             f"Parameter {name!r} has Direction Output, and Output parameters are never sent to "
             f"Databricks, so it cannot be set for a run. Remove it from the run's values, or "
-            f"change its Direction to Input or Input&Output on the Polysync Job."
+            f"change its Direction to Input or Input&Output: {CHANGE_DIRECTION}."
         )
 
 
