@@ -55,7 +55,13 @@ def test_a_secret_is_set_as_a_reference_kept_by_sync_and_never_stored_or_shown(
     cli.ok("jobs", "sync-params", SALES, "--platform", "demo")
     assert params(cli)["env"]["data_type"] == "Secret"  # D9 keeps it
 
+    as_text = cli("run", SALES, "--platform", "demo", "-p", f"env={SECRET}", COLUMNS="80")
+    assert as_text.code == 2, as_text.output  # a run's Secret value is a reference too
+    assert "env:NAME" in as_text.stderr
+    assert SECRET not in as_text.output
     ran = cli("run", SALES, "--platform", "demo", "--wait", "--json", **{SECRET_VARIABLE: SECRET})
+    listed = cli.ok("runs", "list", "--json").json()
+    assert [r["id"] for r in listed] == [ran.json()["id"]]  # the refused one left no run
     assert ran.code == 0, ran.output
     run = ran.json()
     assert run["parameters_sent"]["env"] == reference
