@@ -100,6 +100,10 @@ def test_empty_pages_lead_to_the_next_step_import_marks_rows_and_a_platform_is_d
     rows = page.locator("#pipelines tbody tr")
     expect(rows).to_have_count(10)
     expect(rows.filter(has_text=SALES).locator("td").last).to_have_text(NOT_IMPORTED)
+    _, found = fresh.call(fresh.services.discover("demo"))
+    sales_tags = next(job.tags for job in found if job.name == SALES)
+    for key, value in sales_tags.items():  # tags help choose what to import
+        expect(rows.filter(has_text=SALES)).to_contain_text(f"{key}: {value}")
     for name in (SALES, BACKFILL):
         page.get_by_label(f"Select {name}").check()
     page.get_by_role("button", name="Import selected").click()
@@ -111,6 +115,9 @@ def test_empty_pages_lead_to_the_next_step_import_marks_rows_and_a_platform_is_d
 
     page.goto("/runs")
     expect(empty).to_contain_text("Execute Now")
+    page.goto("/jobs")
+    page.get_by_role("link", name=SALES).click()
+    expect(page.get_by_text("Not run yet.")).to_contain_text("Execute Now")
 
     # Tags: in the job list and on the job page.
     tags = fresh.call(fresh.services.get_job(str(SALES_ID), "demo")).tags
