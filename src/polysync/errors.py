@@ -8,6 +8,7 @@
     │   │   └── ParameterTextError     a parameter name or value holds text that cannot be sent
     │   ├── TaskScopedParameterError   an override of a task-scoped parameter (D3)
     │   ├── UnknownParameterError      an override of a parameter the Job does not have
+    │   ├── AccessDeniedError          the caller's role may not do this (API 403)
     │   └── NotFoundError              a Polysync record (platform, job, run) that does not exist
     ├── ConfigError                    settings or a secret reference that cannot be used
     │   └── SecretReferenceError       an `env:` / `file:` secret reference that cannot be resolved
@@ -99,6 +100,10 @@ class TaskScopedParameterError(UsageError):
 
 class UnknownParameterError(UsageError):
     """The Job has no parameter of that name."""
+
+
+class AccessDeniedError(UsageError):
+    """Your role may not do this."""
 
 
 class NotFoundError(UsageError):

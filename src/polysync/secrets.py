@@ -12,16 +12,18 @@ import asyncio
 import os
 import re
 import stat
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import SecretStr
 
 from polysync.domain.limits import MAX_PATH_CHARS, is_env_name, refused_character
+from polysync.domain.models import DataType, Parameter
+from polysync.domain.parameters import SECRET_REFERENCE_SCHEMES
 from polysync.errors import SecretReferenceError
 
-SCHEMES = ("env", "file")
+SCHEMES = SECRET_REFERENCE_SCHEMES
 
 MAX_SECRET_CHARS = 16 * 1024
 """A resolved secret's cap: Entra access tokens and PATs are a few KB at most."""
@@ -251,3 +253,24 @@ def resolve_secret(
 ) -> SecretStr:
     """Parse `reference` and read the secret it points to (blocking for `file:`)."""
     return SecretReference.parse(reference, scope).resolve(environ)
+
+
+async def reveal_parameters(
+    parameters: Sequence[Parameter],
+    values: Mapping[str, str],
+    scope: SecretScope = UNRESTRICTED,
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """`values` (a run's `job_parameters`) with each Secret parameter's reference replaced by the
+    secret it names, read now: only when run-now is sent, never stored (D2; docs/security.md).
+    SecretReferenceError naming the parameter when a reference cannot be read or is outside
+    `scope`; the secret is never part of a message."""
+    secret = {p.name for p in parameters if p.is_job_level and p.data_type is DataType.SECRET}
+    revealed = dict(values)
+    for name in sorted(secret & values.keys()):
+        try:
+            value = await SecretReference.parse(values[name], scope).resolve_async(environ)
+        except SecretReferenceError as exc:
+            raise SecretReferenceError(f"Secret parameter {name!r}: {exc.message}") from None
+        revealed[name] = value.get_secret_value()
+    return revealed

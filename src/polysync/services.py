@@ -30,8 +30,23 @@ from polysync.domain.limits import (
     check_parameter_values,
     unique_ids,
 )
-from polysync.domain.models import ImportedJob, JobKind, ParameterDiff, RunStatus
-from polysync.domain.parameters import sync_job
+from polysync.domain.models import (
+    DataType,
+    Direction,
+    ImportedJob,
+    JobKind,
+    Parameter,
+    ParameterDiff,
+    RunStatus,
+)
+from polysync.domain.parameters import (
+    Keep,
+    ParameterEdit,
+    apply_edits,
+    check_secret_choice,
+    checked_parameter,
+    sync_job,
+)
 from polysync.domain.records import (
     EngineHeartbeat,
     EngineState,
@@ -46,12 +61,18 @@ from polysync.domain.records import (
 from polysync.engine.engine import Engine, EngineSettings
 from polysync.engine.polling import PollPolicy
 from polysync.engine.ports import Store
-from polysync.errors import Hint, PolysyncError, StoreUnavailableError, UsageError
+from polysync.errors import (
+    Hint,
+    PolysyncError,
+    SecretReferenceError,
+    StoreUnavailableError,
+    UsageError,
+)
 from polysync.jobtypes.base import DiscoveredJob, JobType
 from polysync.jobtypes.databricks_job import DatabricksJobJobType
 from polysync.jobtypes.databricks_workflow import DatabricksWorkflowJobType
 from polysync.lookup import find_job, find_platform
-from polysync.secrets import SecretScope
+from polysync.secrets import SecretReference, SecretScope
 from polysync.store import open_store, upgrade
 
 log = logging.getLogger(__name__)
@@ -381,9 +402,15 @@ class Services:
         )
         return saved, diff
 
-    async def save_job(self, job: Job, *, actor: Actor | None = None) -> Job:
-        """Save a user's edits of a job (name, description, parameter Directions and stored
-        values), each within its limit (polysync.domain.limits); UsageError otherwise.
+    async def save_job(
+        self, job: Job, *, actor: Actor | None = None, may_choose_secrets: bool = True
+    ) -> Job:
+        """Save a user's edits of a job: name, description, and each parameter's Data Type,
+        Direction and stored value, each within its limit (polysync.domain.limits) and through
+        the one parameter rule (`checked_parameter`: a value fits its Data Type and is kept as
+        typed; a Secret's is a secret reference within this server's scope). UsageError
+        otherwise; AccessDeniedError when `may_choose_secrets` is false (below admin on the API
+        and web UI) and a Secret's reference would change. Returns the job as stored.
 
         Only what the user changed is checked: a name or a description imported from Databricks
         with characters the limits refuse (a hostile workspace's) does not block editing the
@@ -393,16 +420,76 @@ class Services:
             check_name(job.name, field="The job name", max_chars=MAX_JOB_NAME_CHARS)
         if job.description != stored.description:
             check_description(job.description)
-        before = {p.key: p.stored_value for p in stored.parameters}
+        before = {p.key: p for p in stored.parameters}
+        if set(before) != {p.key for p in job.parameters}:
+            raise UsageError(
+                f"The parameters of job {stored.id} changed since they were read (someone synced "
+                "them?). Read the job again and make the change again."
+            )
+        checked: list[Parameter] = []
         for parameter in job.parameters:
             value = parameter.stored_value
-            if value is not None and value != before.get(parameter.key):
+            if value is not None and value != before[parameter.key].stored_value:
                 check_parameter_value(parameter.name, value)
-        return await self.store.save_job(job, self.now(), actor=_who(actor))
+            checked.append(checked_parameter(before[parameter.key], parameter))
+        check_secret_choice(stored.parameters, checked, may_choose_secrets=may_choose_secrets)
+        changed = {
+            p.name: p.stored_value
+            for p in checked
+            if p.is_job_level and p != before[p.key]  # a narrower scope since: still editable
+        }
+        self._check_secret_references(checked, changed)
+        return await self.store.save_job(
+            replace(job, parameters=tuple(checked)), self.now(), actor=_who(actor)
+        )
+
+    async def set_parameter(
+        self,
+        job: Job,
+        name: str,
+        *,
+        task_key: str | Keep | None = Keep.KEEP,
+        data_type: DataType | Keep = Keep.KEEP,
+        direction: Direction | Keep | None = Keep.KEEP,
+        stored_value: str | Keep | None = Keep.KEEP,
+        actor: Actor | None = None,
+        may_choose_secrets: bool = True,
+    ) -> Job:
+        """Change one parameter (`polysync jobs set-param`, a PATCH of one parameter): the
+        fields not given are kept; None clears a Direction (= Input) or a stored value. Found by
+        name (and `task_key` when the name is on several scopes; UsageError / UnknownParameterError
+        otherwise), then saved through `save_job`."""
+        edit = ParameterEdit(name, task_key, data_type, direction, stored_value)
+        return await self.save_job(
+            replace(job, parameters=apply_edits(job, [edit])),
+            actor=actor,
+            may_choose_secrets=may_choose_secrets,
+        )
+
+    def _check_secret_references(
+        self, parameters: Sequence[Parameter], values: Mapping[str, str | None]
+    ) -> None:
+        """Each Secret value given (a stored value, a run's override) parses as a reference
+        within this server's secret scope (SecretReferenceError); it is read only at run-now."""
+        scope = self.connections.policy.secret_scope
+        secret = {p.name for p in parameters if p.is_job_level and p.data_type is DataType.SECRET}
+        for name, value in values.items():
+            if name in secret and value is not None:
+                try:
+                    SecretReference.parse(value, scope)
+                except SecretReferenceError as exc:
+                    raise SecretReferenceError(
+                        f"Secret parameter {name!r}: {exc.message}"
+                    ) from None
 
     # ------------------------------------------------------------------ runs
     async def execute(
-        self, job: Job, overrides: Mapping[str, str], *, actor: Actor | None = None
+        self,
+        job: Job,
+        overrides: Mapping[str, str],
+        *,
+        actor: Actor | None = None,
+        may_choose_secrets: bool = True,
     ) -> Run:
         """Execute Now: validate everything that can be checked here - the values (D2-D4), the
         platform's settings and that its secret references resolve - then commit the run and
@@ -411,8 +498,14 @@ class Services:
         ConfigError (SecretReferenceError) before anything is recorded, so a refused command
         leaves no run behind for an engine to start later (issue 8). The overrides are checked
         against the limits first (at most MAX_PARAMETERS_PER_RUN, each value at most
-        MAX_PARAMETER_VALUE_CHARS). The run records `actor` as executed_by."""
+        MAX_PARAMETER_VALUE_CHARS). A Secret parameter's override is a secret reference within
+        this server's scope, read only when run-now is sent; giving one needs
+        `may_choose_secrets` (AccessDeniedError). The run records `actor` as executed_by."""
         check_parameter_values(overrides)
+        check_secret_choice(
+            job.parameters, job.parameters, overrides, may_choose_secrets=may_choose_secrets
+        )
+        self._check_secret_references(job.parameters, overrides)
         platform = await self.store.get_platform(job.platform_id)
         check_secret_references(workspace_settings(platform))
         return await self.engine.submit(job, overrides, executed_by=_who(actor))

@@ -9,15 +9,13 @@ API's, its public contract: a run's Databricks RunId is `databricks_run_id`, its
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from polysync.domain.models import DataType, Parameter, TaskRunState
+from polysync.domain.models import Parameter, TaskRunState
+from polysync.domain.parameters import shown_default, shown_value, shown_values
 from polysync.domain.records import Job, Platform, Run, RunEvent
 from polysync.jobtypes.base import DiscoveredJob
-
-MASK = "********"
-"""What a Secret parameter's value shows as, wherever it is shown."""
 
 
 def platform_fields(platform: Platform) -> dict[str, Any]:
@@ -53,18 +51,16 @@ def discovered_fields(job: DiscoveredJob, imported_job_id: int | None) -> dict[s
 
 
 def parameter_fields(parameter: Parameter) -> dict[str, Any]:
-    """A job's parameter; a Secret's stored value is MASK."""
-    stored = parameter.stored_value
-    if stored is not None and parameter.data_type is DataType.SECRET:
-        stored = MASK
+    """A job's parameter; a Secret's default is MASK, its stored value a reference or MASK
+    (`polysync.domain.parameters.shown_value`)."""
     return {
         "name": parameter.name,
         "data_type": parameter.data_type,
-        "default": parameter.default,
+        "default": shown_default(parameter),
         "direction": parameter.direction,
         "task_key": parameter.task_key,
         "source": parameter.source.value,
-        "stored_value": stored,
+        "stored_value": shown_value(parameter.data_type, parameter.stored_value),
         "sent_at_run_time": parameter.is_sent,
     }
 
@@ -142,16 +138,11 @@ def run_summary_fields(run: Run) -> dict[str, Any]:
 def run_fields(run: Run, job: Job, events: Sequence[RunEvent]) -> dict[str, Any]:
     """A run with its values (Secret ones masked), tasks and status history (oldest first);
     `last_event_id` is what the API's long poll takes as `since`."""
-    secret = {p.name for p in job.parameters if p.data_type is DataType.SECRET}
-
-    def masked(values: Mapping[str, str]) -> dict[str, str]:
-        return {k: MASK if k in secret else v for k, v in values.items()}
-
     return run_summary_fields(run) | {
         "life_cycle_state": run.life_cycle_state,
         "result_state": run.result_state,
-        "overrides": masked(run.overrides),
-        "parameters_sent": masked(run.parameters_sent),
+        "overrides": shown_values(job.parameters, run.overrides),
+        "parameters_sent": shown_values(job.parameters, run.parameters_sent),
         "tasks": [task_fields(t) for t in run.tasks],
         "events": [event_fields(e) for e in events],
         "last_event_id": events[-1].id if events else 0,

@@ -57,7 +57,8 @@ def test_nothing_the_workspace_says_reaches_the_terminal_raw(
     clean(cli.ok("runs", "list"))
     assert [run["status"] for run in clean(cli.ok("runs", "list", "--json")).json()] == ["Failed"]
     details = clean(cli.ok("runs", "show", "1"))
-    assert f"{hostile_url}/#job/{RUN_ID}/run/1" in details.stdout
+    # D7 amended: the fallback with the job and the run each in its slot.
+    assert f"{hostile_url}/#job/{WORKFLOW_ID}/run/{RUN_ID}" in details.stdout
     assert "see below" in details.stdout
 
 

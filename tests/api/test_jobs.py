@@ -93,7 +93,91 @@ async def test_a_stored_value_that_does_not_fit_names_the_parameter(api: Api) ->
     is_problem(wrong_direction, 422)
 
 
-async def test_secret_stored_values_are_masked(api: Api) -> None:
+SECRET_VARIABLE = "POLYSYNC_TEST_PARAMETER_SECRET"
+SECRET = "s3cr3t-Value-0f-env"
+
+
+async def test_secret_data_type_is_set_by_an_admin_kept_by_sync_and_read_only_at_run_now(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(SECRET_VARIABLE, SECRET)
+    path = f"/api/v1/jobs/{api.job_ids[SALES]}"
+    reference = f"env:{SECRET_VARIABLE}"
+    # Choosing which secret the server reads is an admin's (docs/security.md).
+    denied = await api.client.patch(
+        path,
+        headers=api.auth("operator"),
+        json={"parameters": [{"name": "env", "data_type": "Secret", "stored_value": reference}]},
+    )
+    assert "admin" in str(is_problem(denied, 403)["detail"])
+    # A secret given as text is refused, with how to give a reference, and never echoed.
+    clear = await api.client.patch(
+        path,
+        headers=api.auth("admin"),
+        json={"parameters": [{"name": "env", "data_type": "Secret", "stored_value": SECRET}]},
+    )
+    detail = str(is_problem(clear, 400)["detail"])
+    assert "env:NAME" in detail
+    assert "file:PATH" in detail
+    assert SECRET not in clear.text
+    response = await api.client.patch(
+        path,
+        headers=api.auth("admin"),
+        json={"parameters": [{"name": "env", "data_type": "Secret", "stored_value": reference}]},
+    )
+    assert response.status_code == 200, response.text
+    env = by_name(response.json())["env"]
+    assert env["data_type"] == "Secret"
+    assert env["stored_value"] == reference  # the reference, never a secret
+    assert env["default"] == "********"  # the Databricks default of a Secret is masked
+    stored = await api.store.get_job(api.job_ids[SALES])
+    assert {p.name: p.stored_value for p in stored.parameters}["env"] == reference
+
+    synced = await api.client.post(f"{path}/sync-parameters", headers=api.auth("operator"))
+    assert by_name(synced.json()["job"])["env"]["data_type"] == "Secret"  # D9 keeps it
+
+    # An operator runs it with the stored reference, but may not choose another one.
+    refused = await api.client.post(
+        f"{path}/runs", headers=api.auth("operator"), json={"parameters": {"env": "env:HOME"}}
+    )
+    is_problem(refused, 403)
+    run = await api.client.post(f"{path}/runs", headers=api.auth("operator"), json={})
+    assert run.status_code == 201, run.text
+    assert run.json()["parameters_sent"]["env"] == reference
+    await api.services.engine.step()
+    (sent,) = api.harness.state.runs.values()
+    assert {p["name"]: p["value"] for p in sent.job_parameters}["env"] == SECRET
+    recorded = await api.store.get_run(run.json()["id"])
+    assert recorded.parameters_sent["env"] == reference  # the store never holds the secret
+    shown = await api.client.get(f"/api/v1/runs/{recorded.id}", headers=api.auth("viewer"))
+    assert SECRET not in shown.text
+
+
+async def test_an_unreadable_secret_reference_fails_the_run_naming_the_parameter(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(SECRET_VARIABLE, raising=False)
+    path = f"/api/v1/jobs/{api.job_ids[SALES]}"
+    await api.client.patch(
+        path,
+        headers=api.auth("admin"),
+        json={"parameters": [{"name": "env", "data_type": "Secret"}]},
+    )
+    run = await api.client.post(
+        f"{path}/runs",
+        headers=api.auth("admin"),
+        json={"parameters": {"env": f"env:{SECRET_VARIABLE}"}},
+    )
+    assert run.status_code == 201, run.text
+    await api.services.engine.step()
+    failed = await api.store.get_run(run.json()["id"])
+    assert failed.status.value == "Failed"
+    assert "Secret parameter 'env'" in failed.message
+    assert SECRET_VARIABLE in failed.message
+    assert api.harness.state.runs == {}  # run-now was never sent
+
+
+async def test_a_secret_stored_in_clear_before_is_masked(api: Api) -> None:
     job = await api.store.get_job(api.job_ids[SALES])
     secret = "s3cr3t-value"
     parameters = tuple(
@@ -107,9 +191,38 @@ async def test_secret_stored_values_are_masked(api: Api) -> None:
     run = await api.client.post(
         f"/api/v1/jobs/{job.id}/runs", headers=api.auth("operator"), json={}
     )
-    assert run.status_code == 201
-    assert run.json()["parameters_sent"]["env"] == "********"
+    # Refused (it is no reference), without quoting it.
+    assert "secret reference" in str(is_problem(run, 400)["detail"])
     assert secret not in run.text
+
+
+async def test_a_data_type_change_is_checked(api: Api) -> None:
+    path = f"/api/v1/jobs/{api.job_ids[SALES]}"
+    env_default = by_name((await api.client.get(path, headers=api.auth("viewer"))).json())["env"]
+    assert env_default["data_type"] == "String"
+    # `env` defaults to "dev": no Int; the message says why and what fits.
+    refused = await api.client.patch(
+        path,
+        headers=api.auth("operator"),
+        json={"parameters": [{"name": "env", "data_type": "Int"}]},
+    )
+    detail = str(is_problem(refused, 400)["detail"])
+    assert "env" in detail
+    assert "Databricks default" in detail
+    # batch_size (Int, default 500) may become a String, and its value is then text.
+    ok = await api.client.patch(
+        path,
+        headers=api.auth("operator"),
+        json={"parameters": [{"name": "batch_size", "data_type": "String", "stored_value": "x"}]},
+    )
+    assert ok.status_code == 200, ok.text
+    assert by_name(ok.json())["batch_size"]["data_type"] == "String"
+    scoped = await api.client.patch(
+        path,
+        headers=api.auth("operator"),
+        json={"parameters": [{"name": "source", "task_key": "ingest", "data_type": "Int"}]},
+    )
+    assert "reference only" in str(is_problem(scoped, 400)["detail"])
 
 
 async def test_sync_parameters_returns_the_diff(api: Api) -> None:
@@ -174,7 +287,8 @@ async def test_execute_now_records_the_run_and_the_engine_starts_it(api: Api) ->
     await api.services.engine.step()
     started = (await api.client.get(f"/api/v1/runs/{run['id']}", headers=api.auth("viewer"))).json()
     assert started["databricks_run_id"] is not None
-    assert started["run_page_url"].endswith(f"#job/{started['databricks_run_id']}/run/1")
+    # D7 amended: both ids are known when run-now answers; each in its own slot.
+    assert started["run_page_url"].endswith(f"#job/{SALES}/run/{started['databricks_run_id']}")
     assert [e["status"] for e in started["events"]] == ["Starting", "Starting"]
     assert len(api.harness.state.runs) == 1
 

@@ -32,7 +32,8 @@ async def test_execute_watch_to_success_and_record_each_change_once(
     run = await services.store.get_run(recorded.id)
     assert run.run_id is not None
     assert run.status is RunStatus.STARTING
-    assert run.run_page_url == f"{harness.base_url}/#job/{run.run_id}/run/1"  # D7 fallback
+    # D7 (amended): before the first poll, {workspace}/#job/{job_id}/run/{run_id}.
+    assert run.run_page_url == f"{harness.base_url}/#job/{SALES}/run/{run.run_id}"
     assert dict(run.parameters_sent)["env"] == "dev"
     await drive(harness, services.engine, run.id)
     done, _, events = await services.run_details(run.id)

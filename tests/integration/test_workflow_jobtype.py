@@ -330,7 +330,10 @@ async def test_watch_success_with_url_fallback_then_real_url(
     wf = job_type(demo_emulator)
     imported = await wf.import_job("527703982144019")
     started = await wf.start(imported, {"segment": "vip"}, idempotency_token="w1")
-    assert started.run_page_url == f"{demo_emulator.base_url}/#job/{started.run_id}/run/1"
+    # D7 amended: before the first poll, the job and the run in their own slots.
+    assert started.run_page_url == (
+        f"{demo_emulator.base_url}/#job/527703982144019/run/{started.run_id}"
+    )
     first = await wf.poll(started.run_id)
     assert first.status is RunStatus.STARTING
     assert first.run_page_url == (

@@ -151,6 +151,21 @@ def page(context: BrowserContext) -> Page:
     return context.new_page()
 
 
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+SCREENSHOTS_VARIABLE = "POLYSYNC_SCREENSHOTS"
+
+
+def shot(page: Page, name: str, *, full_page: bool = True, directory: Path | None = None) -> bool:
+    """Write `docs/screenshots/{name}.png` - only when POLYSYNC_SCREENSHOTS=1, so a test run does
+    not rewrite tracked files (docs/web-ui.md, "Screenshots"). Whether it wrote one."""
+    if os.environ.get(SCREENSHOTS_VARIABLE) != "1":
+        return False
+    target = directory or SCREENSHOTS
+    target.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=target / f"{name}.png", full_page=full_page)
+    return True
+
+
 def sign_in(page: Page, key: str) -> None:
     page.goto("/sign-in")
     page.get_by_label("API key").fill(key)

@@ -1,11 +1,11 @@
 """The web UI in a real headless Chromium: sign in, add a platform, import, sync, execute, watch
-runs to Success / Failed / Cancelled; a viewer sees no action. Screenshots go to docs/screenshots/."""
+runs to Success / Failed / Cancelled; a viewer sees no action. With POLYSYNC_SCREENSHOTS=1 the
+pages are saved to docs/screenshots/."""
 
 from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 import httpx
 from playwright.sync_api import (
@@ -15,19 +15,13 @@ from playwright.sync_api import (
 )
 
 from polysync.domain.records import NewPlatform
-from tests.web.conftest import TOKEN_VARIABLE, WebServer, needs_chromium, sign_in
+from tests.web.conftest import TOKEN_VARIABLE, WebServer, needs_chromium, shot, sign_in
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 SALES, FRAUD, BACKFILL = "nightly-sales-etl", "fraud-scoring", "warehouse-backfill"
 SALES_ID = 914275016372845
 RUN_BOUND_MS = 45_000  # an upper bound for a run at 60x, not an expected duration
 
 pytestmark = needs_chromium
-
-
-def shot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
 
 
 def change_sales_parameters(web: WebServer) -> None:
@@ -144,7 +138,7 @@ def test_platform_import_sync_execute_fail_and_cancel(page: Page, web: WebServer
     expect(dialog.get_by_label("env")).to_have_value("staging")
     dialog.get_by_label("batch_size").fill("1000")
     dialog.get_by_label("run_date").fill("2026-11-24")
-    page.screenshot(path=SCREENSHOTS / "05-execute-dialog.png")  # the viewport: the modal
+    shot(page, "05-execute-dialog", full_page=False)  # the viewport: the modal
     dialog.get_by_label("batch_size").fill("abc")
     dialog.get_by_role("button", name="Run now").click()
     expect(dialog.get_by_role("alert")).to_contain_text("batch_size")  # refused, no API call

@@ -86,7 +86,8 @@ def test_the_api_answers_json_and_no_hostile_link(web: WebServer, hostile: Hosti
     run = finished_run(web, hostile.run_id)
     assert run["status"] == "Failed"
     assert SCRIPT in run["message"]  # kept as data: JSON, never HTML
-    assert run["run_page_url"] == f"{hostile.url}/#job/{run['databricks_run_id']}/run/1"
+    # D7 amended: the fallback with the job and the run each in its slot.
+    assert run["run_page_url"] == f"{hostile.url}/#job/101/run/{run['databricks_run_id']}"
     assert [task["run_page_url"] for task in run["tasks"]] == [None, None]
     with api(web, "operator") as client:
         answer = client.get(f"/api/v1/platforms/{hostile.platform.id}/pipelines")
@@ -139,7 +140,7 @@ def test_nothing_of_it_executes_in_the_browser(
     expect(page.locator(".run-status .badge")).to_have_text("Failed")
     expect(page.locator("#run-message")).to_contain_text(SCRIPT)
     link = page.get_by_role("link", name="Open in Databricks")
-    assert link.get_attribute("href") == f"{hostile.url}/#job/5001/run/1"
+    assert link.get_attribute("href") == f"{hostile.url}/#job/101/run/5001"
     # The tasks' javascript: and off-site links are not links at all.
     expect(page.locator(".timeline a")).to_have_count(0)
     assert_inert(page)

@@ -37,11 +37,11 @@ from polysync.domain.models import (
     RunStatus,
     TaskRunState,
 )
+from polysync.domain.parameters import MASK
 from polysync.domain.records import AuditEvent, Job, Platform, Run, RunEvent
 from polysync.errors import ParameterTextError
 from polysync.jobtypes.base import DiscoveredJob
 from polysync.shapes import (
-    MASK,
     discovered_fields,
     event_fields,
     job_fields,
@@ -221,7 +221,9 @@ class ParameterOut(BaseModel):
     direction: Direction | None
     task_key: str | None
     source: str
-    stored_value: str | None = Field(description=f"{MASK!r} for a Secret that has one.")
+    stored_value: str | None = Field(
+        description=f"A Secret's shows as its reference (`env:NAME`, `file:PATH`), or {MASK!r}."
+    )
     sent_at_run_time: bool
 
     @classmethod
@@ -255,8 +257,17 @@ class ParameterUpdate(_In):
     task_key: ParameterName | None = Field(
         default=None, description="Needed only when the name exists on several scopes."
     )
+    data_type: DataType | None = Field(
+        default=None,
+        description="Left out or null: kept. Secret: the stored value (and a run's value) must "
+        "be a secret reference (`env:NAME`, `file:PATH`); Sync Parameters keeps a Data Type set.",
+    )
     direction: Direction | None = None
-    stored_value: ParameterValue | None = None
+    stored_value: ParameterValue | None = Field(
+        default=None,
+        description="Kept as typed (trimmed unless String); a Secret's is a secret reference, "
+        "which only an admin may set.",
+    )
 
 
 class JobUpdate(_In):
@@ -383,7 +394,9 @@ class RunOut(RunSummary):
     life_cycle_state: str | None
     result_state: str | None
     overrides: dict[str, str]
-    parameters_sent: dict[str, str] = Field(description=f"Secret values show as {MASK!r}.")
+    parameters_sent: dict[str, str] = Field(
+        description=f"A Secret's value shows as its reference (`env:NAME`), or {MASK!r}."
+    )
     tasks: list[TaskOut]
     events: list[EventOut] = Field(description="Status history, oldest first.")
     last_event_id: int = Field(description="Pass as `since` to long-poll for the next change.")

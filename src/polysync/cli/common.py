@@ -183,7 +183,13 @@ def error_text(exc: PolysyncError) -> str:
     only the command line knows the commands to suggest."""
     if not isinstance(exc, DatabricksError):
         text = exc.message
-        if isinstance(exc, SecretReferenceError):
+        if isinstance(exc, SecretReferenceError) and text.startswith("Secret parameter"):
+            text += (
+                ". Set it for every polysync process (e.g. `export NAME=...` for env:NAME), or "
+                "give the parameter another reference: `polysync jobs set-param JOB PARAMETER "
+                "--value env:NAME`."
+            )
+        elif isinstance(exc, SecretReferenceError):
             text += (
                 ". Set it for every polysync process (e.g. `export NAME=...` for env:NAME), or "
                 "re-add the platform with another reference."

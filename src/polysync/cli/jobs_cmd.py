@@ -30,12 +30,16 @@ from polysync.cli.render import (
     import_table,
     job_view,
     jobs_table,
+    parameters_table,
 )
 from polysync.cli.terminal import safe_markup
-from polysync.domain.parameters import describe_diff
+from polysync.domain.models import DataType, Direction
+from polysync.domain.parameters import Keep, describe_diff
 from polysync.lookup import find_job, find_platform
 
-app = typer.Typer(help="Imported jobs: list, show, Sync Parameters.", no_args_is_help=True)
+app = typer.Typer(
+    help="Imported jobs: list, show, Sync Parameters, set a parameter.", no_args_is_help=True
+)
 
 PlatformArgument = Annotated[str, typer.Argument(help="Platform name.")]
 JobArgument = Annotated[
@@ -215,3 +219,111 @@ def sync_params(
     out.print(f"[green]✔[/] {safe_markup(saved.name)}: parameters synced from Databricks:")
     for line in lines:
         out.print(f"  • {safe_markup(line)}", soft_wrap=True)
+
+
+_DIRECTION_CHOICES = {d.value.lower(): d for d in Direction}
+_DATA_TYPE_CHOICES = {t.value.lower(): t for t in DataType}
+
+
+@app.command("set-param")
+def set_param(
+    job: JobArgument,
+    parameter: Annotated[str, typer.Argument(help="Parameter name.", metavar="PARAMETER")],
+    data_type: Annotated[
+        str | None,
+        typer.Option(
+            "--data-type",
+            metavar="TYPE",
+            help=f"{' | '.join(t.value for t in DataType)}. Sync Parameters keeps it (D9). "
+            "A Secret's value is a reference: env:NAME or file:PATH.",
+            show_default=False,
+        ),
+    ] = None,
+    direction: Annotated[
+        str | None,
+        typer.Option(
+            "--direction",
+            metavar="DIRECTION",
+            help="Input | Output | Input&Output | unset (unset behaves like Input).",
+            show_default=False,
+        ),
+    ] = None,
+    value: Annotated[
+        str | None,
+        typer.Option(
+            "--value",
+            metavar="VALUE",
+            help="The Job's stored value, sent unless a run overrides it; it must fit the Data "
+            "Type and is kept as typed. For a Secret: env:NAME or file:PATH, never the secret.",
+            show_default=False,
+        ),
+    ] = None,
+    clear_value: Annotated[
+        bool,
+        typer.Option(
+            "--clear-value", help="Remove the stored value (the Databricks default applies)."
+        ),
+    ] = False,
+    task: Annotated[
+        str | None,
+        typer.Option(
+            "--task",
+            metavar="TASK_KEY",
+            help="The parameter's task, when its name is on several scopes.",
+            show_default=False,
+        ),
+    ] = None,
+    platform: PlatformOption = None,
+    json_out: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """Set a parameter's Data Type, Direction or stored value (what is not given is kept)."""
+    if value is not None and clear_value:
+        fail("Give --value VALUE or --clear-value, not both.")
+    if data_type is None and direction is None and value is None and not clear_value:
+        fail("Say what to set: --data-type, --direction, --value or --clear-value.")
+    chosen_type: DataType | Keep = Keep.KEEP
+    if data_type is not None:
+        if data_type.strip().lower() not in _DATA_TYPE_CHOICES:
+            fail(
+                f"--data-type {data_type!r} is not a Data Type; use one of: "
+                f"{', '.join(t.value for t in DataType)}."
+            )
+        chosen_type = _DATA_TYPE_CHOICES[data_type.strip().lower()]
+    chosen_direction: Direction | Keep | None = Keep.KEEP
+    if direction is not None:
+        key = direction.strip().lower()
+        if key != "unset" and key not in _DIRECTION_CHOICES:
+            fail(
+                f"--direction {direction!r} is not a Direction; use one of: Input, Output, "
+                "Input&Output, unset."
+            )
+        chosen_direction = None if key == "unset" else _DIRECTION_CHOICES[key]
+    stored: str | Keep | None = None if clear_value else (Keep.KEEP if value is None else value)
+
+    async def main() -> Any:
+        async with session(db) as services:
+            found = await services.get_job(job, platform)
+            saved = await services.set_parameter(
+                found,
+                parameter,
+                task_key=task if task is not None else Keep.KEEP,
+                data_type=chosen_type,
+                direction=chosen_direction,
+                stored_value=stored,
+                actor=cli_actor(),
+            )
+            return saved, (await services.store.get_platform(saved.platform_id)).name
+
+    saved, platform_name = run_async(main)
+    changed = [
+        p for p in saved.parameters if p.name == parameter and (task is None or p.task_key == task)
+    ]
+    if json_out:
+        print_json({"job": job_json(saved, platform_name), "parameter": parameter_json(changed[0])})
+        return
+    out.print(
+        f"[green]✔[/] {safe_markup(saved.name)}: parameter {safe_markup(parameter)} saved.",
+        soft_wrap=True,
+    )
+    out.print(parameters_table(changed))

@@ -44,7 +44,10 @@ COMMANDS: dict[str, LazyCommand] = {
         "Import jobs with their parameter schema; re-importing updates and keeps your settings.",
     ),
     "jobs": LazyCommand(
-        "jobs_cmd", "app", "Imported jobs: list, show, Sync Parameters.", group=True
+        "jobs_cmd",
+        "app",
+        "Imported jobs: list, show, Sync Parameters, set a parameter.",
+        group=True,
     ),
     "run": LazyCommand(
         "runs_cmd",

@@ -13,6 +13,7 @@ from rich.text import Text
 
 from polysync.cli.terminal import link_style, safe_markup, terminal_safe
 from polysync.domain.models import JobKind, Parameter, RunSnapshot, RunStatus, TaskRunState
+from polysync.domain.parameters import shown_default, shown_value, shown_values
 from polysync.domain.records import Job, Platform, Run, RunEvent
 from polysync.jobtypes.base import DiscoveredJob
 
@@ -277,6 +278,16 @@ def job_view(job: Job, platform_name: str) -> RenderableType:
     return Group(*parts)
 
 
+def default_text(parameter: Parameter) -> Text:
+    """A parameter's Databricks default: "no default" and an empty default look different."""
+    default = shown_default(parameter)
+    if default is None:
+        return Text("(no default)", style="dim")
+    if default == "":
+        return Text.assemble('""', (" (empty text)", "dim"))
+    return Text(terminal_safe(default))
+
+
 def parameters_table(parameters: Sequence[Parameter]) -> RenderableType:
     if not parameters:
         return Text("This job has no parameters.", style="dim")
@@ -300,12 +311,13 @@ def parameters_table(parameters: Sequence[Parameter]) -> RenderableType:
         row: list[RenderableType] = [
             safe_markup(p.name),
             p.data_type.value,
-            safe_markup(p.default) if p.default is not None else Text("-", style="dim"),
+            default_text(p),
             direction,
             scope,
         ]
         if stored:
-            row.append(safe_markup(p.stored_value) if p.stored_value is not None else "")
+            value = shown_value(p.data_type, p.stored_value)
+            row.append(safe_markup(value) if value is not None else "")
         table.add_row(*row)
     return table
 
@@ -441,12 +453,12 @@ def run_view(run: Run, job: Job, events: Sequence[RunEvent], now: datetime | Non
     grid.add_row("Databricks run", run.run_id or "-")
     # The run page URL is not in the grid: it is printed whole on its own line below.
     grid.add_row("Run page", "(below)" if run.run_page_url else "-")
-    sent = ", ".join(f"{k}={v}" for k, v in run.parameters_sent.items()) or "(none)"
+    shown = shown_values(job.parameters, run.parameters_sent)
+    sent = ", ".join(f"{k}={v}" for k, v in shown.items()) or "(none)"
     grid.add_row("Parameters sent", safe_markup(sent))
     if run.overrides:
-        grid.add_row(
-            "Overrides", safe_markup(", ".join(f"{k}={v}" for k, v in run.overrides.items()))
-        )
+        overrides = shown_values(job.parameters, run.overrides)
+        grid.add_row("Overrides", safe_markup(", ".join(f"{k}={v}" for k, v in overrides.items())))
     grid.add_row("Created", when(run.created_at))
     if run.executed_by:
         grid.add_row("Executed by", safe_markup(run.executed_by))

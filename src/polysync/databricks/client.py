@@ -94,6 +94,7 @@ class DatabricksClient:
         secret_scope: SecretScope = UNRESTRICTED,
     ) -> None:
         self.settings = settings
+        self.secret_scope = secret_scope  # what Secret job parameters may read, too
         self.metrics = metrics or ClientMetrics()
         self._clock: Clock = clock or (rate_limiters.clock if rate_limiters else SystemClock())
         self._rng = rng or random.Random()

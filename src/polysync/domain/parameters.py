@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import math
 import re
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import replace
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from polysync.domain._text import shown
 from polysync.domain.external_id import format_external_id, parse_external_id
-from polysync.domain.limits import MAX_INT64, MIN_INT64, check_parameter_text, fits_int64
+from polysync.domain.limits import (
+    MAX_INT64,
+    MIN_INT64,
+    check_parameter_text,
+    fits_int64,
+    is_env_name,
+)
 from polysync.domain.models import (
     DataType,
     Direction,
@@ -22,7 +29,11 @@ from polysync.domain.models import (
     ParameterDiff,
     ParameterSource,
 )
+
+if TYPE_CHECKING:
+    from polysync.domain.records import Job
 from polysync.errors import (
+    AccessDeniedError,
     ParameterValueError,
     TaskScopedParameterError,
     UnknownParameterError,
@@ -303,7 +314,113 @@ def _value_error(data_type: DataType, value: object, name: str | None) -> Parame
     value_text = "(hidden)" if data_type is DataType.SECRET else shown(value)
     return ParameterValueError(
         f"{subject} must be {_EXPECTED[data_type]}; got {value_text}. Give a value of that "
-        f"type, or change the parameter's Data Type on the Polysync Job."
+        f"type, or change the parameter's Data Type: {CHANGE_DATA_TYPE}."
+    )
+
+
+CHANGE_DATA_TYPE = (
+    "`polysync jobs set-param JOB PARAMETER --data-type TYPE`, the Parameters of the Job's page, "
+    "or PATCH /api/v1/jobs/{id}"
+)
+"""Where a parameter's Data Type is changed, for messages that tell users to change it."""
+
+CHANGE_DIRECTION = (
+    "`polysync jobs set-param JOB PARAMETER --direction Input`, the Parameters of the Job's "
+    "page, or PATCH /api/v1/jobs/{id}"
+)
+"""Where a parameter's Direction is changed, for messages that tell users to change it."""
+
+# --- Secret values: references only ----------------------------------------------------------
+
+MASK = "********"
+"""How a Secret value that is not a reference is shown (a Databricks default, an old value)."""
+
+SECRET_REFERENCE_SCHEMES = ("env", "file")
+"""`env:NAME` and `file:PATH`: the secret-reference schemes (polysync.secrets resolves them)."""
+
+
+def is_secret_reference(text: str) -> bool:
+    """Whether `text` is shaped as a secret reference: `env:NAME` (NAME an environment variable
+    name) or `file:PATH`, whitespace around ignored. The shape only: polysync.secrets parses it
+    fully (scope, token-shaped names) and resolves it when a run starts."""
+    scheme, sep, target = text.strip().partition(":")
+    target = target.strip()
+    if not sep or scheme not in SECRET_REFERENCE_SCHEMES or not target:
+        return False
+    return is_env_name(target) if scheme == "env" else True
+
+
+def secret_reference_needed(name: str) -> ParameterValueError:
+    """The refusal of a Secret value given as text rather than as a reference (never quoted)."""
+    return ParameterValueError(
+        f"Parameter {name!r} is a Secret: give a secret reference, not the secret itself - "
+        "`env:NAME` (an environment variable of the Polysync server and engine) or `file:PATH` "
+        "(a file they can read). Polysync stores and shows only the reference and reads the "
+        "secret when the run starts. The value given is not shown."
+    )
+
+
+def shown_value(data_type: DataType, value: str | None) -> str | None:
+    """A stored value or a run's value as it may be shown (CLI, API, web, logs): as it is, except
+    a Secret's, which shows as its reference (`env:NAME`, `file:PATH`: not secret) or MASK."""
+    if value is None or data_type is not DataType.SECRET:
+        return value
+    return value.strip() if is_secret_reference(value) else MASK
+
+
+def shown_default(parameter: Parameter) -> str | None:
+    """The Databricks default as it may be shown: a Secret's is always MASK (None stays None)."""
+    if parameter.default is None or parameter.data_type is not DataType.SECRET:
+        return parameter.default
+    return MASK
+
+
+def shown_values(parameters: Sequence[Parameter], values: Mapping[str, str]) -> dict[str, str]:
+    """A run's values (overrides, parameters sent) as they may be shown: those of the Job's
+    Secret parameters masked (`shown_value`), whatever they hold."""
+    secret = {p.name for p in parameters if p.data_type is DataType.SECRET}
+    return {
+        name: (shown_value(DataType.SECRET, value) or MASK) if name in secret else value
+        for name, value in values.items()
+    }
+
+
+def check_secret_choice(
+    before: Sequence[Parameter],
+    after: Sequence[Parameter],
+    overrides: Mapping[str, str] | None = None,
+    *,
+    may_choose_secrets: bool,
+) -> None:
+    """AccessDeniedError when a caller who may not choose which secret the server reads (below
+    admin on the API and web UI; docs/security.md) sets a Secret's reference: a Secret stored
+    value that changed, a Data Type changed to Secret with a value, or a run's Secret override."""
+    if may_choose_secrets:
+        return
+    old = {p.key: p for p in before}
+    for parameter in after:
+        previous = old.get(parameter.key)
+        if (
+            parameter.data_type is DataType.SECRET
+            and parameter.stored_value is not None
+            and (
+                previous is None
+                or previous.stored_value != parameter.stored_value
+                or previous.data_type is not DataType.SECRET
+            )
+        ):
+            raise _secret_denied(parameter.name)
+    secret = {p.name for p in after if p.data_type is DataType.SECRET}
+    for name in overrides or {}:
+        if name in secret:
+            raise _secret_denied(name)
+
+
+def _secret_denied(name: str) -> AccessDeniedError:
+    return AccessDeniedError(
+        f"Parameter {name!r} is a Secret, and choosing which secret the server reads needs the "
+        "admin role. Ask an admin to set its reference, or run without a value for it (its "
+        "stored reference is used)."
     )
 
 
@@ -316,8 +433,117 @@ def user_value(data_type: DataType, value: str, *, name: str) -> str:
     Raises ParameterTextError or ParameterValueError naming the parameter.
     """
     check_parameter_text(value, name=name)
+    if data_type is DataType.SECRET:
+        if not is_secret_reference(value):
+            raise secret_reference_needed(name)
+        return value.strip()
     serialise_value(data_type, value, name=name)
-    return value if data_type in (DataType.STRING, DataType.SECRET) else value.strip()
+    return value if data_type is DataType.STRING else value.strip()
+
+
+def checked_parameter(before: Parameter, after: Parameter) -> Parameter:
+    """A user's edit of one parameter (its Data Type, Direction and stored value), checked and
+    with the stored value as it is kept (`user_value`: as typed, trimmed unless String; a Secret
+    a reference). The one rule every adapter (API, web, CLI) goes through (`Services.save_job`).
+
+    Refused (UsageError): any change to a task-scoped (reference-only) parameter; a Data Type
+    the Databricks default does not fit (Sync would not keep it, D9); leaving Secret while the
+    stored value is still a reference (give a new value or clear it); a stored value that does
+    not fit the Data Type (ParameterValueError) or is a Secret given as text.
+    """
+    if after == before:
+        return after
+    if not before.is_job_level:
+        raise UsageError(
+            f"Parameter {before.name!r} is defined on task {before.task_key!r}: it is imported "
+            "for reference only and never sent, so nothing can be set on it. Declare it on the "
+            "Databricks Job's job-level parameters, then Sync Parameters."
+        )
+    if after.data_type is not before.data_type:
+        if (
+            after.data_type not in (DataType.STRING, DataType.SECRET)
+            and before.default is not None
+            and not value_fits(after.data_type, before.default)
+        ):
+            raise ParameterValueError(
+                f"Parameter {before.name!r} cannot be {after.data_type}: its Databricks default "
+                f"{shown(shown_default(before))} is not {_EXPECTED[after.data_type]}. Choose a "
+                f"Data Type its default fits (String always does)."
+            )
+        if (
+            before.data_type is DataType.SECRET
+            and after.stored_value is not None
+            and after.stored_value == before.stored_value
+        ):
+            raise UsageError(
+                f"Parameter {before.name!r} holds a secret reference: give it a new stored value "
+                f"of Data Type {after.data_type} with the change, or clear its stored value."
+            )
+    value = after.stored_value
+    if value is not None and (
+        value != before.stored_value or after.data_type is not before.data_type
+    ):
+        value = user_value(after.data_type, value, name=after.name)
+    return replace(after, stored_value=value)
+
+
+class Keep(enum.Enum):
+    """A field of an edit that is left as it is (None means "clear" where a field may be None)."""
+
+    KEEP = "keep"
+
+
+@dataclass(frozen=True, slots=True)
+class ParameterEdit:
+    """A change to one parameter of a Job, as a user asks for it (API, web, CLI)."""
+
+    name: str
+    task_key: str | Keep | None = Keep.KEEP
+    """Which scope, when the name is on several (None: the job level); KEEP: find by name."""
+    data_type: DataType | Keep = Keep.KEEP
+    direction: Direction | Keep | None = Keep.KEEP
+    stored_value: str | Keep | None = Keep.KEEP
+
+
+def apply_edits(job: Job, edits: Iterable[ParameterEdit]) -> tuple[Parameter, ...]:
+    """The Job's parameters with the edits applied, unchecked (`checked_parameter` checks each,
+    in `Services.save_job`). UsageError when a name is on several scopes and no `task_key` says
+    which; UnknownParameterError, listing the Job's parameters, when there is no such parameter."""
+    parameters = list(job.parameters)
+    for edit in edits:
+        index = _find_parameter(job, parameters, edit)
+        current = parameters[index]
+        if not isinstance(edit.data_type, Keep):
+            current = replace(current, data_type=edit.data_type)
+        if not isinstance(edit.direction, Keep):
+            current = replace(current, direction=edit.direction)
+        if not isinstance(edit.stored_value, Keep):
+            current = replace(current, stored_value=edit.stored_value)
+        parameters[index] = current
+    return tuple(parameters)
+
+
+def _find_parameter(job: Job, parameters: Sequence[Parameter], edit: ParameterEdit) -> int:
+    matches = [
+        i
+        for i, p in enumerate(parameters)
+        if p.name == edit.name and (isinstance(edit.task_key, Keep) or p.task_key == edit.task_key)
+    ]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        scopes = ", ".join(str(parameters[i].scope) for i in matches)
+        raise UsageError(
+            f"Parameter {edit.name!r} exists on several scopes ({scopes}) of job {job.id}: say "
+            "which with its task key (`--task TASK_KEY`, or `task_key` in the API: null for the "
+            "job level)."
+        )
+    names = ", ".join(sorted({p.name for p in parameters})) or "none"
+    on_task = f" on task {edit.task_key!r}" if isinstance(edit.task_key, str) else ""
+    raise UnknownParameterError(
+        f"Job {job.id} ({job.name!r}) has no parameter {edit.name!r}{on_task}. Its parameters: "
+        f"{names}. If it was added in Databricks since the import, Sync Parameters first."
+    )
 
 
 # --- D3: what a run sends --------------------------------------------------------------------
@@ -392,7 +618,7 @@ def _check_override(
         raise UsageError(
             f"Parameter {name!r} has Direction Output, and Output parameters are never sent to "
             f"Databricks, so it cannot be set for a run. Remove it from the run's values, or "
-            f"change its Direction to Input or Input&Output on the Polysync Job."
+            f"change its Direction to Input or Input&Output: {CHANGE_DIRECTION}."
         )
 
 
@@ -521,7 +747,7 @@ def describe_diff(diff: ParameterDiff) -> tuple[str, ...]:
         before, after = diff.kind_changed
         lines.append(f"Job Type changed from {before} to {after} (the task count crossed 1).")
     lines.extend(
-        f"Added {_describe(p)} ({p.data_type}, default {p.default!r})." for p in diff.added
+        f"Added {_describe(p)} ({p.data_type}, default {shown_default(p)!r})." for p in diff.added
     )
     lines.extend(f"Removed {_describe(p)}." for p in diff.removed)
     for change in diff.changed:
@@ -529,7 +755,11 @@ def describe_diff(diff: ParameterDiff) -> tuple[str, ...]:
         if "scope" in change.fields:
             parts.append(f"moved from {change.old.scope} to {change.new.scope}")
         if "default" in change.fields:
-            parts.append(f"default {change.old.default!r} -> {change.new.default!r}")
+            parts.append(
+                f"default {shown_default(change.old)!r} -> {shown_default(change.new)!r}"
+                if DataType.SECRET not in (change.old.data_type, change.new.data_type)
+                else "default changed (a Secret's is not shown)"
+            )
         if "data_type" in change.fields:
             parts.append(f"Data Type {change.old.data_type} -> {change.new.data_type}")
         lines.append(f"Changed {_describe(change.new)}: {'; '.join(parts)}.")

@@ -101,7 +101,7 @@ def decode_run(run: Mapping[str, Any], *, workspace_url: str) -> RunSnapshot:
     if runs_get_url is not None:
         run_page_url: str | None = runs_get_url
     elif run_id is not None:
-        run_page_url = fallback_run_url(workspace_url, run_id)
+        run_page_url = fallback_run_url(workspace_url, run_id, _positive_int(run.get("job_id")))
     else:
         run_page_url = None
 
@@ -399,21 +399,31 @@ def keep_terminal(previous: RunSnapshot | None, current: RunSnapshot) -> RunSnap
 # --- D7, D10 -------------------------------------------------------------------------------
 
 
-def fallback_run_url(workspace_url: str, run_id: int) -> str:
-    """The specification's run URL before Databricks gave one: `{workspace}/#job/{run_id}/run/1`."""
-    return f"{workspace_url.strip().rstrip('/')}/#job/{run_id}/run/1"
+def fallback_run_url(workspace_url: str, run_id: int, job_id: int | None = None) -> str:
+    """The run URL before Databricks gave one (D7, amended): `{workspace}/#job/{job_id}/run/{run_id}`,
+    the page Databricks itself links; without a job id, the specification's
+    `{workspace}/#job/{run_id}/run/1` (which puts the run id in the job slot)."""
+    base = workspace_url.strip().rstrip("/")
+    if job_id is not None:
+        return f"{base}/#job/{job_id}/run/{run_id}"
+    return f"{base}/#job/{run_id}/run/1"
 
 
 def best_run_url(
-    run_now_url: str | None, runs_get_url: str | None, workspace_url: str, run_id: int
+    run_now_url: str | None,
+    runs_get_url: str | None,
+    workspace_url: str,
+    run_id: int,
+    job_id: int | None = None,
 ) -> str:
-    """The best run page URL known (D7): run-now's, else runs/get's, else the fallback. A URL
-    that is not http(s) on the workspace's own host is ignored (`trusted_run_url`)."""
+    """The best run page URL known (D7): run-now's, else runs/get's, else the fallback (with the
+    Job Id when known). A URL that is not http(s) on the workspace's own host is ignored
+    (`trusted_run_url`)."""
     for url in (run_now_url, runs_get_url):
         trusted = trusted_run_url(url, workspace_url)
         if trusted is not None:
             return trusted
-    return fallback_run_url(workspace_url, run_id)
+    return fallback_run_url(workspace_url, run_id, job_id)
 
 
 def trusted_run_url(url: object, workspace_url: str) -> str | None:

@@ -152,6 +152,9 @@ class Engine:
         self.owner = owner or f"engine-{uuid.uuid4().hex[:12]}"
         self.health = EngineHealth()
         self._wake = asyncio.Event()
+        # One heartbeat write at a time, each taken as it is written: a beat taken before a
+        # change of state can never land after the beat that records the change.
+        self._beating = asyncio.Lock()
         self._warned: set[tuple[int, str]] = set()
         self._last_full_poll: dict[int, float] = {}
         self._semaphore = asyncio.Semaphore(self.settings.max_parallel_calls)
@@ -354,7 +357,8 @@ class Engine:
         ):
             return
         try:
-            await self.store.record_heartbeat(self.heartbeat())
+            async with self._beating:
+                await self.store.record_heartbeat(self.heartbeat())
         except Exception as exc:
             log.debug("engine %s: heartbeat not recorded: %s", self.owner, _one_line(exc))
             return

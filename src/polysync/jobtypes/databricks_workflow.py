@@ -23,6 +23,7 @@ from polysync.domain.status import (
 )
 from polysync.errors import DatabricksError, DatabricksNotFoundError, PolysyncError
 from polysync.jobtypes.base import CancelOutcome, DiscoveredJob, StartedRun
+from polysync.secrets import reveal_parameters
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -109,21 +110,24 @@ class DatabricksWorkflowJobType:
     async def start(
         self, job: ImportedJob, overrides: Mapping[str, str], *, idempotency_token: str
     ) -> StartedRun:
-        """Validate the External Id and every value first; then one run-now carrying the token."""
+        """Validate the External Id and every value first; then one run-now carrying the token.
+        `parameters_sent` holds Secret parameters as their references, never the secrets."""
         job_id = parse_external_id(job.external_id)
         parameters = resolve_run_parameters(job.parameters, overrides)
         if not 0 < len(idempotency_token) <= MAX_IDEMPOTENCY_TOKEN:
             raise ValueError(f"idempotency token must be 1..{MAX_IDEMPOTENCY_TOKEN} characters")
+        # Secret parameters travel as references and are read only for this request (D2).
+        sent = await reveal_parameters(job.parameters, parameters, self.client.secret_scope)
         try:
             answer = await self.client.run_now(
-                job_id, parameters or None, idempotency_token=idempotency_token
+                job_id, sent or None, idempotency_token=idempotency_token
             )
         except DatabricksNotFoundError as exc:
             raise job_deleted_error(job_id) from exc
         run_id = str(answer.run_id)
         return StartedRun(
             run_id=run_id,
-            run_page_url=self.run_url(run_id, reported_url=answer.run_page_url),
+            run_page_url=self.run_url(run_id, reported_url=answer.run_page_url, job_id=job_id),
             parameters_sent=parameters,
             idempotency_token=idempotency_token,
         )
@@ -177,8 +181,11 @@ class DatabricksWorkflowJobType:
             snapshot=snapshot,
         )
 
-    def run_url(self, run_id: str, *, reported_url: str | None = None) -> str:
-        return best_run_url(None, reported_url, self.workspace_url, int(run_id))
+    def run_url(
+        self, run_id: str, *, reported_url: str | None = None, job_id: int | None = None
+    ) -> str:
+        """D7: the URL Databricks reported, else `{workspace}/#job/{job_id}/run/{run_id}`."""
+        return best_run_url(None, reported_url, self.workspace_url, int(run_id), job_id)
 
 
 async def _bounded_gather(calls: Iterable[Callable[[], Awaitable[T]]]) -> list[T]:

@@ -55,6 +55,15 @@ def auth_router(ctx: WebContext) -> APIRouter:
             headers={"Cache-Control": "public, max-age=3600"},
         )
 
+    @router.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> FileResponse:
+        """The icon browsers ask for on their own, served from the package (no 404)."""
+        return FileResponse(
+            STATIC_DIR / "favicon.svg",
+            media_type=_STATIC_TYPES[".svg"],
+            headers={"Cache-Control": "public, max-age=86400"},
+        )
+
     @router.get("/", include_in_schema=False)
     async def home(visitor: Annotated[Visitor, Depends(viewer)]) -> Response:
         return Response(status_code=303, headers={"Location": "/runs"})

@@ -17,6 +17,7 @@ from polysync.api.throttle import FailureLimiter
 from polysync.domain.access import Role
 from polysync.domain.limits import http_url
 from polysync.domain.models import RunStatus
+from polysync.domain.parameters import MASK
 from polysync.errors import NotFoundError
 from polysync.services import Services
 from polysync.web.security import CSRF_FIELD, CSRF_HEADER, Sessions, SignInRequired, Visitor
@@ -76,6 +77,7 @@ def _environment() -> Environment:
         CSRF_FIELD=CSRF_FIELD,
         CSRF_HEADER=CSRF_HEADER,
         LIVE_POLL_S=LIVE_POLL_S,
+        MASK=MASK,
     )
     return env
 

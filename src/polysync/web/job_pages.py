@@ -1,5 +1,6 @@
 """Job pages: General, Parameters (edit, Sync Parameters with its diff), Execute Now, activity."""
 
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Annotated, Any
 
@@ -8,7 +9,12 @@ from fastapi.responses import Response
 
 from polysync.domain.access import Role
 from polysync.domain.models import DataType, Direction, Parameter
-from polysync.domain.parameters import describe_diff, user_value
+from polysync.domain.parameters import (
+    checked_parameter,
+    describe_diff,
+    shown_default,
+    shown_value,
+)
 from polysync.domain.records import Job, RunFilter
 from polysync.errors import ConfigError, PolysyncError, UsageError
 from polysync.web.context import WebContext
@@ -17,11 +23,46 @@ from polysync.web.security import Visitor
 RECENT_RUNS = 10
 
 
-def effective_value(parameter: Parameter) -> str:
-    """What a run sends unless overridden: the stored value, else the Databricks default (D3)."""
+def prefilled(parameter: Parameter) -> str:
+    """What the Execute Now dialog shows for a parameter: what a run sends unless overridden -
+    the stored value (a Secret's as its reference), else the Databricks default (D3); never a
+    Secret's Databricks default."""
     if parameter.stored_value is not None:
-        return parameter.stored_value
+        return shown_value(parameter.data_type, parameter.stored_value) or ""
+    if parameter.data_type is DataType.SECRET:
+        return ""
     return parameter.default or ""
+
+
+def same_text(left: str, right: str) -> bool:
+    """Equal once line endings are alike: a browser submits a textarea's lines with CRLF."""
+    return _lf(left) == _lf(right)
+
+
+def _lf(text: str) -> str:
+    return text.replace("\r\n", "\n")
+
+
+def run_overrides(parameters: Sequence[Parameter], form: Mapping[str, object]) -> dict[str, str]:
+    """The overrides an Execute Now form asks for: only fields whose value differs from what the
+    run would send anyway (`prefilled`); a field left as shown, or not sent, is no override."""
+    overrides: dict[str, str] = {}
+    for parameter in parameters:
+        raw = form.get(f"p:{parameter.name}")
+        if parameter.is_sent and isinstance(raw, str) and not same_text(raw, prefilled(parameter)):
+            overrides[parameter.name] = _lf(raw)
+    return overrides
+
+
+def _helpers() -> dict[str, Any]:
+    """What the parameter templates use (the page, and its fragments)."""
+    return {
+        "directions": list(Direction),
+        "data_types": list(DataType),
+        "prefilled": prefilled,
+        "shown_value": shown_value,
+        "shown_default": shown_default,
+    }
 
 
 def job_router(ctx: WebContext) -> APIRouter:
@@ -37,14 +78,13 @@ def job_router(ctx: WebContext) -> APIRouter:
             "platform": platform,
             "runs": runs,
             "active": [run for run in runs if not run.is_terminal],
-            "effective_value": effective_value,
-            "directions": list(Direction),
+            **_helpers(),
         }
 
     def parameters_fragment(request: Request, visitor: Visitor, job: Job, **extra: Any) -> Response:
         context: dict[str, Any] = {
             "job": job,
-            "directions": list(Direction),
+            **_helpers(),
             "diff_lines": None,
             "row_errors": {},
             "error": None,
@@ -97,16 +137,26 @@ def job_router(ctx: WebContext) -> APIRouter:
                 continue
             direction_text = str(form.get(f"direction-{index}") or "")
             direction = Direction(direction_text) if direction_text in set(Direction) else None
+            type_text = str(form.get(f"type-{index}") or "")
+            data_type = DataType(type_text) if type_text in set(DataType) else parameter.data_type
             raw = form.get(f"value-{index}")
-            value: str | None = raw if isinstance(raw, str) and raw != "" else None
-            if parameter.data_type is DataType.SECRET and value is None:
-                value = parameter.stored_value  # a Secret is never sent to the page: blank keeps it
-            if value is not None:
-                try:
-                    user_value(parameter.data_type, value, name=parameter.name)
-                except UsageError as exc:
-                    row_errors[index] = exc.message
-            edited.append(replace(parameter, direction=direction, stored_value=value))
+            # A text area submits its lines with CRLF (HTML): kept with LF, as they were shown.
+            value: str | None = _lf(raw) if isinstance(raw, str) and raw != "" else None
+            if raw is None or (
+                value is None
+                and parameter.data_type is DataType.SECRET
+                and prefilled(parameter) == ""
+            ):
+                # Not on the form (a read-only Secret), or a Secret not shown (not a reference).
+                value = parameter.stored_value
+            candidate = replace(
+                parameter, data_type=data_type, direction=direction, stored_value=value
+            )
+            try:
+                checked_parameter(parameter, candidate)
+            except UsageError as exc:
+                row_errors[index] = exc.message
+            edited.append(candidate)
         if row_errors:
             shown = replace(job, parameters=tuple(edited))
             return parameters_fragment(
@@ -118,9 +168,11 @@ def job_router(ctx: WebContext) -> APIRouter:
             )
         try:
             saved = await services.save_job(
-                replace(job, parameters=tuple(edited)), actor=visitor.actor
+                replace(job, parameters=tuple(edited)),
+                actor=visitor.actor,
+                may_choose_secrets=visitor.can(Role.ADMIN),
             )
-        except UsageError as exc:
+        except (UsageError, ConfigError) as exc:  # incl. a reference outside the secret scope
             shown = replace(job, parameters=tuple(edited))
             return parameters_fragment(
                 request, visitor, shown, error=f"Nothing was saved: {exc.message}"
@@ -145,26 +197,19 @@ def job_router(ctx: WebContext) -> APIRouter:
     ) -> Response:
         job = await services.store.get_job(job_id)
         form = await request.form()
-        values: dict[str, str] = {}
-        overrides: dict[str, str] = {}
-        for parameter in job.parameters:
-            if not parameter.is_sent:
-                continue
-            raw = form.get(f"p:{parameter.name}")
-            value = raw if isinstance(raw, str) else effective_value(parameter)
-            if parameter.data_type is DataType.SECRET and not value:
-                value = effective_value(parameter)  # never prefilled on the page: blank keeps it
-            values[parameter.name] = value
-            if value != effective_value(parameter):
-                overrides[parameter.name] = value
+        values = {k[2:]: v for k, v in form.items() if k.startswith("p:") and isinstance(v, str)}
+        overrides = run_overrides(job.parameters, form)
         try:
-            run = await services.execute(job, overrides, actor=visitor.actor)
+            run = await services.execute(
+                job, overrides, actor=visitor.actor, may_choose_secrets=visitor.can(Role.ADMIN)
+            )
         except (UsageError, ConfigError) as exc:  # bad values, or a secret that cannot be read
             return ctx.render(
                 request,
                 visitor,
                 "_execute_form.html",
                 status_code=422,
+                **_helpers(),
                 job=job,
                 values=values,
                 error=exc.message,

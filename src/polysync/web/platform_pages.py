@@ -1,13 +1,15 @@
 """Platform pages: list, editor (attributes, auth), Test connectivity, Get Pipelines, import."""
 
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from polysync.domain.access import Role
-from polysync.domain.records import Job, NewPlatform, Platform
+from polysync.domain.records import Job, NewPlatform, Platform, Run, RunFilter
 from polysync.errors import PolysyncError
 from polysync.web.context import WebContext
 from polysync.web.platform_form import AUTH_FIELDS, PlatformForm
@@ -31,6 +33,7 @@ def platform_router(ctx: WebContext) -> APIRouter:
         status_code: int = 200,
         error: str | None = None,
         saved: bool = False,
+        active_runs: Sequence[Run] = (),
     ) -> Response:
         return ctx.render(
             request,
@@ -43,13 +46,18 @@ def platform_router(ctx: WebContext) -> APIRouter:
             jobs=await jobs_of(platform) if platform else [],
             error=error,
             saved=saved,
+            active_runs=active_runs,
         )
 
     @router.get("/platforms", include_in_schema=False)
-    async def platforms(request: Request, visitor: Annotated[Visitor, Depends(viewer)]) -> Response:
+    async def platforms(
+        request: Request, visitor: Annotated[Visitor, Depends(viewer)], deleted: str = ""
+    ) -> Response:
         items = list(await services.store.list_platforms())
         counts = {p.id: len(await services.store.list_jobs(p.id)) for p in items}
-        return ctx.render(request, visitor, "platforms.html", platforms=items, counts=counts)
+        return ctx.render(
+            request, visitor, "platforms.html", platforms=items, counts=counts, deleted=deleted
+        )
 
     @router.get("/platforms/new", include_in_schema=False)
     async def new_platform(
@@ -114,6 +122,34 @@ def platform_router(ctx: WebContext) -> APIRouter:
                 request, visitor, platform, form, status_code=422, error=exc.message
             )
         return ctx.redirect(request, visitor, f"/platforms/{platform_id}?saved=1")
+
+    @router.post("/platforms/{platform_id}/delete", include_in_schema=False)
+    async def delete_platform(
+        request: Request, platform_id: int, visitor: Annotated[Visitor, Depends(admin)]
+    ) -> Response:
+        """Delete the platform with its jobs and runs (admin; the services refuse while it has
+        active runs, and the page says which and what to do)."""
+        platform = await services.store.get_platform(platform_id)
+        try:
+            await services.remove_platform(platform.id, actor=visitor.actor)
+        except PolysyncError as exc:
+            active = await services.list_runs(RunFilter(platform_id=platform.id, active_only=True))
+            return await editor(
+                request,
+                visitor,
+                platform,
+                PlatformForm.from_platform(platform),
+                status_code=409,
+                # The services' refusal names CLI commands; the page links the runs instead.
+                error=(
+                    f"Not deleted: platform {platform.name!r} has {len(active)} active run(s). "
+                    "Cancel them or let them finish, then delete the platform."
+                    if active
+                    else f"Not deleted: {exc.message}"
+                ),
+                active_runs=active,
+            )
+        return ctx.redirect(request, visitor, f"/platforms?deleted={quote(platform.name)}")
 
     @router.post("/platforms/{platform_id}/test", include_in_schema=False)
     async def test_connectivity(
@@ -188,6 +224,6 @@ def platform_router(ctx: WebContext) -> APIRouter:
             results=results,
             jobs=await jobs_of(platform),
             error=None,
-        )
+        )  # also marks the imported rows of Get Pipelines' table "Imported" (out of band)
 
     return router

@@ -8,6 +8,7 @@ from fastapi.responses import Response
 
 from polysync.domain.access import Role
 from polysync.domain.models import RunStatus, TaskRunState
+from polysync.domain.parameters import shown_values
 from polysync.domain.records import Run, RunFilter
 from polysync.errors import UsageError
 from polysync.web.context import WebContext
@@ -87,6 +88,8 @@ def run_router(ctx: WebContext) -> APIRouter:
             "status": chosen,
             "statuses": list(RunStatus),
             "any_active": any(not run.is_terminal for run in runs),
+            # The empty page says what to do next: add a platform, import, execute.
+            "platform_count": 0 if runs else len(await services.store.list_platforms()),
             "run_duration_ms": run_duration_ms,
         }
 
@@ -95,6 +98,7 @@ def run_router(ctx: WebContext) -> APIRouter:
         return {
             "run": run,
             "job": job,
+            "sent": shown_values(job.parameters, run.parameters_sent),
             "events": events,
             "bars": timeline(run.tasks),
             "run_duration_ms": run_duration_ms,

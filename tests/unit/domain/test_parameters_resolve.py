@@ -206,6 +206,7 @@ def test_overriding_an_output_parameter_is_refused() -> None:
     assert "'result'" in message
     assert "Output parameters are never sent" in message
     assert "Input or Input&Output" in message
+    assert "polysync jobs set-param JOB PARAMETER --direction Input" in message  # the real way
 
 
 @pytest.mark.parametrize("known", [True, False])

@@ -640,8 +640,15 @@ def test_keep_terminal() -> None:
         (" https://h/ ", "https://h/#job/5/run/1"),
     ],
 )
-def test_fallback_run_url(workspace_url: str, expected: str) -> None:
+def test_fallback_run_url_without_a_job_id(workspace_url: str, expected: str) -> None:
     assert fallback_run_url(workspace_url, 5) == expected
+
+
+def test_fallback_run_url_puts_the_job_and_the_run_in_their_slots() -> None:
+    # D7 amended: the spec's fallback put the run id in the job slot (the wrong page).
+    url = fallback_run_url("https://adb-1.2.azuredatabricks.net/", 5001, 42)
+    assert url == "https://adb-1.2.azuredatabricks.net/#job/42/run/5001"
+    assert best_run_url(None, "javascript:x", "https://ws", 7, 3) == "https://ws/#job/3/run/7"
 
 
 @pytest.mark.parametrize(
@@ -668,9 +675,12 @@ def test_best_run_url(run_now_url: str | None, runs_get_url: str | None, expecte
 def test_decoded_run_url_falls_back_until_runs_get_gives_one() -> None:
     body = run("RUNNING")
     del body["run_page_url"]
+    body.pop("job_id", None)
     assert decode(body).run_page_url == f"{WORKSPACE_URL}/#job/{RUN_ID}/run/1"
     body["run_page_url"] = 12345  # not a URL: ignored
     assert decode(body).run_page_url == f"{WORKSPACE_URL}/#job/{RUN_ID}/run/1"
+    body["job_id"] = 42  # known: the job and the run in their own slots (D7 amended)
+    assert decode(body).run_page_url == f"{WORKSPACE_URL}/#job/42/run/{RUN_ID}"
     del body["run_id"]
     assert decode(body).run_page_url is None
 

@@ -10,12 +10,9 @@ from fastapi import APIRouter, Path, Query, Response
 from polysync.api.deps import Operator, ServicesDep, Viewer
 from polysync.api.problems import Problem
 from polysync.api.schemas import ExecuteIn, JobOut, JobUpdate, ParameterUpdate, RunOut, SyncOut
-from polysync.domain.access import Actor
+from polysync.domain.access import Actor, Role
 from polysync.domain.external_id import parse_external_id
-from polysync.domain.models import Parameter
-from polysync.domain.parameters import user_value
-from polysync.domain.records import Job
-from polysync.errors import UnknownParameterError, UsageError
+from polysync.domain.parameters import Keep, ParameterEdit, apply_edits
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 JobId = Annotated[int, Path(ge=1, le=2**63 - 1)]
@@ -44,8 +41,10 @@ async def read_job(job_id: JobId, services: ServicesDep, caller: Viewer) -> JobO
 async def update_job(
     job_id: JobId, body: JobUpdate, services: ServicesDep, caller: Operator
 ) -> JobOut:
-    """Edit the name, description, and each parameter's Direction and stored value; a stored
-    value must fit the parameter's Data Type (D2) and is kept in its canonical form."""
+    """Edit the name, description, and each parameter's Data Type, Direction and stored value. A
+    stored value must fit the parameter's Data Type (D2) and is kept as typed (trimmed unless
+    String); a Secret's is a secret reference (`env:NAME`, `file:PATH`), which only an admin may
+    set. A Data Type you set is kept by Sync Parameters (D9)."""
     job = await services.store.get_job(job_id)
     changes: dict[str, Any] = {}
     if body.name is not None:
@@ -53,50 +52,32 @@ async def update_job(
     if body.description is not None:
         changes["description"] = body.description
     if body.parameters is not None:
-        changes["parameters"] = _edited_parameters(job, body.parameters)
+        changes["parameters"] = apply_edits(job, _edits(body.parameters))
     if not changes:
         return JobOut.of(job)
-    return JobOut.of(await services.save_job(replace(job, **changes), actor=Actor.of_key(caller)))
-
-
-def _edited_parameters(job: Job, edits: list[ParameterUpdate]) -> tuple[Parameter, ...]:
-    parameters = list(job.parameters)
-    for edit in edits:
-        index = _find(job, parameters, edit)
-        current = parameters[index]
-        fields = edit.model_fields_set
-        if "direction" in fields:
-            current = replace(current, direction=edit.direction)
-        if "stored_value" in fields:
-            value = edit.stored_value
-            if value is not None:
-                value = user_value(current.data_type, value, name=current.name)
-            current = replace(current, stored_value=value)
-        parameters[index] = current
-    return tuple(parameters)
-
-
-def _find(job: Job, parameters: list[Parameter], edit: ParameterUpdate) -> int:
-    matches = [
-        i
-        for i, p in enumerate(parameters)
-        if p.name == edit.name
-        and ("task_key" not in edit.model_fields_set or p.task_key == edit.task_key)
-    ]
-    if len(matches) == 1:
-        return matches[0]
-    if matches:
-        scopes = ", ".join(str(parameters[i].scope) for i in matches)
-        raise UsageError(
-            f"Parameter {edit.name!r} exists on several scopes ({scopes}) of job {job.id}: "
-            "give its `task_key` (null for the job level)."
-        )
-    names = ", ".join(sorted({p.name for p in parameters})) or "none"
-    raise UnknownParameterError(
-        f"Job {job.id} ({job.name!r}) has no parameter {edit.name!r}"
-        + (f" on task {edit.task_key!r}" if edit.task_key else "")
-        + f". Its parameters: {names}. If it was added in Databricks, Sync Parameters first."
+    saved = await services.save_job(
+        replace(job, **changes),
+        actor=Actor.of_key(caller),
+        may_choose_secrets=caller.role.allows(Role.ADMIN),
     )
+    return JobOut.of(saved)
+
+
+def _edits(updates: list[ParameterUpdate]) -> list[ParameterEdit]:
+    """The request's edits; a field left out of an update is kept (`Keep`)."""
+    edits = []
+    for update in updates:
+        fields = update.model_fields_set
+        edits.append(
+            ParameterEdit(
+                update.name,
+                task_key=update.task_key if "task_key" in fields else Keep.KEEP,
+                data_type=update.data_type if update.data_type is not None else Keep.KEEP,
+                direction=update.direction if "direction" in fields else Keep.KEEP,
+                stored_value=update.stored_value if "stored_value" in fields else Keep.KEEP,
+            )
+        )
+    return edits
 
 
 @router.post("/{job_id}/sync-parameters", response_model=SyncOut, responses=_ERRORS)
@@ -115,7 +96,12 @@ async def execute_now(
     it; watch it at `/api/v1/runs/{id}/events`."""
     job = await services.store.get_job(job_id)
     parse_external_id(job.external_id)  # D4: refused before a run is even recorded
-    run = await services.execute(job, body.parameters, actor=Actor.of_key(caller))
+    run = await services.execute(
+        job,
+        body.parameters,
+        actor=Actor.of_key(caller),
+        may_choose_secrets=caller.role.allows(Role.ADMIN),
+    )
     run, job, events = await services.run_details(run.id)
     response.headers["Location"] = f"/api/v1/runs/{run.id}"
     return RunOut.of_details(run, job, events)
