@@ -67,7 +67,7 @@ def test_a_secret_is_set_as_a_reference_kept_by_sync_and_never_stored_or_shown(
     assert run["parameters_sent"]["env"] == reference
     assert SECRET not in ran.output
     with emulator_api(cli.url) as api:
-        got = api.get("/jobs/runs/get", params={"run_id": run["run_id"]}).json()
+        got = api.get("/jobs/runs/get", params={"run_id": run["databricks_run_id"]}).json()
     assert {p["name"]: p["value"] for p in got["job_parameters"]}["env"] == SECRET
     shown = cli.ok("runs", "show", str(run["id"]), COLUMNS="80")
     assert reference in "".join(shown.stdout.split())
