@@ -21,6 +21,8 @@
         ├── DatabricksNotFoundError    404, or the legacy 400 "Job N does not exist."
         ├── DatabricksConflictError    409
         ├── DatabricksRateLimitError   429 (or REQUEST_LIMIT_EXCEEDED): slow down, honour Retry-After
+        ├── DatabricksAnswerError      a 2xx answer that is not what the API documents
+        │   └── DatabricksUnconfirmedError  a start that was not confirmed: retry with its token
         ├── DatabricksServerError      5xx
         │   └── DatabricksUnavailableError  503: temporarily unavailable, honour Retry-After
         └── DatabricksTransportError   no HTTP answer: connection refused/reset, timeout, TLS failure
@@ -149,6 +151,16 @@ class DatabricksConflictError(DatabricksError):
 
 class DatabricksRateLimitError(DatabricksError):
     """Databricks rate limit reached; slow down."""
+
+    retryable = True
+
+
+class DatabricksAnswerError(DatabricksError):
+    """Databricks answered, but not with what the API documents."""
+
+
+class DatabricksUnconfirmedError(DatabricksAnswerError):
+    """Databricks did not confirm the call; retry it with its idempotency token."""
 
     retryable = True
 
