@@ -86,6 +86,7 @@ def test_the_api_answers_json_and_no_hostile_link(web: WebServer, hostile: Hosti
     run = finished_run(web, hostile.run_id)
     assert run["status"] == "Failed"
     assert SCRIPT in run["message"]  # kept as data: JSON, never HTML
+    assert "\ufffd\ufffd\ufffd" in run["message"]  # NUL and lone surrogates: U+FFFD at entry
     assert run["run_page_url"] == f"{hostile.url}/#job/{run['databricks_run_id']}/run/1"
     assert [task["run_page_url"] for task in run["tasks"]] == [None, None]
     with api(web, "operator") as client:

@@ -12,7 +12,7 @@ import polysync
 from polysync.api.deps import ApiContext, ApiSettings
 from polysync.api.middleware import RequestGuard, SecurityHeaders
 from polysync.api.ports import ApiStore
-from polysync.api.problems import install_problem_handlers
+from polysync.api.problems import JSONResponse, install_problem_handlers
 from polysync.api.routes import audit, docs, jobs, platforms, runs, system
 from polysync.api.routes.docs import docs_page
 from polysync.api.throttle import FailureLimiter
@@ -47,6 +47,7 @@ def create_api_app(
         version=polysync.__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        default_response_class=JSONResponse,
         # /docs is served from the package (routes/docs.py): FastAPI's pages load a CDN.
         docs_url=None,
         redoc_url=None,

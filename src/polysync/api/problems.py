@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse as _StarletteJSON
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from polysync.domain.limits import replace_unencodable
 from polysync.errors import (
     ConfigError,
     DatabricksAuthError,
@@ -26,6 +28,17 @@ from polysync.errors import (
 )
 
 log = logging.getLogger(__name__)
+
+
+class JSONResponse(_StarletteJSON):
+    """Every JSON answer of the API: text no UTF-8 can carry (a lone surrogate, in a row written
+    before the store cleaned it) becomes U+FFFD instead of failing the whole answer with 500."""
+
+    def render(self, content: Any) -> bytes:
+        text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return replace_unencodable(text).encode("utf-8")  # NUL is already escaped as \u0000
+
+
 PROBLEM_JSON = "application/problem+json"
 _TYPE_BASE = "https://polysync.dev/problems/"
 

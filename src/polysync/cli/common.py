@@ -20,6 +20,7 @@ from rich.logging import RichHandler
 from polysync.cli.terminal import make_console, safe_markup
 from polysync.config import Settings
 from polysync.domain.access import Actor
+from polysync.domain.limits import replace_unencodable
 from polysync.errors import (
     ConfigError,
     DatabricksAuthError,
@@ -173,7 +174,7 @@ _RAW_IN_JSON = re.compile("[\x7f-\x9f]")
 def print_json(data: Any) -> None:
     """`data` as indented JSON on stdout: non-ASCII text as is, every control character
     escaped (a terminal reading it sees no escape sequence)."""
-    text = json.dumps(data, indent=2, ensure_ascii=False)
+    text = replace_unencodable(json.dumps(data, indent=2, ensure_ascii=False))
     text = _RAW_IN_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
     sys.stdout.write(text + "\n")
     sys.stdout.flush()

@@ -38,6 +38,7 @@ from polysync.databricks.paging import (
 from polysync.databricks.ratelimit import RateLimiterRegistry
 from polysync.databricks.retry import RetryPolicy, retry_delay_s
 from polysync.databricks.settings import WorkspaceSettings
+from polysync.domain.limits import replace_unencodable, replace_unencodable_in
 from polysync.errors import (
     ConfigError,
     DatabricksAnswerError,
@@ -45,6 +46,7 @@ from polysync.errors import (
     DatabricksRateLimitError,
     DatabricksTransportError,
     DatabricksUnconfirmedError,
+    PolysyncError,
     TokenExpiredError,
 )
 from polysync.secrets import UNRESTRICTED, SecretScope
@@ -296,7 +298,7 @@ class DatabricksClient:
             workspace_url=self.settings.url,
             auth_method=self.auth.description,
             principal=token_principal(await self.auth.token()),
-            workspace_id=headers.get("x-databricks-org-id"),
+            workspace_id=_header_text(headers, "x-databricks-org-id"),
             api_version=self.settings.api_versions.for_endpoint(Endpoint.JOBS_LIST),
             jobs_visible=bool(_entries(answer, "jobs")),
         )
@@ -366,6 +368,8 @@ class DatabricksClient:
                 sent = not isinstance(exc, _NOT_SENT)
                 self.metrics.record_call(endpoint.key, TRANSPORT_ERROR)
                 error = self._transport_error(exc, endpoint, path, token_value)
+            except PolysyncError:
+                raise  # the token provider's typed refusal (a secret reference that is not usable)
             except Exception as exc:  # a bug of a transport, a codec, a proxy...: never raw
                 # Its text may quote the request (headers included): only a redacted first line.
                 # Retryable as a lost answer is: whether it was sent is unknown (`sent` stays).
@@ -523,6 +527,11 @@ class DatabricksClient:
         return error
 
 
+def _header_text(headers: httpx.Headers, name: str) -> str | None:
+    value = headers.get(name)
+    return None if value is None else replace_unencodable(value)
+
+
 def _redacted_line(exc: BaseException, token_value: str) -> str:
     first = str(exc).strip().splitlines()
     text = redact(first[0], token_value) if first else ""
@@ -590,7 +599,10 @@ def _json_object(response: httpx.Response, endpoint: Endpoint, path: str) -> dic
         ) from exc
     if not isinstance(answer, dict):
         raise _unexpected(endpoint, f"a JSON {type(answer).__name__} instead of an object")
-    return answer
+    # Where workspace text enters: a NUL or a lone surrogate (a JSON escape such as "\ud800")
+    # becomes U+FFFD here, so no name, default or message can break a write, page or log later.
+    cleaned: dict[str, Any] = replace_unencodable_in(answer)
+    return cleaned
 
 
 def _parse(model: type[M], answer: Any, endpoint: Endpoint) -> M:

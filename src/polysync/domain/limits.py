@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from polysync.domain._text import shown
@@ -55,6 +55,9 @@ MAX_INT64 = 2**63 - 1
 _SINGLE_LINE_REFUSED = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _MULTI_LINE_REFUSED = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# What no encoder can carry: NUL (PostgreSQL text refuses it) and lone surrogates (no UTF-8 form).
+_UNENCODABLE = re.compile("[\x00\ud800-\udfff]")
+REPLACEMENT_CHARACTER = "\ufffd"
 _INT_TEXT = re.compile(r"[-+]?[0-9]+")
 
 _CHARACTER_NAMES = {
@@ -94,6 +97,24 @@ def refused_character(value: str, *, multiline: bool = False) -> str | None:
     `value` is clean (`first_refused`)."""
     found = first_refused(value, multiline=multiline)
     return None if found is None else describe_character(found[1])
+
+
+def replace_unencodable(text: str) -> str:
+    """`text` with NUL and each lone surrogate replaced by U+FFFD: text no database column, JSON
+    answer, page or log line could otherwise carry. Applied where text from outside enters (a
+    Databricks answer) and again by every encoder, for rows written before that rule."""
+    return _UNENCODABLE.sub(REPLACEMENT_CHARACTER, text)
+
+
+def replace_unencodable_in(value: Any) -> Any:
+    """`replace_unencodable` on every string of a JSON value (object keys included)."""
+    if isinstance(value, str):
+        return replace_unencodable(value)
+    if isinstance(value, dict):
+        return {replace_unencodable_in(k): replace_unencodable_in(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [replace_unencodable_in(item) for item in value]
+    return value
 
 
 def single_line(value: T) -> T:

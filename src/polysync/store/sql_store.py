@@ -43,7 +43,6 @@ from polysync.errors import NotFoundError, UsageError
 from polysync.store.auth_fields import checked_auth
 from polysync.store.codec import (
     parameters_to_json,
-    storable_text,
     string_map_to_json,
     tasks_to_json,
 )
@@ -905,8 +904,8 @@ async def _lock_run(conn: AsyncConnection, run_id: int) -> Any:
 
 
 async def _update_run(conn: AsyncConnection, run_id: int, values: dict[str, Any]) -> Any:
-    # Messages and states may quote a workspace's text: cleaned, so no answer can poison a run.
-    values = {k: storable_text(v) if isinstance(v, str) else v for k, v in values.items()}
+    # Messages and states may quote a workspace's text: the column types clean what no database
+    # can hold (tables.StoredText), so no answer can poison a run.
     statement = update(runs).where(runs.c.id == run_id).values(values)
     return (await conn.execute(_returning(statement))).one()
 
@@ -920,7 +919,7 @@ async def _add_event(
             run_id=run.id,
             at=at,
             status=run.status,
-            message=run.message if message is None else storable_text(message),
+            message=run.message if message is None else message,
             life_cycle_state=run.life_cycle_state,
             result_state=run.result_state,
             source=source,

@@ -8,10 +8,10 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 
 from polysync.api.deps import Context, Operator, ServicesDep, Viewer
-from polysync.api.problems import ApiProblem, Problem
+from polysync.api.problems import ApiProblem, JSONResponse, Problem
 from polysync.api.schemas import CancelOut, EventOut, RunOut, RunSummary
 from polysync.domain.access import Actor
 from polysync.domain.models import RunStatus
