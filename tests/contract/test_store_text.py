@@ -7,16 +7,14 @@ import asyncio
 import itertools
 
 import hypothesis.strategies as st
-import pytest
 from hypothesis import HealthCheck, given, settings
 
 from polysync.domain.limits import replace_unencodable
 from polysync.domain.models import DataType, Parameter, RunStatus
 from polysync.engine.ports import Observation
 from polysync.store import open_store
-from tests.contract.test_store import (  # noqa: F401 - the two-backend fixture
+from tests.contract.test_store import (
     T0,
-    database_url,
     imported,
     new_platform,
     snapshot,
@@ -37,11 +35,8 @@ HOSTILE_TEXT = st.lists(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(text=HOSTILE_TEXT)
-@pytest.mark.usefixtures("database_url")
-def test_any_workspace_text_is_stored_and_read_back_clean(
-    request: pytest.FixtureRequest, text: str
-) -> None:
-    asyncio.run(_round_trip(request.getfixturevalue("database_url"), text))
+def test_any_workspace_text_is_stored_and_read_back_clean(database_url: str, text: str) -> None:
+    asyncio.run(_round_trip(database_url, text))
 
 
 _names = itertools.count()

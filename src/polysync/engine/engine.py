@@ -482,6 +482,11 @@ class Engine:
         # Store reads are outside the guard: the database being down fails the whole cycle.
         job = await self._job(run.job_id)
         platform = await self._platform(run.platform_id)
+        # Counted before it is sent, under the run's row lock: a cancel that comes first ends
+        # the run without any run-now; one that comes after knows one may have been sent.
+        if await self.store.begin_submit(run.id, utc(self.clock.now()), lease=run.lease) is None:
+            log.info("run %s: not submitted: cancelled first, or no longer this engine's", run.id)
+            return None
         try:
             job_type = self.job_types.for_job(platform, job)
             started = await self._within_budget(

@@ -143,6 +143,11 @@ class Store(Protocol):
         """Several `record_submitted` in one transaction (rows locked in id order)."""
         ...
 
+    async def begin_submit(self, run_id: int, now: datetime, *, lease: Lease | None) -> Run | None:
+        """Count a run-now about to be sent; None when it must not be sent (ended, lease lost,
+        or cancelled before any run-now: then it ends Cancelled)."""
+        ...
+
     async def record_submit_attempt(
         self,
         run_id: int,
@@ -152,7 +157,7 @@ class Store(Protocol):
         lease: Lease | None = None,
         event_at: datetime | None = None,
     ) -> Run:
-        """run-now could not be confirmed: count it, try again at `retry_at`. With `event_at`
+        """run-now could not be confirmed (begin_submit counted it): try again at `retry_at`. With `event_at`
         (an unexpected error), the message is also recorded as an event at that time."""
         ...
 

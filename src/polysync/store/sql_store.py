@@ -78,6 +78,7 @@ log = logging.getLogger(__name__)
 PROVIDER = "azure-databricks"
 SUBMITTING_MESSAGE = "Submitting to Databricks"
 CANCEL_REQUESTED_MESSAGE = "Cancellation requested"
+CANCELLED_UNSENT_MESSAGE = "Cancelled before it was submitted to Databricks"
 
 # RunEvent.source values.
 SOURCE_ENGINE = "engine"
@@ -468,6 +469,22 @@ class SqlStore:
         return [recorded[s.run_id] for s in submissions]
 
     @store_call
+    async def begin_submit(self, run_id: int, now: datetime, *, lease: Lease | None) -> Run | None:
+        """The run, its submit_attempts counted, if run-now may be sent now under `lease`; None
+        when it may not: it ended, the lease was lost, or it was cancelled before any run-now
+        (then it ends Cancelled here). Counting before sending is the fence a cancel needs: a
+        run with no attempt counted has certainly never reached Databricks (H5)."""
+        async with self._write() as conn:
+            current = await _lock_run(conn, run_id)
+            if current.terminal or not _holds(current, lease):
+                return None
+            if _never_sent(current) and current.cancel_requested_at is not None:
+                await _end_unsent(conn, current, now)
+                return None
+            row = await _update_run(conn, run_id, {"submit_attempts": runs.c.submit_attempts + 1})
+        return run_from_row(row)
+
+    @store_call
     async def record_submit_attempt(
         self,
         run_id: int,
@@ -482,7 +499,6 @@ class SqlStore:
             if current.terminal or not _holds(current, lease):
                 return run_from_row(current)
             values: dict[str, Any] = {
-                "submit_attempts": runs.c.submit_attempts + 1,
                 "message": message,
                 "next_poll_at": retry_at,
             }
@@ -576,6 +592,12 @@ class SqlStore:
             current = await _lock_run(conn, run_id)
             if current.terminal or current.cancel_requested_at is not None:
                 return run_from_row(current)
+            if _never_sent(current):
+                # No run-now was ever sent (begin_submit counts one before sending, under this
+                # same row lock): nothing to cancel in Databricks, and any engine that claimed
+                # the run loses it here, so it can never send one now (H5).
+                row = await _end_unsent(conn, current, now, cancelled_by=cancelled_by)
+                return run_from_row(row)
             # Due at once, so the engine sends the cancel on its next round, not at the next poll.
             due = now if current.next_poll_at is None else min(current.next_poll_at, now)
             values = {
@@ -1004,6 +1026,31 @@ def _run_not_found(run_id: int) -> NotFoundError:
 if TYPE_CHECKING:
     # mypy proves here that SqlStore implements the engine's Store protocol.
     _conforms: type[Store] = SqlStore
+
+
+def _never_sent(row: Any) -> bool:
+    """No run-now was ever sent for this run (begin_submit counts each before it is sent)."""
+    return row.run_id is None and row.submit_attempts == 0
+
+
+async def _end_unsent(
+    conn: AsyncConnection, current: Any, now: datetime, *, cancelled_by: str | None = None
+) -> Any:
+    """End a run that never reached Databricks Cancelled, its lease dropped (fenced out)."""
+    values = status_values(RunStatus.CANCELLED) | {
+        "message": CANCELLED_UNSENT_MESSAGE,
+        "cancel_requested_at": current.cancel_requested_at or now,
+        "cancelled_by": current.cancelled_by or cancelled_by,
+        "ended_at": now,
+        "updated_at": now,
+        "next_poll_at": None,
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "lease_token": None,
+    }
+    row = await _update_run(conn, current.id, values)
+    await _add_event(conn, row, now, SOURCE_CANCEL)
+    return row
 
 
 def _holds(row: Any, lease: Lease | None) -> bool:
