@@ -52,6 +52,7 @@ from polysync.jobtypes.databricks_job import DatabricksJobJobType
 from polysync.jobtypes.databricks_workflow import DatabricksWorkflowJobType
 from polysync.secrets import SecretScope
 from polysync.store import open_store, upgrade
+from polysync.store.auth_fields import is_secret_field
 
 log = logging.getLogger(__name__)
 TransportFactory = Callable[[Platform], httpx.AsyncBaseTransport | None]
@@ -301,8 +302,9 @@ class Services:
         stored = await self.store.get_platform(platform.id)
         _check_platform_fields(platform, stored)
         checked = self.connections.checked_settings(platform)
+        edited = replace(platform, workspace_url=checked.url)
         return await self.store.update_platform(
-            replace(platform, workspace_url=checked.url), self.now(), actor=_who(actor)
+            edited, self.now(), actor=_who(actor), idle_only=_identity_change(stored, edited)
         )
 
     async def remove_platform(self, ref: int | str, *, actor: Actor | None = None) -> Platform:
@@ -500,6 +502,24 @@ class Services:
 
 def _who(actor: Actor | None) -> str | None:
     return None if actor is None else str(actor)
+
+
+def _identity_change(stored: Platform, edited: Platform) -> str | None:
+    """What of the workspace or the identity signing in to it changes ("its workspace URL",
+    "its sign-in identity"), or None. Both decide which workspace's runs the engine polls, so
+    neither may change under active runs (ConflictError). A new secret reference for the same
+    identity (a rotated token) is no such change."""
+    changes = []
+    # Both as WorkspaceSettings normalised them (scheme://host[:port]); hosts are case-blind.
+    if stored.workspace_url.rstrip("/").lower() != edited.workspace_url.rstrip("/").lower():
+        changes.append("its workspace URL")
+    if _identity(stored.auth) != _identity(edited.auth):
+        changes.append("its sign-in identity (auth method, tenant or client id)")
+    return " and ".join(changes) or None
+
+
+def _identity(auth: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in auth.items() if not is_secret_field(str(key))}
 
 
 def _check_platform_fields(new: NewPlatform | Platform, stored: Platform | None = None) -> None:

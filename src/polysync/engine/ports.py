@@ -79,8 +79,15 @@ class Store(Protocol):
         ...
 
     async def update_platform(
-        self, platform: Platform, now: datetime, *, actor: str | None = None
-    ) -> Platform: ...
+        self,
+        platform: Platform,
+        now: datetime,
+        *,
+        actor: str | None = None,
+        idle_only: str | None = None,
+    ) -> Platform:
+        """Save it; with `idle_only` (what changes), ConflictError while it has active runs."""
+        ...
 
     async def get_platform(self, ref: int | str) -> Platform:
         """By id or by name; NotFoundError if absent."""

@@ -39,7 +39,7 @@ from polysync.domain.records import (
     RunFilter,
 )
 from polysync.engine.ports import Observation, PollFailure, Submission
-from polysync.errors import NotFoundError, UsageError
+from polysync.errors import ConflictError, NotFoundError, UsageError
 from polysync.store.auth_fields import checked_auth
 from polysync.store.codec import (
     parameters_to_json,
@@ -175,10 +175,17 @@ class SqlStore:
 
     @store_call
     async def update_platform(
-        self, platform: Platform, now: datetime, *, actor: str | None = None
+        self,
+        platform: Platform,
+        now: datetime,
+        *,
+        actor: str | None = None,
+        idle_only: str | None = None,
     ) -> Platform:
         """Save a platform's fields; an audit entry "platform.update" names the fields that
-        changed (never their values: auth holds references, still not repeated)."""
+        changed (never the auth values: references, still not repeated), the workspace URL old
+        -> new. With `idle_only` (what changes, e.g. "its workspace URL"), ConflictError when
+        the platform has active runs, checked in the same transaction as the write."""
         values = {
             "name": platform.name,
             "workspace_url": platform.workspace_url,
@@ -198,12 +205,26 @@ class SqlStore:
                 ).one_or_none()
                 if before is None:
                     raise _platform_not_found(platform.id)
+                if idle_only is not None:
+                    active = await _active_run_ids(conn, platform.id)
+                    if active:
+                        raise ConflictError(
+                            f"Platform {before.name!r} has {_runs_named(active)}: "
+                            f"{idle_only} cannot change while they run, or Polysync would "
+                            "look for them in the wrong workspace. Let them finish or cancel "
+                            "them (`polysync runs list --active` shows them), then save again."
+                        )
                 row = (await conn.execute(_returning(statement))).one()
                 changed = [
                     name
                     for name in ("name", "workspace_url", "auth", "cluster_id", "description")
                     if getattr(before, name) != getattr(row, name)
                 ] + (["options"] if dict(before.options) != dict(row.options) else [])
+                if "workspace_url" in changed:
+                    # The URL is no secret; where runs are looked for is worth keeping.
+                    changed[changed.index("workspace_url")] = (
+                        f"workspace_url ({before.workspace_url} -> {row.workspace_url})"
+                    )
                 await _audit(
                     conn,
                     now,
@@ -245,19 +266,10 @@ class SqlStore:
             )
             if name is None:
                 raise _platform_not_found(platform_id)
-            active = (
-                await conn.scalars(
-                    select(runs.c.id)
-                    .where(runs.c.platform_id == platform_id, runs.c.terminal == false())
-                    .order_by(runs.c.id)
-                )
-            ).all()
+            active = await _active_run_ids(conn, platform_id)
             if active:
-                shown = ", ".join(str(i) for i in active[:10]) + (
-                    ", ..." if len(active) > 10 else ""
-                )
                 raise UsageError(
-                    f"Platform {name!r} still has {len(active)} active run(s) (id {shown}). "
+                    f"Platform {name!r} still has {_runs_named(active)}. "
                     "Cancel them or let them finish, then remove the platform. "
                     "`polysync runs list` shows them with their status."
                 )
@@ -908,6 +920,17 @@ class SqlStore:
         )
         if found is None:
             raise _platform_not_found(platform_id)
+
+
+async def _active_run_ids(conn: AsyncConnection, platform_id: int) -> Sequence[int]:
+    query = select(runs.c.id).where(runs.c.platform_id == platform_id, runs.c.terminal == false())
+    return (await conn.scalars(query.order_by(runs.c.id))).all()
+
+
+def _runs_named(run_ids: Sequence[int]) -> str:
+    """ "3 active run(s) (id 4, 5, 9)": at most ten ids shown."""
+    shown = ", ".join(str(i) for i in run_ids[:10]) + (", ..." if len(run_ids) > 10 else "")
+    return f"{len(run_ids)} active run(s) (id {shown})"
 
 
 def _returning(statement: Any) -> Any:
