@@ -1,10 +1,19 @@
 """Breaker review findings on the API: a platform's workspace or sign-in identity cannot change
-under active runs (H4)."""
+under active runs (H4); client addresses are the proxy's unless it is trusted, and logged
+safely (M1)."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 
+from polysync.api.deps import loggable_address, source_address
+from polysync.api.server import uvicorn_config
+from polysync.config import Settings
 from tests.api.conftest import SALES, TOKEN_VARIABLE, Api
 from tests.api.test_platforms import is_problem
 
@@ -67,3 +76,40 @@ async def test_a_workspace_url_change_is_audited_old_to_new(api: Api) -> None:
     )
     assert entry.action == "platform.update"
     assert entry.detail == f"changed workspace_url ({api.harness.base_url} -> http://127.0.0.2:9)"
+
+
+# ------------------------------------------------------------------ M1: client addresses
+
+
+def _echo_client() -> Starlette:
+    async def echo(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(source_address(request))
+
+    return Starlette(routes=[Route("/", echo)])
+
+
+@pytest.mark.parametrize(
+    ("trusted", "seen"),
+    [(None, "127.0.0.1"), ("10.0.0.0/8", "127.0.0.1"), ("127.0.0.1", "203.0.113.9")],
+)
+async def test_forwarded_addresses_are_believed_only_from_trusted_proxies(
+    trusted: str | None, seen: str
+) -> None:
+    settings = Settings(trusted_proxies=trusted)
+    config = uvicorn_config(_echo_client(), settings, "127.0.0.1", 0)  # type: ignore[arg-type]
+    config.load()
+    transport = httpx.ASGITransport(app=config.loaded_app, client=("127.0.0.1", 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        answer = await client.get("/", headers={"X-Forwarded-For": "203.0.113.9"})
+    assert answer.text == seen
+
+
+def test_an_address_that_is_not_an_ip_is_logged_quoted_and_short() -> None:
+    assert loggable_address("::ffff:7f00:1") == "::ffff:7f00:1"
+    assert loggable_address("2001:DB8::1") == "2001:db8::1"
+    assert loggable_address(None) == "unknown"
+    forged = loggable_address("1.2.3.4\n2026-01-01 WARNING sign-in ok\x1b[2J" + "x" * 100)
+    assert forged.startswith("invalid '1.2.3.4\\n2026-01-01 WARNING sign-in ok\\x1b[2J")
+    assert "\n" not in forged
+    assert "\x1b" not in forged
+    assert len(forged) < 90

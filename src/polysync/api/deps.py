@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -61,8 +62,20 @@ _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="polysync"'}
 
 
 def source_address(request: Request) -> str:
-    """The client's address as the server sees it (the proxy's, unless uvicorn trusts it)."""
-    return request.client.host if request.client else "unknown"
+    """The client's address as the server sees it (the proxy's, unless `trusted_proxies` names
+    it: then the one it forwarded), as it may be logged (`loggable_address`)."""
+    return loggable_address(request.client.host if request.client else None)
+
+
+def loggable_address(host: str | None) -> str:
+    """An IP address in its canonical form; anything else (a forwarded header's free text)
+    quoted, cut short and with control characters made visible: it cannot forge a log line."""
+    if not host:
+        return "unknown"
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return "invalid " + (repr(host[:64]) + ("..." if len(host) > 64 else ""))
 
 
 async def authenticate(
@@ -82,6 +95,12 @@ async def authenticate(
             "psk_...`. `polysync apikey create --role viewer` makes one.",
             headers=_CHALLENGE,
         )
+    # A valid key always passes: others' failures from the same address (a shared proxy or
+    # NAT) never lock out a client that has the right key. Keys are 256-bit random, so checking
+    # one is no guessing aid; only invalid keys are counted, and slowed down (docs/security.md).
+    key = await verify_api_key(context.store, sent)
+    if key is not None:
+        return key
     source = source_address(request)
     wait_s = context.limiter.retry_after_s(source)
     if wait_s is not None:
@@ -92,16 +111,13 @@ async def authenticate(
             f"Too many invalid API keys from {source}; try again in {math.ceil(wait_s)} s.",
             headers={"Retry-After": str(math.ceil(wait_s))},
         )
-    key = await verify_api_key(context.store, sent)
-    if key is None:
-        context.limiter.failed(source, f"API key {key_hint(sent)}")
-        raise ApiProblem(
-            401,
-            "invalid-api-key",
-            "The API key is not valid: it is unknown, mistyped or revoked.",
-            headers=_CHALLENGE,
-        )
-    return key
+    context.limiter.failed(source, f"API key {key_hint(sent)}")
+    raise ApiProblem(
+        401,
+        "invalid-api-key",
+        "The API key is not valid: it is unknown, mistyped or revoked.",
+        headers=_CHALLENGE,
+    )
 
 
 def require(role: Role) -> Callable[..., Awaitable[ApiKey]]:

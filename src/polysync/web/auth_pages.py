@@ -74,6 +74,10 @@ def auth_router(ctx: WebContext) -> APIRouter:
     ) -> Response:
         visitor = await ctx.sessions.visitor(request)
         await ctx.sessions.check_csrf(request, visitor)
+        # A valid key signs in whatever others did from the same address (see `authenticate`).
+        signed_in = await ctx.sessions.sign_in(api_key.strip())
+        if signed_in is not None:
+            return ctx.redirect(request, signed_in, safe_next(next))
         source = source_address(request)
         wait_s = ctx.limiter.retry_after_s(source)
         if wait_s is not None:
@@ -88,18 +92,15 @@ def auth_router(ctx: WebContext) -> APIRouter:
                 error=f"Too many failed sign-ins from your address: try again in "
                 f"{math.ceil(wait_s)} s.",
             )
-        signed_in = await ctx.sessions.sign_in(api_key.strip())
-        if signed_in is None:
-            ctx.limiter.failed(source, "sign-in")
-            return ctx.render(
-                request,
-                visitor,
-                "sign_in.html",
-                status_code=401,
-                next=safe_next(next),
-                error="That API key is not valid. Check it, or ask an administrator for one.",
-            )
-        return ctx.redirect(request, signed_in, safe_next(next))
+        ctx.limiter.failed(source, "sign-in")
+        return ctx.render(
+            request,
+            visitor,
+            "sign_in.html",
+            status_code=401,
+            next=safe_next(next),
+            error="That API key is not valid. Check it, or ask an administrator for one.",
+        )
 
     @router.post("/sign-out", include_in_schema=False)
     async def sign_out(request: Request, visitor: Annotated[Visitor, Depends(viewer)]) -> Response:
