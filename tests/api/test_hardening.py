@@ -4,6 +4,10 @@ safely (M1)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+from typing import Any
+
 import httpx
 import pytest
 from starlette.applications import Starlette
@@ -13,9 +17,11 @@ from starlette.routing import Route
 
 from polysync.api.deps import loggable_address, source_address
 from polysync.api.server import uvicorn_config
+from polysync.clock import ManualClock
 from polysync.config import Settings
 from tests.api.conftest import SALES, TOKEN_VARIABLE, Api
 from tests.api.test_platforms import is_problem
+from tests.conftest import autojump
 
 
 @pytest.mark.parametrize(
@@ -113,3 +119,75 @@ def test_an_address_that_is_not_an_ip_is_logged_quoted_and_short() -> None:
     assert "\n" not in forged
     assert "\x1b" not in forged
     assert len(forged) < 90
+
+
+# ------------------------------------------------------------------ M2: slow bodies
+
+
+async def _send_raw(
+    api: Api, path: str, headers: list[tuple[bytes, bytes]], first_chunk: bytes
+) -> tuple[int, bytes, list[str]]:
+    """One request straight to the ASGI app: `first_chunk` of a larger body, then nothing more
+    ever arrives (the client trickles, or stalls). The status and body answered, and what of the
+    request the app was handed."""
+    received: list[str] = []
+    stalled = asyncio.Event()
+    sent_first = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent_first
+        if not sent_first:
+            sent_first = True
+            received.append("first chunk")
+            return {"type": "http.request", "body": first_chunk, "more_body": True}
+        await stalled.wait()  # never set: the rest never comes
+        return {"type": "http.disconnect"}
+
+    answer: dict[str, Any] = {}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            answer["status"] = message["status"]
+        elif message["type"] == "http.response.body":
+            answer["body"] = answer.get("body", b"") + message.get("body", b"")
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"test"), (b"content-length", b"100000"), *headers],
+        "client": ("127.0.0.1", 50000),
+        "server": ("test", 80),
+    }
+    clock = api.services.clock
+    assert isinstance(clock, ManualClock)
+    await autojump(clock, api.app(scope, receive, send))
+    return answer["status"], answer.get("body", b""), received
+
+
+async def test_a_body_that_never_finishes_arriving_is_answered_408(api: Api) -> None:
+    status, body, _ = await _send_raw(
+        api,
+        f"/api/v1/jobs/{api.job_ids[SALES]}/runs",
+        [(b"content-type", b"application/json"), (b"x-api-key", api.keys["operator"].encode())],
+        b'{"parameters": {',
+    )
+    assert status == 408
+    assert json.loads(body)["detail"] == "The request body did not arrive within 30 s."
+
+
+async def test_an_api_request_without_a_valid_key_is_refused_before_its_body_is_read(
+    api: Api,
+) -> None:
+    for headers in ([], [(b"authorization", b"Bearer psk_notarealkey000000000000000000000000")]):
+        status, body, _ = await _send_raw(
+            api, f"/api/v1/jobs/{api.job_ids[SALES]}/runs", headers, b'{"parameters": {'
+        )
+        assert status == 401  # at once, not 408 after waiting for the rest of the body
+        assert json.loads(body)["status"] == 401

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 
 import polysync
-from polysync.api.deps import ApiContext, ApiSettings
+from polysync.api.deps import ApiContext, ApiSettings, api_key_admits
 from polysync.api.middleware import RequestGuard, SecurityHeaders
 from polysync.api.ports import ApiStore
 from polysync.api.problems import JSONResponse, install_problem_handlers
@@ -58,7 +58,7 @@ def create_api_app(
     )
     install_problem_handlers(app)
     # Outermost last: the security headers also go on a 413 from the body cap.
-    app.add_middleware(RequestGuard)
+    app.add_middleware(RequestGuard, clock=services.clock, admits=api_key_admits(store))
     app.add_middleware(SecurityHeaders)
     for module in (platforms, jobs, runs, audit, system, docs):
         app.include_router(module.router)

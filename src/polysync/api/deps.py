@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -118,6 +118,30 @@ async def authenticate(
         "The API key is not valid: it is unknown, mistyped or revoked.",
         headers=_CHALLENGE,
     )
+
+
+def api_key_admits(store: ApiStore) -> Callable[[MutableMapping[str, Any]], Awaitable[bool]]:
+    """For RequestGuard: whether an /api/ request's headers carry a valid API key, so that its
+    body is read at all (M2). Other paths (the web UI's forms, sign-in) are always read."""
+
+    async def admits(scope: MutableMapping[str, Any]) -> bool:
+        if not str(scope.get("path", "")).startswith("/api/"):
+            return True
+        sent = _key_in_headers(scope.get("headers", ()))
+        return sent is not None and await verify_api_key(store, sent) is not None
+
+    return admits
+
+
+def _key_in_headers(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    for name, value in headers:
+        lowered = name.lower()
+        text = value.decode("latin-1").strip()
+        if lowered == b"x-api-key" and text:
+            return text
+        if lowered == b"authorization" and text[:7].lower() == "bearer ":
+            return text[7:].strip()
+    return None
 
 
 def require(role: Role) -> Callable[..., Awaitable[ApiKey]]:
