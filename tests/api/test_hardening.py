@@ -191,3 +191,46 @@ async def test_an_api_request_without_a_valid_key_is_refused_before_its_body_is_
         )
         assert status == 401  # at once, not 408 after waiting for the rest of the body
         assert json.loads(body)["status"] == 401
+
+
+# ------------------------------------------------------------------ M7: open streams
+
+
+async def test_open_streams_are_capped_per_key_and_in_all(api: Api) -> None:
+    context = api.app.state.polysync_api
+    context.streams.per_key, context.streams.total = 2, 3
+    started = await api.client.post(
+        f"/api/v1/jobs/{api.job_ids[SALES]}/runs", json={}, headers=api.auth("operator")
+    )
+    run = started.json()
+    poll = f"/api/v1/runs/{run['id']}?wait=60&since={run['last_event_id']}"
+
+    def hold(role: str) -> asyncio.Task[httpx.Response]:
+        return asyncio.ensure_future(api.client.get(poll, headers=api.auth(role)))
+
+    async def parked(count: int) -> None:
+        # Bounded wait for the requests' handlers (and aiosqlite's thread) to get there.
+        for _ in range(2000):
+            if context.streams.open == count:
+                return
+            await asyncio.sleep(0.005)
+        raise AssertionError(f"{count} streams never opened")
+
+    held = [hold("operator"), hold("operator")]
+    await parked(2)
+    third = await api.client.get(poll, headers=api.auth("operator"))
+    problem = is_problem(third, 429)
+    assert third.headers["Retry-After"] == "5"
+    assert "This API key already has 2 event streams or long polls open" in str(problem["detail"])
+    sse = await api.client.get(f"/api/v1/runs/{run['id']}/events", headers=api.auth("operator"))
+    is_problem(sse, 429)  # the event stream counts the same
+    held.append(hold("viewer"))  # another key still gets one
+    await parked(3)
+    full = await api.client.get(poll, headers=api.auth("admin"))
+    assert "The server already holds 3" in str(is_problem(full, 429)["detail"])
+    # A plain read is never held open, so never counted.
+    plain = await api.client.get(f"/api/v1/runs/{run['id']}", headers=api.auth("admin"))
+    assert plain.status_code == 200
+    for task in held:
+        assert (await api.drive_until_done(task)).status_code == 200
+    assert context.streams.open == 0  # every slot given back

@@ -5,7 +5,8 @@ from __future__ import annotations
 import ipaddress
 import math
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
@@ -14,7 +15,12 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from polysync.api.keys import key_hint, verify_api_key
 from polysync.api.ports import ApiStore
 from polysync.api.problems import ApiProblem
-from polysync.api.throttle import FailureLimiter
+from polysync.api.throttle import (
+    STREAM_RETRY_AFTER_S,
+    FailureLimiter,
+    StreamLimitError,
+    StreamSlots,
+)
 from polysync.domain.access import ApiKey, Role
 from polysync.services import Services
 
@@ -37,6 +43,29 @@ class ApiContext:
     settings: ApiSettings
     limiter: FailureLimiter
     """Refused API keys and failed sign-ins per source address (shared with the web UI)."""
+    streams: StreamSlots = field(default_factory=StreamSlots)
+    """Event streams and long polls open, per API key and in all."""
+
+    def stream_slot(self, key: ApiKey) -> AbstractContextManager[None]:
+        """A slot for one open stream of `key`, or ApiProblem 429 with Retry-After."""
+        try:
+            self.streams.acquire(key.prefix)
+        except StreamLimitError as exc:
+            raise ApiProblem(
+                429,
+                "too-many-streams",
+                str(exc),
+                headers={"Retry-After": str(STREAM_RETRY_AFTER_S)},
+            ) from None
+        return _Releasing(self.streams, key.prefix)
+
+
+class _Releasing(AbstractContextManager[None]):
+    def __init__(self, slots: StreamSlots, key: str) -> None:
+        self._slots, self._key = slots, key
+
+    def __exit__(self, *exc: object) -> None:
+        self._slots.release(self._key)
 
 
 def get_context(request: Request) -> ApiContext:
