@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,6 +22,7 @@ from polysync.api.deps import loggable_address, source_address
 from polysync.api.server import uvicorn_config
 from polysync.clock import ManualClock
 from polysync.config import Settings
+from polysync.store import database
 from tests.api.conftest import SALES, TOKEN_VARIABLE, Api
 from tests.api.test_platforms import is_problem
 from tests.conftest import autojump
@@ -234,3 +238,35 @@ async def test_open_streams_are_capped_per_key_and_in_all(api: Api) -> None:
     for task in held:
         assert (await api.drive_until_done(task)).status_code == 200
     assert context.streams.open == 0  # every slot given back
+
+
+# ------------------------------------------------------------------ M4: an unwritable database
+
+
+async def test_health_reports_a_full_disk_under_the_database(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert (await api.client.get("/health")).status_code == 200
+    monkeypatch.setattr(
+        database.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 4096)
+    )
+    answer = await api.client.get("/health")
+    problem = is_problem(answer, 503)
+    assert problem["detail"] == database.DISK_FULL_MESSAGE
+    assert "the disk holding it is full" in str(problem["detail"])
+
+
+async def test_health_reports_a_read_only_database(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db_file = Path(str(api.store.engine.url.database))
+    real_access = os.access
+
+    def access(path: Any, mode: int, **kwargs: Any) -> bool:
+        if Path(path) == db_file and mode & os.W_OK:
+            return False  # as a read-only file or mount answers (root ignores file modes)
+        return real_access(path, mode, **kwargs)
+
+    monkeypatch.setattr(database.os, "access", access)
+    problem = is_problem(await api.client.get("/health"), 503)
+    assert "it is read-only" in str(problem["detail"])

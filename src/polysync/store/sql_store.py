@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +21,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -46,7 +49,15 @@ from polysync.store.codec import (
     string_map_to_json,
     tasks_to_json,
 )
-from polysync.store.database import WRITE_OPTION, create_engine, store_call, translated
+from polysync.store.database import (
+    READ_ONLY_MESSAGE,
+    WRITE_OPTION,
+    create_engine,
+    is_sqlite,
+    sqlite_write_problem,
+    store_call,
+    translated,
+)
 from polysync.store.migrate import upgrade_engine
 from polysync.store.rows import (
     api_key_from_row,
@@ -870,6 +881,26 @@ class SqlStore:
         """One round trip to the database (health checks); raises if it cannot be reached."""
         async with self._read() as conn:
             await conn.execute(select(literal(1)))
+
+    async def write_problem(self) -> str | None:
+        """Why the database cannot be written now (read-only, disk full), or None: what /health
+        checks beyond `ping`, since reads go on working when writes no longer do (M4). SQLite:
+        the file's and directory's permissions and the free space; PostgreSQL: a read-only
+        session or a standby server."""
+        url = self.engine.url
+        if is_sqlite(url):
+            if not url.database or url.database == ":memory:":
+                return None
+            return await asyncio.to_thread(sqlite_write_problem, Path(url.database))
+        try:
+            async with self._read() as conn:
+                read_only = await conn.scalar(
+                    text("SELECT current_setting('transaction_read_only') = 'on'")
+                )
+        except Exception as exc:
+            error = translated(exc)
+            return str(error) if error is not None else f"{type(exc).__name__}"
+        return READ_ONLY_MESSAGE if read_only else None
 
     @store_call
     async def count_runs_by_status(self) -> Mapping[RunStatus, int]:
