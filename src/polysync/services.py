@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -46,7 +47,13 @@ from polysync.domain.records import (
 from polysync.engine.engine import Engine, EngineSettings
 from polysync.engine.polling import PollPolicy
 from polysync.engine.ports import Store
-from polysync.errors import NotFoundError, PolysyncError, StoreUnavailableError, UsageError
+from polysync.errors import (
+    ConflictError,
+    NotFoundError,
+    PolysyncError,
+    StoreUnavailableError,
+    UsageError,
+)
 from polysync.jobtypes.base import DiscoveredJob, JobType
 from polysync.jobtypes.databricks_job import DatabricksJobJobType
 from polysync.jobtypes.databricks_workflow import DatabricksWorkflowJobType
@@ -409,6 +416,39 @@ class Services:
         platform = await self.store.get_platform(job.platform_id)
         check_secret_references(workspace_settings(platform))
         return await self.engine.submit(job, overrides, executed_by=_who(actor))
+
+    async def execute_once(
+        self,
+        job: Job,
+        overrides: Mapping[str, str],
+        request_key: str,
+        *,
+        actor: Actor | None = None,
+    ) -> tuple[Run, bool]:
+        """`execute`, at most once per `request_key` (an `Idempotency-Key` header) of this
+        actor: (run, replayed). The same key with the same job and overrides answers the run it
+        made (replayed); with another job or other overrides it is refused (ConflictError), so a
+        client retrying after a lost answer never starts a second run."""
+        key = "request-" + hashlib.sha256(f"{_who(actor)}\n{request_key}".encode()).hexdigest()
+        for _ in range(2):
+            existing = await self.store.find_run_by_key(key)
+            if existing is not None:
+                if existing.job_id != job.id or dict(existing.overrides) != dict(overrides):
+                    raise ConflictError(
+                        f"Idempotency-Key {request_key[:80]!r} was already used for run "
+                        f"{existing.id} with another job or other parameters: send a new key "
+                        "for a new run."
+                    )
+                return existing, True
+            check_parameter_values(overrides)
+            platform = await self.store.get_platform(job.platform_id)
+            check_secret_references(workspace_settings(platform))
+            try:
+                run = await self.engine.submit(job, overrides, executed_by=_who(actor), key=key)
+            except ConflictError:
+                continue  # the same key committed by a concurrent request: answer with its run
+            return run, False
+        raise ConflictError(f"Idempotency-Key {request_key[:80]!r} is being used concurrently.")
 
     async def cancel(self, run_id: int, *, actor: Actor | None = None) -> Run:
         """Record the request to cancel (D10), with `actor` as cancelled_by, and return: an

@@ -270,3 +270,38 @@ async def test_health_reports_a_read_only_database(
     monkeypatch.setattr(database.os, "access", access)
     problem = is_problem(await api.client.get("/health"), 503)
     assert "it is read-only" in str(problem["detail"])
+
+
+# ------------------------------------------------------------------ M4: Idempotency-Key
+
+
+async def test_an_idempotency_key_makes_execute_now_happen_once(api: Api) -> None:
+    path = f"/api/v1/jobs/{api.job_ids[SALES]}/runs"
+    body = {"parameters": {"env": "dev"}}
+    operator = {**api.auth("operator"), "Idempotency-Key": "retry-7f3a"}
+    first = await api.client.post(path, json=body, headers=operator)
+    assert first.status_code == 201, first.text
+    again = await api.client.post(path, json=body, headers=operator)  # the answer was lost
+    assert again.status_code == 200
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"]
+    other = await api.client.post(path, json={"parameters": {"env": "prod"}}, headers=operator)
+    problem = is_problem(other, 409)
+    assert f"already used for run {first.json()['id']}" in str(problem["detail"])
+    # Keys are the caller's own: another API key with the same one starts its own run.
+    admin = {**api.auth("admin"), "Idempotency-Key": "retry-7f3a"}
+    theirs = await api.client.post(path, json=body, headers=admin)
+    assert theirs.status_code == 201
+    assert theirs.json()["id"] != first.json()["id"]
+    runs = await api.client.get("/api/v1/runs", headers=api.auth("viewer"))
+    assert len(runs.json()) == 2
+
+
+@pytest.mark.parametrize("key", ["two words", "é", "x" * 256])
+async def test_an_idempotency_key_must_be_printable_ascii(api: Api, key: str) -> None:
+    # Sent as UTF-8 bytes: the header is what the wire carries, not what httpx would allow.
+    headers = {**api.auth("operator"), "Idempotency-Key": key.encode("utf-8")}
+    answer = await api.client.post(
+        f"/api/v1/jobs/{api.job_ids[SALES]}/runs", json={}, headers=headers
+    )
+    is_problem(answer, 422)

@@ -165,13 +165,19 @@ class Engine:
 
     # ------------------------------------------------------------------ entry points
     async def submit(
-        self, job: Job, overrides: Mapping[str, str], *, executed_by: str | None = None
+        self,
+        job: Job,
+        overrides: Mapping[str, str],
+        *,
+        executed_by: str | None = None,
+        key: str | None = None,
     ) -> Run:
         """Validate and commit a new run (D3, D8): the intent only. The engine loop (or `drive`,
         for a command with no engine running) starts it. `executed_by` (str(Actor)) is recorded
-        with the run. Raises UsageError on bad input, before anything is recorded."""
+        with the run; `key` (unique; default: a random one) names it. Raises UsageError on bad
+        input, before anything is recorded."""
         parameters = resolve_run_parameters(job.parameters, overrides)  # refuses bad input first
-        key = uuid.uuid4().hex
+        key = key or uuid.uuid4().hex
         new = NewRun(
             job_id=job.id,
             platform_id=job.platform_id,

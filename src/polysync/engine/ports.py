@@ -208,6 +208,10 @@ class Store(Protocol):
 
     async def get_run(self, run_id: int) -> Run: ...
 
+    async def find_run_by_key(self, key: str) -> Run | None:
+        """The run created with this NewRun.key, if any."""
+        ...
+
     async def list_runs(self, where: RunFilter) -> Sequence[Run]:
         """Newest first."""
         ...

@@ -455,7 +455,7 @@ class SqlStore:
                 row = (await conn.execute(_returning(insert(runs).values(values)))).one()
                 await _add_event(conn, row, now, SOURCE_ENGINE)
         except IntegrityError as exc:
-            raise UsageError(
+            raise ConflictError(
                 f"A run with key {new.key!r} or idempotency token {new.idempotency_token!r} "
                 "already exists."
             ) from exc
@@ -641,6 +641,13 @@ class SqlStore:
         if row is None:
             raise _run_not_found(run_id)
         return run_from_row(row)
+
+    @store_call
+    async def find_run_by_key(self, key: str) -> Run | None:
+        """The run created with this key (NewRun.key), if any."""
+        async with self._read() as conn:
+            row = (await conn.execute(select(runs).where(runs.c.key == key))).one_or_none()
+        return None if row is None else run_from_row(row)
 
     @store_call
     async def list_runs(self, where: RunFilter) -> Sequence[Run]:
