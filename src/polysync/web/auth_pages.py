@@ -3,13 +3,14 @@
 import math
 import re
 from typing import Annotated
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import FileResponse, Response
 
 from polysync.api.deps import source_address
 from polysync.domain.access import Role
+from polysync.domain.limits import replace_unencodable
 from polysync.web.context import STATIC_DIR, WebContext
 from polysync.web.security import Visitor
 
@@ -37,7 +38,9 @@ def safe_next(target: str | None) -> str:
     parts = urlsplit(cleaned)
     if parts.scheme or parts.netloc:
         return DEFAULT_NEXT
-    return cleaned
+    # A Location header carries ASCII only: other characters percent-encoded as UTF-8 (text
+    # with no UTF-8 form first becomes U+FFFD), never a 500 for a hostile link.
+    return quote(replace_unencodable(cleaned), safe="/?#&=%:@!$'()*+,;~-._")
 
 
 def auth_router(ctx: WebContext) -> APIRouter:
