@@ -19,6 +19,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from polysync.api.deps import loggable_address, source_address
+from polysync.api.middleware import SECURITY_HEADERS
 from polysync.api.server import uvicorn_config
 from polysync.clock import ManualClock
 from polysync.config import Settings
@@ -305,3 +306,22 @@ async def test_an_idempotency_key_must_be_printable_ascii(api: Api, key: str) ->
         f"/api/v1/jobs/{api.job_ids[SALES]}/runs", json={}, headers=headers
     )
     is_problem(answer, 422)
+
+
+# ------------------------------------------------------------------ security headers on a 500
+
+
+async def test_an_unexpected_error_answers_500_with_the_security_headers(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken() -> None:
+        raise RuntimeError("a bug, with Bearer dapi0123456789abcdef in its text")
+
+    api.app.add_api_route("/api/v1/broken", broken)
+    answer = await api.client.get("/api/v1/broken", headers=api.auth("viewer"))
+    problem = is_problem(answer, 500)
+    assert "dapi" not in answer.text
+    assert problem["detail"] == "Polysync hit an unexpected error; the server log has the details."
+    for header, value in SECURITY_HEADERS:
+        assert answer.headers[header.decode()] == value.decode()
+    assert "RuntimeError" in caplog.text

@@ -3,8 +3,6 @@ input (a redirect on the site, a 403), never a 500."""
 
 from __future__ import annotations
 
-import pytest
-
 from tests.web.test_security import CSRF_INPUT, App, app  # noqa: F401 - the fixture
 
 
@@ -31,9 +29,7 @@ async def test_a_non_ascii_next_is_sent_back_to_the_runs_page(app: App) -> None:
 
 async def test_a_non_ascii_csrf_token_is_refused_as_bad_input(app: App) -> None:  # noqa: F811
     await app.sign_in("operator")
-    answer = await app.client.post(
-        "/sign-out", headers={"X-CSRF-Token": "t\u00f6ken".encode()}
-    )
+    answer = await app.client.post("/sign-out", headers={"X-CSRF-Token": "t\u00f6ken".encode()})
     assert answer.status_code == 403, answer.text
     answer = await app.client.post("/sign-out", data={"csrf_token": "t\u00f6ken"})
     assert answer.status_code == 403, answer.text

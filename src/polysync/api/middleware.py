@@ -51,8 +51,12 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
 
+        started = False
+
         async def send_with_headers(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 present = {name.lower() for name, _ in message.get("headers", ())}
                 message["headers"] = [
                     *message.get("headers", ()),
@@ -60,7 +64,21 @@ class SecurityHeaders:
                 ]
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception:
+            if started:
+                raise  # too late for another answer: the server closes the connection
+            # A bug: answered here, so the 500 carries the headers too (Starlette's own error
+            # answer is sent outside every middleware). The traceback goes to the log only.
+            log.exception("%s %s: unexpected error", scope.get("method"), scope.get("path"))
+            await _problem(
+                send_with_headers,
+                500,
+                "internal",
+                "Internal Server Error",
+                "Polysync hit an unexpected error; the server log has the details.",
+            )
 
 
 Admits = Callable[[Scope], Awaitable[bool]]
