@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from polysync.domain._text import shown
+from polysync.domain.external_id import parse_external_id
 from polysync.errors import ParameterTextError, UsageError
 
 T = TypeVar("T")
@@ -281,19 +282,24 @@ def fits_int64(digits: str) -> bool:
 def unique_ids(
     ids: Iterable[str], *, field: str = "external_ids", cap: int = MAX_IMPORT_IDS
 ) -> list[str]:
-    """The ids in first-seen order without repeats (compared trimmed), at most `cap` of them,
-    each single-line and at most MAX_EXTERNAL_ID_CHARS; else UsageError. A request that names
-    one job 10,000 times costs one `jobs/get`, not 10,000."""
-    seen: dict[str, None] = {}
+    """The ids in first-seen order (trimmed) without repeats, at most `cap` of them, each
+    single-line and at most MAX_EXTERNAL_ID_CHARS; else UsageError. Repeats are compared as the
+    Job Id they name ("42", " 0042 "), or as text when they name none (each is then refused
+    once, by the import). A request that names one job 10,000 times costs one `jobs/get`."""
+    seen: dict[object, str] = {}
     for raw in ids:
-        text = check_text(raw, field=f"An id in {field}", max_chars=MAX_EXTERNAL_ID_CHARS)
-        seen.setdefault(text.strip(), None)
+        text = check_text(raw, field=f"An id in {field}", max_chars=MAX_EXTERNAL_ID_CHARS).strip()
+        try:
+            identity: object = parse_external_id(text)
+        except UsageError:
+            identity = text
+        seen.setdefault(identity, text)
         if len(seen) > cap:
             raise UsageError(
                 f"{field} names more than {cap:,} distinct jobs; import at most {cap:,} per "
                 f"request (or use `all`)."
             )
-    return list(seen)
+    return list(seen.values())
 
 
 def is_env_name(name: str) -> bool:

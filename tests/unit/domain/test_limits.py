@@ -196,3 +196,7 @@ async def test_api_key_names_are_checked() -> None:
     for name in ("bot\x1b[2J", "", "n" * 201):
         with pytest.raises(UsageError):
             await create_api_key(NoStore(), name, "viewer")  # type: ignore[arg-type]
+
+
+def test_import_ids_are_deduplicated_by_the_job_id_they_name() -> None:
+    assert unique_ids(["42", " 0042 ", "x", "x ", "7", "00007", "0"]) == ["42", "x", "7", "0"]
