@@ -128,6 +128,8 @@ def test_loopback_detection_never_fails(host: str) -> None:
         {"retry": {"default_retry_after_s": 10**6}},
         {"request_timeout_s": 86_400},
         {"connect_timeout_s": 0},
+        {"request_timeout_s": 0.001},
+        {"connect_timeout_s": 0.01},
         {"max_connections": 100_000},
         {"token_refresh_lead_s": 10**9},
         {"rate_limits": {"runs_get": 1e9}},
