@@ -51,6 +51,7 @@ from polysync.errors import (
     ConflictError,
     NotFoundError,
     PolysyncError,
+    SecretReferenceError,
     StoreUnavailableError,
     UsageError,
 )
@@ -299,9 +300,20 @@ class Services:
         )
         # Refuses a bad URL, a secret value, a host or reference outside the policy, ... first.
         checked = self.connections.checked_settings(probe)
-        return await self.store.add_platform(
+        platform = await self.store.add_platform(
             replace(new, workspace_url=checked.url), self.now(), actor=_who(actor)
         )
+        try:
+            check_secret_references(checked)
+        except SecretReferenceError as exc:
+            # Saved all the same: the variable or file may be provided later (a deployment
+            # sets it); until then nothing can start, and Execute Now says so.
+            log.warning(
+                "platform %r saved, but its credentials cannot be read yet: %s",
+                platform.name,
+                exc.message,
+            )
+        return platform
 
     async def update_platform(self, platform: Platform, *, actor: Actor | None = None) -> Platform:
         """Save an edited platform, checked as `add_platform` checks a new one (text fields only

@@ -325,3 +325,20 @@ async def test_an_unexpected_error_answers_500_with_the_security_headers(
     for header, value in SECURITY_HEADERS:
         assert answer.headers[header.decode()] == value.decode()
     assert "RuntimeError" in caplog.text
+
+
+async def test_a_platform_whose_secret_does_not_resolve_yet_is_saved_with_a_warning(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    answer = await api.client.post(
+        "/api/v1/platforms",
+        json={
+            "name": "later",
+            "workspace_url": api.harness.base_url,
+            "auth": {"method": "pat", "token": "env:POLYSYNC_NOT_SET_YET"},
+        },
+        headers=api.auth("admin"),
+    )
+    assert answer.status_code == 201, answer.text
+    assert "platform 'later' saved, but its credentials cannot be read yet" in caplog.text
+    assert "POLYSYNC_NOT_SET_YET" in caplog.text
