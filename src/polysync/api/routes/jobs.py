@@ -46,7 +46,7 @@ async def update_job(
     job_id: JobId, body: JobUpdate, services: ServicesDep, caller: Operator
 ) -> JobOut:
     """Edit the name, description, and each parameter's Direction and stored value; a stored
-    value must fit the parameter's Data Type (D2) and is kept in its canonical form."""
+    value must fit the parameter's Data Type (D2) and is kept as typed, trimmed."""
     job = await services.store.get_job(job_id)
     changes: dict[str, Any] = {}
     if body.name is not None:
