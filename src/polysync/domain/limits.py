@@ -184,8 +184,46 @@ def check_optional_text(
 
 
 def check_name(value: str, *, field: str = "The name", max_chars: int = MAX_NAME_CHARS) -> str:
-    """A required single-line name (platform, API key, job)."""
-    return check_text(value, field=field, max_chars=max_chars, required=True)
+    """A required single-line name (platform, API key, job) that shows as what it is
+    (`display_unsafe`)."""
+    check_text(value, field=field, max_chars=max_chars, required=True)
+    unsafe = display_unsafe(value)
+    if unsafe is not None:
+        raise UsageError(
+            f"{field} contains {unsafe} ({shown(value)}): a name must show as what it is, so "
+            "invisible characters and text-direction controls are not allowed. Remove it."
+        )
+    return value
+
+
+# Bidi embeddings/overrides/isolates and marks (Trojan Source, CVE-2021-42574), zero-width
+# characters and the BOM: they make a name show as another one, or as nothing.
+_DISPLAY_UNSAFE = {
+    **{
+        chr(c): "a text-direction control" for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))
+    },
+    **{c: "a text-direction mark" for c in ("\u200e", "\u200f", "\u061c")},
+    **{c: "an invisible character" for c in ("\u200b", "\u2060", "\ufeff")},
+}
+# Zero-width (non-)joiners shape Persian, Indic scripts and emoji sequences: allowed between two
+# characters that are not ASCII, refused anywhere else (`pr\u200cod` would show as "prod").
+_JOINERS = ("\u200c", "\u200d")
+
+
+def display_unsafe(value: str) -> str | None:
+    """What of `value` would not show as what it is - "a text-direction control U+202E", "an
+    invisible character U+200B" - or None. The one rule of every user-given name (docs/security.md
+    "Limits"); text from a workspace is shown as it came, never refused."""
+    for index, char in enumerate(value):
+        kind = _DISPLAY_UNSAFE.get(char)
+        if kind is None and char in _JOINERS:
+            before = value[index - 1] if index > 0 else " "
+            after = value[index + 1] if index + 1 < len(value) else " "
+            if before.isascii() or after.isascii():
+                kind = "an invisible character"
+        if kind is not None:
+            return f"{kind} U+{ord(char):04X}"
+    return None
 
 
 def check_description(value: str, *, field: str = "The description") -> str:
