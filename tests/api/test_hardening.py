@@ -342,3 +342,15 @@ async def test_a_platform_whose_secret_does_not_resolve_yet_is_saved_with_a_warn
     assert answer.status_code == 201, answer.text
     assert "platform 'later' saved, but its credentials cannot be read yet" in caplog.text
     assert "POLYSYNC_NOT_SET_YET" in caplog.text
+
+
+async def test_a_misspelled_patch_field_says_what_to_do(api: Api) -> None:
+    answer = await api.client.patch(
+        f"/api/v1/platforms/{api.platform_id}",
+        json={"url": "https://adb-1.2.azuredatabricks.net"},
+        headers=api.auth("admin"),
+    )
+    problem = is_problem(answer, 422)
+    assert "url: not a field of this request: check its spelling against /docs" in str(
+        problem["detail"]
+    )

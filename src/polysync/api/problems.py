@@ -176,11 +176,17 @@ def _field_error(error: Any) -> dict[str, Any]:
     # The input itself is left out: it may be a secret pasted into the wrong field.
     # A dict key is part of the location: cut short, as a huge one must not be echoed whole.
     location = [_clipped(str(part)) for part in error.get("loc", ())]
-    return {
-        "field": ".".join(location) or "request",
-        "message": str(error.get("msg", "invalid")),
-        "type": str(error.get("type", "invalid")),
-    }
+    kind = str(error.get("type", "invalid"))
+    message = _HINTS.get(kind) or str(error.get("msg", "invalid"))
+    return {"field": ".".join(location) or "request", "message": message, "type": kind}
+
+
+# Pydantic's words, with what to do about them (a PATCH with a misspelled field is the usual case).
+_HINTS = {
+    "extra_forbidden": "not a field of this request: check its spelling against /docs "
+    "(a PATCH sends only the fields it changes, named as GET shows them)",
+    "missing": "required: add it",
+}
 
 
 def _clipped(text: str, limit: int = 80) -> str:
