@@ -565,12 +565,18 @@ def _identity_change(stored: Platform, edited: Platform) -> str | None:
     # Both as WorkspaceSettings normalised them (scheme://host[:port]); hosts are case-blind.
     if stored.workspace_url.rstrip("/").lower() != edited.workspace_url.rstrip("/").lower():
         changes.append("its workspace URL")
-    if _identity(stored.auth) != _identity(edited.auth):
+    if _identity(stored) != _identity(edited):
         changes.append("its sign-in identity (auth method, tenant or client id)")
     return " and ".join(changes) or None
 
 
-def _identity(auth: Mapping[str, Any]) -> dict[str, Any]:
+def _identity(platform: Platform) -> dict[str, Any]:
+    """The non-secret auth fields, defaults filled in (a form that sends a default explicitly
+    changes nothing); as stored when the record no longer validates."""
+    try:
+        auth: Mapping[str, Any] = workspace_settings(platform).auth.model_dump(mode="json")
+    except UsageError:
+        auth = platform.auth
     return {key: value for key, value in auth.items() if not is_secret_field(str(key))}
 
 

@@ -354,3 +354,43 @@ async def test_a_misspelled_patch_field_says_what_to_do(api: Api) -> None:
     assert "url: not a field of this request: check its spelling against /docs" in str(
         problem["detail"]
     )
+
+
+async def test_an_edit_that_spells_out_a_default_is_no_identity_change(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A form that sends every field (a default included) must not look like a new identity."""
+    monkeypatch.setenv("SP_SECRET", "not-used-here")
+    platform = await api.services.store.get_platform(api.platform_id)
+    await api.client.patch(
+        f"/api/v1/platforms/{api.platform_id}",
+        json={
+            "auth": {
+                "method": "entra_service_principal",
+                "tenant_id": "t1",
+                "client_id": "c1",
+                "client_secret": "env:SP_SECRET",
+            }
+        },
+        headers=api.auth("admin"),
+    )
+    started = await api.client.post(
+        f"/api/v1/jobs/{api.job_ids[SALES]}/runs", json={}, headers=api.auth("operator")
+    )
+    assert started.status_code == 201
+    spelled_out = await api.client.patch(
+        f"/api/v1/platforms/{api.platform_id}",
+        json={
+            "description": "edited on the web",
+            "auth": {
+                "method": "entra_service_principal",
+                "tenant_id": "t1",
+                "client_id": "c1",
+                "client_secret": "env:SP_SECRET_ROTATED",
+                "authority_host": "https://login.microsoftonline.com",
+            },
+        },
+        headers=api.auth("admin"),
+    )
+    assert spelled_out.status_code == 200, spelled_out.text
+    assert platform.workspace_url == spelled_out.json()["workspace_url"]
