@@ -144,7 +144,16 @@ def load_settings(db: str | None = None, **overrides: Any) -> Settings:
     return settings
 
 
+class _EncodableLogRecord(logging.LogRecord):
+    """A log record whose message holds no lone surrogate or NUL (U+FFFD instead): a workspace's
+    text quoted in a log line can never make a handler writing UTF-8 (a file, a journal) fail."""
+
+    def getMessage(self) -> str:
+        return replace_unencodable(super().getMessage())
+
+
 def _configure_logging(level: str) -> None:
+    logging.setLogRecordFactory(_EncodableLogRecord)
     root = logging.getLogger()
     if any(isinstance(handler, RichHandler) for handler in root.handlers):
         return
