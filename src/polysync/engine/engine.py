@@ -432,8 +432,21 @@ class Engine:
         return report
 
     async def _work(self, due: Sequence[Run], report: StepReport) -> None:
-        to_submit = [run for run in due if not run.submitted][: self.settings.max_submits_per_cycle]
+        candidates = [run for run in due if not run.submitted][
+            : self.settings.max_submits_per_cycle
+        ]
         to_watch = [run for run in due if run.submitted]
+        # Each run-now is counted before it is sent, under the runs' row locks (one transaction):
+        # a cancel that came first ended its run without any; one that comes after knows one may
+        # have been sent (H5).
+        begun = await self.store.begin_submits(
+            [(run.id, run.lease) for run in candidates], utc(self.clock.now())
+        )
+        allowed = {run.id for run in begun}
+        for run in candidates:
+            if run.id not in allowed:
+                log.info("run %s: not submitted: cancelled first, or no longer ours", run.id)
+        to_submit = [run for run in candidates if run.id in allowed]
         submitted = await self._gather(self._submit(run, report) for run in to_submit)
         await self.store.record_submissions(
             [s for s in submitted if s is not None], utc(self.clock.now())
@@ -488,11 +501,6 @@ class Engine:
         # Store reads are outside the guard: the database being down fails the whole cycle.
         job = await self._job(run.job_id)
         platform = await self._platform(run.platform_id)
-        # Counted before it is sent, under the run's row lock: a cancel that comes first ends
-        # the run without any run-now; one that comes after knows one may have been sent.
-        if await self.store.begin_submit(run.id, utc(self.clock.now()), lease=run.lease) is None:
-            log.info("run %s: not submitted: cancelled first, or no longer this engine's", run.id)
-            return None
         try:
             job_type = self.job_types.for_job(platform, job)
             started = await self._within_budget(

@@ -150,9 +150,12 @@ class Store(Protocol):
         """Several `record_submitted` in one transaction (rows locked in id order)."""
         ...
 
-    async def begin_submit(self, run_id: int, now: datetime, *, lease: Lease | None) -> Run | None:
-        """Count a run-now about to be sent; None when it must not be sent (ended, lease lost,
-        or cancelled before any run-now: then it ends Cancelled)."""
+    async def begin_submits(
+        self, claims: Sequence[tuple[int, Lease | None]], now: datetime
+    ) -> list[Run]:
+        """Count a run-now about to be sent for each (run id, lease), in one transaction; the
+        runs it may be sent for. Not those ended, whose lease was lost, or cancelled before any
+        run-now (they end Cancelled here)."""
         ...
 
     async def record_submit_attempt(

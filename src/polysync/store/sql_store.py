@@ -491,21 +491,35 @@ class SqlStore:
             }
         return [recorded[s.run_id] for s in submissions]
 
-    @store_call
     async def begin_submit(self, run_id: int, now: datetime, *, lease: Lease | None) -> Run | None:
         """The run, its submit_attempts counted, if run-now may be sent now under `lease`; None
         when it may not: it ended, the lease was lost, or it was cancelled before any run-now
         (then it ends Cancelled here). Counting before sending is the fence a cancel needs: a
         run with no attempt counted has certainly never reached Databricks (H5)."""
+        begun = await self.begin_submits([(run_id, lease)], now)
+        return begun[0] if begun else None
+
+    @store_call
+    async def begin_submits(
+        self, claims: Sequence[tuple[int, Lease | None]], now: datetime
+    ) -> list[Run]:
+        """`begin_submit` for several runs in one transaction (rows locked in id order): the
+        runs whose run-now may be sent, in the order given."""
+        if not claims:
+            return []
+        begun: dict[int, Run] = {}
         async with self._write() as conn:
-            current = await _lock_run(conn, run_id)
-            if current.terminal or not _holds(current, lease):
-                return None
-            if _never_sent(current) and current.cancel_requested_at is not None:
-                await _end_unsent(conn, current, now)
-                return None
-            row = await _update_run(conn, run_id, {"submit_attempts": runs.c.submit_attempts + 1})
-        return run_from_row(row)
+            current = await _lock_runs(conn, [run_id for run_id, _ in claims])
+            for run_id, lease in sorted(claims, key=lambda claim: claim[0]):
+                row = current[run_id]
+                if row.terminal or not _holds(row, lease):
+                    continue
+                if _never_sent(row) and row.cancel_requested_at is not None:
+                    await _end_unsent(conn, row, now)
+                    continue
+                values = {"submit_attempts": runs.c.submit_attempts + 1}
+                begun[run_id] = run_from_row(await _update_run(conn, run_id, values))
+        return [begun[run_id] for run_id, _ in claims if run_id in begun]
 
     @store_call
     async def record_submit_attempt(
