@@ -23,6 +23,7 @@ from polysync.api.middleware import SECURITY_HEADERS
 from polysync.api.server import uvicorn_config
 from polysync.clock import ManualClock
 from polysync.config import Settings
+from polysync.errors import StoreUnavailableError
 from polysync.store import database
 from tests.api.conftest import SALES, TOKEN_VARIABLE, Api
 from tests.api.test_platforms import is_problem
@@ -394,3 +395,20 @@ async def test_an_edit_that_spells_out_a_default_is_no_identity_change(
     )
     assert spelled_out.status_code == 200, spelled_out.text
     assert platform.workspace_url == spelled_out.json()["workspace_url"]
+
+
+async def test_a_database_outage_while_checking_a_key_before_the_body_is_a_503_not_a_crash(
+    api: Api, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def unreachable(prefix: str) -> None:
+        raise StoreUnavailableError("The database cannot be reached: connection refused")
+
+    monkeypatch.setattr(api.store, "find_api_key", unreachable)
+    answer = await api.client.post(
+        f"/api/v1/jobs/{api.job_ids[SALES]}/runs", json={}, headers=api.auth("operator")
+    )
+    assert is_problem(answer, 503)["detail"] == (
+        "The database cannot be reached: connection refused"
+    )
+    assert "Traceback" not in caplog.text
+    assert "unexpected error" not in caplog.text

@@ -10,8 +10,10 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, TypeVar
 
+from polysync.api.problems import status_of, title_of
 from polysync.clock import Clock, SystemClock
 from polysync.domain.limits import MAX_BODY_BYTES
+from polysync.errors import PolysyncError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -66,6 +68,12 @@ class SecurityHeaders:
 
         try:
             await self.app(scope, receive, send_with_headers)
+        except PolysyncError as exc:  # raised outside the routes (a middleware): its status
+            if started:
+                raise
+            status, slug = status_of(exc)
+            log.warning("%s %s: %s", scope.get("method"), scope.get("path"), exc)
+            await _problem(send_with_headers, status, slug, title_of(status), str(exc))
         except Exception:
             if started:
                 raise  # too late for another answer: the server closes the connection

@@ -109,7 +109,7 @@ def problem_response(
 ) -> JSONResponse:
     body = Problem(
         type=_TYPE_BASE + slug,
-        title=_TITLES.get(status, "Error"),
+        title=title_of(status),
         status=status,
         detail=detail,
         errors=errors,
@@ -120,6 +120,10 @@ def problem_response(
         media_type=PROBLEM_JSON,
         headers=headers,
     )
+
+
+def title_of(status: int) -> str:
+    return _TITLES.get(status, "Error")
 
 
 def status_of(exc: PolysyncError) -> tuple[int, str]:
