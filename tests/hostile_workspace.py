@@ -11,7 +11,8 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse as _JSONResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 # Each must stay inert: shown as text in the web UI, never executed; made visible in a terminal.
@@ -20,7 +21,10 @@ IMG = "<img src=x onerror=\"window.__pwned='img'\">"
 TERMINAL = "\x1b[2J\x1b[H\x1b]0;pwned\x07\x1b]8;;https://attacker.example\x1b\\link\x1b]8;;\x1b\\"
 C1 = "\x9b31m\r"
 JS_URL = "javascript:window.__pwned='href'"
-HOSTILE = f"{SCRIPT}{IMG}{TERMINAL}{C1}"
+# No encoder can carry these (a lone surrogate has no UTF-8 form, PostgreSQL text refuses NUL):
+# they arrive as JSON escapes and must come out as U+FFFD everywhere.
+UNENCODABLE = "\ud800\x00\udfff"
+HOSTILE = f"{SCRIPT}{IMG}{TERMINAL}{C1}{UNENCODABLE}"
 
 WORKFLOW_ID = 101  # a two-task workflow, hostile everywhere
 ENDLESS_ID = 102  # jobs/get answers for ever (a body larger than any cap)
@@ -28,6 +32,14 @@ TRICKLE_ID = 103  # jobs/get answers a byte at a time, never finishing
 RUN_ID = 5001
 TRICKLE_INTERVAL_S = 0.2
 MAX_STREAM_S = 120.0  # the fake itself stops at last, whoever is (not) reading
+
+
+class JSONResponse(_JSONResponse):
+    """JSON as a workspace may send it: every non-ASCII character escaped, so a lone surrogate
+    travels as `\\ud800` (valid JSON text that decodes to no valid Unicode)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content).encode("ascii")
 
 
 def _settings(job_id: int) -> dict[str, Any]:

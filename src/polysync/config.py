@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     workspace_hosts: str | None = None
     # Plain http:// to a host that is not loopback sends credentials in clear: refused unless set.
     allow_insecure_http: bool = False
+    # Comma-separated addresses or networks of reverse proxies whose X-Forwarded-For /
+    # X-Forwarded-Proto `serve` believes (e.g. "10.0.0.5,10.1.0.0/16"). Unset: no one's, so a
+    # client cannot pick the address its failures are counted and logged under.
+    trusted_proxies: str | None = None
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -9,7 +9,8 @@
     │   ├── TaskScopedParameterError   an override of a task-scoped parameter (D3)
     │   ├── UnknownParameterError      an override of a parameter the Job does not have
     │   ├── AccessDeniedError          the caller's role may not do this (API 403)
-    │   └── NotFoundError              a Polysync record (platform, job, run) that does not exist
+    │   ├── NotFoundError              a Polysync record (platform, job, run) that does not exist
+    │   └── ConflictError              the change conflicts with the record's state (HTTP 409)
     ├── ConfigError                    settings or a secret reference that cannot be used
     │   └── SecretReferenceError       an `env:` / `file:` secret reference that cannot be resolved
     ├── WorkspaceFileError             an emulator workspace file that cannot be loaded
@@ -22,6 +23,8 @@
         ├── DatabricksNotFoundError    404, or the legacy 400 "Job N does not exist."
         ├── DatabricksConflictError    409
         ├── DatabricksRateLimitError   429 (or REQUEST_LIMIT_EXCEEDED): slow down, honour Retry-After
+        ├── DatabricksAnswerError      a 2xx answer that is not what the API documents
+        │   └── DatabricksUnconfirmedError  a start that was not confirmed: retry with its token
         ├── DatabricksServerError      5xx
         │   └── DatabricksUnavailableError  503: temporarily unavailable, honour Retry-After
         └── DatabricksTransportError   no HTTP answer: connection refused/reset, timeout, TLS failure
@@ -110,6 +113,10 @@ class NotFoundError(UsageError):
     """No such record."""
 
 
+class ConflictError(UsageError):
+    """The change conflicts with the current state of the record."""
+
+
 class ConfigError(PolysyncError):
     """The configuration is not valid."""
 
@@ -183,6 +190,16 @@ class DatabricksConflictError(DatabricksError):
 
 class DatabricksRateLimitError(DatabricksError):
     """Databricks rate limit reached; slow down."""
+
+    retryable = True
+
+
+class DatabricksAnswerError(DatabricksError):
+    """Databricks answered, but not with what the API documents."""
+
+
+class DatabricksUnconfirmedError(DatabricksAnswerError):
+    """Databricks did not confirm the call; retry it with its idempotency token."""
 
     retryable = True
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -62,6 +63,7 @@ from polysync.engine.engine import Engine, EngineSettings
 from polysync.engine.polling import PollPolicy
 from polysync.engine.ports import Store
 from polysync.errors import (
+    ConflictError,
     Hint,
     PolysyncError,
     SecretReferenceError,
@@ -74,6 +76,7 @@ from polysync.jobtypes.databricks_workflow import DatabricksWorkflowJobType
 from polysync.lookup import find_job, find_platform
 from polysync.secrets import SecretReference, SecretScope
 from polysync.store import open_store, upgrade
+from polysync.store.auth_fields import is_secret_field
 
 log = logging.getLogger(__name__)
 TransportFactory = Callable[[Platform], httpx.AsyncBaseTransport | None]
@@ -320,9 +323,20 @@ class Services:
         )
         # Refuses a bad URL, a secret value, a host or reference outside the policy, ... first.
         checked = self.connections.checked_settings(probe, new=True)
-        return await self.store.add_platform(
+        platform = await self.store.add_platform(
             replace(new, workspace_url=checked.url), self.now(), actor=_who(actor)
         )
+        try:
+            check_secret_references(checked)
+        except SecretReferenceError as exc:
+            # Saved all the same: the variable or file may be provided later (a deployment
+            # sets it); until then nothing can start, and Execute Now says so.
+            log.warning(
+                "platform %r saved, but its credentials cannot be read yet: %s",
+                platform.name,
+                exc.message,
+            )
+        return platform
 
     async def update_platform(self, platform: Platform, *, actor: Actor | None = None) -> Platform:
         """Save an edited platform, checked as `add_platform` checks a new one (text fields only
@@ -330,8 +344,9 @@ class Services:
         stored = await self.store.get_platform(platform.id)
         _check_platform_fields(platform, stored)
         checked = self.connections.checked_settings(platform)
+        edited = replace(platform, workspace_url=checked.url)
         return await self.store.update_platform(
-            replace(platform, workspace_url=checked.url), self.now(), actor=_who(actor)
+            edited, self.now(), actor=_who(actor), idle_only=_identity_change(stored, edited)
         )
 
     async def remove_platform(self, ref: int | str, *, actor: Actor | None = None) -> Platform:
@@ -501,6 +516,13 @@ class Services:
         MAX_PARAMETER_VALUE_CHARS). A Secret parameter's override is a secret reference within
         this server's scope, read only when run-now is sent; giving one needs
         `may_choose_secrets` (AccessDeniedError). The run records `actor` as executed_by."""
+        await self._check_execute(job, overrides, may_choose_secrets=may_choose_secrets)
+        return await self.engine.submit(job, overrides, executed_by=_who(actor))
+
+    async def _check_execute(
+        self, job: Job, overrides: Mapping[str, str], *, may_choose_secrets: bool
+    ) -> None:
+        """What `execute` checks before it records anything (see there)."""
         check_parameter_values(overrides)
         check_secret_choice(
             job.parameters, job.parameters, overrides, may_choose_secrets=may_choose_secrets
@@ -508,7 +530,38 @@ class Services:
         self._check_secret_references(job.parameters, overrides)
         platform = await self.store.get_platform(job.platform_id)
         check_secret_references(workspace_settings(platform))
-        return await self.engine.submit(job, overrides, executed_by=_who(actor))
+
+    async def execute_once(
+        self,
+        job: Job,
+        overrides: Mapping[str, str],
+        request_key: str,
+        *,
+        actor: Actor | None = None,
+        may_choose_secrets: bool = True,
+    ) -> tuple[Run, bool]:
+        """`execute`, at most once per `request_key` (an `Idempotency-Key` header) of this
+        actor: (run, replayed). The same key with the same job and overrides answers the run it
+        made (replayed); with another job or other overrides it is refused (ConflictError), so a
+        client retrying after a lost answer never starts a second run."""
+        key = "request-" + hashlib.sha256(f"{_who(actor)}\n{request_key}".encode()).hexdigest()
+        for _ in range(2):
+            existing = await self.store.find_run_by_key(key)
+            if existing is not None:
+                if existing.job_id != job.id or dict(existing.overrides) != dict(overrides):
+                    raise ConflictError(
+                        f"Idempotency-Key {request_key[:80]!r} was already used for run "
+                        f"{existing.id} with another job or other parameters: send a new key "
+                        "for a new run."
+                    )
+                return existing, True
+            await self._check_execute(job, overrides, may_choose_secrets=may_choose_secrets)
+            try:
+                run = await self.engine.submit(job, overrides, executed_by=_who(actor), key=key)
+            except ConflictError:
+                continue  # the same key committed by a concurrent request: answer with its run
+            return run, False
+        raise ConflictError(f"Idempotency-Key {request_key[:80]!r} is being used concurrently.")
 
     async def cancel(self, run_id: int, *, actor: Actor | None = None) -> Run:
         """Record the request to cancel (D10), with `actor` as cancelled_by, and return: an
@@ -602,6 +655,30 @@ class Services:
 
 def _who(actor: Actor | None) -> str | None:
     return None if actor is None else str(actor)
+
+
+def _identity_change(stored: Platform, edited: Platform) -> str | None:
+    """What of the workspace or the identity signing in to it changes ("its workspace URL",
+    "its sign-in identity"), or None. Both decide which workspace's runs the engine polls, so
+    neither may change under active runs (ConflictError). A new secret reference for the same
+    identity (a rotated token) is no such change."""
+    changes = []
+    # Both as WorkspaceSettings normalised them (scheme://host[:port]); hosts are case-blind.
+    if stored.workspace_url.rstrip("/").lower() != edited.workspace_url.rstrip("/").lower():
+        changes.append("its workspace URL")
+    if _identity(stored) != _identity(edited):
+        changes.append("its sign-in identity (auth method, tenant or client id)")
+    return " and ".join(changes) or None
+
+
+def _identity(platform: Platform) -> dict[str, Any]:
+    """The non-secret auth fields, defaults filled in (a form that sends a default explicitly
+    changes nothing); as stored when the record no longer validates."""
+    try:
+        auth: Mapping[str, Any] = workspace_settings(platform).auth.model_dump(mode="json")
+    except UsageError:
+        auth = platform.auth
+    return {key: value for key, value in auth.items() if not is_secret_field(str(key))}
 
 
 def _check_platform_fields(new: NewPlatform | Platform, stored: Platform | None = None) -> None:

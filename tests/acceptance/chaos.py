@@ -40,6 +40,7 @@ from polysync.engine.engine import DELETED_MESSAGE
 from polysync.errors import UsageError
 from polysync.services import Services
 from polysync.store import SqlStore
+from polysync.store.sql_store import CANCELLED_UNSENT_MESSAGE
 from tests.acceptance.conftest import POLYSYNC, TOKEN, Emulator
 from tests.conftest import free_port
 
@@ -97,6 +98,7 @@ class ChaosReport:
     faults_applied: int = 0
     run_now_requests: int = 0
     cancels: int = 0
+    cancelled_unsent: int = 0  # cancelled before any run-now was sent: no Databricks run at all
     deleted: int = 0
     health_503: int = 0  # /health answers 503 seen while serve's database was cut
     elapsed_s: float = 0.0
@@ -499,6 +501,13 @@ class Chaos:
                 continue
             seen = by_token.get(run.idempotency_token, [])
             if run.run_id is None:
+                if run.status is RunStatus.CANCELLED and run.message == CANCELLED_UNSENT_MESSAGE:
+                    # Cancelled before any run-now was sent: none may ever have been.
+                    if seen:
+                        report.duplicates.append(f"{where}: Databricks runs {seen}")
+                    else:
+                        report.cancelled_unsent += 1
+                    continue
                 report.lost.append(f"{where}: never started in Databricks")
                 continue
             if len(seen) != 1 or str(seen[0]["run_id"]) != run.run_id:
@@ -560,6 +569,7 @@ def lines(report: ChaosReport) -> Iterator[str]:
         "faults_applied",
         "run_now_requests",
         "cancels",
+        "cancelled_unsent",
         "deleted",
         "health_503",
     ):

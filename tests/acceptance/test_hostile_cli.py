@@ -51,6 +51,8 @@ def test_nothing_the_workspace_says_reaches_the_terminal_raw(
     shown = clean(cli.ok("jobs", "show", str(WORKFLOW_ID), "--platform", "hostile"))
     assert "first line" in shown.stdout
     assert "second line" in shown.stdout  # the description's line break is kept
+    assert "\ufffd\\x00" not in shown.stdout  # NUL and lone surrogates became U+FFFD at entry
+    assert "\ufffd\ufffd\ufffd" in shown.stdout
     ran = clean(cli("run", str(WORKFLOW_ID), "--platform", "hostile", "--wait"))
     assert ran.code == 1, ran.output  # the run failed, as the workspace says
     assert "javascript:" not in ran.output  # the hostile run page is never shown
@@ -60,6 +62,8 @@ def test_nothing_the_workspace_says_reaches_the_terminal_raw(
     # D7 amended: the fallback with the job and the run each in its slot.
     assert f"{hostile_url}/#job/{WORKFLOW_ID}/run/{RUN_ID}" in details.stdout
     assert "see below" in details.stdout
+    assert "It failed:" in details.stdout
+    assert "\ufffd\ufffd\ufffd" in details.stdout  # the run message, stored and shown
 
 
 def test_json_output_escapes_them_too(hostile_url: str, tmp_path: Path) -> None:

@@ -70,6 +70,9 @@ async def seed(api: Api) -> dict[str, int]:
     services = api.services
     spare = await services.add_platform(demo_platform(api.harness, "spare"))
     active = await services.execute(await services.store.get_job(api.job_ids[BACKFILL]), {})
+    # Submitted: a run never sent would end Cancelled at the first cancel (H5), and the later
+    # callers would find nothing left to cancel.
+    await services.dispatch(active.id)
     done = await services.engine.submit(await services.store.get_job(api.job_ids[SALES]), {})
     await services.store.record_failure(done.id, "refused (test)", services.now())
     return {

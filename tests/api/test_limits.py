@@ -344,7 +344,8 @@ async def test_refused_keys_are_logged_and_slowed_down(
     problem = is_problem(blocked, 429)
     assert "Too many invalid API keys" in str(problem["detail"])
     assert 0 < int(blocked.headers["Retry-After"]) <= WINDOW_S
-    assert valid_too.status_code == 429  # the address is refused whatever it sends now
+    # M1: a valid key is never refused for others' failures from the same address (a proxy).
+    assert valid_too.status_code == 200
     assert "from 127.0.0.1" in caplog.text
     assert "psk_wrongkey..." in caplog.text  # the public prefix only
     assert "0123456789abcdef" not in caplog.text

@@ -473,7 +473,11 @@ async def test_record_submitted(store: SqlStore) -> None:
 async def test_record_submit_attempt_counts_and_reschedules(store: SqlStore) -> None:
     _, job = await platform_and_job(store)
     run = await start(store, job)
+    begun = await store.begin_submit(run.id, at(4), lease=None)  # counted before it is sent
+    assert begun is not None
+    assert begun.submit_attempts == 1
     first = await store.record_submit_attempt(run.id, "run-now timed out; retrying", at(5))
+    await store.begin_submit(run.id, at(14), lease=None)
     second = await store.record_submit_attempt(run.id, "HTTP 503; retrying", at(15))
     assert (first.submit_attempts, second.submit_attempts) == (1, 2)
     assert (second.next_poll_at, second.message) == (at(15), "HTTP 503; retrying")

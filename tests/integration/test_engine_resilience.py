@@ -71,11 +71,15 @@ async def test_a_run_with_unsendable_text_fails_alone_and_the_others_start(
     # UnicodeEncodeError; no run was started or polled again.
     job = await services.get_job(SALES, platform="demo")
     poisoned = await services.store.create_run(
-        NewRun(
-            job.id, job.platform_id, "poison", idempotency_token("poison"), {"env": "\ud800"}, {}
-        ),
+        NewRun(job.id, job.platform_id, "poison", idempotency_token("poison"), {"env": "x"}, {}),
         services.now(),
     )
+    # Written as an older version did (the store now cleans what it writes): JSON text whose
+    # escape decodes to a lone surrogate.
+    async with services.store.engine.begin() as conn:  # type: ignore[attr-defined]
+        await conn.exec_driver_sql(
+            """UPDATE runs SET overrides = '{"env": "\\ud800"}' WHERE id = ?""", (poisoned.id,)
+        )
     good = await services.execute(job, {"env": "dev"})
     report = await services.engine.step()
     assert report.submitted == 1

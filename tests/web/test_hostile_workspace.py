@@ -88,6 +88,7 @@ def test_the_api_answers_json_and_no_hostile_link(web: WebServer, hostile: Hosti
     assert SCRIPT in run["message"]  # kept as data: JSON, never HTML
     # D7 amended: the fallback with the job and the run each in its slot.
     assert run["run_page_url"] == f"{hostile.url}/#job/101/run/{run['databricks_run_id']}"
+    assert "\ufffd\ufffd\ufffd" in run["message"]  # NUL and lone surrogates: U+FFFD at entry
     assert [task["run_page_url"] for task in run["tasks"]] == [None, None]
     with api(web, "operator") as client:
         answer = client.get(f"/api/v1/platforms/{hostile.platform.id}/pipelines")

@@ -9,10 +9,10 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 
 import polysync
-from polysync.api.deps import ApiContext, ApiSettings
+from polysync.api.deps import ApiContext, ApiSettings, api_key_admits
 from polysync.api.middleware import RequestGuard, SecurityHeaders
 from polysync.api.ports import ApiStore
-from polysync.api.problems import install_problem_handlers
+from polysync.api.problems import JSONResponse, install_problem_handlers
 from polysync.api.routes import audit, docs, jobs, platforms, runs, system
 from polysync.api.routes.docs import docs_page
 from polysync.api.throttle import FailureLimiter
@@ -47,6 +47,7 @@ def create_api_app(
         version=polysync.__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        default_response_class=JSONResponse,
         # /docs is served from the package (routes/docs.py): FastAPI's pages load a CDN.
         docs_url=None,
         redoc_url=None,
@@ -57,7 +58,7 @@ def create_api_app(
     )
     install_problem_handlers(app)
     # Outermost last: the security headers also go on a 413 from the body cap.
-    app.add_middleware(RequestGuard)
+    app.add_middleware(RequestGuard, clock=services.clock, admits=api_key_admits(store))
     app.add_middleware(SecurityHeaders)
     for module in (platforms, jobs, runs, audit, system, docs):
         app.include_router(module.router)

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse as _StarletteJSON
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from polysync.domain.limits import replace_unencodable
 from polysync.errors import (
     AccessDeniedError,
     ConfigError,
+    ConflictError,
     DatabricksAuthError,
     DatabricksError,
     DatabricksRateLimitError,
@@ -27,6 +30,17 @@ from polysync.errors import (
 )
 
 log = logging.getLogger(__name__)
+
+
+class JSONResponse(_StarletteJSON):
+    """Every JSON answer of the API: text no UTF-8 can carry (a lone surrogate, in a row written
+    before the store cleaned it) becomes U+FFFD instead of failing the whole answer with 500."""
+
+    def render(self, content: Any) -> bytes:
+        text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return replace_unencodable(text).encode("utf-8")  # NUL is already escaped as \u0000
+
+
 PROBLEM_JSON = "application/problem+json"
 _TYPE_BASE = "https://polysync.dev/problems/"
 
@@ -34,6 +48,7 @@ _TYPE_BASE = "https://polysync.dev/problems/"
 STATUS_BY_ERROR: tuple[tuple[type[PolysyncError], int, str], ...] = (
     (NotFoundError, 404, "not-found"),
     (AccessDeniedError, 403, "forbidden"),
+    (ConflictError, 409, "conflict"),
     # Unsendable text (lone surrogates, control characters) is content the API cannot process.
     (ParameterTextError, 422, "invalid-text"),
     (UsageError, 400, "bad-request"),
@@ -96,7 +111,7 @@ def problem_response(
 ) -> JSONResponse:
     body = Problem(
         type=_TYPE_BASE + slug,
-        title=_TITLES.get(status, "Error"),
+        title=title_of(status),
         status=status,
         detail=detail,
         errors=errors,
@@ -107,6 +122,10 @@ def problem_response(
         media_type=PROBLEM_JSON,
         headers=headers,
     )
+
+
+def title_of(status: int) -> str:
+    return _TITLES.get(status, "Error")
 
 
 def status_of(exc: PolysyncError) -> tuple[int, str]:
@@ -163,11 +182,17 @@ def _field_error(error: Any) -> dict[str, Any]:
     # The input itself is left out: it may be a secret pasted into the wrong field.
     # A dict key is part of the location: cut short, as a huge one must not be echoed whole.
     location = [_clipped(str(part)) for part in error.get("loc", ())]
-    return {
-        "field": ".".join(location) or "request",
-        "message": str(error.get("msg", "invalid")),
-        "type": str(error.get("type", "invalid")),
-    }
+    kind = str(error.get("type", "invalid"))
+    message = _HINTS.get(kind) or str(error.get("msg", "invalid"))
+    return {"field": ".".join(location) or "request", "message": message, "type": kind}
+
+
+# Pydantic's words, with what to do about them (a PATCH with a misspelled field is the usual case).
+_HINTS = {
+    "extra_forbidden": "not a field of this request: check its spelling against /docs "
+    "(a PATCH sends only the fields it changes, named as GET shows them)",
+    "missing": "required: add it",
+}
 
 
 def _clipped(text: str, limit: int = 80) -> str:

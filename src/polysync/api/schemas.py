@@ -113,8 +113,8 @@ class _In(BaseModel):
 AUTH_DESCRIPTION = "`method` plus its fields; secret fields hold `env:NAME` or `file:PATH`."
 OPTIONS_DESCRIPTION = (
     "Client settings, each bounded: api_versions, rate_limits (<= 10,000/s), retry "
-    "(deadline_s <= 3600, max_attempts <= 100, ...), request_timeout_s <= 600, "
-    "connect_timeout_s <= 120, max_connections <= 1000, tls_ca_bundle (a readable PEM file)."
+    "(deadline_s <= 3600, max_attempts <= 100, ...), 1 <= request_timeout_s <= 600, "
+    "0.5 <= connect_timeout_s <= 120, max_connections <= 1000, tls_ca_bundle (a readable PEM file)."
 )
 
 

@@ -96,6 +96,22 @@ def security_warnings(settings: Settings) -> list[str]:
     return warnings
 
 
+def uvicorn_config(app: FastAPI, settings: Settings, host: str, port: int) -> uvicorn.Config:
+    """How `serve` runs uvicorn. Forwarded headers are believed only from `trusted_proxies`:
+    uvicorn's own default trusts 127.0.0.1 (and $FORWARDED_ALLOW_IPS), which would let any
+    local client choose its address in the logs and in the failure counts (M1)."""
+    trusted = [part.strip() for part in (settings.trusted_proxies or "").split(",") if part.strip()]
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=settings.log_level.lower(),
+        lifespan="on",
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=trusted or [],
+    )
+
+
 async def serve(settings: Settings, host: str, port: int) -> None:
     """Open Services (waiting while the database cannot be reached), serve API + web + engine
     on host:port until interrupted, then close."""
@@ -112,9 +128,6 @@ async def serve(settings: Settings, host: str, port: int) -> None:
         return
     try:
         app = create_server_app(services)
-        config = uvicorn.Config(
-            app, host=host, port=port, log_level=settings.log_level.lower(), lifespan="on"
-        )
-        await uvicorn.Server(config).serve()
+        await uvicorn.Server(uvicorn_config(app, settings, host, port)).serve()
     finally:
         await services.aclose()

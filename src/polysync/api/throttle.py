@@ -1,4 +1,5 @@
-"""Slowing down API key guessing: failed sign-ins and refused API keys, per source address.
+"""Slowing down API key guessing (failed sign-ins and refused API keys, per source address), and
+capping the requests that stay open (event streams, long polls) per API key and in all.
 
 In memory, per process (docs/security.md): several server processes each count on their own, and
 a restart forgets. Behind a reverse proxy the source address is the proxy's unless uvicorn is told
@@ -8,7 +9,7 @@ to trust its X-Forwarded-For (`--forwarded-allow-ips`); then it is the client's.
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 
 from polysync.clock import Clock
 
@@ -64,3 +65,54 @@ class FailureLimiter:
             source,
             retry_after_s,
         )
+
+
+MAX_STREAMS_PER_KEY = 8
+"""Event streams and long polls one API key may hold open at once."""
+MAX_STREAMS = 256
+"""Event streams and long polls open at once in this process, all keys together."""
+STREAM_RETRY_AFTER_S = 5
+
+
+class StreamLimitError(Exception):
+    """Too many open streams: for this key (`per_key`) or in all."""
+
+    def __init__(self, message: str, *, per_key: bool) -> None:
+        super().__init__(message)
+        self.per_key = per_key
+
+
+class StreamSlots:
+    """Counts the requests held open (SSE, `?wait=` long polls) per API key and in all, so that
+    one client cannot hold every connection and worker of the server (M7). In memory, per
+    process, like FailureLimiter."""
+
+    def __init__(self, *, per_key: int = MAX_STREAMS_PER_KEY, total: int = MAX_STREAMS) -> None:
+        self.per_key = per_key
+        self.total = total
+        self._open: Counter[str] = Counter()
+
+    @property
+    def open(self) -> int:
+        return sum(self._open.values())
+
+    def acquire(self, key: str) -> None:
+        """Take a slot for `key` (an API key's prefix); StreamLimitError when none is free."""
+        if self._open[key] >= self.per_key:
+            raise StreamLimitError(
+                f"This API key already has {self.per_key} event streams or long polls open, the "
+                "most one key may hold; close one (or poll without `wait`) and try again.",
+                per_key=True,
+            )
+        if self.open >= self.total:
+            raise StreamLimitError(
+                f"The server already holds {self.total} event streams or long polls open, its "
+                "limit; try again shortly.",
+                per_key=False,
+            )
+        self._open[key] += 1
+
+    def release(self, key: str) -> None:
+        self._open[key] -= 1
+        if self._open[key] <= 0:
+            del self._open[key]

@@ -16,6 +16,7 @@ import typer
 
 from polysync.cli.terminal import make_console, safe_markup
 from polysync.domain.access import Actor
+from polysync.domain.limits import replace_unencodable
 from polysync.errors import (
     ConfigError,
     DatabricksAuthError,
@@ -245,9 +246,18 @@ def load_settings(db: str | None = None, **overrides: Any) -> Settings:
     return settings
 
 
+class _EncodableLogRecord(logging.LogRecord):
+    """A log record whose message holds no lone surrogate or NUL (U+FFFD instead): a workspace's
+    text quoted in a log line can never make a handler writing UTF-8 (a file, a journal) fail."""
+
+    def getMessage(self) -> str:
+        return replace_unencodable(super().getMessage())
+
+
 def _configure_logging(level: str) -> None:
     from rich.logging import RichHandler
 
+    logging.setLogRecordFactory(_EncodableLogRecord)
     root = logging.getLogger()
     if any(isinstance(handler, RichHandler) for handler in root.handlers):
         return
@@ -290,7 +300,7 @@ _RAW_IN_JSON = re.compile("[\x7f-\x9f]")
 def print_json(data: Any) -> None:
     """`data` as indented JSON on stdout: non-ASCII text as is, every control character
     escaped (a terminal reading it sees no escape sequence)."""
-    text = json.dumps(data, indent=2, ensure_ascii=False)
+    text = replace_unencodable(json.dumps(data, indent=2, ensure_ascii=False))
     text = _RAW_IN_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
     sys.stdout.write(text + "\n")
     sys.stdout.flush()

@@ -30,6 +30,7 @@ from polysync.databricks.settings import (
     PatAuthSettings,
     WorkspaceSettings,
 )
+from polysync.domain.limits import replace_unencodable
 from polysync.errors import ConfigError, DatabricksAuthError, DatabricksTransportError
 from polysync.secrets import UNRESTRICTED, SecretReference, SecretScope
 
@@ -452,7 +453,7 @@ def token_principal(token: SecretStr) -> str | None:
     ):
         value = claims.get(claim)
         if isinstance(value, str) and value:
-            return value
+            return replace_unencodable(value)  # a token's text enters here too
     return None
 
 

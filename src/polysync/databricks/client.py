@@ -31,17 +31,22 @@ from polysync.databricks.paging import (
     JOB_PAGED_ARRAYS,
     RUN_PAGED_ARRAYS,
     ListPager,
+    PageBudget,
     merge_array_page,
     next_page_token,
 )
 from polysync.databricks.ratelimit import RateLimiterRegistry
 from polysync.databricks.retry import RetryPolicy, retry_delay_s
 from polysync.databricks.settings import WorkspaceSettings
+from polysync.domain.limits import replace_unencodable, replace_unencodable_in
 from polysync.errors import (
     ConfigError,
+    DatabricksAnswerError,
     DatabricksError,
     DatabricksRateLimitError,
     DatabricksTransportError,
+    DatabricksUnconfirmedError,
+    PolysyncError,
     TokenExpiredError,
 )
 from polysync.secrets import UNRESTRICTED, SecretScope
@@ -151,7 +156,9 @@ class DatabricksClient:
         version = self.settings.api_versions.for_endpoint(Endpoint.JOBS_LIST)
         pager = ListPager(version, page_size)
         wanted = name.casefold() if name is not None else None
+        budget = self._page_budget(Endpoint.JOBS_LIST)
         while not pager.done:
+            budget.next_page()
             params = {**pager.params(), "expand_tasks": expand_tasks or None, "name": name}
             answer, _ = await self._call(Endpoint.JOBS_LIST, params=params)
             entries = _entries(answer, "jobs")
@@ -202,10 +209,23 @@ class DatabricksClient:
             body["job_parameters"] = dict(job_parameters)
         if idempotency_token is not None:
             body["idempotency_token"] = idempotency_token
-        answer, _ = await self._call(
-            Endpoint.RUN_NOW, body=body, idempotent=idempotency_token is not None
-        )
-        return _parse(RunNowResponse, answer, Endpoint.RUN_NOW)
+        try:
+            answer, _ = await self._call(
+                Endpoint.RUN_NOW, body=body, idempotent=idempotency_token is not None
+            )
+            return _parse(RunNowResponse, answer, Endpoint.RUN_NOW)
+        except DatabricksAnswerError as exc:
+            if idempotency_token is None:
+                raise
+            # A 2xx without a usable run_id: the run may have started. Asking again with the
+            # same token is safe and answers with that run (reference §3, D8): never "failed".
+            raise DatabricksUnconfirmedError(
+                f"run-now was not confirmed ({exc.message}); it is sent again with the same "
+                "idempotency token, which cannot start a second run",
+                http_status=exc.http_status,
+                method=exc.method,
+                path=exc.path,
+            ) from exc
 
     async def get_run(
         self, run_id: int, *, include_resolved_values: bool = False, include_history: bool = False
@@ -243,7 +263,9 @@ class DatabricksClient:
         _check_page_size(page_size, MAX_RUNS_PAGE)
         version = self.settings.api_versions.for_endpoint(Endpoint.RUNS_LIST)
         pager = ListPager(version, page_size)
+        budget = self._page_budget(Endpoint.RUNS_LIST)
         while not pager.done:
+            budget.next_page()
             params = {
                 **pager.params(),
                 "job_id": job_id,
@@ -277,7 +299,7 @@ class DatabricksClient:
             workspace_url=self.settings.url,
             auth_method=self.auth.description,
             principal=token_principal(await self.auth.token()),
-            workspace_id=headers.get("x-databricks-org-id"),
+            workspace_id=_header_text(headers, "x-databricks-org-id"),
             api_version=self.settings.api_versions.for_endpoint(Endpoint.JOBS_LIST),
             jobs_visible=bool(_entries(answer, "jobs")),
         )
@@ -291,15 +313,22 @@ class DatabricksClient:
         container: str | None,
         keys: tuple[str, ...],
     ) -> dict[str, Any]:
+        budget = self._page_budget(endpoint)
+        budget.next_page()
         merged, _ = await self._call(endpoint, params=params)
         seen: set[str] = set()
         while (token := next_page_token(merged)) is not None:
             if token in seen:
-                raise _unexpected(endpoint, f"page token {token!r} repeated")
+                raise _unexpected(endpoint, f"page token {token[:80]!r} repeated")
             seen.add(token)
+            budget.next_page()
             page, _ = await self._call(endpoint, params={**params, "page_token": token})
             merge_array_page(merged, page, container=container, keys=keys)
         return merged
+
+    def _page_budget(self, endpoint: Endpoint) -> PageBudget:
+        """The page and time budget of one listing (every paged call goes through one)."""
+        return PageBudget(self._clock.now, f"{endpoint.method} {endpoint.path}")
 
     async def _call(
         self,
@@ -330,18 +359,9 @@ class DatabricksClient:
                 )
                 rejected = None
                 token_value = token.get_secret_value()
+                request = self._build(endpoint, url, path, query, body, token_value)
                 sent = True
-                response = await self._send_once(
-                    self._http.build_request(
-                        endpoint.method,
-                        url,
-                        params=query,
-                        json=None if body is None else dict(body),
-                        headers={"Authorization": f"Bearer {token_value}"},
-                    ),
-                    endpoint,
-                    path,
-                )
+                response = await self._send_once(request, endpoint, path)
             except DatabricksError as exc:
                 error = exc  # from the token provider: the API request was never sent
                 sent = False
@@ -349,6 +369,19 @@ class DatabricksClient:
                 sent = not isinstance(exc, _NOT_SENT)
                 self.metrics.record_call(endpoint.key, TRANSPORT_ERROR)
                 error = self._transport_error(exc, endpoint, path, token_value)
+            except PolysyncError:
+                raise  # the token provider's typed refusal (a secret reference that is not usable)
+            except Exception as exc:  # a bug of a transport, a codec, a proxy...: never raw
+                # Its text may quote the request (headers included): only a redacted first line.
+                # Retryable as a lost answer is: whether it was sent is unknown (`sent` stays).
+                self.metrics.record_call(endpoint.key, TRANSPORT_ERROR)
+                error = DatabricksTransportError(
+                    f"the call to {self.settings.url} failed unexpectedly: "
+                    f"{_redacted_line(exc, token_value)}",
+                    method=endpoint.method,
+                    path=path,
+                )
+                error.__cause__ = exc
             else:
                 self.metrics.record_call(endpoint.key, response.status_code)
                 if response.is_success:
@@ -390,6 +423,35 @@ class DatabricksClient:
             self.metrics.record_retry(endpoint.key, delay_s)
             await self._clock.sleep(delay_s)
 
+    def _build(
+        self,
+        endpoint: Endpoint,
+        url: str,
+        path: str,
+        query: Mapping[str, Any],
+        body: Mapping[str, Any] | None,
+        token_value: str,
+    ) -> httpx.Request:
+        """The request to send; DatabricksError (not retried: it would be built the same way)
+        when a value cannot be encoded (text no UTF-8 can carry, a value JSON cannot hold)."""
+        try:
+            return self._http.build_request(
+                endpoint.method,
+                url,
+                params=query,
+                json=None if body is None else dict(body),
+                headers={"Authorization": f"Bearer {token_value}"},
+            )
+        except httpx.LocalProtocolError:
+            raise  # a header value (the token): reported by _transport_error, never quoted
+        except (UnicodeError, ValueError, TypeError) as exc:
+            raise DatabricksError(
+                f"the request could not be encoded: {type(exc).__name__} (a value holds text "
+                "or a number that cannot be sent; the value is not shown)",
+                method=endpoint.method,
+                path=path,
+            ) from None
+
     async def _send_once(
         self, request: httpx.Request, endpoint: Endpoint, path: str
     ) -> httpx.Response:
@@ -417,10 +479,12 @@ class DatabricksClient:
                 path=path,
             )
         # The answer as httpx would have read it (already decoded: no Content-Encoding left).
+        # Raw bytes: a header value that is not ASCII (or not text at all) passes as it came,
+        # where its decoded str would not encode back (issue: a crash on a hostile header).
         headers = [
             (name, value)
-            for name, value in response.headers.multi_items()
-            if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+            for name, value in response.headers.raw
+            if name.lower() not in (b"content-encoding", b"content-length", b"transfer-encoding")
         ]
         return httpx.Response(
             response.status_code,
@@ -462,6 +526,17 @@ class DatabricksClient:
         if untrusted:
             error.retryable = False  # an untrusted certificate does not become trusted by retrying
         return error
+
+
+def _header_text(headers: httpx.Headers, name: str) -> str | None:
+    value = headers.get(name)
+    return None if value is None else replace_unencodable(value)
+
+
+def _redacted_line(exc: BaseException, token_value: str) -> str:
+    first = str(exc).strip().splitlines()
+    text = redact(first[0], token_value) if first else ""
+    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
 
 
 async def _read_capped(response: httpx.Response, max_bytes: int) -> bytes | None:
@@ -517,7 +592,7 @@ def _json_object(response: httpx.Response, endpoint: Endpoint, path: str) -> dic
     except ValueError as exc:
         # A 200 HTML page usually means the URL is not a workspace (a login or portal page).
         snippet = redact(response.text[:200])
-        raise DatabricksError(
+        raise DatabricksAnswerError(
             f"the answer is not JSON (is {response.url.host} a Databricks workspace?): {snippet}",
             http_status=response.status_code,
             method=endpoint.method,
@@ -525,7 +600,10 @@ def _json_object(response: httpx.Response, endpoint: Endpoint, path: str) -> dic
         ) from exc
     if not isinstance(answer, dict):
         raise _unexpected(endpoint, f"a JSON {type(answer).__name__} instead of an object")
-    return answer
+    # Where workspace text enters: a NUL or a lone surrogate (a JSON escape such as "\ud800")
+    # becomes U+FFFD here, so no name, default or message can break a write, page or log later.
+    cleaned: dict[str, Any] = replace_unencodable_in(answer)
+    return cleaned
 
 
 def _parse(model: type[M], answer: Any, endpoint: Endpoint) -> M:
@@ -539,8 +617,8 @@ def _parse(model: type[M], answer: Any, endpoint: Endpoint) -> M:
         raise _unexpected(endpoint, problems[:MAX_MESSAGE_CHARS]) from exc
 
 
-def _unexpected(endpoint: Endpoint, what: str) -> DatabricksError:
-    return DatabricksError(
+def _unexpected(endpoint: Endpoint, what: str) -> DatabricksAnswerError:
+    return DatabricksAnswerError(
         f"unexpected answer from {endpoint.path}: {what}",
         method=endpoint.method,
         path=endpoint.path,

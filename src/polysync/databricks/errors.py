@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from polysync.domain.limits import replace_unencodable
 from polysync.errors import (
     DatabricksAuthError,
     DatabricksBadRequestError,
@@ -265,13 +266,13 @@ def error_from_response(
             retry_after_s = (
                 parsed.retry_delay_s if parsed.retry_delay_s is not None else default_retry_after_s
             )
-    message = redact(parsed.message, *secrets)
+    message = replace_unencodable(redact(parsed.message, *secrets))
     if cls is DatabricksBadRequestError and status == 404:
         message += " (this workspace does not serve that API path: check the api_versions setting)"
     return cls(
         message,
         http_status=status,
-        error_code=parsed.error_code,
+        error_code=None if parsed.error_code is None else replace_unencodable(parsed.error_code),
         method=method,
         path=path,
         retry_after_s=retry_after_s,

@@ -7,9 +7,13 @@ parsing. A list that the answer did not include is None, not [] (jobs/list witho
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+MAX_INT64 = 2**63 - 1
+DatabricksId = Annotated[int, Field(strict=True, ge=0, le=MAX_INT64)]
+"""A job, run or task run id: an int64 JSON number (never a string, a float or a bool)."""
 
 
 class WireModel(BaseModel):
@@ -72,7 +76,7 @@ class JobSettings(WireModel):
 class DatabricksJob(WireModel):
     """A job from jobs/get (all pages merged) or one entry of jobs/list."""
 
-    job_id: int
+    job_id: DatabricksId
     creator_user_name: str | None = None
     run_as_user_name: str | None = None
     created_time: int | None = None
@@ -114,7 +118,7 @@ class RunParameter(WireModel):
 
 class RunTask(WireModel):
     task_key: str | None = None
-    run_id: int | None = None
+    run_id: DatabricksId | None = None
     attempt_number: int | None = None
     state: RunState | None = None
     status: RunStatus | None = None
@@ -128,8 +132,8 @@ class RunTask(WireModel):
 class DatabricksRun(WireModel):
     """A run from runs/get (all pages merged) or one entry of runs/list."""
 
-    run_id: int
-    job_id: int | None = None
+    run_id: DatabricksId
+    job_id: DatabricksId | None = None
     number_in_job: int | None = None
     original_attempt_run_id: int | None = None
     attempt_number: int | None = None
@@ -162,7 +166,7 @@ class RunOutput(WireModel):
 
 
 class RunNowResponse(WireModel):
-    run_id: int
+    run_id: DatabricksId
     number_in_job: int | None = None
     # Real Databricks does not send it (reference §3); used when present (D7).
     run_page_url: str | None = None

@@ -2,11 +2,51 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from polysync.errors import DatabricksError
+from polysync.errors import DatabricksAnswerError
+
+MAX_LIST_PAGES = 2_000
+"""The most pages one listing reads: 200,000 jobs at 100 a page, 50,000 runs at 25 - far more
+than a workspace holds (jobs are capped at 12,000 per workspace). Beyond it the workspace is
+taken to page for ever."""
+LIST_DEADLINE_S = 600.0
+"""The longest one listing (all its pages, retries included) may take."""
+
+
+@dataclass
+class PageBudget:
+    """How many pages, and how long, one listing may still take: a workspace that pages for
+    ever (a new token each time, `has_more` always true) gets a clear error, not a hang.
+
+    `now` is the client's clock (seconds); the deadline starts at the first page."""
+
+    now: Callable[[], float]
+    what: str
+    max_pages: int = MAX_LIST_PAGES
+    deadline_s: float = LIST_DEADLINE_S
+    pages: int = 0
+    started_s: float | None = None
+
+    def next_page(self) -> None:
+        """Count the page about to be fetched; DatabricksAnswerError past a limit."""
+        now_s = self.now()
+        if self.started_s is None:
+            self.started_s = now_s
+        if self.pages >= self.max_pages:
+            raise DatabricksAnswerError(
+                f"{self.what} did not end after {self.max_pages:,} pages: the workspace keeps "
+                "announcing more (is it a Databricks workspace, or a proxy repeating itself?)"
+            )
+        if now_s - self.started_s > self.deadline_s:
+            raise DatabricksAnswerError(
+                f"{self.what} did not end within {self.deadline_s:g} s ({self.pages:,} pages "
+                "read): the workspace is too slow or keeps announcing more; try again later"
+            )
+        self.pages += 1
+
 
 # 2.2 caps these arrays at 100 per answer; later pages carry the rest (reference §2, §4).
 JOB_PAGED_ARRAYS = ("tasks", "job_clusters", "parameters", "environments")
@@ -27,6 +67,7 @@ class ListPager:
     page_token: str | None = None
     offset: int = 0
     done: bool = False
+    seen_tokens: set[str] = field(default_factory=set)
 
     def params(self) -> dict[str, Any]:
         params: dict[str, Any] = {"limit": self.page_size}
@@ -39,10 +80,11 @@ class ListPager:
     def advance(self, answer: Mapping[str, Any], items_on_page: int) -> None:
         token = answer.get("next_page_token")
         if isinstance(token, str) and token:
-            if token == self.page_token:
-                raise DatabricksError(
-                    f"jobs API paging did not advance: page token {token!r} repeated"
+            if token in self.seen_tokens:
+                raise DatabricksAnswerError(
+                    f"jobs API paging did not advance: page token {token[:80]!r} repeated"
                 )
+            self.seen_tokens.add(token)
             self.page_token = token
             return
         if (

@@ -8,9 +8,9 @@ client is built for it (docs/security.md "Where credentials may go").
 
 from __future__ import annotations
 
-import fnmatch
 import ipaddress
 import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -39,9 +39,11 @@ MICROSOFT_AUTHORITY_HOSTS = (
 
 
 def is_loopback(host: str) -> bool:
-    """`localhost` (and `*.localhost`), 127.0.0.0/8 or ::1: this machine (the emulator)."""
+    """`localhost`, or a literal loopback address (127.0.0.0/8, ::1): this machine (the
+    emulator). No other name: `x.localhost` or a name that resolves to 127.0.0.1 today is a DNS
+    answer, and DNS may answer otherwise tomorrow."""
     name = host.strip("[]").rstrip(".").lower()
-    if name == "localhost" or name.endswith(".localhost"):
+    if name == "localhost":
         return True
     try:
         return ipaddress.ip_address(name).is_loopback
@@ -49,23 +51,49 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+_DNS_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+
+
 def parse_host_patterns(text: str | None) -> tuple[str, ...] | None:
-    """`*.azuredatabricks.net, adb.example.org` -> patterns (lower case); None or blank -> None."""
+    """`*.azuredatabricks.net, adb.example.org` -> patterns (lower case, no trailing dot);
+    None or blank -> None. A pattern is a DNS name, or `*.` and a DNS name (any subdomain of
+    it); ConfigError for anything else (other wildcards, spaces, a URL)."""
     if text is None or not text.strip():
         return None
-    return tuple(part.strip().lower() for part in text.split(",") if part.strip())
+    patterns = []
+    for part in text.split(","):
+        pattern = part.strip().lower().rstrip(".")
+        if not pattern:
+            continue
+        name = pattern[2:] if pattern.startswith("*.") else pattern
+        labels = name.split(".")
+        if not all(_DNS_LABEL.fullmatch(label) for label in labels) or len(name) > 253:
+            raise ConfigError(
+                f"POLYSYNC_WORKSPACE_HOSTS: {part.strip()[:80]!r} is not a host pattern: write a "
+                "DNS name (adb.example.org) or `*.` and one (*.azuredatabricks.net)."
+            )
+        patterns.append(pattern)
+    return tuple(patterns) or None
 
 
 def _host_allowed(host: str, patterns: Iterable[str]) -> bool:
+    """DNS-name matching, case-blind, a trailing dot ignored: `*.example.org` is any subdomain
+    of example.org (not example.org itself, nor evilexample.org); anything else exactly."""
     name = host.rstrip(".").lower()
-    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+    for pattern in patterns:
+        if pattern.startswith("*."):
+            if name.endswith(pattern[1:]) and len(name) > len(pattern) - 1:
+                return True
+        elif name == pattern:
+            return True
+    return False
 
 
 @dataclass(frozen=True, slots=True)
 class ConnectionPolicy:
     """What this process lets a platform do.
 
-    `workspace_hosts`: fnmatch patterns the workspace host (and an Entra authority host outside
+    `workspace_hosts`: host patterns (`parse_host_patterns`) the workspace host (and an Entra authority host outside
     Microsoft's) must match; loopback is always allowed; None lets any host through
     (POLYSYNC_WORKSPACE_HOSTS; `serve` defaults to `*.azuredatabricks.net`).
     `allow_insecure_http`: lets `http://` reach a host that is not loopback, with a warning

@@ -195,8 +195,9 @@ class WorkspaceSettings(_Model):
     rate_limits: RateLimits = RateLimits()
     retry: RetrySettings = RetrySettings()
     # The SDKs use 60 s per request (reference §7).
-    request_timeout_s: float = Field(60.0, gt=0, le=600)
-    connect_timeout_s: float = Field(10.0, gt=0, le=120)
+    # At least 1 s: below it every call times out (a run-now then never confirms).
+    request_timeout_s: float = Field(60.0, ge=1, le=600)
+    connect_timeout_s: float = Field(10.0, ge=0.5, le=120)
     # The backend refuses tokens 30 s before they expire (reference §7, §9): renew >= 5 min early.
     token_refresh_lead_s: float = Field(300.0, ge=300.0, le=3600)
     # CA bundle for a TLS proxy or the emulator's self-signed certificate (azure-identity too).

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from polysync.domain._text import shown
+from polysync.domain.external_id import parse_external_id
 from polysync.errors import ParameterTextError, UsageError
 
 T = TypeVar("T")
@@ -55,6 +56,9 @@ MAX_INT64 = 2**63 - 1
 _SINGLE_LINE_REFUSED = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _MULTI_LINE_REFUSED = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# What no encoder can carry: NUL (PostgreSQL text refuses it) and lone surrogates (no UTF-8 form).
+_UNENCODABLE = re.compile("[\x00\ud800-\udfff]")
+REPLACEMENT_CHARACTER = "\ufffd"
 _INT_TEXT = re.compile(r"[-+]?[0-9]+")
 
 _CHARACTER_NAMES = {
@@ -94,6 +98,24 @@ def refused_character(value: str, *, multiline: bool = False) -> str | None:
     `value` is clean (`first_refused`)."""
     found = first_refused(value, multiline=multiline)
     return None if found is None else describe_character(found[1])
+
+
+def replace_unencodable(text: str) -> str:
+    """`text` with NUL and each lone surrogate replaced by U+FFFD: text no database column, JSON
+    answer, page or log line could otherwise carry. Applied where text from outside enters (a
+    Databricks answer) and again by every encoder, for rows written before that rule."""
+    return _UNENCODABLE.sub(REPLACEMENT_CHARACTER, text)
+
+
+def replace_unencodable_in(value: Any) -> Any:
+    """`replace_unencodable` on every string of a JSON value (object keys included)."""
+    if isinstance(value, str):
+        return replace_unencodable(value)
+    if isinstance(value, dict):
+        return {replace_unencodable_in(k): replace_unencodable_in(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [replace_unencodable_in(item) for item in value]
+    return value
 
 
 def single_line(value: T) -> T:
@@ -162,8 +184,46 @@ def check_optional_text(
 
 
 def check_name(value: str, *, field: str = "The name", max_chars: int = MAX_NAME_CHARS) -> str:
-    """A required single-line name (platform, API key, job)."""
-    return check_text(value, field=field, max_chars=max_chars, required=True)
+    """A required single-line name (platform, API key, job) that shows as what it is
+    (`display_unsafe`)."""
+    check_text(value, field=field, max_chars=max_chars, required=True)
+    unsafe = display_unsafe(value)
+    if unsafe is not None:
+        raise UsageError(
+            f"{field} contains {unsafe} ({shown(value)}): a name must show as what it is, so "
+            "invisible characters and text-direction controls are not allowed. Remove it."
+        )
+    return value
+
+
+# Bidi embeddings/overrides/isolates and marks (Trojan Source, CVE-2021-42574), zero-width
+# characters and the BOM: they make a name show as another one, or as nothing.
+_DISPLAY_UNSAFE = {
+    **{
+        chr(c): "a text-direction control" for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))
+    },
+    **{c: "a text-direction mark" for c in ("\u200e", "\u200f", "\u061c")},
+    **{c: "an invisible character" for c in ("\u200b", "\u2060", "\ufeff")},
+}
+# Zero-width (non-)joiners shape Persian, Indic scripts and emoji sequences: allowed between two
+# characters that are not ASCII, refused anywhere else (`pr\u200cod` would show as "prod").
+_JOINERS = ("\u200c", "\u200d")
+
+
+def display_unsafe(value: str) -> str | None:
+    """What of `value` would not show as what it is - "a text-direction control U+202E", "an
+    invisible character U+200B" - or None. The one rule of every user-given name (docs/security.md
+    "Limits"); text from a workspace is shown as it came, never refused."""
+    for index, char in enumerate(value):
+        kind = _DISPLAY_UNSAFE.get(char)
+        if kind is None and char in _JOINERS:
+            before = value[index - 1] if index > 0 else " "
+            after = value[index + 1] if index + 1 < len(value) else " "
+            if before.isascii() or after.isascii():
+                kind = "an invisible character"
+        if kind is not None:
+            return f"{kind} U+{ord(char):04X}"
+    return None
 
 
 def check_description(value: str, *, field: str = "The description") -> str:
@@ -260,19 +320,24 @@ def fits_int64(digits: str) -> bool:
 def unique_ids(
     ids: Iterable[str], *, field: str = "external_ids", cap: int = MAX_IMPORT_IDS
 ) -> list[str]:
-    """The ids in first-seen order without repeats (compared trimmed), at most `cap` of them,
-    each single-line and at most MAX_EXTERNAL_ID_CHARS; else UsageError. A request that names
-    one job 10,000 times costs one `jobs/get`, not 10,000."""
-    seen: dict[str, None] = {}
+    """The ids in first-seen order (trimmed) without repeats, at most `cap` of them, each
+    single-line and at most MAX_EXTERNAL_ID_CHARS; else UsageError. Repeats are compared as the
+    Job Id they name ("42", " 0042 "), or as text when they name none (each is then refused
+    once, by the import). A request that names one job 10,000 times costs one `jobs/get`."""
+    seen: dict[object, str] = {}
     for raw in ids:
-        text = check_text(raw, field=f"An id in {field}", max_chars=MAX_EXTERNAL_ID_CHARS)
-        seen.setdefault(text.strip(), None)
+        text = check_text(raw, field=f"An id in {field}", max_chars=MAX_EXTERNAL_ID_CHARS).strip()
+        try:
+            identity: object = parse_external_id(text)
+        except UsageError:
+            identity = text
+        seen.setdefault(identity, text)
         if len(seen) > cap:
             raise UsageError(
                 f"{field} names more than {cap:,} distinct jobs; import at most {cap:,} per "
                 f"request (or use `all`)."
             )
-    return list(seen)
+    return list(seen.values())
 
 
 def is_env_name(name: str) -> bool:

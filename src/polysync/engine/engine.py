@@ -168,13 +168,19 @@ class Engine:
 
     # ------------------------------------------------------------------ entry points
     async def submit(
-        self, job: Job, overrides: Mapping[str, str], *, executed_by: str | None = None
+        self,
+        job: Job,
+        overrides: Mapping[str, str],
+        *,
+        executed_by: str | None = None,
+        key: str | None = None,
     ) -> Run:
         """Validate and commit a new run (D3, D8): the intent only. The engine loop (or `drive`,
         for a command with no engine running) starts it. `executed_by` (str(Actor)) is recorded
-        with the run. Raises UsageError on bad input, before anything is recorded."""
+        with the run; `key` (unique; default: a random one) names it. Raises UsageError on bad
+        input, before anything is recorded."""
         parameters = resolve_run_parameters(job.parameters, overrides)  # refuses bad input first
-        key = uuid.uuid4().hex
+        key = key or uuid.uuid4().hex
         new = NewRun(
             job_id=job.id,
             platform_id=job.platform_id,
@@ -430,8 +436,21 @@ class Engine:
         return report
 
     async def _work(self, due: Sequence[Run], report: StepReport) -> None:
-        to_submit = [run for run in due if not run.submitted][: self.settings.max_submits_per_cycle]
+        candidates = [run for run in due if not run.submitted][
+            : self.settings.max_submits_per_cycle
+        ]
         to_watch = [run for run in due if run.submitted]
+        # Each run-now is counted before it is sent, under the runs' row locks (one transaction):
+        # a cancel that came first ended its run without any; one that comes after knows one may
+        # have been sent (H5).
+        begun = await self.store.begin_submits(
+            [(run.id, run.lease) for run in candidates], utc(self.clock.now())
+        )
+        allowed = {run.id for run in begun}
+        for run in candidates:
+            if run.id not in allowed:
+                log.info("run %s: not submitted: cancelled first, or no longer ours", run.id)
+        to_submit = [run for run in candidates if run.id in allowed]
         submitted = await self._gather(self._submit(run, report) for run in to_submit)
         await self.store.record_submissions(
             [s for s in submitted if s is not None], utc(self.clock.now())

@@ -79,8 +79,15 @@ class Store(Protocol):
         ...
 
     async def update_platform(
-        self, platform: Platform, now: datetime, *, actor: str | None = None
-    ) -> Platform: ...
+        self,
+        platform: Platform,
+        now: datetime,
+        *,
+        actor: str | None = None,
+        idle_only: str | None = None,
+    ) -> Platform:
+        """Save it; with `idle_only` (what changes), ConflictError while it has active runs."""
+        ...
 
     async def get_platform(self, ref: int | str) -> Platform:
         """By id or by name; NotFoundError if absent."""
@@ -143,6 +150,14 @@ class Store(Protocol):
         """Several `record_submitted` in one transaction (rows locked in id order)."""
         ...
 
+    async def begin_submits(
+        self, claims: Sequence[tuple[int, Lease | None]], now: datetime
+    ) -> list[Run]:
+        """Count a run-now about to be sent for each (run id, lease), in one transaction; the
+        runs it may be sent for. Not those ended, whose lease was lost, or cancelled before any
+        run-now (they end Cancelled here)."""
+        ...
+
     async def record_submit_attempt(
         self,
         run_id: int,
@@ -152,7 +167,7 @@ class Store(Protocol):
         lease: Lease | None = None,
         event_at: datetime | None = None,
     ) -> Run:
-        """run-now could not be confirmed: count it, try again at `retry_at`. With `event_at`
+        """run-now could not be confirmed (begin_submit counted it): try again at `retry_at`. With `event_at`
         (an unexpected error), the message is also recorded as an event at that time."""
         ...
 
@@ -195,6 +210,10 @@ class Store(Protocol):
         ...
 
     async def get_run(self, run_id: int) -> Run: ...
+
+    async def find_run_by_key(self, key: str) -> Run | None:
+        """The run created with this NewRun.key, if any."""
+        ...
 
     async def list_runs(self, where: RunFilter) -> Sequence[Run]:
         """Newest first."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -15,17 +14,6 @@ from polysync.domain.models import (
     TaskRunState,
     Termination,
 )
-
-# Text columns cannot hold NUL (PostgreSQL) nor lone surrogates (no UTF-8 form, the driver cannot
-# encode them); JSON columns escape both, so only plain text needs this.
-_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
-
-
-def storable_text(text: str) -> str:
-    """`text` with each character no database text column can hold replaced by U+FFFD: a message
-    quoted from a workspace (or an error) must never make a run's write fail."""
-    return _UNSTORABLE.sub("\ufffd", text)
-
 
 # Enums are stored by value (the domain's own spelling, e.g. "Input&Output"), never by Python
 # name, so renaming a member in code does not orphan stored rows. Decoders ignore keys they do

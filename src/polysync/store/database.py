@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import os
 import random
+import shutil
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -164,7 +167,14 @@ def _sqlite_on_begin(connection: Connection) -> None:
 # and asks the client to run it again (PostgreSQL docs, "Serialization Failure Handling").
 _RETRY_SQLSTATES = frozenset({"40001", "40P01"})
 TRANSIENT_ATTEMPTS = 5
+TRANSIENT_DEADLINE_S = 60.0
+"""The longest a store call goes on retrying a transient failure (each attempt may itself wait
+up to SQLite's busy timeout or PostgreSQL's lock_timeout, 30 s)."""
 _TRANSIENT_BACKOFF_S = 0.05
+# The clock of that deadline (real, monotonic); a test replaces it.
+_monotonic = time.monotonic
+DISK_FULL_SQLSTATE = "53100"
+_DISK_FULL_TEXT = ("database or disk is full", "no space left on device")
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -185,16 +195,40 @@ def translated(exc: BaseException) -> StoreError | None:
     bug): StoreError. The message is the driver's first line only: SQLAlchemy's full text lists
     the statement's parameters, which may hold a run's parameter values.
     """
+    if _disk_full(exc):
+        return StoreUnavailableError(DISK_FULL_MESSAGE)
     if isinstance(exc, OSError | SQLAlchemyTimeoutError):
         return StoreUnavailableError(f"The database cannot be reached: {_first_line(exc)}")
     if isinstance(exc, DBAPIError):
         reason = _first_line(exc.orig)
+        if "readonly database" in reason or getattr(exc.orig, "sqlstate", None) == "25006":
+            return StoreUnavailableError(READ_ONLY_MESSAGE)
         if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
             return StoreUnavailableError(f"The database cannot be reached: {reason}")
         return StoreError(f"The database refused the request: {reason}")
     if isinstance(exc, StatementError):
         return StoreError(f"The database refused the request: {_first_line(exc.orig)}")
     return None
+
+
+DISK_FULL_MESSAGE = (
+    "The database cannot write: the disk holding it is full. Free space on it (old logs, "
+    "backups), then Polysync resumes on its own; nothing already recorded is lost."
+)
+READ_ONLY_MESSAGE = (
+    "The database cannot write: it is read-only (file or directory permissions, a read-only "
+    "mount, or a PostgreSQL standby). Make it writable for the user Polysync runs as."
+)
+
+
+def _disk_full(exc: BaseException) -> bool:
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    if getattr(orig, "sqlstate", None) == DISK_FULL_SQLSTATE:
+        return True
+    if isinstance(orig, OSError) and orig.errno == errno.ENOSPC:
+        return True
+    text = str(orig).lower()
+    return any(marker in text for marker in _DISK_FULL_TEXT)
 
 
 def _first_line(exc: BaseException | None) -> str:
@@ -207,18 +241,20 @@ def store_call(
     method: Callable[P, Coroutine[Any, Any, T]],
 ) -> Callable[P, Coroutine[Any, Any, T]]:
     """A store method (one transaction) that is run again when it fails transiently
-    (`is_transient`, up to TRANSIENT_ATTEMPTS times with a short jittered pause), and whose other
-    database failures leave it as StoreUnavailableError or StoreError (`translated`). A caller
-    cancelled meanwhile (an engine stopping, a client gone) gets CancelledError once the
-    transaction has ended: see `_to_its_end`."""
+    (`is_transient`, up to TRANSIENT_ATTEMPTS times with a short jittered pause, and not after
+    TRANSIENT_DEADLINE_S), and whose other database failures leave it as StoreUnavailableError
+    or StoreError (`translated`). A caller cancelled meanwhile (an engine stopping, a client
+    gone) gets CancelledError once the transaction has ended: see `_to_its_end`."""
 
     @functools.wraps(method)
     async def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        give_up_at = _monotonic() + TRANSIENT_DEADLINE_S
         for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
             try:
                 return await _to_its_end(method(*args, **kwargs))
             except (SQLAlchemyError, OSError) as exc:
-                if attempt < TRANSIENT_ATTEMPTS and is_transient(exc):
+                retry = attempt < TRANSIENT_ATTEMPTS and _monotonic() < give_up_at
+                if retry and is_transient(exc):
                     # Real time, not the engine's clock: this is the database's contention, and
                     # the other transaction needs a moment to commit.
                     await asyncio.sleep(_TRANSIENT_BACKOFF_S * attempt * (0.5 + random.random()))
@@ -257,3 +293,21 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
     # be reported again as "exception never retrieved".
     if not task.cancelled():
         task.exception()
+
+
+MIN_FREE_BYTES = 1024 * 1024
+"""Below this much free space on the SQLite file's disk, /health reports it full."""
+
+
+def sqlite_write_problem(path: Path) -> str | None:
+    """What keeps a SQLite database file from being written (read-only file or directory, a
+    full disk), or None. The -wal and -shm files live next to it, so the directory counts."""
+    if not path.exists():
+        return None
+    if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK | os.X_OK):
+        return READ_ONLY_MESSAGE
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return None
+    return DISK_FULL_MESSAGE if free < MIN_FREE_BYTES else None

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +21,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -44,17 +47,25 @@ from polysync.errors import (
     LIST_JOBS,
     LIST_PLATFORMS,
     LIST_RUNS,
+    ConflictError,
     NotFoundError,
     UsageError,
 )
 from polysync.store.auth_fields import checked_auth
 from polysync.store.codec import (
     parameters_to_json,
-    storable_text,
     string_map_to_json,
     tasks_to_json,
 )
-from polysync.store.database import WRITE_OPTION, create_engine, store_call, translated
+from polysync.store.database import (
+    READ_ONLY_MESSAGE,
+    WRITE_OPTION,
+    create_engine,
+    is_sqlite,
+    sqlite_write_problem,
+    store_call,
+    translated,
+)
 from polysync.store.migrate import upgrade_engine
 from polysync.store.rows import (
     api_key_from_row,
@@ -86,6 +97,7 @@ log = logging.getLogger(__name__)
 PROVIDER = "azure-databricks"
 SUBMITTING_MESSAGE = "Submitting to Databricks"
 CANCEL_REQUESTED_MESSAGE = "Cancellation requested"
+CANCELLED_UNSENT_MESSAGE = "Cancelled before it was submitted to Databricks"
 
 # RunEvent.source values.
 SOURCE_ENGINE = "engine"
@@ -178,10 +190,17 @@ class SqlStore:
 
     @store_call
     async def update_platform(
-        self, platform: Platform, now: datetime, *, actor: str | None = None
+        self,
+        platform: Platform,
+        now: datetime,
+        *,
+        actor: str | None = None,
+        idle_only: str | None = None,
     ) -> Platform:
         """Save a platform's fields; an audit entry "platform.update" names the fields that
-        changed (never their values: auth holds references, still not repeated)."""
+        changed (never the auth values: references, still not repeated), the workspace URL old
+        -> new. With `idle_only` (what changes, e.g. "its workspace URL"), ConflictError when
+        the platform has active runs, checked in the same transaction as the write."""
         values = {
             "name": platform.name,
             "workspace_url": platform.workspace_url,
@@ -201,12 +220,26 @@ class SqlStore:
                 ).one_or_none()
                 if before is None:
                     raise _platform_not_found(platform.id)
+                if idle_only is not None:
+                    active = await _active_run_ids(conn, platform.id)
+                    if active:
+                        raise ConflictError(
+                            f"Platform {before.name!r} has {_runs_named(active)}: "
+                            f"{idle_only} cannot change while they run, or Polysync would "
+                            "look for them in the wrong workspace. Let them finish or cancel "
+                            "them (`polysync runs list --active` shows them), then save again."
+                        )
                 row = (await conn.execute(_returning(statement))).one()
                 changed = [
                     name
                     for name in ("name", "workspace_url", "auth", "cluster_id", "description")
                     if getattr(before, name) != getattr(row, name)
                 ] + (["options"] if dict(before.options) != dict(row.options) else [])
+                if "workspace_url" in changed:
+                    # The URL is no secret; where runs are looked for is worth keeping.
+                    changed[changed.index("workspace_url")] = (
+                        f"workspace_url ({before.workspace_url} -> {row.workspace_url})"
+                    )
                 await _audit(
                     conn,
                     now,
@@ -248,19 +281,10 @@ class SqlStore:
             )
             if name is None:
                 raise _platform_not_found(platform_id)
-            active = (
-                await conn.scalars(
-                    select(runs.c.id)
-                    .where(runs.c.platform_id == platform_id, runs.c.terminal == false())
-                    .order_by(runs.c.id)
-                )
-            ).all()
+            active = await _active_run_ids(conn, platform_id)
             if active:
-                shown = ", ".join(str(i) for i in active[:10]) + (
-                    ", ..." if len(active) > 10 else ""
-                )
                 raise UsageError(
-                    f"Platform {name!r} still has {len(active)} active run(s) (id {shown}). "
+                    f"Platform {name!r} still has {_runs_named(active)}. "
                     "Cancel them or let them finish, then remove the platform.",
                     hint=LIST_RUNS,
                 )
@@ -435,7 +459,7 @@ class SqlStore:
                 row = (await conn.execute(_returning(insert(runs).values(values)))).one()
                 await _add_event(conn, row, now, SOURCE_ENGINE)
         except IntegrityError as exc:
-            raise UsageError(
+            raise ConflictError(
                 f"A run with key {new.key!r} or idempotency token {new.idempotency_token!r} "
                 "already exists."
             ) from exc
@@ -471,6 +495,36 @@ class SqlStore:
             }
         return [recorded[s.run_id] for s in submissions]
 
+    async def begin_submit(self, run_id: int, now: datetime, *, lease: Lease | None) -> Run | None:
+        """The run, its submit_attempts counted, if run-now may be sent now under `lease`; None
+        when it may not: it ended, the lease was lost, or it was cancelled before any run-now
+        (then it ends Cancelled here). Counting before sending is the fence a cancel needs: a
+        run with no attempt counted has certainly never reached Databricks (H5)."""
+        begun = await self.begin_submits([(run_id, lease)], now)
+        return begun[0] if begun else None
+
+    @store_call
+    async def begin_submits(
+        self, claims: Sequence[tuple[int, Lease | None]], now: datetime
+    ) -> list[Run]:
+        """`begin_submit` for several runs in one transaction (rows locked in id order): the
+        runs whose run-now may be sent, in the order given."""
+        if not claims:
+            return []
+        begun: dict[int, Run] = {}
+        async with self._write() as conn:
+            current = await _lock_runs(conn, [run_id for run_id, _ in claims])
+            for run_id, lease in sorted(claims, key=lambda claim: claim[0]):
+                row = current[run_id]
+                if row.terminal or not _holds(row, lease):
+                    continue
+                if _never_sent(row) and row.cancel_requested_at is not None:
+                    await _end_unsent(conn, row, now)
+                    continue
+                values = {"submit_attempts": runs.c.submit_attempts + 1}
+                begun[run_id] = run_from_row(await _update_run(conn, run_id, values))
+        return [begun[run_id] for run_id, _ in claims if run_id in begun]
+
     @store_call
     async def record_submit_attempt(
         self,
@@ -486,7 +540,6 @@ class SqlStore:
             if current.terminal or not _holds(current, lease):
                 return run_from_row(current)
             values: dict[str, Any] = {
-                "submit_attempts": runs.c.submit_attempts + 1,
                 "message": message,
                 "next_poll_at": retry_at,
             }
@@ -580,6 +633,12 @@ class SqlStore:
             current = await _lock_run(conn, run_id)
             if current.terminal or current.cancel_requested_at is not None:
                 return run_from_row(current)
+            if _never_sent(current):
+                # No run-now was ever sent (begin_submit counts one before sending, under this
+                # same row lock): nothing to cancel in Databricks, and any engine that claimed
+                # the run loses it here, so it can never send one now (H5).
+                row = await _end_unsent(conn, current, now, cancelled_by=cancelled_by)
+                return run_from_row(row)
             # Due at once, so the engine sends the cancel on its next round, not at the next poll.
             due = now if current.next_poll_at is None else min(current.next_poll_at, now)
             values = {
@@ -600,6 +659,13 @@ class SqlStore:
         if row is None:
             raise _run_not_found(run_id)
         return run_from_row(row)
+
+    @store_call
+    async def find_run_by_key(self, key: str) -> Run | None:
+        """The run created with this key (NewRun.key), if any."""
+        async with self._read() as conn:
+            row = (await conn.execute(select(runs).where(runs.c.key == key))).one_or_none()
+        return None if row is None else run_from_row(row)
 
     @store_call
     async def list_runs(self, where: RunFilter) -> Sequence[Run]:
@@ -853,6 +919,26 @@ class SqlStore:
         async with self._read() as conn:
             await conn.execute(select(literal(1)))
 
+    async def write_problem(self) -> str | None:
+        """Why the database cannot be written now (read-only, disk full), or None: what /health
+        checks beyond `ping`, since reads go on working when writes no longer do (M4). SQLite:
+        the file's and directory's permissions and the free space; PostgreSQL: a read-only
+        session or a standby server."""
+        url = self.engine.url
+        if is_sqlite(url):
+            if not url.database or url.database == ":memory:":
+                return None
+            return await asyncio.to_thread(sqlite_write_problem, Path(url.database))
+        try:
+            async with self._read() as conn:
+                read_only = await conn.scalar(
+                    text("SELECT current_setting('transaction_read_only') = 'on'")
+                )
+        except Exception as exc:
+            error = translated(exc)
+            return str(error) if error is not None else f"{type(exc).__name__}"
+        return READ_ONLY_MESSAGE if read_only else None
+
     @store_call
     async def count_runs_by_status(self) -> Mapping[RunStatus, int]:
         query = select(runs.c.status, func.count()).group_by(runs.c.status)
@@ -904,6 +990,17 @@ class SqlStore:
             raise _platform_not_found(platform_id)
 
 
+async def _active_run_ids(conn: AsyncConnection, platform_id: int) -> Sequence[int]:
+    query = select(runs.c.id).where(runs.c.platform_id == platform_id, runs.c.terminal == false())
+    return (await conn.scalars(query.order_by(runs.c.id))).all()
+
+
+def _runs_named(run_ids: Sequence[int]) -> str:
+    """ "3 active run(s) (id 4, 5, 9)": at most ten ids shown."""
+    shown = ", ".join(str(i) for i in run_ids[:10]) + (", ..." if len(run_ids) > 10 else "")
+    return f"{len(run_ids)} active run(s) (id {shown})"
+
+
 def _returning(statement: Any) -> Any:
     """`statement` answering with the whole row it wrote (SQLite >= 3.35 and PostgreSQL)."""
     return statement.returning(*statement.table.c)
@@ -920,8 +1017,8 @@ async def _lock_run(conn: AsyncConnection, run_id: int) -> Any:
 
 
 async def _update_run(conn: AsyncConnection, run_id: int, values: dict[str, Any]) -> Any:
-    # Messages and states may quote a workspace's text: cleaned, so no answer can poison a run.
-    values = {k: storable_text(v) if isinstance(v, str) else v for k, v in values.items()}
+    # Messages and states may quote a workspace's text: the column types clean what no database
+    # can hold (tables.StoredText), so no answer can poison a run.
     statement = update(runs).where(runs.c.id == run_id).values(values)
     return (await conn.execute(_returning(statement))).one()
 
@@ -935,7 +1032,7 @@ async def _add_event(
             run_id=run.id,
             at=at,
             status=run.status,
-            message=run.message if message is None else storable_text(message),
+            message=run.message if message is None else message,
             life_cycle_state=run.life_cycle_state,
             result_state=run.result_state,
             source=source,
@@ -1020,6 +1117,31 @@ def _run_not_found(run_id: int) -> NotFoundError:
 if TYPE_CHECKING:
     # mypy proves here that SqlStore implements the engine's Store protocol.
     _conforms: type[Store] = SqlStore
+
+
+def _never_sent(row: Any) -> bool:
+    """No run-now was ever sent for this run (begin_submit counts each before it is sent)."""
+    return row.run_id is None and row.submit_attempts == 0
+
+
+async def _end_unsent(
+    conn: AsyncConnection, current: Any, now: datetime, *, cancelled_by: str | None = None
+) -> Any:
+    """End a run that never reached Databricks Cancelled, its lease dropped (fenced out)."""
+    values = status_values(RunStatus.CANCELLED) | {
+        "message": CANCELLED_UNSENT_MESSAGE,
+        "cancel_requested_at": current.cancel_requested_at or now,
+        "cancelled_by": current.cancelled_by or cancelled_by,
+        "ended_at": now,
+        "updated_at": now,
+        "next_poll_at": None,
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "lease_token": None,
+    }
+    row = await _update_run(conn, current.id, values)
+    await _add_event(conn, row, now, SOURCE_CANCEL)
+    return row
 
 
 def _holds(row: Any, lease: Lease | None) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -21,6 +22,8 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
+
+from polysync.domain.limits import replace_unencodable, replace_unencodable_in
 
 # Constraint names are fixed so later migrations can refer to them on both backends.
 metadata = MetaData(
@@ -58,8 +61,31 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
-def _json() -> JSON:
-    return JSON(none_as_null=True)
+class StoredText(TypeDecorator[str]):
+    """Text whose NUL and lone surrogates become U+FFFD on the way in: PostgreSQL refuses NUL in
+    text, no driver can encode a lone surrogate, and one such character from a workspace must
+    never make a write fail (issue 8; docs/security.md)."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else replace_unencodable(value)
+
+
+class StoredJSON(TypeDecorator[Any]):
+    """JSON whose strings (keys too) are cleaned as StoredText cleans text: PostgreSQL's JSON
+    refuses an unpaired surrogate escape, and a NUL escape cannot become text there."""
+
+    impl = JSON(none_as_null=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        return replace_unencodable_in(value)
+
+
+def _json() -> StoredJSON:
+    return StoredJSON()
 
 
 def _fk(target: str) -> ForeignKey:
@@ -70,12 +96,12 @@ platforms = Table(
     "platforms",
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
-    Column("name", Text, nullable=False, unique=True),
+    Column("name", StoredText, nullable=False, unique=True),
     Column("provider", String(64), nullable=False),
-    Column("workspace_url", Text, nullable=False),
+    Column("workspace_url", StoredText, nullable=False),
     Column("auth", _json(), nullable=False),
-    Column("cluster_id", Text),
-    Column("description", Text, nullable=False),
+    Column("cluster_id", StoredText),
+    Column("description", StoredText, nullable=False),
     Column("options", _json(), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
@@ -88,9 +114,9 @@ jobs = Table(
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("platform_id", Id, _fk("platforms.id"), nullable=False),
     Column("job_type", String(64), nullable=False),
-    Column("external_id", Text, nullable=False),
-    Column("name", Text, nullable=False),
-    Column("description", Text, nullable=False),
+    Column("external_id", StoredText, nullable=False),
+    Column("name", StoredText, nullable=False),
+    Column("description", StoredText, nullable=False),
     Column("tags", _json(), nullable=False),
     Column("task_count", Integer, nullable=False),
     Column("task_keys", _json(), nullable=False),
@@ -109,18 +135,18 @@ runs = Table(
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("job_id", Id, _fk("jobs.id"), nullable=False),
     Column("platform_id", Id, _fk("platforms.id"), nullable=False, index=True),
-    Column("key", Text, nullable=False, unique=True),
-    Column("idempotency_token", Text, nullable=False, unique=True),
+    Column("key", StoredText, nullable=False, unique=True),
+    Column("idempotency_token", StoredText, nullable=False, unique=True),
     Column("overrides", _json(), nullable=False),
     Column("parameters_sent", _json(), nullable=False),
-    Column("run_id", Text),
+    Column("run_id", StoredText),
     Column("status", String(16), nullable=False),
     # Kept equal to status.is_terminal by the store: the claim index needs a plain column.
     Column("terminal", Boolean, nullable=False),
-    Column("message", Text, nullable=False),
-    Column("run_page_url", Text),
-    Column("life_cycle_state", Text),
-    Column("result_state", Text),
+    Column("message", StoredText, nullable=False),
+    Column("run_page_url", StoredText),
+    Column("life_cycle_state", StoredText),
+    Column("result_state", StoredText),
     Column("tasks", _json(), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("submitted_at", UtcDateTime),
@@ -128,15 +154,15 @@ runs = Table(
     Column("updated_at", UtcDateTime, nullable=False),
     Column("cancel_requested_at", UtcDateTime),
     Column("next_poll_at", UtcDateTime),
-    Column("lease_owner", Text),
+    Column("lease_owner", StoredText),
     Column("lease_expires_at", UtcDateTime),
     # Fencing token, new at each claim: a write that carries another one is dropped.
-    Column("lease_token", Text),
+    Column("lease_token", StoredText),
     Column("submit_attempts", Integer, nullable=False),
     Column("poll_failures", Integer, nullable=False, server_default="0"),
     # Who asked (an API key, a web user, `cli:<os user>`): migration 0004.
-    Column("executed_by", Text),
-    Column("cancelled_by", Text),
+    Column("executed_by", StoredText),
+    Column("cancelled_by", StoredText),
     Index(None, "terminal", "next_poll_at"),
     Index(None, "job_id", "created_at"),
     Index(None, "created_at"),
@@ -150,9 +176,9 @@ run_events = Table(
     Column("run_id", Id, _fk("runs.id"), nullable=False),
     Column("at", UtcDateTime, nullable=False),
     Column("status", String(16), nullable=False),
-    Column("message", Text, nullable=False),
-    Column("life_cycle_state", Text),
-    Column("result_state", Text),
+    Column("message", StoredText, nullable=False),
+    Column("life_cycle_state", StoredText),
+    Column("result_state", StoredText),
     Column("source", String(16), nullable=False),
     Index(None, "run_id", "id"),
     sqlite_autoincrement=True,
@@ -162,7 +188,7 @@ api_keys = Table(
     "api_keys",
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
-    Column("name", Text, nullable=False),
+    Column("name", StoredText, nullable=False),
     Column("role", String(16), nullable=False),
     # The public part of the key, to find it; the whole key is kept only as its sha256.
     Column("prefix", String(32), nullable=False, unique=True),
@@ -177,8 +203,8 @@ engines = Table(
     metadata,
     # One row per engine (its lease owner name), written at each heartbeat; read by /health and
     # `polysync status` in any process.
-    Column("owner", Text, primary_key=True),
-    Column("host", Text, nullable=False),
+    Column("owner", StoredText, primary_key=True),
+    Column("host", StoredText, nullable=False),
     Column("pid", Integer, nullable=False),
     Column("state", String(16), nullable=False),
     Column("started_at", UtcDateTime, nullable=False),
@@ -186,7 +212,7 @@ engines = Table(
     Column("last_cycle_at", UtcDateTime),
     Column("cycles", Id, nullable=False),
     Column("failures", Integer, nullable=False),
-    Column("last_error", Text),
+    Column("last_error", StoredText),
 )
 
 # Who changed which platform or job, and how (migration 0004). No foreign keys: an entry
@@ -196,12 +222,12 @@ audit_events = Table(
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("at", UtcDateTime, nullable=False),
-    Column("actor", Text, nullable=False),
+    Column("actor", StoredText, nullable=False),
     Column("action", String(64), nullable=False),
     Column("subject_type", String(32), nullable=False),
     Column("subject_id", Id),
-    Column("subject", Text, nullable=False),
-    Column("detail", Text, nullable=False),
+    Column("subject", StoredText, nullable=False),
+    Column("detail", StoredText, nullable=False),
     Index(None, "at"),
     sqlite_autoincrement=True,
 )

@@ -3,13 +3,14 @@
 import math
 import re
 from typing import Annotated
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import FileResponse, Response
 
 from polysync.api.deps import source_address
 from polysync.domain.access import Role
+from polysync.domain.limits import replace_unencodable
 from polysync.web.context import STATIC_DIR, WebContext
 from polysync.web.security import Visitor
 
@@ -37,7 +38,9 @@ def safe_next(target: str | None) -> str:
     parts = urlsplit(cleaned)
     if parts.scheme or parts.netloc:
         return DEFAULT_NEXT
-    return cleaned
+    # A Location header carries ASCII only: other characters percent-encoded as UTF-8 (text
+    # with no UTF-8 form first becomes U+FFFD), never a 500 for a hostile link.
+    return quote(replace_unencodable(cleaned), safe="/?#&=%:@!$'()*+,;~-._")
 
 
 def auth_router(ctx: WebContext) -> APIRouter:
@@ -83,6 +86,10 @@ def auth_router(ctx: WebContext) -> APIRouter:
     ) -> Response:
         visitor = await ctx.sessions.visitor(request)
         await ctx.sessions.check_csrf(request, visitor)
+        # A valid key signs in whatever others did from the same address (see `authenticate`).
+        signed_in = await ctx.sessions.sign_in(api_key.strip())
+        if signed_in is not None:
+            return ctx.redirect(request, signed_in, safe_next(next))
         source = source_address(request)
         wait_s = ctx.limiter.retry_after_s(source)
         if wait_s is not None:
@@ -97,18 +104,15 @@ def auth_router(ctx: WebContext) -> APIRouter:
                 error=f"Too many failed sign-ins from your address: try again in "
                 f"{math.ceil(wait_s)} s.",
             )
-        signed_in = await ctx.sessions.sign_in(api_key.strip())
-        if signed_in is None:
-            ctx.limiter.failed(source, "sign-in")
-            return ctx.render(
-                request,
-                visitor,
-                "sign_in.html",
-                status_code=401,
-                next=safe_next(next),
-                error="That API key is not valid. Check it, or ask an administrator for one.",
-            )
-        return ctx.redirect(request, signed_in, safe_next(next))
+        ctx.limiter.failed(source, "sign-in")
+        return ctx.render(
+            request,
+            visitor,
+            "sign_in.html",
+            status_code=401,
+            next=safe_next(next),
+            error="That API key is not valid. Check it, or ask an administrator for one.",
+        )
 
     @router.post("/sign-out", include_in_schema=False)
     async def sign_out(request: Request, visitor: Annotated[Visitor, Depends(viewer)]) -> Response:

@@ -15,7 +15,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from polysync.api.throttle import FailureLimiter
 from polysync.domain.access import Role
-from polysync.domain.limits import http_url
+from polysync.domain.limits import http_url, replace_unencodable
 from polysync.domain.models import RunStatus
 from polysync.domain.parameters import MASK
 from polysync.errors import NotFoundError
@@ -116,7 +116,8 @@ class WebContext:
             can_admin=visitor.can(Role.ADMIN),
             **context,
         )
-        response = HTMLResponse(html, status_code=status_code, headers=headers)
+        # A lone surrogate (in a row stored before the store cleaned text) cannot be encoded.
+        response = HTMLResponse(replace_unencodable(html), status_code=status_code, headers=headers)
         self.sessions.set_cookie(request, response, visitor)
         return response
 

@@ -139,7 +139,8 @@ class Sessions:
             form = await request.form()
             value = form.get(CSRF_FIELD)
             sent = value if isinstance(value, str) else None
-        if not sent or not hmac.compare_digest(sent, visitor.csrf):
+        # compare_digest takes ASCII text only: anything else cannot be our token (not a 500).
+        if not sent or not sent.isascii() or not hmac.compare_digest(sent, visitor.csrf):
             raise HTTPException(
                 status_code=403,
                 detail="The form's security token is missing or out of date: reload the page "

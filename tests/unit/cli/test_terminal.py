@@ -4,6 +4,7 @@ a control sequence; line breaks are kept; links are only http(s)."""
 from __future__ import annotations
 
 import io
+import logging
 import re
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -13,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from rich.console import RenderableType
 
-from polysync.cli.common import print_json
+from polysync.cli.common import load_settings, print_json
 from polysync.cli.render import job_view, run_view, runs_table
 from polysync.cli.terminal import SafeConsole, terminal_safe
 from polysync.domain.models import JobKind, Parameter, RunStatus, TaskRunState
@@ -154,3 +155,18 @@ def test_terminal_safe_leaves_nothing_a_terminal_obeys(text: str) -> None:
 @given(st.text(alphabet=st.characters(exclude_categories=("Cc", "Cs"))))
 def test_terminal_safe_keeps_ordinary_text(text: str) -> None:
     assert terminal_safe(text) == text
+
+
+def test_log_lines_never_fail_on_text_no_encoder_can_carry() -> None:
+    load_settings()  # the CLI's logging set-up
+    buffer = io.BytesIO()
+    stream = io.TextIOWrapper(buffer, encoding="utf-8", errors="strict")  # as a log file is
+    handler = logging.StreamHandler(stream)
+    logger = logging.getLogger("polysync.test_log_lines")
+    logger.addHandler(handler)
+    try:
+        logger.warning("job %s: %s", "etl\ud800", "state\x00message")
+    finally:
+        logger.removeHandler(handler)
+    stream.flush()
+    assert buffer.getvalue().decode("utf-8") == "job etl\ufffd: state\ufffdmessage\n"

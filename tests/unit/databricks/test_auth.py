@@ -238,6 +238,7 @@ def _jwt(claims: dict[str, Any]) -> SecretStr:
         (_jwt({"upn": "someone@contoso.com", "appid": "x"}), "someone@contoso.com"),
         (_jwt({"appid": "11111111-2222", "sub": "s"}), "11111111-2222"),
         (_jwt({"sub": "only-sub"}), "only-sub"),
+        (_jwt({"upn": "mallory\ud800\x00@contoso.com"}), "mallory\ufffd\ufffd@contoso.com"),
         (_jwt({"nothing": 1}), None),
         (SecretStr("dapi0123456789abcdef"), None),
         (SecretStr("a.!!!.c"), None),

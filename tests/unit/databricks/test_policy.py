@@ -128,6 +128,8 @@ def test_loopback_detection_never_fails(host: str) -> None:
         {"retry": {"default_retry_after_s": 10**6}},
         {"request_timeout_s": 86_400},
         {"connect_timeout_s": 0},
+        {"request_timeout_s": 0.001},
+        {"connect_timeout_s": 0.01},
         {"max_connections": 100_000},
         {"token_refresh_lead_s": 10**9},
         {"rate_limits": {"runs_get": 1e9}},
@@ -223,3 +225,46 @@ async def test_a_local_protocol_error_is_not_retried_and_not_echoed(
     assert "dapi-very-secret-value" not in str(caught.value)
     assert "not shown" in str(caught.value)
     assert not caught.value.retryable
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("localhost", True),
+        ("LOCALHOST.", True),
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("[::1]", True),
+        ("evil.localhost", False),  # a DNS name, whatever it resolves to today
+        ("localhost.attacker.example", False),
+        ("127.0.0.1.nip.io", False),
+        ("0x7f000001", False),
+    ],
+)
+def test_only_literal_loopback_is_loopback(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+@pytest.mark.parametrize(
+    ("patterns", "host", "allowed"),
+    [
+        ("*.azuredatabricks.net", "ADB-1.2.AzureDatabricks.NET.", True),
+        ("*.azuredatabricks.net.", "adb-1.2.azuredatabricks.net", True),
+        ("*.azuredatabricks.net", "azuredatabricks.net", False),
+        ("adb.corp", "ADB.corp.", True),
+        ("adb.corp", "x.adb.corp", False),
+    ],
+)
+def test_host_patterns_match_as_dns_names(patterns: str, host: str, allowed: bool) -> None:
+    policy = ConnectionPolicy(workspace_hosts=parse_host_patterns(patterns))
+    if allowed:
+        policy.check(settings(f"https://{host.rstrip('.')}"))
+    else:
+        with pytest.raises(ConfigError, match="POLYSYNC_WORKSPACE_HOSTS"):
+            policy.check(settings(f"https://{host}"))
+
+
+@pytest.mark.parametrize("patterns", ["adb-*.azuredatabricks.net", "[a-z]*.corp", "https://x.org"])
+def test_host_patterns_other_than_dns_names_are_refused(patterns: str) -> None:
+    with pytest.raises(ConfigError, match="is not a host pattern"):
+        parse_host_patterns(patterns)

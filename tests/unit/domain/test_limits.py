@@ -20,6 +20,7 @@ from polysync.domain.limits import (
     check_parameter_value,
     check_parameter_values,
     check_text,
+    display_unsafe,
     fits_int64,
     http_url,
     is_env_name,
@@ -196,3 +197,38 @@ async def test_api_key_names_are_checked() -> None:
     for name in ("bot\x1b[2J", "", "n" * 201):
         with pytest.raises(UsageError):
             await create_api_key(NoStore(), name, "viewer")  # type: ignore[arg-type]
+
+
+def test_import_ids_are_deduplicated_by_the_job_id_they_name() -> None:
+    assert unique_ids(["42", " 0042 ", "x", "x ", "7", "00007", "0"]) == ["42", "x", "7", "0"]
+
+
+@pytest.mark.parametrize(
+    ("name", "what"),
+    [
+        ("prod\u202egnp.exe", "a text-direction control U+202E"),
+        ("\u2066prod\u2069", "a text-direction control U+2066"),
+        ("pr\u200bod", "an invisible character U+200B"),
+        ("\ufeffprod", "an invisible character U+FEFF"),
+        ("prod\u200f", "a text-direction mark U+200F"),
+        ("pr\u200cod", "an invisible character U+200C"),
+        ("\u200dprod", "an invisible character U+200D"),
+    ],
+)
+def test_names_refuse_what_would_not_show_as_it_is(name: str, what: str) -> None:
+    with pytest.raises(UsageError, match=re.escape(f"contains {what}")):
+        check_name(name, field="The platform name")
+    assert display_unsafe(name) == what
+
+
+def test_names_in_any_script_are_welcome() -> None:
+    # Joiners inside Persian words and emoji sequences are part of how they are written.
+    for name in (
+        "prod-eu",
+        "生产",
+        "производство",
+        "إنتاج",
+        "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",
+        "\U0001f469\u200d\U0001f4bb team",
+    ):
+        assert check_name(name) == name

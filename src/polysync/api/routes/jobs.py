@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Response
 
 from polysync.api.deps import Operator, ServicesDep, Viewer
 from polysync.api.problems import Problem
@@ -16,6 +16,7 @@ from polysync.domain.parameters import Keep, ParameterEdit, apply_edits
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 JobId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+MAX_IDEMPOTENCY_KEY_CHARS = 255
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": Problem} for code in (400, 401, 403, 404, 409, 422, 502, 503)
 }
@@ -90,18 +91,44 @@ async def sync_parameters(job_id: JobId, services: ServicesDep, caller: Operator
 
 @router.post("/{job_id}/runs", status_code=201, response_model=RunOut, responses=_ERRORS)
 async def execute_now(
-    job_id: JobId, body: ExecuteIn, services: ServicesDep, caller: Operator, response: Response
+    job_id: JobId,
+    body: ExecuteIn,
+    services: ServicesDep,
+    caller: Operator,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            min_length=1,
+            max_length=MAX_IDEMPOTENCY_KEY_CHARS,
+            pattern=r"^[\x21-\x7e]+$",
+            description="Optional: the same key with the same body answers the run it made "
+            "(200, `Idempotent-Replayed: true`) instead of starting another; with another body "
+            "409.",
+        ),
+    ] = None,
 ) -> RunOut:
     """Execute Now: validates the overrides (D2-D4) before any API call, commits the run, starts
     it; watch it at `/api/v1/runs/{id}/events`."""
     job = await services.store.get_job(job_id)
     parse_external_id(job.external_id)  # D4: refused before a run is even recorded
-    run = await services.execute(
-        job,
-        body.parameters,
-        actor=Actor.of_key(caller),
-        may_choose_secrets=caller.role.allows(Role.ADMIN),
-    )
+    actor = Actor.of_key(caller)
+    may_choose_secrets = caller.role.allows(Role.ADMIN)
+    if idempotency_key is None:
+        run = await services.execute(
+            job, body.parameters, actor=actor, may_choose_secrets=may_choose_secrets
+        )
+    else:
+        run, replayed = await services.execute_once(
+            job,
+            body.parameters,
+            idempotency_key,
+            actor=actor,
+            may_choose_secrets=may_choose_secrets,
+        )
+        if replayed:
+            response.status_code = 200
+            response.headers["Idempotent-Replayed"] = "true"
     run, job, events = await services.run_details(run.id)
     response.headers["Location"] = f"/api/v1/runs/{run.id}"
     return RunOut.of_details(run, job, events)

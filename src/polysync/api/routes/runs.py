@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from polysync.api.deps import Context, Operator, ServicesDep, Viewer
-from polysync.api.problems import ApiProblem, Problem
+from polysync.api.problems import ApiProblem, JSONResponse, Problem
 from polysync.api.schemas import CancelOut, EventOut, RunOut, RunSummary
 from polysync.domain.access import Actor
 from polysync.domain.models import RunStatus
@@ -75,18 +77,24 @@ async def read_run(
     as soon as the run has an event after `since` (or is terminal), else after `wait` seconds."""
     services = context.services
     run, job, events = await services.run_details(run_id)
-    waited_s = 0.0
     limit_s = min(wait, context.settings.max_wait_s)
-    while (
-        since is not None
-        and not run.is_terminal
-        and (not events or events[-1].id <= since)
-        and waited_s < limit_s
-    ):
-        step_s = min(context.settings.live_poll_s, limit_s - waited_s)
-        await services.clock.sleep(step_s)
-        waited_s += step_s
-        run, job, events = await services.run_details(run_id)
+
+    def waiting() -> bool:
+        return (
+            since is not None
+            and not run.is_terminal
+            and (not events or events[-1].id <= since)
+            and waited_s < limit_s
+        )
+
+    waited_s = 0.0
+    if waiting():
+        with context.stream_slot(caller):  # held open: counted (429 past the caps)
+            while waiting():
+                step_s = min(context.settings.live_poll_s, limit_s - waited_s)
+                await services.clock.sleep(step_s)
+                waited_s += step_s
+                run, job, events = await services.run_details(run_id)
     return RunOut.of_details(run, job, events)
 
 
@@ -104,12 +112,26 @@ async def run_events(
     """Server-Sent Events: one `status` event per status change (id = the event's id; data = the
     run), then `end` when the run is terminal. Reconnecting with `Last-Event-ID` resumes."""
     await context.services.store.get_run(run_id)  # 404 before the stream starts
+    slot = context.stream_slot(caller)  # 429 past the caps, before the stream starts
     stream = _stream(context.services, run_id, last_event_id or 0, context.settings.live_poll_s)
-    return StreamingResponse(
+    return _HeldStream(
+        slot,
         stream,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+class _HeldStream(StreamingResponse):
+    """A stream that holds its slot for as long as it is being sent, however it ends."""
+
+    def __init__(self, slot: AbstractContextManager[None], *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._slot = slot
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        with self._slot:
+            await super().__call__(scope, receive, send)
 
 
 async def _stream(

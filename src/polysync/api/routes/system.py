@@ -36,6 +36,11 @@ async def health(context: Context) -> Any:
     except Exception as exc:  # any driver error means "not ready"; the reason goes to the log
         log.warning("health check: database unreachable: %s", type(exc).__name__)
         return problem_response(503, "unhealthy", "The database cannot be reached.")
+    # Reads go on working when writes no longer do (a read-only file, a full disk): checked too.
+    unwritable = await context.store.write_problem()
+    if unwritable is not None:
+        log.warning("health check: %s", unwritable)
+        return problem_response(503, "database-unwritable", unwritable)
     engine = services.engine
     now_s = services.clock.now()
     state = engine.health
