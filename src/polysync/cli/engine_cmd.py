@@ -10,7 +10,7 @@ import typer
 
 from polysync.cli.common import DbOption, err, load_settings, out, run_async
 from polysync.cli.terminal import safe_markup
-from polysync.domain.records import EngineState, RunFilter, utc
+from polysync.domain.records import EngineState, RunFilter
 from polysync.errors import PolysyncError
 
 if TYPE_CHECKING:
@@ -49,8 +49,8 @@ def engine(db: DbOption = None) -> None:
                 return None
             try:
                 err.print(
-                    f"Polysync engine [bold]{services.engine.owner}[/] started: polls every "
-                    f"{settings.poll_min_s:g}-{settings.poll_max_s:g} s. Ctrl-C or SIGTERM stops "
+                    f"Polysync engine [bold]{services.engine.owner}[/] started: sweeps every "
+                    f"{settings.sweep_interval_s:g} s. Ctrl-C or SIGTERM stops "
                     f"it; Databricks runs keep running.",
                     soft_wrap=True,
                 )
@@ -103,7 +103,7 @@ async def status_line(services: Services, now_s: float) -> str:
         parts.append(f"last cycle {now_s - health.last_cycle_at_s:.1f} s ago")
     try:
         by_status = await services.store.count_runs_by_status()
-        lags_s = await services.store.poll_lags_s(utc(now_s))
+        lags_s = await services.poll_lags_s()
     except PolysyncError as exc:
         parts.append(f"database: {exc.message}")
     else:
