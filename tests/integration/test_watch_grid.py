@@ -88,7 +88,8 @@ async def test_no_run_waits_longer_than_the_grid_and_an_end_costs_one_runs_get(
     final = await run_to_the_end(harness, services, runs, step_s=0.5)  # lands on grid points
 
     for run in final:
-        assert run.submitted_at is not None and run.ended_at is not None
+        assert run.submitted_at is not None
+        assert run.ended_at is not None
         submitted_s, seen_end_s = run.submitted_at.timestamp(), run.ended_at.timestamp()
         # Between its start and the end seen, the run was swept at every grid point.
         watched = [s for s in looks.sweeps if submitted_s < s <= seen_end_s]
@@ -121,7 +122,8 @@ async def test_starting_to_running_and_task_states_come_from_the_sweep(
         if current.is_terminal:
             break
     statuses = [status for status, _ in seen]
-    assert statuses[0] is RunStatus.STARTING and RunStatus.RUNNING in statuses
+    assert statuses[0] is RunStatus.STARTING
+    assert RunStatus.RUNNING in statuses
     assert statuses[-1] is RunStatus.SUCCESS
     assert len({states for _, states in seen}) > 2  # the tasks moved, as the sweeps told
     assert sum(len(times) for times in looks.gets.values()) == 1  # only to learn the end
