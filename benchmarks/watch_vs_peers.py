@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -44,7 +45,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
@@ -136,10 +136,10 @@ def child_sdk(base: str, job_ids: list[int], runs: int, clock: EmulatedClock) ->
         try:
             waiter = w.jobs.run_now(job_id=job_ids[index % len(job_ids)])
             run_id = str(waiter.run_id)
-            try:
+            with contextlib.suppress(
+                OperationFailed
+            ):  # INTERNAL_ERROR: it raises, the end is known
                 waiter.result(timeout=timedelta(hours=3))
-            except OperationFailed:
-                pass  # INTERNAL_ERROR: the waiter raises, the end is known
             seen[run_id] = clock.now()
         except Exception as exc:  # a run its user lost
             errors.append(f"{type(exc).__name__}: {exc}")
@@ -228,7 +228,7 @@ async def child_polysync(
         ours = [await services.engine.submit(jobs[i % len(jobs)], {}) for i in range(runs)]
         stop = asyncio.Event()
         engine = asyncio.create_task(services.engine.run_forever(stop))
-        while await services.list_runs(RunFilter(active_only=True, limit=1)):
+        while await services.list_runs(RunFilter(active_only=True, limit=1)):  # noqa: ASYNC110
             await asyncio.sleep(0.2)
         stop.set()
         await engine
@@ -421,7 +421,7 @@ def print_table(
     table.append(
         [
             "end lag p50 / p95 / max (s)",
-            *("%.1f / %.1f / %.1f" % r["lag"] for r in rows),
+            *("{:.1f} / {:.1f} / {:.1f}".format(*r["lag"]) for r in rows),
             f"- / <{GRID_S:g} / {GRID_S:g}",
         ]
     )

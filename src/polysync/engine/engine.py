@@ -514,8 +514,9 @@ class Engine:
             return
         if run.submitted and not held.run.submitted:
             self._watched[run.platform_id] += 1
-            # It joins its workspace's grid (the next point, if the workspace had none yet).
-            if self._ticks.get(run.platform_id, -1.0) < self.clock.now():
+            # It joins its workspace's grid: at the next point if the workspace had no runs to
+            # watch; else at the point already due (never pushed back by a stream of starts).
+            if self._watched[run.platform_id] == 1 or run.platform_id not in self._ticks:
                 self._ticks[run.platform_id] = self.settings.policy.next_tick_s(self.clock.now())
         if run.cancel_requested_at is not None and due_s is None:
             due_s = self.clock.now() + self.settings.policy.cancel_poll_s
