@@ -87,7 +87,7 @@ class EngineSettings:
     max_parallel_calls: int = 32  # in-flight API calls per engine (the rate limiter paces them)
     # How often an idle engine looks in the database for runs other processes added (runs
     # submitted in this process wake it at once).
-    idle_s: float = 5.0
+    idle_s: float = 10.0
     # The longest one run's API work may hold a cycle: then it is deferred (and retried with its
     # idempotency token), so one slow answer never stalls the other runs.
     call_budget_s: float = 30.0
