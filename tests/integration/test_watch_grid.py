@@ -181,3 +181,25 @@ async def test_a_queue_of_runs_starts_at_the_run_now_ceiling_without_a_429(
     # 20 per second after a first burst of 10: the ceiling, not below it.
     span_s = max(started_at) - min(started_at)
     assert (len(runs) - 10) / 20 - 2 <= span_s <= (len(runs) - 10) / 20 + 2
+
+
+async def test_a_command_driving_its_own_run_looks_at_it_once_per_grid_point(
+    harness: EmulatorHarness, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for task in ("plan", "backfill", "validate"):
+        harness.state.script_task(int(BACKFILL), task, TaskScript(duration_s=20, pending_s=3))
+    looks = record_looks(harness, monkeypatch)
+    interval_s = services.engine.settings.policy.sweep_interval_s
+    run = await execute(services, BACKFILL)
+    for _ in range(1000):  # `polysync run --wait` with no engine: dispatch, sleep, again
+        current = await services.dispatch(run.id)
+        if current.is_terminal:
+            break
+        harness.advance(0.5)
+    assert current.status is RunStatus.SUCCESS
+    assert current.run_id is not None
+    gets = looks.gets[current.run_id]
+    assert looks.sweeps == []  # one run: its own runs/get, never a workspace's sweep
+    assert all(0 < b - a <= interval_s for a, b in itertools.pairwise(gets))
+    assert current.ended_at is not None
+    assert current.ended_at.timestamp() - ended_in_databricks_s(harness, current) <= interval_s

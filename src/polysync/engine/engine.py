@@ -536,7 +536,7 @@ class Engine:
         ticking = {
             platform_id
             for platform_id, count in self._watched.items()
-            if count and self._ticks.get(platform_id, now_s) <= now_s and only is None
+            if count and self._ticks.get(platform_id, now_s) <= now_s
         }
         due: list[Run] = []
         for run_id in only if only is not None else list(self._held):
@@ -551,7 +551,7 @@ class Engine:
                     submits[run.platform_id] += 1
                     due.append(run)
             elif own_due or (
-                # A run on its own timer (a retry backing off) waits for it.
+                # A run on its own timer (a retry backing off, a driven run) waits for it.
                 held.due_s is None
                 and (run.platform_id in ticking or (only is not None and held.fresh))
             ):
