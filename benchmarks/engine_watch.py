@@ -60,21 +60,25 @@ def jobs_spec(count: int, seed: int, min_s: float, max_s: float) -> list[dict[st
     return jobs
 
 
-async def runs_of(control: httpx.AsyncClient) -> dict[str, dict[str, object]]:
-    """Every run of a workspace with its tasks, by RunId (runs/list pages: not counted)."""
+async def runs_of(control: httpx.AsyncClient, run_ids: list[str]) -> dict[str, dict[str, object]]:
+    """These runs of a workspace with their tasks, by RunId (runs/get after the watch: not
+    counted), a few at a time."""
     headers = {"Authorization": f"Bearer {TOKEN}"}
-    found: dict[str, dict[str, object]] = {}
-    token = None
-    while True:
-        params: dict[str, object] = {"limit": 25, "expand_tasks": "true"}
-        if token:
-            params["page_token"] = token
-        page = (await control.get("/api/2.2/jobs/runs/list", params=params, headers=headers)).json()
-        for run in page.get("runs", []):
-            found[str(run["run_id"])] = run
-        token = page.get("next_page_token")
-        if not token:
-            return found
+    semaphore = asyncio.Semaphore(8)
+
+    async def one(run_id: str) -> tuple[str, dict[str, object]]:
+        async with semaphore:
+            for _ in range(20):  # the workspace's runs/get limit answers 429: wait and retry
+                answer = await control.get(
+                    "/api/2.1/jobs/runs/get", params={"run_id": run_id}, headers=headers
+                )
+                if answer.status_code != 429:
+                    return run_id, answer.json()
+                await asyncio.sleep(0.5)
+            return run_id, {}
+
+    found = await asyncio.gather(*(one(run_id) for run_id in run_ids))
+    return {run_id: body for run_id, body in found if body.get("start_time")}
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -132,10 +136,12 @@ async def main(args: argparse.Namespace) -> None:
         stats1 = [(await c.get("/emulator/stats")).json() for c in controls]
         # RunIds are per workspace (two emulators may hand out the same one): look up each run
         # in its own workspace.
+        stored_runs = [await services.store.get_run(run.id) for run in runs]
         in_databricks: dict[int, dict[str, dict[str, object]]] = {}
         for index, control in enumerate(controls):
             platform = await services.store.get_platform(f"bench-{index}")
-            in_databricks[platform.id] = await runs_of(control)
+            ids = [r.run_id for r in stored_runs if r.platform_id == platform.id and r.run_id]
+            in_databricks[platform.id] = await runs_of(control, ids)
         emulated = {}
         for run in runs:
             stored = await services.store.get_run(run.id)
