@@ -179,6 +179,8 @@ class Engine:
         self._own_due: dict[int, float] = {}  # next own look decided by the poll just made
         self._renewed_s: float | None = None
         self._in_flight: set[int] = set()  # runs being worked on now: never claimed again
+        # Every run claimed since the last release, ended ones too: a release leaves no lease.
+        self._leased: set[int] = set()
         self._jobs: dict[int, Job] = {}  # per cycle: a job read once however many runs it has
         self._platforms: dict[int, Platform] = {}
         self._last_beat_s: float | None = None
@@ -307,10 +309,11 @@ class Engine:
 
     async def release(self) -> None:
         """Drop every lease this engine holds, so another engine can take its runs at once."""
-        released = sorted(set(self._held) - self._in_flight)
+        released = sorted((self._leased | set(self._held)) - self._in_flight)
         await self.store.release_runs(self.owner, released, now=utc(self.clock.now()))
         for run_id in released:
             self._drop(run_id)
+        self._leased &= self._in_flight
 
     async def step(self) -> StepReport:
         """One cycle: claim what is due, submit what is new, poll what is active."""
@@ -472,6 +475,7 @@ class Engine:
         report.claimed = len(claimed)
         for run in claimed:
             self._hold(run, now_s)
+        self._leased.update(run.id for run in claimed)
         due = self._due(now_s, only)
         if not due:
             return report
