@@ -20,10 +20,11 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=default_home)
     # SQLite file under `home` by default; a PostgreSQL URL for teams and several engines.
     database_url: str | None = None
-    # Engine: bounds of the adaptive poll interval (seconds).
+    # Engine: the first retry of a failed poll and its cap, and the cancel confirmation (s).
     poll_min_s: float = Field(default=5.0, gt=0)
     poll_max_s: float = Field(default=120.0, gt=0)
-    sweep_interval_s: float = Field(default=15.0, gt=0)
+    # Every active run is swept (runs/list) at this rhythm: its longest detection lag (s).
+    sweep_interval_s: float = Field(default=10.0, gt=0)
     lease_s: float = Field(default=60.0, gt=0)
     log_level: str = "WARNING"
     # Security (docs/security.md). Secret references may read only variables starting with this

@@ -259,8 +259,7 @@ class Services:
             min_interval_s=settings.poll_min_s,
             max_interval_s=max(settings.poll_min_s, settings.poll_max_s),
             sweep_interval_s=settings.sweep_interval_s,
-            # The shortest poll bounds every poll: the first one and the cancel confirmation too.
-            first_poll_s=settings.poll_min_s,
+            # The shortest poll bounds the cancel confirmation too.
             cancel_poll_s=settings.poll_min_s,
         )
         engine = Engine(
@@ -577,6 +576,12 @@ class Services:
         running; never a cycle over other runs. Returns the run as stored afterwards."""
         await self.engine.drive(run_id)
         return await self.store.get_run(run_id)
+
+    async def poll_lags_s(self) -> list[float]:
+        """How late each overdue poll is now (seconds): runs due in the store (nobody holds
+        them, or their engine stopped renewing its lease) and the runs this process's engine
+        holds in memory. StoreUnavailableError when the database cannot be reached."""
+        return [*await self.store.poll_lags_s(utc(self.clock.now())), *self.engine.poll_lags_s()]
 
     async def engines(self) -> Sequence[EngineHeartbeat]:
         """Every engine's last heartbeat, freshest first (from the database)."""

@@ -719,20 +719,52 @@ async def test_claim_leases_due_runs_in_due_order(store: SqlStore) -> None:
 
     claimed = await store.claim_due_runs("engine-a", at(10), lease_s=30, limit=10)
     assert [r.id for r in claimed] == [early.id, late.id]
-    assert {(r.lease_owner, r.lease_expires_at) for r in claimed} == {("engine-a", at(40))}
+    # The claimant schedules them itself; should it die, they fall due when its lease ends.
+    assert {(r.lease_owner, r.lease_expires_at, r.next_poll_at) for r in claimed} == {
+        ("engine-a", at(40), at(40))
+    }
     assert (await store.get_run(future.id)).lease_owner is None
 
-    # Leased to engine-a: not to engine-b before expiry; engine-a itself may renew.
+    # Leased to engine-a: not to engine-b before expiry, nor again to engine-a (it holds
+    # them), unless one falls due again (a cancel request).
     assert await store.claim_due_runs("engine-b", at(39), 30, 10) == []
-    renewed = await store.claim_due_runs("engine-a", at(20), 30, 1)
+    assert await store.claim_due_runs("engine-a", at(20), 30, 10) == []
+    await store.request_cancel(early.id, at(20))
+    renewed = await store.claim_due_runs("engine-a", at(20), 30, 10)
     assert [(r.id, r.lease_expires_at) for r in renewed] == [(early.id, at(50))]
 
     # Expired at 40 (late) and 50 (early): another engine takes them over.
     taken = await store.claim_due_runs("engine-b", at(40), 30, 10)
     assert [(r.id, r.lease_owner) for r in taken] == [(late.id, "engine-b")]
     taken = await store.claim_due_runs("engine-b", at(50), 30, 10)
-    assert [r.id for r in taken] == [early.id, late.id]
+    assert [r.id for r in taken] == [early.id]
     assert await store.claim_due_runs("engine-b", at(50), 30, 0) == []
+
+
+async def test_renewing_held_leases_keeps_every_run_of_the_owner_in_one_call(
+    store: SqlStore,
+) -> None:
+    _, job = await platform_and_job(store)
+    held, cancelling, ended = [await start(store, job, at(0)) for _ in range(3)]
+    others = await start(store, job, at(0))
+    await store.claim_due_runs("engine-a", at(1), 30, 10, exclude=[others.id])
+    await store.claim_due_runs("engine-b", at(1), 30, 10)
+    await store.request_cancel(cancelling.id, at(5))
+    await store.record_failure(ended.id, "refused", at(5))
+
+    assert await store.renew_held_leases("engine-a", at(20), at(50)) == 2
+    kept = await store.get_run(held.id)
+    assert (kept.lease_owner, kept.lease_expires_at, kept.next_poll_at) == (
+        "engine-a",
+        at(50),
+        at(50),
+    )
+    due = await store.get_run(cancelling.id)
+    assert (due.lease_expires_at, due.next_poll_at) == (at(50), at(5))  # still due
+    assert (await store.get_run(others.id)).lease_expires_at == at(31)  # engine-b's
+    assert [r.id for r in await store.claim_due_runs("engine-b", at(40), 30, 10)] == [others.id]
+    taken = await store.claim_due_runs("engine-b", at(50), 30, 10)
+    assert [r.id for r in taken] == [cancelling.id, held.id]  # due first
 
 
 async def test_release_lets_another_engine_claim_at_once(store: SqlStore) -> None:
@@ -742,10 +774,11 @@ async def test_release_lets_another_engine_claim_at_once(store: SqlStore) -> Non
     await store.claim_due_runs("engine-a", T0, 300, 10)
     await store.release_runs("engine-b", [first.id, second.id])  # not engine-b's to release
     assert await store.claim_due_runs("engine-b", T0, 300, 10) == []
-    await store.release_runs("engine-a", [first.id])
+    await store.release_runs("engine-a", [first.id], now=T0)
     await store.release_runs("engine-a", [])
     released = await store.get_run(first.id)
     assert (released.lease_owner, released.lease_expires_at) == (None, None)
+    assert released.next_poll_at == T0  # due at once, though its claimant had scheduled it later
     assert [r.id for r in await store.claim_due_runs("engine-b", T0, 300, 10)] == [first.id]
 
 
@@ -812,7 +845,7 @@ async def claimed_run(store: Store, job: Job, owner: str = "engine-a", now_s: fl
 async def test_every_claim_brings_a_new_fencing_token(store: SqlStore) -> None:
     _, job = await platform_and_job(store)
     run = await claimed_run(store, job)
-    (again,) = await store.claim_due_runs("engine-a", at(11), 30, 10)
+    (again,) = await store.claim_due_runs("engine-a", at(40), 30, 10)  # its lease's end
     assert again.lease_owner == run.lease_owner
     assert again.lease_token
     assert again.lease_token != run.lease_token

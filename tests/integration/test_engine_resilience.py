@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,15 @@ async def started(services: Services, job_ref: str = BACKFILL) -> Run:
     submitted = await services.store.get_run(run.id)
     assert submitted.run_id is not None
     return submitted
+
+
+def no_sweeps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every runs/list sweep fails, so the engine falls back to one runs/get per run."""
+
+    async def no_sweep(self: DatabricksWorkflowJobType) -> dict[str, RunSnapshot]:
+        raise KeyError("runs")
+
+    monkeypatch.setattr(DatabricksWorkflowJobType, "active_runs", no_sweep)
 
 
 async def until(check: Callable[[], Awaitable[bool]], what: str, limit: int = 2000) -> None:
@@ -136,7 +146,9 @@ async def test_an_unexpected_error_polling_one_run_defers_only_that_run(
             raise KeyError("state")
         return await original(self, run_id)
 
+    # A sweep that fails falls back to one runs/get per run: the bad run is isolated there.
     monkeypatch.setattr(DatabricksWorkflowJobType, "poll", poll)
+    no_sweeps(monkeypatch)
     harness.advance(60)
     report = await services.engine.step()
     assert report.deferred == 1
@@ -155,7 +167,7 @@ async def test_an_unexpected_error_polling_one_run_defers_only_that_run(
 
 
 async def test_repeated_errors_on_one_run_back_off(
-    harness: EmulatorHarness, services: Services
+    harness: EmulatorHarness, services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run = await started(services)
     harness.app.emulator.faults.add(
@@ -168,16 +180,29 @@ async def test_repeated_errors_on_one_run_back_off(
             message="The run cannot be read right now.",
         )
     )
-    delays: list[float] = []
-    for _ in range(7):
-        current = await services.store.get_run(run.id)
-        assert current.next_poll_at is not None
-        harness.advance(max(0.0, current.next_poll_at.timestamp() - harness.clock.now()))
+    harness.app.emulator.faults.add(  # the sweep fails too: the run is polled on its own
+        Fault(
+            method="GET",
+            path="jobs/runs/list$",
+            kind="status",
+            status=400,
+            error_code="INVALID_STATE",
+            message="Runs cannot be listed right now.",
+        )
+    )
+    polled_at: list[float] = []
+    original = DatabricksWorkflowJobType.poll
+
+    async def poll(self: DatabricksWorkflowJobType, run_id: str) -> RunSnapshot:
+        polled_at.append(harness.clock.now())
+        return await original(self, run_id)
+
+    monkeypatch.setattr(DatabricksWorkflowJobType, "poll", poll)
+    for _ in range(420):  # one engine step per second of the clock
+        harness.advance(1)
         await services.engine.step()
-        after = await services.store.get_run(run.id)
-        assert after.next_poll_at is not None
-        delays.append(after.next_poll_at.timestamp() - harness.clock.now())
-    assert delays == [5.0, 10.0, 20.0, 40.0, 80.0, 120.0, 120.0]
+    delays = [later - earlier for earlier, later in itertools.pairwise(polled_at)]
+    assert delays[:7] == [5.0, 10.0, 20.0, 40.0, 80.0, 120.0, 120.0]
     assert "INVALID_STATE" in (await services.store.get_run(run.id)).message
 
 
@@ -203,6 +228,7 @@ async def test_a_call_past_its_budget_defers_that_run_only(
             return await original(self, run_id)
 
         monkeypatch.setattr(DatabricksWorkflowJobType, "poll", poll)
+        no_sweeps(monkeypatch)
         harness.advance(60)
         cycle = asyncio.ensure_future(services.engine.step())
         await asyncio.wait_for(hanging.wait(), 30)
@@ -268,18 +294,18 @@ async def patient_engines(
         await one.aclose()
 
 
-def hold_polls(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, asyncio.Event]:
-    """Polls get their answer, then wait for `release`; `answered` is set once one has it."""
+def hold_sweeps(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, asyncio.Event]:
+    """Sweeps get their answer, then wait for `release`; `answered` is set once one has it."""
     release, answered = asyncio.Event(), asyncio.Event()
-    original = DatabricksWorkflowJobType.poll
+    original = DatabricksWorkflowJobType.active_runs
 
-    async def slow_poll(self: DatabricksWorkflowJobType, run_id: str) -> RunSnapshot:
-        snapshot = await original(self, run_id)
+    async def slow_sweep(self: DatabricksWorkflowJobType) -> Mapping[str, RunSnapshot]:
+        active = await original(self)
         answered.set()
         await release.wait()
-        return snapshot
+        return active
 
-    monkeypatch.setattr(DatabricksWorkflowJobType, "poll", slow_poll)
+    monkeypatch.setattr(DatabricksWorkflowJobType, "active_runs", slow_sweep)
     return release, answered
 
 
@@ -292,17 +318,17 @@ async def test_a_slow_engine_that_lost_its_lease_cannot_write_back_a_stale_copy(
     async with patient_engines(harness, tmp_path / "fenced.db") as (services, other):
         harness.state.script_task(int(BACKFILL), "plan", TaskScript(duration_s=5, pending_s=30))
         run = await started(services)
-        original = DatabricksWorkflowJobType.poll
-        release, answered = hold_polls(monkeypatch)
+        sweep = DatabricksWorkflowJobType.active_runs
+        release, answered = hold_sweeps(monkeypatch)
 
         async def cannot_renew(*_: Any) -> int:
             raise StoreUnavailableError("The database cannot be reached: test")
 
-        monkeypatch.setattr(services.store, "renew_leases", cannot_renew)
-        harness.advance(5)  # its first poll is due: the run is still PENDING
-        slow = asyncio.ensure_future(services.engine.step())
+        monkeypatch.setattr(services.store, "renew_held_leases", cannot_renew)
+        harness.advance(services.engine.settings.policy.sweep_interval_s)
+        slow = asyncio.ensure_future(services.engine.step())  # its first sweep: still PENDING
         await asyncio.wait_for(answered.wait(), 30)
-        monkeypatch.setattr(DatabricksWorkflowJobType, "poll", original)
+        monkeypatch.setattr(DatabricksWorkflowJobType, "active_runs", sweep)
         harness.advance(services.engine.settings.lease_s + 5)  # the slow engine's lease ends
         assert (await other.engine.step()).claimed == 1
         taken = await other.store.get_run(run.id)
@@ -323,8 +349,8 @@ async def test_leases_are_renewed_while_a_slow_call_lasts(
 ) -> None:
     async with patient_engines(harness, tmp_path / "renew.db") as (services, other):
         run = await started(services)
-        release, answered = hold_polls(monkeypatch)
-        harness.advance(5)
+        release, answered = hold_sweeps(monkeypatch)
+        harness.advance(services.engine.settings.policy.sweep_interval_s)
         slow = asyncio.ensure_future(services.engine.step())
         await asyncio.wait_for(answered.wait(), 30)
         lease_s = services.engine.settings.lease_s

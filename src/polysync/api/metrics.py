@@ -113,7 +113,7 @@ def _bound(value: float) -> str:
 async def render_metrics(services: Services, store: MonitoredStore) -> bytes:
     """The Prometheus text exposition of this process and its store, now."""
     runs_by_status = await store.count_runs_by_status()
-    lags_s = await store.poll_lags_s(services.now())
+    lags_s = [*await store.poll_lags_s(services.now()), *services.engine.poll_lags_s()]
     clients = [client.metrics for client in services.connections.clients()]
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Snapshot(clients, runs_by_status, lags_s))

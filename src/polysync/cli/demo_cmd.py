@@ -100,6 +100,7 @@ async def _demo(speed: float, serve: bool, home: Path, home_given: bool) -> list
         home=home,
         database_url=f"sqlite+aiosqlite:///{home / 'polysync.db'}",
         poll_min_s=POLL_S,
+        sweep_interval_s=POLL_S,
     )
     out.print(
         Rule("[bold]Polysync demo[/]: Databricks workflows, end to end, on an emulated workspace")

@@ -26,7 +26,7 @@ from polysync.cli.common import (
 )
 from polysync.cli.render import first_line, status_text
 from polysync.cli.terminal import safe_markup
-from polysync.domain.records import EngineState, Run, RunEvent, RunFilter, utc
+from polysync.domain.records import EngineState, Run, RunEvent, RunFilter
 from polysync.errors import PolysyncError
 from polysync.shapes import event_fields
 
@@ -83,8 +83,8 @@ def engine(
                 return None
             try:
                 err.print(
-                    f"Polysync engine [bold]{services.engine.owner}[/] started: polls every "
-                    f"{settings.poll_min_s:g}-{settings.poll_max_s:g} s. Ctrl-C or SIGTERM stops "
+                    f"Polysync engine [bold]{services.engine.owner}[/] started: sweeps every "
+                    f"{settings.sweep_interval_s:g} s. Ctrl-C or SIGTERM stops "
                     f"it; Databricks runs keep running.",
                     soft_wrap=True,
                 )
@@ -202,7 +202,7 @@ async def status_line(services: Services, now_s: float) -> str:
         parts.append(f"last cycle {now_s - health.last_cycle_at_s:.1f} s ago")
     try:
         by_status = await services.store.count_runs_by_status()
-        lags_s = await services.store.poll_lags_s(utc(now_s))
+        lags_s = await services.poll_lags_s()
     except PolysyncError as exc:
         parts.append(f"database: {exc.message}")
     else:

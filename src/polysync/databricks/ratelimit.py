@@ -71,13 +71,29 @@ class TokenBucket:
         self._updated_s = max(self._updated_s, until_s)
 
 
+# The workspace's bucket holds a second's worth of requests; for run-now ours holds half of that.
+# At the same steady rate the server's bucket then always keeps half a second of slack, which
+# absorbs requests arriving bunched (concurrent connections, clock skew between hosts): a queue of
+# 1,000 run-nows goes out at the ceiling without a single 429 (issue 14). Reads keep a second's
+# burst (an import of many jobs), and a 429 there only pauses their bucket.
+START_BURST_S = 0.5
+
+
 class WorkspaceRateLimiter:
-    """One token bucket per endpoint for one workspace."""
+    """One token bucket per endpoint for one workspace, at the workspace's rates; run-now with
+    half the workspace's burst (START_BURST_S)."""
 
     def __init__(self, limits: RateLimits, clock: Clock) -> None:
         self.limits = limits
         self._buckets = {
-            endpoint: TokenBucket(limits.for_endpoint(endpoint), clock) for endpoint in Endpoint
+            endpoint: TokenBucket(
+                limits.for_endpoint(endpoint),
+                clock,
+                capacity=max(1.0, limits.for_endpoint(endpoint) * START_BURST_S)
+                if endpoint is Endpoint.RUN_NOW
+                else None,
+            )
+            for endpoint in Endpoint
         }
 
     def bucket(self, endpoint: Endpoint) -> TokenBucket:

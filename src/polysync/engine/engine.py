@@ -28,7 +28,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
 from polysync.clock import Clock
@@ -43,7 +43,7 @@ from polysync.domain.records import (
     Run,
     utc,
 )
-from polysync.engine.polling import PollPolicy, expected_duration_s, next_poll_delay_s
+from polysync.engine.polling import PollPolicy, sweep_pays
 from polysync.engine.ports import Observation, PollFailure, Store, Submission
 from polysync.errors import (
     ConfigError,
@@ -85,7 +85,9 @@ class EngineSettings:
     # that watching the runs already started never waits behind it.
     max_submits_per_cycle: int = 40
     max_parallel_calls: int = 32  # in-flight API calls per engine (the rate limiter paces them)
-    idle_s: float = 1.0  # how often an idle engine looks for new work
+    # How often an idle engine looks in the database for runs other processes added (runs
+    # submitted in this process wake it at once).
+    idle_s: float = 10.0
     # The longest one run's API work may hold a cycle: then it is deferred (and retried with its
     # idempotency token), so one slow answer never stalls the other runs.
     call_budget_s: float = 30.0
@@ -112,6 +114,10 @@ class StepReport:
     deferred: int = 0  # runs whose work failed or ran out of budget, retried later
     ended: int = 0  # runs ended by the engine itself (refused, deleted in Databricks, ...)
 
+    @property
+    def did_work(self) -> bool:
+        return bool(self.submitted or self.polled or self.swept_platforms or self.errors)
+
 
 @dataclass(slots=True)
 class EngineHealth:
@@ -133,6 +139,16 @@ class EngineHealth:
         return since_s is not None and now_s - since_s > stall_after_s
 
 
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """A run this engine holds in memory, and when it looks at it on its own timer (None: at
+    its workspace's grid points). `fresh`: just claimed (a drive looks at it at once)."""
+
+    run: Run
+    due_s: float | None
+    fresh: bool = False
+
+
 class Engine:
     """One engine process. Several may share a PostgreSQL store: leases keep them apart."""
 
@@ -152,19 +168,23 @@ class Engine:
         self.owner = owner or f"engine-{uuid.uuid4().hex[:12]}"
         self.health = EngineHealth()
         self._wake = asyncio.Event()
-        # One heartbeat write at a time, each taken as it is written: a beat taken before a
-        # change of state can never land after the beat that records the change.
-        self._beating = asyncio.Lock()
         self._warned: set[tuple[int, str]] = set()
-        self._last_full_poll: dict[int, float] = {}
         self._semaphore = asyncio.Semaphore(self.settings.max_parallel_calls)
-        self._leased: set[int] = set()  # runs this engine has claimed, released on shutdown
+        # The runs this engine holds (claimed, leased, renewed in one statement), kept in memory
+        # between looks: a cycle reads and writes only what is new or changed.
+        self._held: dict[int, _Held] = {}
+        self._watched: dict[int, int] = defaultdict(int)  # started runs held, by platform
+        self._ticks: dict[int, float] = {}  # next grid point of each platform
+        self._active_in: dict[int, int] = {}  # active runs a platform's last sweep listed
+        self._own_due: dict[int, float] = {}  # next own look decided by the poll just made
+        self._renewed_s: float | None = None
         self._in_flight: set[int] = set()  # runs being worked on now: never claimed again
+        # Every run claimed since the last release, ended ones too: a release leaves no lease.
+        self._leased: set[int] = set()
         self._jobs: dict[int, Job] = {}  # per cycle: a job read once however many runs it has
         self._platforms: dict[int, Platform] = {}
-        # One runs/list pass serves every claim batch of the same moment: (taken at, result).
-        self._sweeps: dict[int, tuple[float, Mapping[str, RunSnapshot]]] = {}
         self._last_beat_s: float | None = None
+        self._beat_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ entry points
     async def submit(
@@ -253,9 +273,12 @@ class Engine:
                 self._cycle_succeeded()
                 if changed:
                     await self._beat(force=True)  # a change of state is written at once
-                if report.claimed:
+                wait_s = self.next_work_in_s()
+                if report.claimed or (wait_s <= 0 and report.did_work):
                     continue  # more may be due right away
-                await self._idle(stop, self.settings.idle_s)
+                # Asleep until the next grid point or own look, an in-process request (`_wake`),
+                # or `idle_s` to find runs other processes added: never a busy loop.
+                await self._idle(stop, wait_s or self.settings.policy.min_interval_s)
         finally:
             beats_done.set()
             await beater  # never cancelled mid-write: it finishes the beat it is writing
@@ -292,7 +315,10 @@ class Engine:
 
     async def release(self) -> None:
         """Drop every lease this engine holds, so another engine can take its runs at once."""
-        await self.store.release_runs(self.owner, sorted(self._leased - self._in_flight))
+        released = sorted((self._leased | set(self._held)) - self._in_flight)
+        await self.store.release_runs(self.owner, released, now=utc(self.clock.now()))
+        for run_id in released:
+            self._drop(run_id)
         self._leased &= self._in_flight
 
     async def step(self) -> StepReport:
@@ -362,12 +388,14 @@ class Engine:
             and now_s - self._last_beat_s < self.settings.heartbeat_s
         ):
             return
-        try:
-            async with self._beating:
+        # One write at a time, each taken when its turn comes: a beat that waited for the
+        # database never lands after a fresher one (a stale "backing-off" after recovery).
+        async with self._beat_lock:
+            try:
                 await self.store.record_heartbeat(self.heartbeat())
-        except Exception as exc:
-            log.debug("engine %s: heartbeat not recorded: %s", self.owner, _one_line(exc))
-            return
+            except Exception as exc:
+                log.debug("engine %s: heartbeat not recorded: %s", self.owner, _one_line(exc))
+                return
         self._last_beat_s = now_s
 
     async def _beat_now(self) -> None:
@@ -404,10 +432,45 @@ class Engine:
             for task in (sleeper, waker, stopper):
                 task.cancel()
 
+    def next_work_in_s(self) -> float:
+        """Seconds until this engine has something to do: the next grid point of a workspace
+        with runs to watch, a run's own retry or cancel confirmation, or the next look for new
+        runs (`idle_s`); 0 when work is due now."""
+        now_s = self.clock.now()
+        soonest_s = now_s + self.settings.idle_s
+        for platform_id, count in self._watched.items():
+            if count:
+                soonest_s = min(soonest_s, self._ticks.get(platform_id, now_s))
+        for held in self._held.values():
+            if held.due_s is not None:
+                soonest_s = min(soonest_s, held.due_s)
+        return max(0.0, soonest_s - now_s)
+
+    def poll_lags_s(self) -> list[float]:
+        """How late each overdue look of a run this engine holds is now (seconds; overdue runs
+        only), from memory: its workspace's grid point that passed unswept, or its own due time.
+        (The store's next poll of a held run is its lease's end, so the store cannot tell.)"""
+        now_s = self.clock.now()
+        lags_s: list[float] = []
+        for held in self._held.values():
+            run = held.run
+            due_s = held.due_s
+            if due_s is None and run.submitted:
+                due_s = self._ticks.get(run.platform_id)
+            if due_s is not None and due_s < now_s:
+                lags_s.append(now_s - due_s)
+        return lags_s
+
+    @property
+    def watched_runs(self) -> int:
+        """Runs this engine holds in memory now (started or to start)."""
+        return len(self._held)
+
     async def _cycle(self, only: Sequence[int] | None = None) -> StepReport:
         report = StepReport()
         now_s = self.clock.now()
-        due = await self.store.claim_due_runs(
+        await self._renew_if_due(now_s)
+        claimed = await self.store.claim_due_runs(
             self.owner,
             utc(now_s),
             self.settings.lease_s,
@@ -415,31 +478,98 @@ class Engine:
             only=only,
             exclude=sorted(self._in_flight),
         )
-        report.claimed = len(due)
+        report.claimed = len(claimed)
+        for run in claimed:
+            self._hold(run, now_s)
+        self._leased.update(run.id for run in claimed)
+        due = self._due(now_s, only)
         if not due:
             return report
         ids = {run.id for run in due}
         self._in_flight |= ids
-        self._leased |= ids
         work_done = asyncio.Event()
         keeper = asyncio.ensure_future(
-            self._every(self.settings.lease_s / 3, lambda: self._renew(due), work_done)
+            self._every(self.settings.lease_s / 3, self._renew, work_done)
         )
         try:
             self._jobs.clear()
             self._platforms.clear()
-            await self._work(due, report)
+            await self._work(due, report, per_run=only is not None)
         finally:
             work_done.set()
             await keeper
             self._in_flight -= ids
         return report
 
-    async def _work(self, due: Sequence[Run], report: StepReport) -> None:
-        candidates = [run for run in due if not run.submitted][
-            : self.settings.max_submits_per_cycle
-        ]
-        to_watch = [run for run in due if run.submitted]
+    def _hold(self, run: Run, now_s: float) -> None:
+        """Keep a claimed run in memory: new ones are started at once, cancels confirmed at
+        once; a started run joins its workspace's grid (a drive looks at it at once)."""
+        held = self._held.get(run.id)
+        if held is not None and held.run.submitted:
+            self._watched[held.run.platform_id] -= 1
+        own = run.run_id is None or run.cancel_requested_at is not None
+        self._held[run.id] = _Held(run, now_s if own else None, fresh=True)
+        if run.submitted:
+            self._watched[run.platform_id] += 1
+
+    def _keep(self, run: Run, due_s: float | None) -> None:
+        """The run as just written: dropped from memory once it ended or its lease was lost,
+        else kept with its next own look (None: on its workspace's grid)."""
+        held = self._held.get(run.id)
+        if held is None:
+            return
+        lease = held.run.lease
+        if run.is_terminal or (lease is not None and run.lease != lease):
+            self._drop(run.id)
+            return
+        if run.submitted and not held.run.submitted:
+            self._watched[run.platform_id] += 1
+            # It joins its workspace's grid: at the next point if the workspace had no runs to
+            # watch; else at the point already due (never pushed back by a stream of starts).
+            if self._watched[run.platform_id] == 1 or run.platform_id not in self._ticks:
+                self._ticks[run.platform_id] = self.settings.policy.next_tick_s(self.clock.now())
+        if run.cancel_requested_at is not None and due_s is None:
+            due_s = self.clock.now() + self.settings.policy.cancel_poll_s
+        self._held[run.id] = _Held(run, due_s)
+
+    def _drop(self, run_id: int) -> None:
+        held = self._held.pop(run_id, None)
+        if held is not None and held.run.submitted:
+            self._watched[held.run.platform_id] -= 1
+        self._forget(run_id)
+
+    def _due(self, now_s: float, only: Sequence[int] | None) -> list[Run]:
+        """What to work on now: runs due on their own (new, cancelling, retrying, or driven),
+        and every watched run of each workspace whose grid point has come."""
+        cap = self.settings.max_submits_per_cycle
+        submits: dict[int, int] = defaultdict(int)
+        ticking = {
+            platform_id
+            for platform_id, count in self._watched.items()
+            if count and self._ticks.get(platform_id, now_s) <= now_s
+        }
+        due: list[Run] = []
+        for run_id in only if only is not None else list(self._held):
+            held = self._held.get(run_id)
+            if held is None:
+                continue
+            run = held.run
+            own_due = held.due_s is not None and held.due_s <= now_s
+            if not run.submitted:
+                # run-now is paced per workspace: the rest wait for the next cycles.
+                if own_due and submits[run.platform_id] < cap:
+                    submits[run.platform_id] += 1
+                    due.append(run)
+            elif own_due or (
+                # A run on its own timer (a retry backing off, a driven run) waits for it.
+                held.due_s is None
+                and (run.platform_id in ticking or (only is not None and held.fresh))
+            ):
+                due.append(run)
+        return due
+
+    async def _work(self, due: Sequence[Run], report: StepReport, *, per_run: bool) -> None:
+        candidates = [run for run in due if not run.submitted]
         # Each run-now is counted before it is sent, under the runs' row locks (one transaction):
         # a cancel that came first ended its run without any; one that comes after knows one may
         # have been sent (H5).
@@ -450,34 +580,62 @@ class Engine:
         for run in candidates:
             if run.id not in allowed:
                 log.info("run %s: not submitted: cancelled first, or no longer ours", run.id)
+                self._drop(run.id)
         to_submit = [run for run in candidates if run.id in allowed]
         submitted = await self._gather(self._submit(run, report) for run in to_submit)
-        await self.store.record_submissions(
+        recorded = await self.store.record_submissions(
             [s for s in submitted if s is not None], utc(self.clock.now())
         )
+        for run in recorded:
+            self._keep(run, None)
         by_platform: dict[int, list[Run]] = defaultdict(list)
-        for run in to_watch:
-            by_platform[run.platform_id].append(run)
+        own: list[Run] = []
+        for run in due:
+            if not run.submitted:
+                continue
+            held = self._held.get(run.id)
+            if per_run or run.cancel_requested_at is not None or (held and held.due_s is not None):
+                own.append(run)
+            else:
+                by_platform[run.platform_id].append(run)
+        now_s = self.clock.now()
+        for platform_id in by_platform:
+            self._ticks[platform_id] = self.settings.policy.next_tick_s(now_s)
         watched = await _gather_all(
             self._watch_platform(pid, runs, report) for pid, runs in by_platform.items()
+        )
+        watched.append(
+            await self._gather(self._poll_own(run, report, driven=per_run) for run in own)
         )
         outcomes = [outcome for batch in watched for outcome in batch]
         await self._record_failures([o for o in outcomes if isinstance(o, PollFailure)])
         observations = [o for o in outcomes if isinstance(o, Observation)]
         report.changes += await self._record_observations(observations, report)
 
-    async def _renew(self, runs: Sequence[Run]) -> None:
-        """While the cycle works on `runs`, their lease is extended every third of it: a slow
-        answer (a long Retry-After) never lets another engine take a run this one still works
-        on. A renewal that fails is only logged: the lease may then lapse, and writes are fenced."""
-        lease = runs[0].lease
-        if lease is None:
-            return
+    async def _renew_if_due(self, now_s: float) -> None:
+        if self._held and (
+            self._renewed_s is None or now_s - self._renewed_s >= self.settings.lease_s / 3
+        ):
+            await self._renew()
+
+    async def _renew(self) -> None:
+        """Every lease this engine holds is extended in one statement, every third of a lease:
+        the runs it watches in memory stay its own, and fall due for another engine only once
+        it stops renewing. A renewal that fails is only logged: the lease may then lapse, and
+        writes are fenced."""
+        now_s = self.clock.now()
         try:
-            until = utc(self.clock.now() + self.settings.lease_s)
-            await self.store.renew_leases(lease, [run.id for run in runs], until)
+            await self.store.renew_held_leases(
+                self.owner, utc(now_s), utc(now_s + self.settings.lease_s)
+            )
         except Exception as exc:
             log.warning("engine %s: could not renew its leases: %s", self.owner, _one_line(exc))
+            return
+        self._renewed_s = now_s
+
+    def _park_at(self, now_s: float) -> datetime:
+        """The next poll written for a run this engine keeps in memory: its lease's end."""
+        return utc(now_s + self.settings.lease_s)
 
     async def _gather(self, calls: Iterable[Awaitable[T]]) -> list[T]:
         async def bounded(call: Awaitable[T]) -> T:
@@ -518,9 +676,13 @@ class Engine:
             await self._submit_failed(run, exc, report)
             return None
         report.submitted += 1
-        first_poll_s = self.clock.now() + self.settings.policy.first_poll_s
+        # It joins its workspace's grid: the next sweep lists it with its state.
         return Submission(
-            run.id, started.run_id, started.run_page_url, utc(first_poll_s), run.lease
+            run.id,
+            started.run_id,
+            started.run_page_url,
+            self._park_at(self.clock.now()),
+            run.lease,
         )
 
     async def _submit_failed(self, run: Run, exc: Exception, report: StepReport) -> None:
@@ -532,9 +694,10 @@ class Engine:
         if isinstance(exc, DatabricksError) and exc.retryable:
             log.warning("run %s: run-now not confirmed, will retry: %s", run.id, exc)
             report.deferred += 1
-            await self.store.record_submit_attempt(
+            written = await self.store.record_submit_attempt(
                 run.id, f"Could not reach Databricks yet: {exc}", retry_at, lease=run.lease
             )
+            self._keep(written, retry_at.timestamp())
             return
         if (
             isinstance(exc, PolysyncError)
@@ -543,7 +706,9 @@ class Engine:
             message = _refusal_message(exc) if isinstance(exc, PolysyncError) else _not_started(exc)
             log.warning("run %s: not started: %s", run.id, message)
             report.ended += 1
-            await self.store.record_failure(run.id, message, utc(now_s), lease=run.lease)
+            self._keep(
+                await self.store.record_failure(run.id, message, utc(now_s), lease=run.lease), None
+            )
             return
         log.error(
             "run %s: unexpected error while starting it (attempt %d of %d), will retry",
@@ -553,7 +718,7 @@ class Engine:
             exc_info=exc,
         )
         report.deferred += 1
-        await self.store.record_submit_attempt(
+        written = await self.store.record_submit_attempt(
             run.id,
             f"Not started yet: Polysync hit an unexpected error ({_one_line(exc)}); "
             "retrying with the same idempotency token.",
@@ -561,21 +726,23 @@ class Engine:
             lease=run.lease,
             event_at=utc(now_s),
         )
+        self._keep(written, retry_at.timestamp())
 
     # ------------------------------------------------------------------ watch (monitor)
     async def _watch_platform(
         self, platform_id: int, runs: list[Run], report: StepReport
     ) -> list[Observation | PollFailure]:
-        """Look at a platform's due runs; the outcomes are written by the caller at once."""
+        """Look at a workspace's watched runs at its grid point: one sweep when it costs no more
+        than a runs/get per run, else a runs/get each. The outcomes are written by the caller."""
         platform = await self._platform(platform_id)
-        policy = self.settings.policy
         try:
             job_type = self.job_types.for_platform(platform)
         except Exception as exc:  # e.g. a platform edited into an unusable one
             return [self._poll_failed(run, exc, report) for run in runs]
-        if len(runs) >= policy.sweep_min_runs:
+        if sweep_pays(self._active_in.get(platform_id), len(runs)):
+            started_s = self.clock.now()
             try:
-                active = await self._within_budget(self._sweep(platform_id, job_type))
+                active = await self._within_budget(job_type.active_runs())
             except StoreUnavailableError:
                 raise
             except Exception as exc:  # polling one by one still works
@@ -586,58 +753,50 @@ class Engine:
                 )
             else:
                 report.swept_platforms += 1
-                return await self._after_sweep(platform, runs, active, report)
+                self._active_in[platform_id] = len(active)
+                return await self._after_sweep(platform, runs, active, started_s, report)
         return await self._gather(self._poll(platform, run, report) for run in runs)
-
-    async def _sweep(self, platform_id: int, job_type: JobType) -> Mapping[str, RunSnapshot]:
-        now_s = self.clock.now()
-        cached = self._sweeps.get(platform_id)
-        if cached is not None and now_s - cached[0] < self.settings.policy.sweep_interval_s / 3:
-            return cached[1]
-        active = await job_type.active_runs()
-        self._sweeps[platform_id] = (now_s, active)
-        return active
-
-    def _next_sweep_s(self, now_s: float) -> float:
-        """Swept runs are due together on a shared grid, so one pass serves them all."""
-        interval = self.settings.policy.sweep_interval_s
-        return (now_s // interval + 1) * interval
 
     async def _after_sweep(
         self,
         platform: Platform,
         runs: list[Run],
         active: Mapping[str, RunSnapshot],
+        started_s: float,
         report: StepReport,
     ) -> list[Observation | PollFailure]:
-        """Runs still active and unchanged are rescheduled in one statement; only the others -
-        changed, gone from the active list (ended), cancelling, or due a task refresh - get a
-        runs/get."""
+        """What the sweep shows is used as it is: a changed run (status, message, task states)
+        is written from its list entry, an unchanged one is not written at all. Only a run gone
+        from the active list (it ended, or was deleted) gets one runs/get, to learn its end."""
         now_s = self.clock.now()
-        refresh_s = self.settings.policy.task_refresh_s
-        unchanged: list[int] = []
-        to_poll: list[Run] = []
+        outcomes: list[Observation | PollFailure] = []
+        vanished: list[Run] = []
         for run in runs:
             listed = active.get(run.run_id or "")
-            fresh = now_s - self._last_full_poll.get(run.id, now_s) < refresh_s
-            if (
-                listed is not None
-                and listed.status == run.status
-                and run.cancel_requested_at is None
-                and fresh
-            ):
-                unchanged.append(run.id)
-            else:
-                to_poll.append(run)
-        await self.store.reschedule_runs(
-            unchanged, utc(self._next_sweep_s(now_s)), lease=runs[0].lease
-        )
-        return await self._gather(
-            self._poll(platform, run, report, on_grid=True) for run in to_poll
-        )
+            if listed is None or listed.is_terminal:
+                submitted_s = run.submitted_at.timestamp() if run.submitted_at else now_s
+                if listed is None and submitted_s >= started_s:
+                    continue  # started after the sweep began: it may not be listed yet
+                vanished.append(run)
+            elif _differs(listed, run):
+                report.polled += 1
+                self._warn(run, listed)
+                outcomes.append(
+                    Observation(run.id, listed, utc(now_s), self._park_at(now_s), run.lease)
+                )
+        outcomes += await self._gather(self._poll(platform, run, report) for run in vanished)
+        return outcomes
+
+    async def _poll_own(
+        self, run: Run, report: StepReport, *, driven: bool
+    ) -> Observation | PollFailure:
+        """A run looked at on its own timer: a cancel to send or confirm, a failed poll's
+        retry (then it rejoins its workspace's grid), or a run driven by a command."""
+        platform = await self._platform(run.platform_id)
+        return await self._poll(platform, run, report, driven=driven)
 
     async def _poll(
-        self, platform: Platform, run: Run, report: StepReport, *, on_grid: bool = False
+        self, platform: Platform, run: Run, report: StepReport, *, driven: bool = False
     ) -> Observation | PollFailure:
         assert run.run_id is not None
         job = await self._job(run.job_id)
@@ -652,21 +811,20 @@ class Engine:
             return self._poll_failed(run, exc, report)
         report.polled += 1
         now_s = self.clock.now()
-        self._last_full_poll[run.id] = now_s
+        self._warn(run, snapshot)
+        if snapshot.is_terminal:
+            self._forget(run.id)
+            return Observation(run.id, snapshot, utc(now_s), None, run.lease)
+        if driven and run.cancel_requested_at is None:
+            # A command driving its run looks again at the grid's next point, as a sweep would.
+            self._own_due[run.id] = self.settings.policy.next_tick_s(now_s)
+        return Observation(run.id, snapshot, utc(now_s), self._park_at(now_s), run.lease)
+
+    def _warn(self, run: Run, snapshot: RunSnapshot) -> None:
         for warning in snapshot.warnings:
             if (run.id, warning) not in self._warned:
                 self._warned.add((run.id, warning))
                 log.warning("run %s: %s", run.id, warning)
-        if snapshot.is_terminal:
-            next_s = None
-            self._forget(run.id)
-        elif on_grid and run.cancel_requested_at is None:
-            next_s = self._next_sweep_s(now_s)
-        else:
-            next_s = now_s + await self._delay_s(run, snapshot, now_s)
-        return Observation(
-            run.id, snapshot, utc(now_s), utc(next_s) if next_s is not None else None, run.lease
-        )
 
     async def _look(self, job_type: JobType, run: Run, report: StepReport) -> RunSnapshot:
         """runs/get; for a run whose cancel was asked, runs/cancel first (D10)."""
@@ -725,14 +883,21 @@ class Engine:
             )
             reason = str(exc) if isinstance(exc, DatabricksError | ConfigError) else _one_line(exc)
             message = f"Could not check the run in Databricks ({reason}); retrying."
-        return PollFailure(run.id, utc(now_s + delay_s), utc(now_s), message, run.lease)
+        self._own_due[run.id] = now_s + delay_s  # its own retry; then it rejoins the grid
+        return PollFailure(run.id, self._park_at(now_s), utc(now_s), message, run.lease)
 
     def _forget(self, run_id: int) -> None:
-        self._last_full_poll.pop(run_id, None)
-        self._warned = {(r, w) for r, w in self._warned if r != run_id}
+        self._own_due.pop(run_id, None)
+        if self._warned:
+            self._warned = {(r, w) for r, w in self._warned if r != run_id}
 
     async def _record_failures(self, failures: Sequence[PollFailure]) -> None:
-        await self.store.record_poll_failures(failures)
+        if failures:
+            self._kept(await self.store.record_poll_failures(failures))
+
+    def _kept(self, written: Iterable[Run]) -> None:
+        for run in written:
+            self._keep(run, self._own_due.pop(run.id, None))
 
     async def _record_observations(
         self, observations: Sequence[Observation], report: StepReport
@@ -752,18 +917,20 @@ class Engine:
             for observation in observations:
                 changes += await self._record_one(observation, report)
             return changes
+        self._kept(run for run, _ in results)
         return sum(changed for _, changed in results)
 
     async def _record_one(self, observation: Observation, report: StepReport) -> int:
         try:
-            ((_, changed),) = await self.store.record_snapshots([observation])
+            ((run, changed),) = await self.store.record_snapshots([observation])
         except StoreUnavailableError:
             raise
         except Exception as exc:  # this run only
             run = await self.store.get_run(observation.run_id)
             failure = self._poll_failed(run, exc, report)
-            await self.store.record_poll_failures([failure])
+            self._kept(await self.store.record_poll_failures([failure]))
             return 0
+        self._kept([run])
         return int(changed)
 
     async def _job(self, job_id: int) -> Job:
@@ -777,16 +944,6 @@ class Engine:
         if platform is None:
             platform = self._platforms[platform_id] = await self.store.get_platform(platform_id)
         return platform
-
-    async def _delay_s(self, run: Run, snapshot: RunSnapshot, now_s: float) -> float:
-        policy = self.settings.policy
-        if run.cancel_requested_at is not None:
-            return policy.cancel_poll_s
-        if snapshot.status is RunStatus.STARTING:
-            return policy.min_interval_s
-        started_s = run.submitted_at.timestamp() if run.submitted_at else now_s
-        history = await self.store.job_durations_s(run.job_id)
-        return next_poll_delay_s(now_s - started_s, expected_duration_s(history), policy)
 
 
 class _Abandoned(Exception):
@@ -818,6 +975,20 @@ async def _gather_all(calls: Iterable[Awaitable[T]]) -> list[T]:
         if isinstance(result, BaseException):
             raise result
     return results  # type: ignore[return-value]
+
+
+def _differs(listed: RunSnapshot, run: Run) -> bool:
+    """Whether a sweep's entry says more than what is stored: another status, message, state,
+    task states or run page URL, or a run whose failed polls are still counted."""
+    return (
+        listed.status is not run.status
+        or listed.message != run.message
+        or listed.life_cycle_state != run.life_cycle_state
+        or listed.result_state != run.result_state
+        or listed.tasks != run.tasks
+        or bool(listed.run_page_url and listed.run_page_url != run.run_page_url)
+        or run.poll_failures > 0
+    )
 
 
 def _one_line(exc: BaseException) -> str:

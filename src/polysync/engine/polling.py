@@ -1,59 +1,53 @@
-"""When to look at a run again: adaptive per-run intervals, and workspace-wide sweeps for many runs.
+"""When to look at runs: one sweep grid per workspace, so no run is seen later than the grid.
 
-Two ways to watch runs, chosen per workspace on every cycle:
-- per run: `runs/get` at an adaptive interval - soon after the start (to see it leave Starting),
-  sparse in the middle, dense around the end expected from the job's history;
-- sweep: one `runs/list?active_only=true` pass (25 runs a page) tells the state of every active run
-  of the workspace; only runs whose state changed, or that left the active list, get a `runs/get`.
-  With hundreds of runs this costs a few list pages instead of one call per run, which is what
-  keeps a thousand watched runs far below the workspace's rate limits.
+Every watched run of a workspace belongs to its grid: every `sweep_interval_s` one
+`runs/list?active_only=true&expand_tasks=true` pass (25 runs a page) gives the state and the task
+states of all of them at once (reference §6). What changed is written; a run that left the active
+list gets one `runs/get` to learn how it ended (and `runs/get-output` per failed task). So the
+detection lag of any change is at most one interval plus the calls' time, by construction, and a
+workspace costs ceil(active runs / 25) calls per interval however many runs change.
+
+Where the workspace has far more active runs than ours (other users' runs), a sweep would cost
+more pages than our runs: then each of our runs gets its own `runs/get` on the same grid instead -
+the cheaper of the two, with the same lag bound.
 """
 
 from __future__ import annotations
 
-import statistics
-from collections.abc import Sequence
+import math
 from dataclasses import dataclass
+
+RUNS_PER_PAGE = 25  # runs/list limit on 2.1+ (reference §6)
 
 
 @dataclass(frozen=True, slots=True)
 class PollPolicy:
-    """Bounds and rhythms of watching (all in seconds of the engine's clock)."""
+    """Rhythms of watching (all in seconds of the engine's clock)."""
 
-    first_poll_s: float = 5.0  # after run-now: catch Starting -> Running early
+    # The grid: the longest a change of an active run waits to be seen (plus the calls' time).
+    sweep_interval_s: float = 10.0
+    # First retry after a failed poll or sweep; doubles with consecutive failures up to the cap.
     min_interval_s: float = 5.0
     max_interval_s: float = 120.0
-    # A workspace with at least this many runs due together is swept with runs/list.
-    sweep_min_runs: int = 8
-    sweep_interval_s: float = 15.0
-    # Even when swept, refresh the per-task snapshot with runs/get this often.
-    task_refresh_s: float = 300.0
     cancel_poll_s: float = 5.0  # after a cancel request: confirm quickly (D10)
     submit_retry_s: float = 10.0
 
     def __post_init__(self) -> None:
         if not 0 < self.min_interval_s <= self.max_interval_s:
             raise ValueError("poll bounds need 0 < min_interval_s <= max_interval_s")
+        if self.sweep_interval_s <= 0:
+            raise ValueError("sweep_interval_s must be > 0")
+
+    def next_tick_s(self, now_s: float) -> float:
+        """The next point of the grid strictly after `now_s` (grid points are multiples of the
+        interval, so every engine and every workspace share them)."""
+        interval = self.sweep_interval_s
+        return (math.floor(now_s / interval) + 1) * interval
 
 
-def expected_duration_s(history_s: Sequence[float]) -> float | None:
-    """The job's typical duration: the median of its recent successful runs, if any."""
-    return statistics.median(history_s) if history_s else None
-
-
-def next_poll_delay_s(elapsed_s: float, expected_s: float | None, policy: PollPolicy) -> float:
-    """Seconds until the next runs/get of one run that has been going for `elapsed_s`."""
-    low, high = policy.min_interval_s, policy.max_interval_s
-    if elapsed_s < 60:
-        return low
-    if expected_s is None:
-        # No history: back off with the run's age (a quarter of it), within the bounds.
-        return max(low, min(high, elapsed_s / 4))
-    window_s = max(30.0, expected_s * 0.1)  # dense polling around the expected end
-    until_window_s = expected_s - window_s - elapsed_s
-    if until_window_s > 0:
-        return max(low, min(high, until_window_s))
-    if elapsed_s <= expected_s + window_s:
-        return low
-    overdue_s = elapsed_s - expected_s
-    return max(low, min(high, overdue_s / 4))
+def sweep_pays(active_in_workspace: int | None, ours: int) -> bool:
+    """Whether one sweep (a page per 25 active runs of the whole workspace) costs no more than
+    a runs/get for each of `ours`; unknown (never swept) counts as paying."""
+    if active_in_workspace is None:
+        return True
+    return math.ceil(active_in_workspace / RUNS_PER_PAGE) <= ours

@@ -248,7 +248,8 @@ class Store(Protocol):
     ) -> Sequence[Run]:
         """Lease up to `limit` non-terminal runs that are due (`next_poll_at <= now`) and not
         leased by another live engine (lease absent, expired, or ours), each with a new fencing
-        token. `only`: just these runs (a CLI driving its own run); `exclude`: runs this engine
+        token; their next poll becomes the lease's end (the claimant schedules them itself),
+        and they come oldest due first. `only`: just these runs (a CLI driving its own run); `exclude`: runs this engine
         still has in flight. PostgreSQL uses `FOR UPDATE SKIP LOCKED`, so two engines never
         claim the same run."""
         ...
@@ -265,8 +266,17 @@ class Store(Protocol):
         working on them); how many were renewed."""
         ...
 
-    async def release_runs(self, owner: str, run_ids: Sequence[int]) -> None:
-        """Drop our leases (graceful shutdown): another engine may take them at once."""
+    async def renew_held_leases(self, owner: str, now: datetime, until: datetime) -> int:
+        """Extend every lease `owner` holds on a non-terminal run to `until`, in one statement,
+        and move the next poll of those not due at `now` to `until` (an engine watching its runs
+        in memory: should it die, they fall due when its lease ends); how many were renewed."""
+        ...
+
+    async def release_runs(
+        self, owner: str, run_ids: Sequence[int], *, now: datetime | None = None
+    ) -> None:
+        """Drop our leases (graceful shutdown): another engine may take them at once. With
+        `now`, runs whose next poll is later fall due at `now`."""
         ...
 
     async def make_all_due(self, now: datetime) -> int:

@@ -80,6 +80,7 @@ class JobType(Protocol):
         ...
 
     async def active_runs(self) -> Mapping[str, RunSnapshot]:
-        """The state of every active run on the platform in one pass (by RunId), for watching
-        many runs at once. Snapshots carry the run-level state only, not the tasks."""
+        """The state of every active run on the platform in one pass (by RunId), with its task
+        states: how the engine watches all its runs of a platform at once. A run that ended is
+        absent (learn its end with `poll`)."""
         ...

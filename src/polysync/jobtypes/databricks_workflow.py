@@ -159,10 +159,12 @@ class DatabricksWorkflowJobType:
         return {task_run_id: error for task_run_id, error in results if error}
 
     async def active_runs(self) -> Mapping[str, RunSnapshot]:
-        """runs/list?active_only=true to the last page, decoded (D6); no tasks in list entries."""
+        """runs/list?active_only=true&expand_tasks=true to the last page (25 runs a page),
+        decoded (D6) with each run's task states, so a change needs no runs/get (reference §6).
+        In 2.2 a run with more than 100 tasks lists its first 100."""
         return {
             str(run.run_id): decode_run(run.raw(), workspace_url=self.workspace_url)
-            async for run in self.client.list_runs(active_only=True)
+            async for run in self.client.list_runs(active_only=True, expand_tasks=True)
         }
 
     # ------------------------------------------------------------------ cancel (D10) and URL (D7)

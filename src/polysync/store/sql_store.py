@@ -762,6 +762,7 @@ class SqlStore:
             due = due.where(runs.c.id.in_(list(only)))
         if exclude:
             due = due.where(runs.c.id.not_in(list(exclude)))
+        until = now + timedelta(seconds=lease_s)
         async with self._write() as conn:
             ids = (await conn.scalars(due)).all()
             if not ids:
@@ -773,16 +774,19 @@ class SqlStore:
                         .where(runs.c.id.in_(ids))
                         .values(
                             lease_owner=owner,
-                            lease_expires_at=now + timedelta(seconds=lease_s),
+                            lease_expires_at=until,
                             # One token per claim: whatever this engine writes under an older
                             # claim (of its own or another engine's) is dropped from now on.
                             lease_token=uuid.uuid4().hex,
+                            # The claimant keeps the run in memory and looks at it on its own
+                            # schedule; should it die, the run falls due when the lease ends.
+                            next_poll_at=until,
                         )
                     )
                 )
             ).all()
-        leased = [run_from_row(row) for row in claimed]
-        return sorted(leased, key=lambda run: (run.next_poll_at or now, run.id))
+        order = {run_id: index for index, run_id in enumerate(ids)}  # oldest due first
+        return sorted((run_from_row(row) for row in claimed), key=lambda run: order[run.id])
 
     @store_call
     async def reschedule_runs(
@@ -815,14 +819,44 @@ class SqlStore:
         return int(result.rowcount)
 
     @store_call
-    async def release_runs(self, owner: str, run_ids: Sequence[int]) -> None:
+    async def renew_held_leases(self, owner: str, now: datetime, until: datetime) -> int:
+        now_value = literal(now, UtcDateTime())
+        async with self._write() as conn:
+            result = await conn.execute(
+                update(runs)
+                .where(runs.c.lease_owner == owner, runs.c.terminal == false())
+                .values(
+                    lease_expires_at=until,
+                    # A run made due meanwhile (a cancel request) stays due.
+                    next_poll_at=case(
+                        (runs.c.next_poll_at > now_value, literal(until, UtcDateTime())),
+                        else_=runs.c.next_poll_at,
+                    ),
+                )
+            )
+        return int(result.rowcount)
+
+    @store_call
+    async def release_runs(
+        self, owner: str, run_ids: Sequence[int], *, now: datetime | None = None
+    ) -> None:
         if not run_ids:
             return
+        values: dict[str, Any] = {
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "lease_token": None,
+        }
+        if now is not None:
+            now_value = literal(now, UtcDateTime())
+            values["next_poll_at"] = case(
+                (runs.c.next_poll_at > now_value, now_value), else_=runs.c.next_poll_at
+            )
         async with self._write() as conn:
             await conn.execute(
                 update(runs)
                 .where(runs.c.id.in_(list(run_ids)), runs.c.lease_owner == owner)
-                .values(lease_owner=None, lease_expires_at=None, lease_token=None)
+                .values(**values)
             )
 
     @store_call

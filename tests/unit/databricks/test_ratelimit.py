@@ -133,6 +133,17 @@ def test_workspace_limiter_uses_the_rate_per_endpoint() -> None:
     assert limiter.bucket(Endpoint.RUNS_LIST).rate_per_s == 30.0
 
 
+def test_workspace_limiter_starts_with_half_the_workspaces_burst() -> None:
+    # The workspace's bucket holds a second's worth: for run-now half of it stays as slack for
+    # requests that arrive bunched, so starting at the full rate never earns a 429.
+    limiter = WorkspaceRateLimiter(RateLimits(runs_get=250.0), ManualClock())
+    assert limiter.bucket(Endpoint.RUN_NOW).capacity == 10.0
+    assert limiter.bucket(Endpoint.RUNS_GET).capacity == 250.0  # reads: a second's burst
+    assert WorkspaceRateLimiter(RateLimits(run_now=1.0), ManualClock()).bucket(
+        Endpoint.RUN_NOW
+    ).capacity == pytest.approx(1.0)
+
+
 async def test_a_pause_affects_only_its_endpoint() -> None:
     clock = ManualClock()
     limiter = WorkspaceRateLimiter(RateLimits(), clock)

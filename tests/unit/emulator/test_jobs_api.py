@@ -289,6 +289,20 @@ async def test_runs_list_filters_and_pages(
     assert both.status_code == 400
     too_many = await api.get("/api/2.1/jobs/runs/list", params={"limit": 26})
     assert too_many.json()["message"] == "Invalid limit 26 - it has to be no more than 25."
+    # expand_tasks: each entry carries its task runs with their states (what a sweep reads),
+    # still 25 a page at most (reference §6).
+    params = {"active_only": "true", "expand_tasks": "true", "limit": 25}
+    expanded = (await api.get("/api/2.1/jobs/runs/list", params=params)).json()
+    assert len(expanded["runs"]) == 25
+    assert expanded["has_more"] is True
+    tasks = [run["tasks"] for run in expanded["runs"]]
+    assert all(len(run_tasks) == 1 for run_tasks in tasks)
+    assert {run_tasks[0]["state"]["life_cycle_state"] for run_tasks in tasks} == {"RUNNING"}
+    # start_time_from is inclusive (epoch ms).
+    newest = expanded["runs"][0]
+    since = {"start_time_from": newest["start_time"], "active_only": "true"}
+    recent = (await api.get("/api/2.1/jobs/runs/list", params=since)).json()["runs"]
+    assert [r["run_id"] for r in recent] == [newest["run_id"]]
 
 
 async def test_cancel_all_cancels_the_jobs_active_runs(

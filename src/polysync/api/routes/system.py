@@ -32,7 +32,7 @@ async def health(context: Context) -> Any:
     services = context.services
     try:
         await context.store.ping()
-        lags_s = await context.store.poll_lags_s(services.now())
+        lags_s = [*await context.store.poll_lags_s(services.now()), *services.engine.poll_lags_s()]
     except Exception as exc:  # any driver error means "not ready"; the reason goes to the log
         log.warning("health check: database unreachable: %s", type(exc).__name__)
         return problem_response(503, "unhealthy", "The database cannot be reached.")
