@@ -8,9 +8,10 @@ attempt starts (or repairs) one Polysync Run, and so one Databricks run. docs/ta
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
@@ -140,8 +141,10 @@ def check_task(
         raise TaskDefinitionError(
             f"The Task's Job id {shown(task.job_id)} is not a Job id.", field="job_id"
         )
-    check_description(task.description, field="The Task's description")
-    _check_tags(task.tags)
+    with _field("description"):
+        check_description(task.description, field="The Task's description")
+    with _field("tags"):
+        _check_tags(task.tags)
     _check_int(task.priority, "priority", MIN_PRIORITY, MAX_PRIORITY, "higher dispatches first")
     _check_int(task.concurrency_cap, "concurrency_cap", 1, MAX_CONCURRENCY_CAP, "running at once")
     if not isinstance(task.on_overlap, OnOverlap):
@@ -419,7 +422,8 @@ def _check_parameters(
                 f"The value of parameter {shown(name)} must be text, not {type(value).__name__}.",
                 field=f"parameters.{name}",
             )
-        check_parameter_value(name, value)
+        with _field(f"parameters.{name}"):
+            check_parameter_value(name, value)
         check_mapping(
             value,
             parameter=name,
@@ -427,6 +431,17 @@ def _check_parameters(
             upstream_parameters=uppers,
             secret_parameters=secrets,
         )
+
+
+@contextlib.contextmanager
+def _field(name: str) -> Iterator[None]:
+    """A text-limit UsageError from the shared checks, as a TaskDefinitionError naming `name`."""
+    try:
+        yield
+    except TaskDefinitionError:
+        raise
+    except UsageError as exc:
+        raise TaskDefinitionError(exc.message, field=name) from None
 
 
 def _frozen(names: Mapping[str, Iterable[str]] | None) -> dict[str, frozenset[str]] | None:

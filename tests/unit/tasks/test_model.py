@@ -14,7 +14,6 @@ from polysync.errors import (
     RetryPolicyError,
     TaskDefinitionError,
     TaskRunTransitionError,
-    UsageError,
 )
 from polysync.tasks.dependencies import Dependency
 from polysync.tasks.model import (
@@ -121,7 +120,8 @@ def test_a_good_task_passes() -> None:
             None,
         ),
         ({"schedules": (Schedule("* * * * *"),) * 21}, TaskDefinitionError, "schedules", "20"),
-        ({"tags": {"k": "v" * 256}}, UsageError, None, "the limit is 255"),
+        ({"tags": {"k": "v" * 256}}, TaskDefinitionError, "tags", "the limit is 255"),
+        ({"description": "x\x07"}, TaskDefinitionError, "description", "U+0007"),
     ],
 )
 def test_bad_tasks_are_refused_naming_the_field(
@@ -147,8 +147,9 @@ def test_the_job_of_a_saved_task_cannot_change() -> None:
 
 
 def test_parameter_values_keep_the_text_limits() -> None:
-    with pytest.raises(UsageError, match="a control character"):
+    with pytest.raises(TaskDefinitionError, match="a control character") as caught:
         check(report_task(parameters={"region": "eu\x00"}))
+    assert caught.value.field == "parameters.region"
 
 
 # --- TaskRun statuses ------------------------------------------------------------------------
