@@ -21,11 +21,13 @@ All instants in and out are timezone-aware `datetime`s; results are in UTC.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import functools
 import heapq
 import re
 import zoneinfo
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -163,11 +165,13 @@ class DueFires:
     times older than the grace period (run or not); `dropped` of them the policy does not run.
     `missed_exact` is False when more than MAX_COUNTED_MISSES were missed (`missed` is then a
     lower bound). `first_missed`/`last_missed` bound the misses for the status history. Store
-    `last_fired_for` and pass it to the next call.
+    `last_fired_for` and pass it to the next call. `next_fire`: the first fire time after `now`
+    (None when paused or ended), found by the same walk: when to ask again.
     """
 
     fires: tuple[datetime, ...]
     last_fired_for: datetime
+    next_fire: datetime | None = None
     missed: int = 0
     dropped: int = 0
     missed_exact: bool = True
@@ -320,20 +324,45 @@ def due_fires(
         low = max(low, schedule.starts_at - _TICK)
     high = current if schedule.ends_at is None else min(current, schedule.ends_at)
     if high <= low:
-        return DueFires(fires=(), last_fired_for=last)
+        return DueFires(
+            fires=(), last_fired_for=last, next_fire=next(_fires_within(schedule, current), None)
+        )
 
     on_time_from = current - timedelta(seconds=grace_s)
-    on_time = tuple(_between(compiled, max(low, on_time_from), high))
-    missed_high = min(high, on_time_from)
-    if missed_high <= low:
-        return DueFires(fires=on_time, last_fired_for=on_time[-1] if on_time else last)
-
-    missed, exact, first_missed = _count(compiled, low, missed_high)
-    if missed == 0:
-        return DueFires(fires=on_time, last_fired_for=on_time[-1] if on_time else last)
     policy = schedule.misfire_policy
     keep = schedule.misfire_cap if policy is MisfirePolicy.RUN_ALL else 1
-    latest_missed = _last(compiled, low, missed_high, keep)
+    # One walk from `low` serves the common case (a tick finds zero or one fire): misses are
+    # counted as they pass, and only a very long outage falls back to searching back from now.
+    on_time: list[datetime] = []
+    recent: deque[datetime] = deque(maxlen=keep)
+    missed, exact, first_missed = 0, True, None
+    next_fire: datetime | None = None
+    for fire in _instants_after(compiled, low):
+        if fire > high:
+            if schedule.ends_at is None or fire <= schedule.ends_at:
+                next_fire = fire
+            break
+        if fire > on_time_from:
+            on_time.append(fire)
+            continue
+        missed += 1
+        first_missed = first_missed or fire
+        recent.append(fire)
+        if missed >= MAX_COUNTED_MISSES:
+            missed_high = min(high, on_time_from)
+            exact = next(_between(compiled, fire, missed_high), None) is None
+            if not exact:
+                recent = deque(_last(compiled, low, missed_high, keep), maxlen=keep)
+            on_time = list(_between(compiled, max(low, on_time_from), high))
+            next_fire = next(_fires_within(schedule, current), None)
+            break
+    if missed == 0:
+        return DueFires(
+            fires=tuple(on_time),
+            last_fired_for=on_time[-1] if on_time else last,
+            next_fire=next_fire,
+        )
+    latest_missed = tuple(recent)
     if policy is MisfirePolicy.RUN_ALL:
         run_missed = latest_missed
     elif policy is MisfirePolicy.RUN_LATEST and not on_time:
@@ -341,8 +370,9 @@ def due_fires(
     else:
         run_missed = ()
     return DueFires(
-        fires=run_missed + on_time,
+        fires=(*run_missed, *on_time),
         last_fired_for=on_time[-1] if on_time else latest_missed[-1],
+        next_fire=next_fire,
         missed=missed,
         dropped=missed - len(run_missed),
         missed_exact=exact,
@@ -358,11 +388,18 @@ _MAX_REASON_CHARS = 160
 _DAY = timedelta(days=1)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class _Compiled:
     expression: str  # five fields, aliases expanded
     zone: zoneinfo.ZoneInfo
     fixed: bool
+    walker: croniter
+    """A parsed croniter to copy: parsing costs several times one step, so it is done once."""
+
+    def walk_from(self, start: datetime) -> croniter:
+        walker = copy.copy(self.walker)
+        walker.set_current(start, force=True)
+        return walker
 
 
 @functools.cache
@@ -379,6 +416,7 @@ def _compile(cron: str, timezone: str) -> _Compiled:
         expression=expression,
         zone=zoneinfo.ZoneInfo(timezone),
         fixed=not (minute.startswith("*") or hour.startswith("*")),
+        walker=croniter(expression, datetime(2000, 1, 1)),
     )
 
 
@@ -475,17 +513,6 @@ def _between(compiled: _Compiled, low: datetime, high: datetime) -> Iterator[dat
         yield fire
 
 
-def _count(compiled: _Compiled, low: datetime, high: datetime) -> tuple[int, bool, datetime | None]:
-    """(how many fire times in (low, high], whether that count is exact, the first of them)."""
-    count, first = 0, None
-    for fire in _between(compiled, low, high):
-        first = first or fire
-        count += 1
-        if count >= MAX_COUNTED_MISSES:
-            return count, next(_between(compiled, fire, high), None) is None, first
-    return count, True, first
-
-
 def _last(compiled: _Compiled, low: datetime, high: datetime, keep: int) -> tuple[datetime, ...]:
     """The latest `keep` fire times in (low, high], oldest first, found in widening windows
     back from `high` so a long outage of an every-minute schedule is not walked minute by
@@ -509,12 +536,15 @@ def _instants_after(compiled: _Compiled, after: datetime) -> Iterator[datetime]:
     """
     zone = compiled.zone
     try:
-        offsets = [(after + days * _DAY).astimezone(zone).utcoffset() for days in (-1, 0, 1)]
+        offsets = {(after + days * _DAY).astimezone(zone).utcoffset() for days in (-1, 0, 1)}
         lowest = min(offset for offset in offsets if offset is not None)
-        start = (after + lowest).replace(tzinfo=None) - timedelta(minutes=1)
+        # croniter answers wall-clock times strictly after `start`. Near an offset change an
+        # earlier wall-clock time may still map after `after` (the repeated hour): start lower.
+        margin = timedelta(minutes=1) if len(offsets) > 1 else timedelta(0)
+        start = (after + lowest).replace(tzinfo=None) - margin
     except OverflowError:
         return
-    walker = croniter(compiled.expression, start)
+    walker = compiled.walk_from(start)
     pending: list[datetime] = []
     last = after
     while True:
@@ -526,13 +556,15 @@ def _instants_after(compiled: _Compiled, after: datetime) -> Iterator[datetime]:
             lower_bound, instants = _instants(local, compiled)
         except OverflowError:
             break
+        for instant in instants:
+            heapq.heappush(pending, instant)
+        # No later wall-clock time maps before `lower_bound`: whatever waits up to it is next.
+        # In the common case that is this time's one instant, yielded after one croniter step.
         while pending and pending[0] <= lower_bound:
             instant = heapq.heappop(pending)
             if instant > last:
                 last = instant
                 yield instant
-        for instant in instants:
-            heapq.heappush(pending, instant)
     while pending:
         instant = heapq.heappop(pending)
         if instant > last:

@@ -217,6 +217,7 @@ def test_misfire_policies_after_three_hours_down(
     assert due.dropped == 5 - len(expected_runs)
     assert (due.first_missed, due.last_missed) == (at(2026, 5, 1, 1, 30), at(2026, 5, 1, 3, 30))
     assert due.last_fired_for == at(2026, 5, 1, 4, 0)
+    assert due.next_fire == at(2026, 5, 1, 4, 30)
     # Asking again with the stored watermark fires nothing more.
     again = due_fires(schedule, due.last_fired_for, BACK_AT)
     assert (again.fires, again.missed) == ((), 0)
@@ -256,7 +257,9 @@ def test_no_fire_before_its_time_and_none_twice() -> None:
     assert (before.fires, before.last_fired_for) == ((), at(2026, 5, 1, 1))
     on_time = due_fires(schedule, before.last_fired_for, at(2026, 5, 1, 2, 0, 1))
     assert on_time.fires == (at(2026, 5, 1, 2),)
-    assert due_fires(schedule, on_time.last_fired_for, at(2026, 5, 1, 2, 0, 5)).fires == ()
+    assert on_time.next_fire == at(2026, 5, 2, 2)
+    later = due_fires(schedule, on_time.last_fired_for, at(2026, 5, 1, 2, 0, 5))
+    assert (later.fires, later.next_fire) == ((), at(2026, 5, 2, 2))
 
 
 def test_a_year_long_outage_of_an_every_minute_schedule_is_bounded() -> None:
@@ -265,12 +268,14 @@ def test_a_year_long_outage_of_an_every_minute_schedule_is_bounded() -> None:
     assert due.fires == (at(2026, 4, 30, 23, 58), at(2026, 4, 30, 23, 59), at(2026, 5, 1))
     assert (due.missed, due.missed_exact) == (MAX_COUNTED_MISSES, False)
     assert due.first_missed == at(2025, 5, 1, 0, 1)
+    assert due.next_fire == at(2026, 5, 1, 0, 1)
 
 
 def test_paused_schedule_fires_nothing_and_moves_its_watermark() -> None:
     schedule = Schedule("* * * * *", paused=True)
     due = due_fires(schedule, at(2026, 5, 1), at(2026, 5, 1, 3))
     assert (due.fires, due.missed, due.last_fired_for) == ((), 0, at(2026, 5, 1, 3))
+    assert due.next_fire is None
 
 
 def test_misfires_respect_start_and_end() -> None:
@@ -281,7 +286,11 @@ def test_misfires_respect_start_and_end() -> None:
         misfire_policy=MisfirePolicy.RUN_ALL,
     )
     due = due_fires(schedule, at(2026, 5, 1), at(2026, 5, 1, 9))
-    assert due.fires == (at(2026, 5, 1, 2), at(2026, 5, 1, 3))
+    assert (due.fires, due.next_fire) == ((at(2026, 5, 1, 2), at(2026, 5, 1, 3)), None)
+    before = due_fires(schedule, at(2026, 5, 1), at(2026, 5, 1, 1, 30))
+    assert (before.fires, before.next_fire) == ((), at(2026, 5, 1, 2))
+    edge = due_fires(schedule, at(2026, 5, 1), at(2026, 5, 1, 2, 30))
+    assert (edge.fires, edge.next_fire) == ((at(2026, 5, 1, 2),), at(2026, 5, 1, 3))
 
 
 def test_dst_change_during_an_outage_counts_each_real_fire_once() -> None:
@@ -430,3 +439,26 @@ def test_fixed_time_fires_at_most_once_per_local_day_and_time(
     if cron.endswith("* * *"):  # daily: no day is skipped either
         first = days[0]
         assert sorted(set(days)) == [first + timedelta(days=i) for i in range(len(set(days)))]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.sampled_from(["Europe/London", "Australia/Sydney", "America/Santiago", "UTC"]),
+    st.sampled_from(["*/10 * * * *", "30 1 * * *", "0 * * * *", "15 2,3 * * *", "0 0 * * 0"]),
+    st.datetimes(min_value=datetime(2026, 3, 25), max_value=datetime(2026, 4, 6)),
+    st.lists(st.integers(1, 3 * 3600), min_size=1, max_size=40),
+)
+def test_ticking_due_fires_yields_exactly_the_preview(
+    zone: str, cron: str, start: datetime, steps: list[int]
+) -> None:
+    schedule = Schedule(cron, zone, misfire_policy=MisfirePolicy.RUN_ALL, misfire_cap=1000)
+    begin = start.replace(tzinfo=UTC)
+    watermark, now, fired = begin, begin, []
+    for step in steps:
+        now += timedelta(seconds=step)
+        due = due_fires(schedule, watermark, now)
+        fired.extend(due.fires)
+        watermark = due.last_fired_for
+        assert due.next_fire is None or due.next_fire > now
+    expected = [t for t in next_fire_times(schedule, begin, MAX_PREVIEW) if t <= now]
+    assert fired == expected
