@@ -87,7 +87,7 @@ class DownstreamDecision:
     reason: str
     cycle_key: datetime | None = None
     """When deciding RUN or SKIP: the latest `ended_at` among the upstreams' runs. Stored as the
-    TaskRun's scheduled-for, it makes the unique (task, scheduled-for) constraint hold one
+    TaskRun's scheduled-for, it makes the unique (task, trigger, scheduled-for) constraint hold one
     decision per cycle however many engines decide it."""
     unmet: tuple[str, ...] = ()
     """Upstreams whose condition is not met (SKIP) or which have not finished (WAIT)."""

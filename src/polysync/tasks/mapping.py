@@ -94,8 +94,9 @@ def parse_references(value: str, *, parameter: str = "the value") -> tuple[Refer
             if _looks_like_ours(head):
                 raise _error(
                     parameter,
-                    f"has {shown(match.group(0))}: did you mean {{{{{PREFIX}.{rest or '<task>.<field>'}}}}}? "
-                    f"References to upstream runs start with {PREFIX!r}",
+                    f"has {shown(match.group(0))}: did you mean "
+                    f"{{{{{PREFIX}.{rest or '<task>.<field>'}}}}}? References to upstream runs "
+                    f"start with {PREFIX!r}",
                 )
             continue  # a Databricks dynamic value reference: sent as it is
         if head != PREFIX:

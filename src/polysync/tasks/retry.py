@@ -67,7 +67,8 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):
             raise RetryPolicyError(
-                f"The retry policy's enabled flag must be true or false, not {shown(self.enabled)}.",
+                "The retry policy's enabled flag must be true or false, not "
+                f"{shown(self.enabled)}.",
                 field="retry.enabled",
             )
         attempts = self.max_attempts

@@ -160,8 +160,8 @@ class Schedule:
 class DueFires:
     """What `due_fires` decided: the scheduled-for times to queue TaskRuns for, and the misses.
 
-    `fires` (UTC, oldest first) are to be inserted under the unique (task, scheduled_for)
-    constraint, so a fire two engines both decide is still one TaskRun. `missed` counts fire
+    `fires` (UTC, oldest first) are to be inserted under the unique (task, trigger,
+    scheduled_for) constraint, so a fire two engines both decide is still one TaskRun. `missed` counts fire
     times older than the grace period (run or not); `dropped` of them the policy does not run.
     `missed_exact` is False when more than MAX_COUNTED_MISSES were missed (`missed` is then a
     lower bound). `first_missed`/`last_missed` bound the misses for the status history. Store
@@ -192,6 +192,12 @@ def check_cron(expression: object) -> str:
             f"is {len(expression):,} characters long; the limit is {MAX_CRON_CHARS}. Write the "
             f"five fields {_FIELDS}, {_EXAMPLE}"
         )
+    return _checked_cron(expression)
+
+
+@functools.lru_cache(maxsize=4096)
+def _checked_cron(expression: str) -> str:
+    # Cached: a store loading thousands of schedules parses each distinct expression once.
     fields = expression.split()
     if not fields:
         raise _cron_error(f"is empty. Write the five fields {_FIELDS}, {_EXAMPLE}")

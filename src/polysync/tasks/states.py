@@ -43,7 +43,7 @@ class TaskRunStatus(StrEnum):
 
     @property
     def is_active(self) -> bool:
-        """Queued or Running: counts against nothing yet (Queued) or the cap (Running)."""
+        """Queued or Running: what the concurrency cap's on-overlap rule looks at."""
         return not self.is_terminal
 
 

@@ -118,8 +118,9 @@ def test_edge_checks_name_the_edge_and_the_fix() -> None:
         check_dependencies(
             "report", [Dependency("ingest"), Dependency("ingest", Condition.ON_FAILURE)], known
         )
+    always = Dependency("ingest", "always")  # type: ignore[arg-type]
     with pytest.raises(DependencyError, match="is not one of on_success") as caught:
-        check_dependencies("report", [Dependency("ingest", "always")], known)  # type: ignore[arg-type]
+        check_dependencies("report", [always], known)
     assert caught.value.field == "dependencies[0].condition"
     check_dependencies("report", [Dependency("ingest"), Dependency("clean")], known)
 

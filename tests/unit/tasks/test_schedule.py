@@ -386,7 +386,8 @@ def test_naive_start_and_bad_cap_and_policy_are_refused() -> None:
         assert caught.value.field == "misfire_cap"
     with pytest.raises(ScheduleError, match="is not one of skip, run-latest, run-all"):
         Schedule("* * * * *", misfire_policy="sometimes")  # type: ignore[arg-type]
-    assert Schedule("* * * * *", misfire_policy="run-all").misfire_policy is MisfirePolicy.RUN_ALL  # type: ignore[arg-type]
+    as_text = Schedule("* * * * *", misfire_policy="run-all")  # type: ignore[arg-type]
+    assert as_text.misfire_policy is MisfirePolicy.RUN_ALL
 
 
 def _outcome(function: Callable[[str], T], text: str) -> T | ScheduleError:
