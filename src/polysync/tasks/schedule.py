@@ -410,7 +410,13 @@ class _Compiled:
 
 @functools.cache
 def _zone_names() -> frozenset[str]:
-    return frozenset(zoneinfo.available_timezones()) - _NOT_ZONES
+    # Some systems also carry "posix/..." copies and "right/..." leap-second variants: the
+    # canonical names are the ones users mean and the ones every machine has.
+    return frozenset(
+        zone
+        for zone in zoneinfo.available_timezones()
+        if zone not in _NOT_ZONES and not zone.startswith(("posix/", "right/"))
+    )
 
 
 @functools.lru_cache(maxsize=4096)

@@ -157,3 +157,39 @@ def test_every_graph_is_ordered_or_a_real_loop_is_named(graph: dict[str, list[st
     assert all(a in graph.get(b, []) for a, b in pairwise(problem))
     if problem:
         assert problem[0] == problem[-1]
+
+
+def test_a_dag_of_six_tasks_with_one_failing_node() -> None:
+    """ingest_a and ingest_b feed clean; alert handles ingest_b's failure; report runs after clean
+    whatever happens; audit needs clean to succeed. ingest_b fails."""
+    edges = {
+        "ingest_a": [],
+        "ingest_b": [],
+        "clean": [Dependency("ingest_a"), Dependency("ingest_b")],
+        "alert": [Dependency("ingest_b", Condition.ON_FAILURE)],
+        "report": [Dependency("clean", Condition.ON_COMPLETION)],
+        "audit": [Dependency("clean")],
+    }
+    order = check_acyclic({task: [e.upstream for e in ups] for task, ups in edges.items()})
+    outcome = {"ingest_a": S.SUCCEEDED, "ingest_b": S.FAILED}
+    ended = {"ingest_a": minutes(3), "ingest_b": minutes(4)}
+    decisions: dict[str, Decision] = {}
+    for task in order:
+        if not edges[task]:
+            continue
+        decision = downstream_decision(
+            [
+                UpstreamOutcome(e.upstream, e.condition, outcome[e.upstream], ended[e.upstream])
+                for e in edges[task]
+            ]
+        )
+        decisions[task] = decision.decision
+        # What a run or a skip records, for the next level down (a run here succeeds).
+        outcome[task] = S.SUCCEEDED if decision.decision is Decision.RUN else S.SKIPPED
+        ended[task] = minutes(10 + len(decisions))
+    assert decisions == {
+        "clean": Decision.SKIP,
+        "alert": Decision.RUN,
+        "report": Decision.RUN,
+        "audit": Decision.SKIP,
+    }

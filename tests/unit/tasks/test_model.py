@@ -7,6 +7,8 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from polysync.errors import (
     DependencyError,
@@ -276,3 +278,17 @@ def test_overlap_queues_or_skips() -> None:
     assert overlap_status(task, 2) is S.QUEUED
     assert overlap_status(replace(task, on_overlap=OnOverlap.SKIP), 2) is S.SKIPPED
     assert overlap_status(replace(task, on_overlap=OnOverlap.SKIP), 1) is S.QUEUED
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=250))
+def test_hostile_task_names_are_accepted_or_refused_never_crash(name: str) -> None:
+    try:
+        check(report_task(name=name))
+    except TaskDefinitionError as exc:
+        field = exc.field
+    else:
+        field = None
+        assert name.strip() == name
+        assert not ({".", "{", "}"} & set(name))
+    assert field in (None, "name")
