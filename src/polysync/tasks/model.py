@@ -263,17 +263,23 @@ def advance(
     repair: bool = False,
 ) -> TaskRun:
     """`task_run` moved to `status` at `at`, with the change in its history; the start and end
-    times follow. TaskRunTransitionError when the change is not allowed (`states`); `repair`
-    reopens a Failed or Cancelled TaskRun as Running (D6 as amended): its end time clears and the
-    history keeps the earlier outcome."""
+    times follow, and a running attempt ends with a terminal status. TaskRunTransitionError
+    when the change is not allowed (`states`). `repair` reopens a Failed or Cancelled TaskRun as
+    Running (D6 as amended): its end time clears and the history keeps the earlier outcome."""
     check_transition(task_run.status, status, repair=repair)
     started_at = task_run.started_at
     if status is TaskRunStatus.RUNNING and started_at is None:
         started_at = at
     ended_at = at if status.is_terminal else None
     event_message = message or ("reopened by a repair" if repair else "")
+    attempts = task_run.attempts
+    if status.is_terminal and attempts and attempts[-1].ended_at is None:
+        # The TaskRun cannot end while its attempt runs on: the attempt ends with it.
+        closed = replace(attempts[-1], ended_at=at, status=status, message=event_message)
+        attempts = (*attempts[:-1], closed)
     return replace(
         task_run,
+        attempts=attempts,
         status=status,
         started_at=started_at,
         ended_at=ended_at,
