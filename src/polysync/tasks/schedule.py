@@ -331,7 +331,11 @@ def due_fires(
     high = current if schedule.ends_at is None else min(current, schedule.ends_at)
     if high <= low:
         return DueFires(
-            fires=(), last_fired_for=last, next_fire=next(_fires_within(schedule, current), None)
+            fires=(),
+            last_fired_for=last,
+            # `last` may be ahead of this engine's clock (another engine fired it): never
+            # announce a fire time that is already handled.
+            next_fire=next(_fires_within(schedule, max(current, last)), None),
         )
 
     on_time_from = current - timedelta(seconds=grace_s)

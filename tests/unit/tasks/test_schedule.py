@@ -262,6 +262,17 @@ def test_no_fire_before_its_time_and_none_twice() -> None:
     assert (later.fires, later.next_fire) == ((), at(2026, 5, 2, 2))
 
 
+def test_a_watermark_ahead_of_this_engines_clock_fires_nothing() -> None:
+    # Another engine, its clock 2 minutes ahead, already fired 02:00.
+    schedule = Schedule("0 * * * *")
+    due = due_fires(schedule, at(2026, 5, 1, 2), at(2026, 5, 1, 1, 58))
+    assert (due.fires, due.last_fired_for, due.next_fire) == (
+        (),
+        at(2026, 5, 1, 2),
+        at(2026, 5, 1, 3),
+    )
+
+
 def test_a_year_long_outage_of_an_every_minute_schedule_is_bounded() -> None:
     schedule = Schedule("* * * * *", misfire_policy=MisfirePolicy.RUN_ALL, misfire_cap=2)
     due = due_fires(schedule, at(2025, 5, 1), at(2026, 5, 1, 0, 0, 30))
