@@ -140,8 +140,13 @@ def time_out_attempt(
 def repair(task_run: TaskRun, at: datetime, *, run_id: int | None = None) -> TaskRun:
     """`task_run` reopened by a repair by hand (CLI, API, web "Repair run"): Failed or Cancelled
     -> Running, with a `repair` attempt on the same Run (D6 as amended). TaskRunTransitionError
-    for any other status."""
+    for any other status, or a TaskRun that never started a run (cancelled while Queued)."""
     previous_run = task_run.attempts[-1].run_id if task_run.attempts else None
+    if previous_run is None and run_id is None:
+        raise TaskRunTransitionError(
+            f"This {task_run.status} TaskRun never started a run, so there is nothing to repair. "
+            "Run the Task once instead."
+        )
     reopened = advance(task_run, TaskRunStatus.RUNNING, at, "reopened by a repair", repair=True)
     attempt = Attempt(
         len(task_run.attempts) + 1, AttemptKind.REPAIR, at, run_id=run_id or previous_run

@@ -123,7 +123,10 @@ def test_a_repair_by_hand_reopens_a_failed_task_run() -> None:
         S.SUCCEEDED,
     ]
     with pytest.raises(TaskRunTransitionError, match="cannot be repaired"):
-        repair(done, later(300))
+        repair(done, later(300), run_id=55)
+    never_ran = advance(queued_run(), S.CANCELLED, later(1))
+    with pytest.raises(TaskRunTransitionError, match="never started a run, so there is nothing"):
+        repair(never_ran, later(2))
 
 
 def test_attempt_misuse_is_refused() -> None:
