@@ -1,13 +1,15 @@
 """Dependencies between Tasks: edges with a condition, loops refused, and when a downstream runs.
 
-**The same cycle** (docs/tasks.md "Dependencies"): a downstream Task's cycle starts when its
-previous dependency-triggered TaskRun was created (or, before it ever had one, when its
-dependencies were saved). An upstream has finished *in this cycle* when one of its TaskRuns
-reached a terminal status after that moment; its latest such TaskRun is the one its edge's
-condition is checked against. The downstream waits until every upstream has finished in the
-cycle, then runs if every condition is met, else is recorded Skipped. Either way a new cycle
-starts, so one upstream run never triggers the same downstream twice, and an upstream that runs
-several times meanwhile counts once (its latest run).
+**The same cycle** (docs/tasks.md "Dependencies"): a downstream Task's cycle starts at its previous
+Dependency TaskRun's cycle key (its scheduled-for: the latest end time among the upstream runs
+that decided it), or, before it ever had one, when its dependencies were saved. An upstream has
+finished *in this cycle* when one of its TaskRuns reached a terminal status after that moment;
+its latest such TaskRun is the one its edge's condition is checked against. The downstream waits
+until every upstream has finished in the cycle, then runs if every condition is met, else is
+recorded Skipped; that TaskRun's cycle key starts the next cycle. Every upstream run therefore
+belongs to exactly one cycle (it ended at or before the key, or after it), whatever the timing
+of the engines that decided: one upstream run never triggers the same downstream twice, and an
+upstream that runs several times meanwhile counts once (its latest run).
 """
 
 from __future__ import annotations
