@@ -127,7 +127,8 @@ def check_task(
     """
     others = set(task_names)
     name = _check_task_name(task.name)
-    if previous is None and name in others:
+    renamed = previous is None or previous.name != name
+    if renamed and name in others:
         raise TaskDefinitionError(
             f"A Task named {name!r} already exists. Choose another name.", field="name"
         )

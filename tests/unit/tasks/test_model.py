@@ -144,8 +144,11 @@ def test_the_job_of_a_saved_task_cannot_change() -> None:
     with pytest.raises(TaskDefinitionError, match="cannot change after it is saved") as caught:
         check(replace(before, job_id=8), previous=before)
     assert caught.value.field == "job_id"
-    # Editing keeps its own name (it is in task_names when the caller lists every Task).
+    # Editing keeps its own name (it is in task_names when the caller lists every Task)...
     check(replace(before, priority=90), previous=before, task_names=["ingest", "report"])
+    # ...but cannot take another Task's.
+    with pytest.raises(TaskDefinitionError, match="A Task named 'ingest' already exists"):
+        check(replace(before, name="ingest", dependencies=()), previous=before)
 
 
 def test_parameter_values_keep_the_text_limits() -> None:

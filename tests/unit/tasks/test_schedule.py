@@ -61,6 +61,8 @@ def test_hourly_and_aliases() -> None:
         at(2026, 1, 1, 12),
     )
     assert Schedule(" @HOURLY ").cron == "@hourly"
+    assert not Schedule("@hourly").is_fixed_time  # follows real time through DST
+    assert Schedule("@daily").is_fixed_time
     assert next_fire_times(Schedule("@daily"), at(2026, 1, 1, 10), 1) == (at(2026, 1, 2),)
 
 
