@@ -25,6 +25,8 @@ from polysync.domain.limits import (
     check_parameter_value,
     check_text,
 )
+from polysync.domain.models import DataType, Parameter
+from polysync.domain.parameters import resolve_run_parameters
 from polysync.errors import TaskDefinitionError, UsageError
 from polysync.tasks.dependencies import Dependency, check_dependencies
 from polysync.tasks.mapping import check_mapping
@@ -109,17 +111,19 @@ def check_task(
     task: Task,
     *,
     job_type: str,
-    job_parameters: Iterable[str] | None = None,
+    job_parameters: Sequence[Parameter] | None = None,
     task_names: Iterable[str] = (),
     upstream_parameters: Mapping[str, Iterable[str]] | None = None,
     secret_parameters: Mapping[str, Iterable[str]] | None = None,
     previous: Task | None = None,
 ) -> Task:
-    """`task` with its text fields checked, or TaskDefinitionError (UsageError for text limits)
-    naming the field, what is wrong and the fix.
+    """`task` unchanged when it can be saved, else TaskDefinitionError naming the field, what is
+    wrong and the fix.
 
     `job_type`: the Job's Job Type (the retry strategy must suit it). `job_parameters`: the
-    Job's parameter names (a value for another name is refused); None skips that check.
+    Job's parameters; a Task's value obeys the rules of a run's override (D2, D3: job-level,
+    not Output, not internal, and a literal value fits its Data Type; a mapped value is typed
+    when it is rendered, and a Secret parameter cannot be mapped). None skips those checks.
     `task_names`: every other Task's name (upstreams must exist, the name must be free).
     `upstream_parameters`/`secret_parameters`: {upstream: its Job's parameter names / Secret
     parameter names}, for mappings (`mapping.check_mapping`). `previous`: the saved Task when
@@ -403,7 +407,7 @@ def _check_int(value: object, name: str, low: int, high: int, meaning: str) -> N
 
 def _check_parameters(
     task: Task,
-    job_parameters: Iterable[str] | None,
+    job_parameters: Sequence[Parameter] | None,
     upstream_parameters: Mapping[str, Iterable[str]] | None,
     secret_parameters: Mapping[str, Iterable[str]] | None,
 ) -> None:
@@ -413,31 +417,49 @@ def _check_parameters(
             f"{MAX_PARAMETERS_PER_RUN}.",
             field="parameters",
         )
-    known = None if job_parameters is None else frozenset(job_parameters)
     uppers = _frozen(upstream_parameters)
     secrets = _frozen(secret_parameters)
     upstreams: Sequence[str] = task.upstreams
     for name, value in task.parameters.items():
-        if known is not None and name not in known:
-            raise TaskDefinitionError(
-                f"The Task sets parameter {shown(name)}, which its Job does not have. Remove it, "
-                "or Sync Parameters on the Job if it was added in Databricks.",
-                field=f"parameters.{name}",
-            )
+        where = f"parameters.{name}"
         if not isinstance(value, str):
             raise TaskDefinitionError(
                 f"The value of parameter {shown(name)} must be text, not {type(value).__name__}.",
-                field=f"parameters.{name}",
+                field=where,
             )
-        with _field(f"parameters.{name}"):
+        with _field(where):
             check_parameter_value(name, value)
-        check_mapping(
-            value,
-            parameter=name,
-            upstreams=upstreams,
-            upstream_parameters=uppers,
-            secret_parameters=secrets,
+        mapped = bool(
+            check_mapping(
+                value,
+                parameter=name,
+                upstreams=upstreams,
+                upstream_parameters=uppers,
+                secret_parameters=secrets,
+            )
         )
+        if job_parameters is not None:
+            _check_as_override(name, value, mapped, job_parameters)
+
+
+def _check_as_override(
+    name: str, value: str, mapped: bool, job_parameters: Sequence[Parameter]
+) -> None:
+    """A Task's value is a run's override: the same rules, once, in `resolve_run_parameters`."""
+    where = f"parameters.{name}"
+    if mapped:
+        if any(p.name == name and p.data_type is DataType.SECRET for p in job_parameters):
+            raise TaskDefinitionError(
+                f"Parameter {shown(name)} is a Secret: its value is a secret reference, which "
+                "cannot come from an upstream run. Give the reference itself.",
+                field=where,
+            )
+        # Its Data Type is checked once the value is rendered; here only its name's rules.
+        job_parameters = [
+            replace(p, data_type=DataType.STRING) if p.name == name else p for p in job_parameters
+        ]
+    with _field(where):
+        resolve_run_parameters(job_parameters, {name: value})
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from polysync.domain.models import DataType, Direction, Parameter, ParameterSource
 from polysync.errors import (
     DependencyError,
     ParameterMappingError,
@@ -63,10 +64,21 @@ def report_task(**kwargs: object) -> Task:
     return Task(**fields)  # type: ignore[arg-type]
 
 
+JOB_PARAMETERS = (
+    Parameter("run_date"),
+    Parameter("region", default="us"),
+    Parameter("batch", data_type=DataType.INT),
+    Parameter("token", data_type=DataType.SECRET),
+    Parameter("result", direction=Direction.OUTPUT),
+    Parameter("_internal"),
+    Parameter("notebook_only", task_key="load", source=ParameterSource.NOTEBOOK_BASE_PARAMETERS),
+)
+
+
 def check(task: Task, **kwargs: object) -> Task:
     options: dict[str, object] = {
         "job_type": WORKFLOW,
-        "job_parameters": ["run_date", "region"],
+        "job_parameters": JOB_PARAMETERS,
         "task_names": ["ingest"],
         "upstream_parameters": {"ingest": ["run_date"]},
         **kwargs,
@@ -80,6 +92,10 @@ def check(task: Task, **kwargs: object) -> Task:
 def test_a_good_task_passes() -> None:
     task = report_task()
     assert check(task) is task
+    # A mapped value for an Int parameter is typed when it is rendered, not at save.
+    mapped_int = report_task(parameters={"batch": "{{upstream.ingest.parameters.run_date}}"})
+    assert check(mapped_int) is mapped_int
+    assert check(report_task(parameters={"batch": " 42 "}))
     assert task.enabled
     assert task.upstreams == ("ingest",)
 
@@ -97,6 +113,26 @@ def test_a_good_task_passes() -> None:
         ({"timeout_s": 0}, TaskDefinitionError, "timeout_s", "from 1 to 2592000"),
         ({"on_overlap": "drop"}, TaskDefinitionError, "on_overlap", "not queue or skip"),
         ({"parameters": {"nope": "1"}}, TaskDefinitionError, "parameters.nope", "Sync Parameters"),
+        (
+            {"parameters": {"notebook_only": "1"}},
+            TaskDefinitionError,
+            "parameters.notebook_only",
+            "not at the job level",
+        ),
+        ({"parameters": {"result": "1"}}, TaskDefinitionError, "parameters.result", "Output"),
+        (
+            {"parameters": {"_internal": "1"}},
+            TaskDefinitionError,
+            "parameters._internal",
+            "internal",
+        ),
+        ({"parameters": {"batch": "ten"}}, TaskDefinitionError, "parameters.batch", "whole number"),
+        (
+            {"parameters": {"token": "{{upstream.ingest.run_id}}"}},
+            TaskDefinitionError,
+            "parameters.token",
+            "is a Secret",
+        ),
         (
             {"parameters": {"region": "{{upstream.clean.run_id}}"}},
             ParameterMappingError,
