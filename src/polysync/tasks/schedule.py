@@ -327,7 +327,7 @@ def due_fires(
     compiled = _compile(schedule.cron, schedule.timezone)
     low = last
     if schedule.starts_at is not None:
-        low = max(low, schedule.starts_at - _TICK)
+        low = max(low, _just_before(schedule.starts_at))
     high = current if schedule.ends_at is None else min(current, schedule.ends_at)
     if high <= low:
         return DueFires(
@@ -514,11 +514,16 @@ def _aware(value: datetime, name: str) -> datetime:
 def _fires_within(schedule: Schedule, after: datetime) -> Iterator[datetime]:
     compiled = _compile(schedule.cron, schedule.timezone)
     if schedule.starts_at is not None:
-        after = max(after, schedule.starts_at - _TICK)
+        after = max(after, _just_before(schedule.starts_at))
     for fire in _instants_after(compiled, after):
         if schedule.ends_at is not None and fire > schedule.ends_at:
             return
         yield fire
+
+
+def _just_before(moment: datetime) -> datetime:
+    """The instant before `moment`, so that "strictly after" includes `moment` itself."""
+    return moment if moment == datetime.min.replace(tzinfo=UTC) else moment - _TICK
 
 
 def _between(compiled: _Compiled, low: datetime, high: datetime) -> Iterator[datetime]:
@@ -551,15 +556,24 @@ def _instants_after(compiled: _Compiled, after: datetime) -> Iterator[datetime]:
     time can map before them (`_instants` returns that lower bound).
     """
     zone = compiled.zone
+    offsets = set()
+    for days in (-1, 0, 1):
+        try:
+            offsets.add((after + days * _DAY).astimezone(zone).utcoffset() or timedelta(0))
+        except OverflowError:
+            continue  # within a day of datetime's limits
+    if not offsets:
+        return
+    lowest = min(offsets)
+    # croniter answers wall-clock times strictly after `start`. Near an offset change an
+    # earlier wall-clock time may still map after `after` (the repeated hour): start lower.
+    margin = timedelta(minutes=1) if len(offsets) > 1 else timedelta(0)
     try:
-        offsets = {(after + days * _DAY).astimezone(zone).utcoffset() for days in (-1, 0, 1)}
-        lowest = min(offset for offset in offsets if offset is not None)
-        # croniter answers wall-clock times strictly after `start`. Near an offset change an
-        # earlier wall-clock time may still map after `after` (the repeated hour): start lower.
-        margin = timedelta(minutes=1) if len(offsets) > 1 else timedelta(0)
         start = (after + lowest).replace(tzinfo=None) - margin
     except OverflowError:
-        return
+        if lowest > timedelta(0):
+            return  # past the last representable wall-clock time
+        start = datetime.min
     walker = compiled.walk_from(start)
     pending: list[datetime] = []
     last = after

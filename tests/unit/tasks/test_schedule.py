@@ -476,3 +476,23 @@ def test_ticking_due_fires_yields_exactly_the_preview(
         assert due.next_fire is None or due.next_fire > now
     expected = [t for t in next_fire_times(schedule, begin, MAX_PREVIEW) if t <= now]
     assert fired == expected
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.sampled_from(["Europe/London", "America/New_York", "Pacific/Kiritimati", "UTC"]),
+    st.sampled_from(["0 2 * * *", "* * * * *", "0 0 29 2 *"]),
+    st.datetimes(timezones=st.just(UTC)),
+    st.datetimes(timezones=st.just(UTC)),
+    st.one_of(st.none(), st.datetimes(timezones=st.just(UTC))),
+)
+def test_any_instant_from_year_1_to_9999_is_handled(
+    zone: str, cron: str, after: datetime, now: datetime, starts_at: datetime | None
+) -> None:
+    schedule = Schedule(cron, zone, starts_at=starts_at)
+    times = next_fire_times(schedule, after, 3)
+    assert all(t > after for t in times)
+    assert list(times) == sorted(set(times))
+    due = due_fires(schedule, after, now)
+    assert all(after < t <= now for t in due.fires)
+    assert due.next_fire is None or due.next_fire > now
