@@ -157,6 +157,25 @@ def test_half_hour_dst_zone() -> None:
     ]
 
 
+def test_midnight_changes_in_santiago() -> None:
+    # Chile moves its clocks at midnight: 6 Sep 2026 00:00 -04 -> 01:00 -03 (midnight never
+    # happens), 5 Apr 2026 00:00 -03 -> 4 Apr 23:00 -04 (23:xx on 4 April happens twice).
+    midnight = Schedule("0 0 * * *", "America/Santiago")
+    spring = next_fire_times(midnight, at(2026, 9, 4, 12), 3)
+    assert [t.astimezone(midnight.zone).isoformat() for t in spring] == [
+        "2026-09-05T00:00:00-04:00",
+        "2026-09-06T01:00:00-03:00",
+        "2026-09-07T00:00:00-03:00",
+    ]
+    late = Schedule("30 23 * * *", "America/Santiago")
+    autumn = next_fire_times(late, at(2026, 4, 3, 12), 3)
+    assert [t.astimezone(late.zone).isoformat() for t in autumn] == [
+        "2026-04-03T23:30:00-03:00",
+        "2026-04-04T23:30:00-03:00",
+        "2026-04-05T23:30:00-04:00",
+    ]
+
+
 def test_preview_is_strictly_increasing_in_any_zone_and_expression() -> None:
     for zone in ("Europe/London", "Australia/Sydney", "America/Santiago", "Asia/Kolkata"):
         for cron in ("*/7 * * * *", "30 0-3 * * *", "0 */5 * * *", "59 23 L * *"):
