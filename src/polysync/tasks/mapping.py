@@ -35,6 +35,8 @@ FIELDS = ("run_id", "run_page_url", "status", "start_time", "end_time", "schedul
 """The fields a reference may name, besides `parameters.<name>`."""
 PARAMETERS_FIELD = "parameters"
 
+_MAX_LISTED = 10
+"""Upstream names a message lists before "and N more"."""
 # Non-greedy, no braces inside: `{{a}}{{b}}` is two references, `{{{x}}}` reads `{x}` as text.
 _REFERENCE = re.compile(r"\{\{([^{}]*)\}\}")
 # An opening of ours that never closes, e.g. "{{upstream.ingest.run_id".
@@ -92,11 +94,11 @@ def parse_references(value: str, *, parameter: str = "the value") -> tuple[Refer
         head, _, rest = inner.partition(".")
         if head.lower() != PREFIX:
             if _looks_like_ours(head):
+                meant = f"{{{{{PREFIX}.{rest or '<task>.<field>'}}}}}"
                 raise _error(
                     parameter,
-                    f"has {shown(match.group(0))}: did you mean "
-                    f"{{{{{PREFIX}.{rest or '<task>.<field>'}}}}}? References to upstream runs "
-                    f"start with {PREFIX!r}",
+                    f"has {shown(match.group(0))}: did you mean {shown(meant)}? References to "
+                    f"upstream runs start with {PREFIX!r}",
                 )
             continue  # a Databricks dynamic value reference: sent as it is
         if head != PREFIX:
@@ -130,7 +132,10 @@ def check_mapping(
     references = parse_references(value, parameter=parameter)
     for reference in references:
         if reference.upstream not in upstreams:
-            known = ", ".join(repr(u) for u in sorted(upstreams)) or "none"
+            listed = sorted(upstreams)
+            known = ", ".join(shown(u) for u in listed[:_MAX_LISTED]) or "none"
+            if len(listed) > _MAX_LISTED:
+                known += f" and {len(listed) - _MAX_LISTED} more"
             raise _error(
                 parameter,
                 f"refers to {shown(reference.upstream)}, which is not an upstream Task of this "
@@ -191,23 +196,24 @@ def _fact(reference: Reference, facts: Mapping[str, UpstreamRunFacts], parameter
     if run is None:
         raise _error(
             parameter,
-            f"maps {reference.text}, but {reference.upstream!r} has no run in this cycle",
+            f"maps {shown(reference.text)}, but {shown(reference.upstream)} has no run in this "
+            "cycle",
         )
     if reference.parameter is not None:
         sent = run.parameters.get(reference.parameter)
         if sent is None:
             raise _error(
                 parameter,
-                f"maps {reference.text}, but that run of {reference.upstream!r} did not send "
-                f"parameter {shown(reference.parameter)}",
+                f"maps {shown(reference.text)}, but that run of {shown(reference.upstream)} did "
+                f"not send parameter {shown(reference.parameter)}",
             )
         return sent
     found: str | datetime | None = getattr(run, reference.field)
     if found is None:
         raise _error(
             parameter,
-            f"maps {reference.text}, but that run of {reference.upstream!r} ({run.status}) has no "
-            f"{reference.field}",
+            f"maps {shown(reference.text)}, but that run of {shown(reference.upstream)} "
+            f"({run.status}) has no {reference.field}",
         )
     return iso_utc(found) if isinstance(found, datetime) else found
 

@@ -81,6 +81,16 @@ def test_render_refuses_a_run_without_that_fact() -> None:
         render("{{upstream.ingest.run_id}}", facts, parameter="p")
 
 
+def test_messages_stay_short_whatever_the_names() -> None:
+    long_name = "t" * 5000
+    with pytest.raises(ParameterMappingError) as caught:
+        render(f"{{{{upstream.{long_name}.run_id}}}}", FACTS, parameter="p")
+    assert len(str(caught.value)) < 500
+    with pytest.raises(ParameterMappingError) as caught:
+        parse_references(f"{{{{upstrem.{long_name}.run_id}}}}", parameter="p")
+    assert len(str(caught.value)) < 500
+
+
 def test_render_refuses_a_result_too_long() -> None:
     facts = {"ingest": UpstreamRunFacts(status="Succeeded", parameters={"big": "x" * 6000})}
     value = "{{upstream.ingest.parameters.big}}" * 2
@@ -91,7 +101,7 @@ def test_render_refuses_a_result_too_long() -> None:
 @pytest.mark.parametrize(
     ("value", "says"),
     [
-        ("{{upstrem.ingest.run_id}}", "did you mean {{upstream.ingest.run_id}}?"),
+        ("{{upstrem.ingest.run_id}}", "did you mean '{{upstream.ingest.run_id}}'?"),
         ("{{Upstream.ingest.run_id}}", "write 'upstream' in lower case"),
         ("{{upstream.ingest.runid}}", "(did you mean 'run_id'?)"),
         ("{{upstream.ingest}}", "name a field after the Task"),
@@ -157,3 +167,4 @@ def test_hostile_values_parse_or_are_refused_never_crash(value: str) -> None:
         if not references:
             assert rendered == value
     assert message == "" or message.startswith("The value of parameter 'p'")
+    assert len(message) < 1000
