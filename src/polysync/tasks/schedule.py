@@ -391,6 +391,40 @@ def due_fires(
     )
 
 
+def misfire_message(schedule: Schedule, due: DueFires) -> str | None:
+    """The warning a TaskRun history (or the Task) records for the misses `due` reports, with
+    times in the schedule's zone; None when nothing was missed."""
+    if due.missed == 0 or due.first_missed is None or due.last_missed is None:
+        return None
+    count = f"{due.missed:,}" if due.missed_exact else f"at least {due.missed:,}"
+    plural = "" if due.missed == 1 else "s"
+    span = (
+        _local(schedule, due.first_missed)
+        if due.first_missed == due.last_missed
+        else f"{_local(schedule, due.first_missed)} to {_local(schedule, due.last_missed)}"
+    )
+    ran = due.missed - due.dropped
+    policy = schedule.misfire_policy
+    if policy is MisfirePolicy.SKIP:
+        outcome = "the misfire policy is skip: none of them runs"
+    elif policy is MisfirePolicy.RUN_LATEST and ran == 0:
+        outcome = "the misfire policy is run-latest, and an on-time fire is the latest"
+    elif policy is MisfirePolicy.RUN_LATEST:
+        outcome = "the misfire policy is run-latest: the latest one runs"
+    elif due.dropped == 0:
+        outcome = "the misfire policy is run-all: all of them run"
+    else:
+        outcome = (
+            f"the misfire policy is run-all with a cap of {schedule.misfire_cap}: the latest "
+            f"{ran:,} run"
+        )
+    return f"Missed {count} fire time{plural} ({span}) while no engine ran; {outcome}."
+
+
+def _local(schedule: Schedule, moment: datetime) -> str:
+    return moment.astimezone(schedule.zone).strftime("%Y-%m-%d %H:%M %Z")
+
+
 # --- Internals ------------------------------------------------------------------------------
 
 _TICK = timedelta(microseconds=1)

@@ -21,6 +21,7 @@ from polysync.tasks.schedule import (
     check_cron,
     check_timezone,
     due_fires,
+    misfire_message,
     next_fire_time,
     next_fire_times,
 )
@@ -215,6 +216,13 @@ DOWN_FROM = at(2026, 5, 1, 1, 0)  # last fire handled before the outage
 BACK_AT = at(2026, 5, 1, 4, 0, 20)  # the engine comes back 3 h later
 
 
+MISFIRE_OUTCOMES = {
+    MisfirePolicy.SKIP: "the misfire policy is skip: none of them runs.",
+    MisfirePolicy.RUN_LATEST: "the misfire policy is run-latest, and an on-time fire is the latest.",
+    MisfirePolicy.RUN_ALL: "the misfire policy is run-all with a cap of 3: the latest 3 run.",
+}
+
+
 @pytest.mark.parametrize(
     ("policy", "expected_runs"),
     [
@@ -239,6 +247,10 @@ def test_misfire_policies_after_three_hours_down(
     assert (due.first_missed, due.last_missed) == (at(2026, 5, 1, 1, 30), at(2026, 5, 1, 3, 30))
     assert due.last_fired_for == at(2026, 5, 1, 4, 0)
     assert due.next_fire == at(2026, 5, 1, 4, 30)
+    assert misfire_message(schedule, due) == (
+        "Missed 5 fire times (2026-05-01 01:30 UTC to 2026-05-01 03:30 UTC) while no engine ran; "
+        + MISFIRE_OUTCOMES[policy]
+    )
     # Asking again with the stored watermark fires nothing more.
     again = due_fires(schedule, due.last_fired_for, BACK_AT)
     assert (again.fires, again.missed) == ((), 0)
@@ -249,6 +261,13 @@ def test_run_latest_runs_the_latest_missed_when_nothing_is_on_time() -> None:
     due = due_fires(schedule, at(2026, 5, 1, 0), at(2026, 5, 1, 4))
     assert due.fires == (at(2026, 5, 1, 2),)
     assert (due.missed, due.dropped, due.last_fired_for) == (1, 0, at(2026, 5, 1, 2))
+    assert misfire_message(schedule, due) == (
+        "Missed 1 fire time (2026-05-01 02:00 UTC) while no engine ran; the misfire policy is "
+        "run-latest: the latest one runs."
+    )
+    assert (
+        misfire_message(schedule, due_fires(schedule, at(2026, 5, 1, 2), at(2026, 5, 1, 3))) is None
+    )
 
 
 def test_run_latest_with_an_on_time_fire_drops_the_misses() -> None:
@@ -301,6 +320,9 @@ def test_a_year_long_outage_of_an_every_minute_schedule_is_bounded() -> None:
     assert (due.missed, due.missed_exact) == (MAX_COUNTED_MISSES, False)
     assert due.first_missed == at(2025, 5, 1, 0, 1)
     assert due.next_fire == at(2026, 5, 1, 0, 1)
+    message = misfire_message(Schedule("* * * * *", "Europe/London"), due)
+    assert message is not None
+    assert message.startswith("Missed at least 10,000 fire times (2025-05-01 01:01 BST to ")
 
 
 def test_paused_schedule_fires_nothing_and_moves_its_watermark() -> None:
