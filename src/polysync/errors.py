@@ -10,7 +10,15 @@
     │   ├── UnknownParameterError      an override of a parameter the Job does not have
     │   ├── AccessDeniedError          the caller's role may not do this (API 403)
     │   ├── NotFoundError              a Polysync record (platform, job, run) that does not exist
-    │   └── ConflictError              the change conflicts with the record's state (HTTP 409)
+    │   ├── ConflictError              the change conflicts with the record's state (HTTP 409)
+    │   ├── TaskDefinitionError        a Task setting that cannot be saved (names the field and the fix)
+    │   │   ├── ScheduleError          a cron expression, time zone, start/end or misfire setting
+    │   │   ├── RetryPolicyError       a retry policy field (attempts, delays, backoff, strategy)
+    │   │   ├── DependencyError        an upstream edge that cannot be saved
+    │   │   │   └── DependencyCycleError  the edges would make a loop (the loop is named)
+    │   │   └── ParameterMappingError  a `{{upstream.<task>.<field>}}` reference that cannot resolve
+    │   └── TaskRunTransitionError     a TaskRun status change that is not allowed (e.g. cancel a
+    │                                  Succeeded TaskRun)
     ├── ConfigError                    settings or a secret reference that cannot be used
     │   └── SecretReferenceError       an `env:` / `file:` secret reference that cannot be resolved
     ├── WorkspaceFileError             an emulator workspace file that cannot be loaded
@@ -115,6 +123,44 @@ class NotFoundError(UsageError):
 
 class ConflictError(UsageError):
     """The change conflicts with the current state of the record."""
+
+
+class TaskDefinitionError(UsageError):
+    """The Task cannot be saved as it is."""
+
+    def __init__(self, message: str | None = None, *, field: str | None = None) -> None:
+        self.field = field
+        """The field at fault, dotted (e.g. "schedules[0].cron"), when one is."""
+        super().__init__(message)
+
+
+class ScheduleError(TaskDefinitionError):
+    """The schedule is not valid."""
+
+
+class RetryPolicyError(TaskDefinitionError):
+    """The retry policy is not valid."""
+
+
+class DependencyError(TaskDefinitionError):
+    """The dependency is not valid."""
+
+
+class DependencyCycleError(DependencyError):
+    """The dependencies would make a loop."""
+
+    def __init__(self, message: str | None = None, *, cycle: tuple[str, ...] = ()) -> None:
+        self.cycle = cycle
+        """The loop as Task names, first name repeated last: ("a", "b", "a")."""
+        super().__init__(message, field="dependencies")
+
+
+class ParameterMappingError(TaskDefinitionError):
+    """A mapped parameter value refers to something that does not exist."""
+
+
+class TaskRunTransitionError(UsageError):
+    """The TaskRun cannot move to that status from the one it is in."""
 
 
 class ConfigError(PolysyncError):
