@@ -30,7 +30,7 @@ from polysync.domain.limits import (
     check_parameter_values,
     unique_ids,
 )
-from polysync.domain.models import ImportedJob, JobKind, ParameterDiff, RunStatus
+from polysync.domain.models import ImportedJob, JobTypeName, ParameterDiff, RunStatus
 from polysync.domain.parameters import sync_job
 from polysync.domain.records import (
     EngineHeartbeat,
@@ -47,20 +47,14 @@ from polysync.engine.engine import Engine, EngineSettings
 from polysync.engine.polling import PollPolicy
 from polysync.engine.ports import Store
 from polysync.errors import NotFoundError, PolysyncError, StoreUnavailableError, UsageError
-from polysync.jobtypes.base import DiscoveredJob, JobType
-from polysync.jobtypes.databricks_job import DatabricksJobJobType
-from polysync.jobtypes.databricks_workflow import DatabricksWorkflowJobType
+from polysync.jobtypes.base import DiscoveredJob, JobType, JobTypeRegistry
+from polysync.jobtypes.registry import default_registry
 from polysync.secrets import SecretScope
 from polysync.store import open_store, upgrade
 
 log = logging.getLogger(__name__)
 TransportFactory = Callable[[Platform], httpx.AsyncBaseTransport | None]
 _LIVE_STATES = frozenset({EngineState.STARTING, EngineState.RUNNING, EngineState.BACKING_OFF})
-
-JOB_TYPES: dict[JobKind, type[DatabricksWorkflowJobType]] = {
-    JobKind.WORKFLOW: DatabricksWorkflowJobType,
-    JobKind.JOB: DatabricksJobJobType,
-}
 
 
 def workspace_settings(platform: Platform) -> WorkspaceSettings:
@@ -95,7 +89,8 @@ def _first_error(exc: ValidationError) -> str:
 
 class Connections:
     """One Databricks client per platform (one connection pool and one rate limiter each),
-    shared by every caller; it also picks the job type of a job (the engine's `JobTypes`)."""
+    shared by every caller; it also picks the job type of a job from the registry (the engine's
+    `JobTypes`)."""
 
     def __init__(
         self,
@@ -103,8 +98,10 @@ class Connections:
         *,
         transport_factory: TransportFactory | None = None,
         policy: ConnectionPolicy | None = None,
+        registry: JobTypeRegistry | None = None,
     ) -> None:
         self._clock = clock
+        self.registry = registry or default_registry()
         self.policy = policy or ConnectionPolicy()
         self._limiters = RateLimiterRegistry(clock)
         self._transport_factory = transport_factory
@@ -141,11 +138,36 @@ class Connections:
         """Every client made so far, replaced ones too (their metrics still count)."""
         return [*self._retired, *(c for _, c in self._clients.values())]
 
-    def for_job(self, platform: Platform, job: Job) -> JobType:
-        return JOB_TYPES[job.job_type](self.client(platform))
+    def job_type(self, platform: Platform, name: JobTypeName) -> JobType:
+        """The job type `name` on `platform` (UsageError for a name not registered)."""
+        return self.registry.create(name, platform, self.client(platform))
 
-    def for_platform(self, platform: Platform) -> DatabricksWorkflowJobType:
-        return DatabricksWorkflowJobType(self.client(platform))
+    def for_job(self, platform: Platform, job: Job) -> JobType:
+        return self.job_type(platform, job.job_type)
+
+    def for_platform(self, platform: Platform) -> JobType:
+        """The platform's first job type: the one whose `active_runs` the engine sweeps."""
+        return self.registry.primary(platform, self.client(platform))
+
+    def discoverers(self, platform: Platform) -> list[JobType]:
+        """Every job type that discovers on the platform's provider (Get Pipelines asks each)."""
+        return self.registry.discoverers(platform, self.client(platform))
+
+    def for_external_id(self, platform: Platform, external_id: str) -> JobType:
+        """The first discovering job type whose External Id rules accept `external_id` (a Job
+        Id, a notebook path, a pipeline id...); the first type's error when none does."""
+        discoverers = self.discoverers(platform)
+        first_error: PolysyncError | None = None
+        for job_type in discoverers:
+            try:
+                job_type.validate_external_id(external_id)
+            except PolysyncError as exc:
+                first_error = first_error or exc
+            else:
+                return job_type
+        if first_error is not None:
+            raise first_error
+        raise UsageError(f"No Job Type is registered for provider {platform.provider!r}.")
 
     async def aclose(self) -> None:
         for client in [*self._retired, *(c for _, c in self._clients.values())]:
@@ -316,8 +338,19 @@ class Services:
         return await self.connections.client(platform).test_connectivity()
 
     async def discover(self, ref: str) -> tuple[Platform, Sequence[DiscoveredJob]]:
+        """Get Pipelines: every job type registered for the platform's provider discovers its
+        jobs, concurrently; the lists joined in registration order."""
         platform = await self.store.get_platform(ref)
-        return platform, await self.connections.for_platform(platform).discover()
+        return platform, [job for _, job in await self._discover(platform)]
+
+    async def _discover(self, platform: Platform) -> list[tuple[JobType, DiscoveredJob]]:
+        discoverers = self.connections.discoverers(platform)
+        found = await asyncio.gather(*(job_type.discover() for job_type in discoverers))
+        return [
+            (job_type, job)
+            for job_type, jobs in zip(discoverers, found, strict=True)
+            for job in jobs
+        ]
 
     async def import_jobs(
         self, ref: str, external_ids: Sequence[str] | None, *, actor: Actor | None = None
@@ -329,10 +362,30 @@ class Services:
         """
         unique = None if external_ids is None else unique_ids(external_ids)
         platform = await self.store.get_platform(ref)
-        job_type = self.connections.for_platform(platform)
-        ids = [job.external_id for job in await job_type.discover()] if unique is None else unique
+        # Each id goes to the job type that discovered it, or whose External Id rules accept it.
+        by_type: dict[JobTypeName, tuple[JobType, list[str]]] = {}
+        failed: dict[str, PolysyncError] = {}
+        if unique is None:
+            found = await self._discover(platform)
+            ids = [job.external_id for _, job in found]
+            for discoverer, entry in found:
+                by_type.setdefault(discoverer.name, (discoverer, []))[1].append(entry.external_id)
+        else:
+            ids = unique
+            for external_id in unique:
+                try:
+                    job_type = self.connections.for_external_id(platform, external_id)
+                except PolysyncError as exc:
+                    failed[external_id] = exc
+                    continue
+                by_type.setdefault(job_type.name, (job_type, []))[1].append(external_id)
+        outcomes: dict[str, ImportedJob | PolysyncError] = dict(failed)
+        for job_type, type_ids in by_type.values():
+            imported = await job_type.import_jobs(type_ids)
+            outcomes.update(zip(type_ids, imported, strict=True))
         results: list[ImportResult] = []
-        for external_id, outcome in zip(ids, await job_type.import_jobs(ids), strict=True):
+        for external_id in ids:
+            outcome = outcomes[external_id]
             if isinstance(outcome, PolysyncError):
                 results.append(ImportResult(external_id, None, False, outcome))
                 continue

@@ -22,9 +22,7 @@ from polysync.domain.models import (
     DataType,
     Direction,
     ImportedJob,
-    JobKind,
     Parameter,
-    ParameterSource,
     RunSnapshot,
     RunStatus,
     TaskRunState,
@@ -42,6 +40,7 @@ from polysync.domain.records import (
 )
 from polysync.engine.ports import Observation, PollFailure, Store
 from polysync.errors import NotFoundError, StoreError, StoreUnavailableError, UsageError
+from polysync.jobtypes.databricks.parameters import JobKind, ParameterSource
 from polysync.store import SqlStore, default_database_url, open_store, upgrade
 from polysync.store.migrate import head_revision
 from tests.conftest import free_port

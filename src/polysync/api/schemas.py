@@ -30,7 +30,7 @@ from polysync.domain.limits import (
 from polysync.domain.models import (
     DataType,
     Direction,
-    JobKind,
+    JobTypeName,
     Parameter,
     ParameterChange,
     ParameterDiff,
@@ -178,7 +178,7 @@ class ConnectivityOut(BaseModel):
 class DiscoveredJobOut(BaseModel):
     external_id: str
     name: str
-    kind: JobKind
+    kind: JobTypeName = Field(description='The Job Type, e.g. "Databricks Workflow".')
     task_count: int
     tags: dict[str, str]
     creator: str | None
@@ -232,6 +232,8 @@ class ParameterOut(BaseModel):
     source: str
     stored_value: str | None = Field(description=f"{MASK!r} for a Secret that has one.")
     sent_at_run_time: bool
+    reference_only: bool = Field(description="Imported for reference; never sent with a run.")
+    choices: list[str] = Field(description="The values the platform allows; [] when any.")
 
     @classmethod
     def of(cls, parameter: Parameter) -> ParameterOut:
@@ -244,16 +246,18 @@ class ParameterOut(BaseModel):
             default=parameter.default,
             direction=parameter.direction,
             task_key=parameter.task_key,
-            source=parameter.source.value,
+            source=str(parameter.source),
             stored_value=stored,
             sent_at_run_time=parameter.is_sent,
+            reference_only=parameter.reference_only,
+            choices=list(parameter.choices),
         )
 
 
 class JobOut(BaseModel):
     id: int
     platform_id: int
-    job_type: JobKind
+    job_type: JobTypeName = Field(description='The Job Type, e.g. "Databricks Pipeline".')
     external_id: str
     name: str
     description: str
@@ -320,8 +324,8 @@ class ParameterChangeOut(BaseModel):
 
 
 class KindChangeOut(BaseModel):
-    old: JobKind
-    new: JobKind
+    old: JobTypeName
+    new: JobTypeName
 
 
 class SyncOut(BaseModel):

@@ -48,7 +48,7 @@ def discovered_json(job: DiscoveredJob, imported: bool) -> dict[str, Any]:
     return {
         "external_id": job.external_id,
         "name": job.name,
-        "job_type": job.kind.value,
+        "job_type": str(job.kind),
         "classification": kind_label(job.kind),
         "task_count": job.task_count,
         "tags": dict(job.tags),
@@ -66,7 +66,7 @@ def parameter_json(parameter: Parameter) -> dict[str, Any]:
         "direction": parameter.direction.value if parameter.direction else None,
         "scope": "job" if parameter.is_job_level else f"task:{parameter.task_key}",
         "task_key": parameter.task_key,
-        "source": parameter.source.value,
+        "source": str(parameter.source),
         "stored_value": parameter.stored_value,
         "sent_at_run_time": parameter.is_sent,
         "reference_only": not parameter.is_job_level,
@@ -77,7 +77,7 @@ def job_json(job: Job, platform_name: str | None = None) -> dict[str, Any]:
     return {
         "id": job.id,
         "name": job.name,
-        "job_type": job.job_type.value,
+        "job_type": str(job.job_type),
         "external_id": job.external_id,
         "platform_id": job.platform_id,
         "platform": platform_name,
@@ -101,7 +101,7 @@ def run_json(
                 "id": job.id,
                 "name": job.name,
                 "external_id": job.external_id,
-                "job_type": job.job_type.value,
+                "job_type": str(job.job_type),
             }
             if job
             else {"id": run.job_id}

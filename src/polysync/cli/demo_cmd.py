@@ -25,10 +25,10 @@ from polysync.cli.common import (
     run_async,
     session,
 )
-from polysync.cli.render import discover_summary, discover_table
+from polysync.cli.render import discover_summary, discover_table, kinds_summary
 from polysync.cli.terminal import safe_markup, terminal_safe
 from polysync.cli.watch import print_outcome, watch
-from polysync.domain.models import JobKind, RunStatus
+from polysync.domain.models import RunStatus
 from polysync.domain.records import NewPlatform, Run
 from polysync.errors import NotFoundError, UsageError
 
@@ -130,12 +130,11 @@ async def _story(services: Services, url: str) -> list[Run]:
     _, results = await services.import_jobs(PLATFORM, None, actor=cli_actor())
     created = sum(1 for r in results if r.job and r.created)
     updated = sum(1 for r in results if r.job and not r.created)
-    workflows = sum(1 for r in results if r.job and r.job.job_type is JobKind.WORKFLOW)
+    kinds = kinds_summary(r.job.job_type for r in results if r.job)
     say(
         "Import",
         f"{len(results)} jobs imported with their parameter schema ({created} created, "
-        f"{updated} updated; {workflows} as {JobKind.WORKFLOW.value}, "
-        f"{len(results) - workflows} as {JobKind.JOB.value}).",
+        f"{updated} updated; {kinds}).",
     )
 
     sales = await services.get_job(SALES, PLATFORM)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -12,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from polysync.cli.terminal import link_style, safe_markup, terminal_safe
-from polysync.domain.models import JobKind, Parameter, RunSnapshot, RunStatus, TaskRunState
+from polysync.domain.models import JobTypeName, Parameter, RunSnapshot, RunStatus, TaskRunState
 from polysync.domain.records import Job, Platform, Run, RunEvent
 from polysync.jobtypes.base import DiscoveredJob
 
@@ -43,9 +44,10 @@ STATUS_ICONS = {
 
 
 # --------------------------------------------------------------------------- small pieces
-def kind_label(kind: JobKind) -> str:
-    """The classification shown in tables: Workflow (more than one task) or Job."""
-    return "Workflow" if kind is JobKind.WORKFLOW else "Job"
+def kind_label(kind: JobTypeName) -> str:
+    """The Job Type shown in tables: its name without the provider's word ("Databricks
+    Workflow" -> "Workflow", "Databricks Pipeline" -> "Pipeline")."""
+    return kind.split(" ", 1)[-1]
 
 
 def status_text(status: RunStatus) -> Text:
@@ -174,7 +176,7 @@ def discover_table(found: Sequence[DiscoveredJob], imported: set[str]) -> Table:
         row: list[RenderableType] = [
             job.external_id,
             safe_markup(job.name),
-            Text(kind_label(job.kind), style="bold" if job.kind is JobKind.WORKFLOW else ""),
+            Text(kind_label(job.kind), style="bold" if job.task_count > 1 else ""),
             str(job.task_count),
             safe_markup(tags_text(job.tags)),
         ]
@@ -185,11 +187,13 @@ def discover_table(found: Sequence[DiscoveredJob], imported: set[str]) -> Table:
 
 
 def discover_summary(found: Sequence[DiscoveredJob]) -> str:
-    workflows = sum(1 for j in found if j.kind is JobKind.WORKFLOW)
-    return (
-        f"{plural(len(found), 'job')} found: {plural(workflows, 'Databricks Workflow')} (more "
-        f"than one task), {plural(len(found) - workflows, 'Databricks Job')}."
-    )
+    return f"{plural(len(found), 'job')} found: {kinds_summary(j.kind for j in found)}."
+
+
+def kinds_summary(kinds: Iterable[JobTypeName]) -> str:
+    """How many of each Job Type, most first: "7 Databricks Workflows, 3 Databricks Jobs"."""
+    counts = sorted(Counter(kinds).items(), key=lambda item: (-item[1], item[0]))
+    return ", ".join(plural(n, kind) for kind, n in counts) or "none"
 
 
 def import_table(results: Sequence[ImportResult]) -> Table:
@@ -236,7 +240,7 @@ def jobs_table(jobs: Sequence[Job], platform_names: Mapping[int, str]) -> Table:
 def job_view(job: Job, platform_name: str) -> RenderableType:
     general = _field_grid()
     general.add_row("Name", safe_markup(job.name))
-    general.add_row("Job Type", job.job_type.value)
+    general.add_row("Job Type", str(job.job_type))
     general.add_row("External Id", job.external_id)
     general.add_row("Platform", safe_markup(platform_name))
     if job.description:
@@ -383,9 +387,7 @@ def run_view(
 ) -> RenderableType:
     """Everything about one run. `now` (the clock's) tells whether an engine is tracking it."""
     grid = _field_grid()
-    grid.add_row(
-        "Run", f"{run.id} of job {safe_markup(job.name)} (id {job.id}, {job.job_type.value})"
-    )
+    grid.add_row("Run", f"{run.id} of job {safe_markup(job.name)} (id {job.id}, {job.job_type!s})")
     grid.add_row("Status", status_text(run.status))
     grid.add_row("Message", safe_markup(run.message) or "-")
     grid.add_row("Databricks run", run.run_id or "-")

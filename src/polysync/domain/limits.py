@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from polysync.domain._text import shown
+from polysync.domain.text import shown
 from polysync.errors import ParameterTextError, UsageError
 
 T = TypeVar("T")

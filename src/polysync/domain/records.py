@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from polysync.domain.models import ImportedJob, JobKind, Parameter, RunStatus, TaskRunState
+from polysync.domain.models import ImportedJob, JobTypeName, Parameter, RunStatus, TaskRunState
 
 
 def utc(epoch_s: float) -> datetime:
@@ -50,11 +50,11 @@ class Platform:
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """An imported Databricks job: the schema Polysync keeps, with the user's settings in it."""
+    """An imported job of any Job Type: the schema Polysync keeps, with the user's settings in it."""
 
     id: int
     platform_id: int
-    job_type: JobKind
+    job_type: JobTypeName
     external_id: str
     name: str
     description: str
@@ -102,7 +102,7 @@ class Run:
     idempotency_token: str
     overrides: Mapping[str, str]
     parameters_sent: Mapping[str, str]
-    run_id: str | None  # the Databricks RunId, once run-now answered
+    run_id: str | None  # the platform's RunId (opaque text), once the start answered
     status: RunStatus
     message: str
     run_page_url: str | None

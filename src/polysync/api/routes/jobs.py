@@ -11,7 +11,6 @@ from polysync.api.deps import Operator, ServicesDep, Viewer
 from polysync.api.problems import Problem
 from polysync.api.schemas import ExecuteIn, JobOut, JobUpdate, ParameterUpdate, RunOut, SyncOut
 from polysync.domain.access import Actor
-from polysync.domain.external_id import parse_external_id
 from polysync.domain.models import Parameter
 from polysync.domain.parameters import user_value
 from polysync.domain.records import Job
@@ -111,10 +110,10 @@ async def sync_parameters(job_id: JobId, services: ServicesDep, caller: Operator
 async def execute_now(
     job_id: JobId, body: ExecuteIn, services: ServicesDep, caller: Operator, response: Response
 ) -> RunOut:
-    """Execute Now: validates the overrides (D2-D4) before any API call, commits the run, starts
+    """Execute Now: validates the overrides and the External Id (D2-D4, the job type's rules)
+    before any API call, commits the run, starts
     it; watch it at `/api/v1/runs/{id}/events`."""
     job = await services.store.get_job(job_id)
-    parse_external_id(job.external_id)  # D4: refused before a run is even recorded
     run = await services.execute(job, body.parameters, actor=Actor.of_key(caller))
     run, job, events = await services.run_details(run.id)
     response.headers["Location"] = f"/api/v1/runs/{run.id}"

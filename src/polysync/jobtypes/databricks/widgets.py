@@ -1,0 +1,285 @@
+"""Notebook widgets: the `dbutils.widgets` declarations of a notebook's source (D11).
+
+Reads what `workspace/export` (SOURCE) returns for Python, SQL, Scala and R notebooks:
+`dbutils.widgets.text|dropdown|combobox|multiselect(...)` calls with literal arguments, positional
+or named (`name`, `defaultValue`, `choices`, `label`), and SQL's `CREATE WIDGET TEXT|DROPDOWN|
+COMBOBOX|MULTISELECT name DEFAULT '...' [CHOICES ...]`. Cells of another language (`# MAGIC`,
+`-- MAGIC`, `// MAGIC` lines) are read too; commented-out declarations are not. A declaration
+whose name is not a literal is skipped (it cannot be known without running the notebook); a
+choices list that is not all literals is "unknown" (empty). Never raises, whatever the text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+
+MAX_WIDGETS = 1000
+"""More declarations than any notebook has: the rest of a hostile text is not read."""
+MAX_ARGUMENT_CHARS = 100_000
+"""A call's arguments are read this far at most (an unterminated call ends there)."""
+
+
+class WidgetKind(StrEnum):
+    """The four widget types (Databricks `dbutils.widgets`)."""
+
+    TEXT = "text"
+    DROPDOWN = "dropdown"
+    COMBOBOX = "combobox"
+    MULTISELECT = "multiselect"
+
+
+@dataclass(frozen=True, slots=True)
+class Widget:
+    """One declared widget: its name, default and (dropdown, combobox, multiselect) choices."""
+
+    name: str
+    kind: WidgetKind
+    default: str | None
+    choices: tuple[str, ...] = ()
+    label: str | None = None
+
+
+_MAGIC = re.compile(r"^[ \t]*(?:#|//|--)[ \t]*MAGIC(?:[ \t]|$)", re.MULTILINE)
+_CALL = re.compile(r"\bdbutils\s*\.\s*widgets\s*\.\s*(text|dropdown|combobox|multiselect)\s*\(")
+_SQL_WIDGET = re.compile(
+    r"\bCREATE\s+WIDGET\s+(TEXT|DROPDOWN|COMBOBOX|MULTISELECT)\s+"
+    r"(`[^`\n]{1,256}`|[A-Za-z_][A-Za-z0-9_]{0,255})",
+    re.IGNORECASE,
+)
+_SQL_DEFAULT = re.compile(
+    r"\s*DEFAULT\s+('(?:[^'\\]|\\.|'')*'|\"(?:[^\"\\]|\\.)*\")", re.IGNORECASE
+)
+_SQL_CHOICES = re.compile(r"\s*CHOICES\b", re.IGNORECASE)
+_SQL_LITERAL = re.compile(r"'((?:[^'\\]|\\.|'')*)'")
+_POSITIONS = ("name", "defaultValue", "choices", "label")
+_TEXT_POSITIONS = ("name", "defaultValue", "label")
+_COMMENT_STARTS = ("#", "//", "--")
+_KEYWORD = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*=(?!=)")
+_COLLECTION = re.compile(r"(?:Seq|List|Array|list|c)?\s*([\[(])")
+_QUOTE = re.compile(r"([rRuUbB]{0,2})(\"\"\"|'''|\"|')")
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "0": "\0"}
+
+
+def parse_widgets(source: str) -> tuple[Widget, ...]:
+    """Every widget `source` declares, in order of appearance; a name declared twice keeps its
+    first declaration. Never raises."""
+    if not isinstance(source, str):
+        return ()
+    text = _MAGIC.sub("", source)
+    found: dict[str, Widget] = {}
+    for widget in _declarations(text):
+        found.setdefault(widget.name, widget)
+        if len(found) >= MAX_WIDGETS:
+            break
+    return tuple(found.values())
+
+
+def _declarations(text: str) -> Iterator[Widget]:
+    calls = [(m.start(), "call", m) for m in _CALL.finditer(text)]
+    sql = [(m.start(), "sql", m) for m in _SQL_WIDGET.finditer(text)]
+    for start, kind, match in sorted(calls + sql, key=lambda item: item[0]):
+        if _commented_out(text, start):
+            continue
+        widget = _from_call(text, match) if kind == "call" else _from_sql(text, match)
+        if widget is not None:
+            yield widget
+
+
+def _commented_out(text: str, start: int) -> bool:
+    line = text[text.rfind("\n", 0, start) + 1 : start].lstrip()
+    return line.startswith(_COMMENT_STARTS)
+
+
+# --- dbutils.widgets.<kind>(...) in Python, Scala, R ------------------------------------------
+
+
+def _from_call(text: str, match: re.Match[str]) -> Widget | None:
+    kind = WidgetKind(match.group(1))
+    arguments = _Arguments(text, match.end()).read()
+    positions = _TEXT_POSITIONS if kind is WidgetKind.TEXT else _POSITIONS
+    values: dict[str, _Value] = {}
+    for index, (keyword, value) in enumerate(arguments):
+        if keyword is None:
+            if index < len(positions):
+                values.setdefault(positions[index], value)
+        else:
+            values[keyword] = value
+    name = values.get("name")
+    if not isinstance(name, str) or not name:
+        return None
+    default = values.get("defaultValue")
+    choices = values.get("choices")
+    label = values.get("label")
+    return Widget(
+        name=name,
+        kind=kind,
+        default=default if isinstance(default, str) else None,
+        choices=tuple(choices) if isinstance(choices, list) and kind is not WidgetKind.TEXT else (),
+        label=label if isinstance(label, str) else None,
+    )
+
+
+_Value = str | list[str] | None
+"""A literal string, a list of literal strings, or None: anything else (not knowable)."""
+
+
+class _Arguments:
+    """A tolerant reader of one call's argument list: literals kept, anything else None."""
+
+    def __init__(self, text: str, start: int) -> None:
+        self.text = text[start : start + MAX_ARGUMENT_CHARS]
+        self.i = 0
+
+    def read(self) -> list[tuple[str | None, _Value]]:
+        arguments: list[tuple[str | None, _Value]] = []
+        while True:
+            self._skip_space()
+            if self.i >= len(self.text) or self.text[self.i] == ")":
+                return arguments
+            keyword = self._keyword()
+            value = self._value()
+            arguments.append((keyword, value))
+            self._skip_space()
+            if self.i < len(self.text) and self.text[self.i] == ",":
+                self.i += 1
+            elif self.i >= len(self.text) or self.text[self.i] == ")":
+                return arguments
+            else:
+                self._skip_expression()  # junk after a value: skip to the next argument
+                if self.i < len(self.text) and self.text[self.i] == ",":
+                    self.i += 1
+            if len(arguments) > 16:  # no widget call has more
+                return arguments
+
+    def _skip_space(self) -> None:
+        while self.i < len(self.text) and self.text[self.i] in " \t\r\n\\":
+            self.i += 1
+
+    def _keyword(self) -> str | None:
+        match = _KEYWORD.match(self.text, self.i)
+        if match is None:
+            return None
+        self.i = match.end()
+        self._skip_space()
+        return match.group(1)
+
+    def _value(self) -> _Value:
+        start = self.i
+        literal = self._string()
+        if literal is not None:
+            self._skip_space()
+            if self.i < len(self.text) and self.text[self.i] in ",)":
+                return literal
+            self.i = start  # "a" + b: an expression, not a literal
+            self._skip_expression()
+            return None
+        collection = _COLLECTION.match(self.text, self.i)
+        if collection is not None:
+            self.i = collection.end()
+            closing = "]" if collection.group(1) == "[" else ")"
+            items = self._items(closing)
+            self._skip_space()
+            if items is not None and self.i < len(self.text) and self.text[self.i] in ",)":
+                return items
+        self.i = start
+        self._skip_expression()
+        return None
+
+    def _items(self, closing: str) -> list[str] | None:
+        items: list[str] = []
+        while True:
+            self._skip_space()
+            if self.i >= len(self.text):
+                return None
+            if self.text[self.i] == closing:
+                self.i += 1
+                return items
+            item = self._string()
+            if item is None:
+                return None
+            items.append(item)
+            self._skip_space()
+            if self.i < len(self.text) and self.text[self.i] == ",":
+                self.i += 1
+            elif self.i >= len(self.text) or self.text[self.i] != closing:
+                return None
+
+    def _string(self) -> str | None:
+        """A literal string at the cursor (quotes of Python, Scala and R; r/u/b prefixes; no
+        interpolation), the cursor moved past it; None (cursor unmoved) otherwise."""
+        match = _QUOTE.match(self.text, self.i)
+        if match is None:
+            return None
+        raw = "r" in match.group(1).lower()
+        quote = match.group(2)
+        j = match.end()
+        chars: list[str] = []
+        while j < len(self.text):
+            if self.text.startswith(quote, j):
+                self.i = j + len(quote)
+                return "".join(chars)
+            char = self.text[j]
+            if char == "\n" and len(quote) == 1:
+                return None  # unterminated on its line
+            if char == "\\" and not raw and j + 1 < len(self.text):
+                following = self.text[j + 1]
+                chars.append(_ESCAPES.get(following, following))
+                j += 2
+                continue
+            chars.append(char)
+            j += 1
+        return None
+
+    def _skip_expression(self) -> None:
+        """Past one argument's expression: to the next top-level ',' or the closing ')'."""
+        depth = 0
+        while self.i < len(self.text):
+            char = self.text[self.i]
+            if char in "\"'":
+                if self._string() is None:
+                    self.i += 1
+                continue
+            if char in "([{":
+                depth += 1
+            elif char in ")]}":
+                if depth == 0:
+                    return
+                depth -= 1
+            elif char == "," and depth == 0:
+                return
+            self.i += 1
+
+
+# --- SQL: CREATE WIDGET ------------------------------------------------------------------------
+
+
+def _from_sql(text: str, match: re.Match[str]) -> Widget | None:
+    kind = WidgetKind(match.group(1).lower())
+    name = match.group(2).strip("`")
+    rest = text[match.end() : match.end() + MAX_ARGUMENT_CHARS]
+    statement = rest.split(";", 1)[0]
+    default: str | None = None
+    default_match = _SQL_DEFAULT.match(statement)
+    position = 0
+    if default_match is not None:
+        default = _sql_string(default_match.group(1))
+        position = default_match.end()
+    choices: tuple[str, ...] = ()
+    choices_match = _SQL_CHOICES.match(statement, position)
+    if choices_match is not None and kind is not WidgetKind.TEXT:
+        tail = statement[choices_match.end() :]
+        # Literal choices (`SELECT * FROM (VALUES ('a'), ('b'))`) are known; choices selected
+        # from a table are only known when the notebook runs.
+        if re.search(r"\bVALUES\b", tail, re.IGNORECASE):
+            choices = tuple(_sql_string(f"'{m.group(1)}'") for m in _SQL_LITERAL.finditer(tail))
+    return Widget(name=name, kind=kind, default=default, choices=choices)
+
+
+def _sql_string(literal: str) -> str:
+    quote, body = literal[0], literal[1:-1]
+    if quote == "'":
+        body = body.replace("''", "'")
+    return re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), m.group(1)), body, flags=re.DOTALL)
