@@ -33,6 +33,7 @@ from polysync.domain.limits import (
 from polysync.domain.models import ImportedJob, JobTypeName, ParameterDiff, RunStatus
 from polysync.domain.parameters import sync_job
 from polysync.domain.records import (
+    PLATFORM_ATTRIBUTES,
     EngineHeartbeat,
     EngineState,
     Job,
@@ -60,8 +61,12 @@ _LIVE_STATES = frozenset({EngineState.STARTING, EngineState.RUNNING, EngineState
 def workspace_settings(platform: Platform) -> WorkspaceSettings:
     """The client settings of a platform record (auth holds references only)."""
     try:
+        client_options = {
+            key: value for key, value in platform.options.items() if key != PLATFORM_ATTRIBUTES
+        }
+        _check_attributes(platform.options.get(PLATFORM_ATTRIBUTES))
         return WorkspaceSettings.model_validate(
-            {"url": platform.workspace_url, "auth": dict(platform.auth), **platform.options}
+            {"url": platform.workspace_url, "auth": dict(platform.auth), **client_options}
         )
     except ValidationError as exc:
         raise UsageError(
@@ -79,6 +84,27 @@ def connection_policy(settings: Settings) -> ConnectionPolicy:
             env_prefix=settings.secret_env_prefix, secrets_dir=settings.secrets_dir
         ),
     )
+
+
+MAX_ATTRIBUTES = 50
+
+
+def _check_attributes(raw: object) -> None:
+    """A platform's attributes: at most MAX_ATTRIBUTES, names and values single-line text
+    within the field limit (UsageError naming the attribute otherwise)."""
+    if raw is None:
+        return
+    if not isinstance(raw, Mapping):
+        raise UsageError(
+            f"The platform's {PLATFORM_ATTRIBUTES!r} must be a map of names to text values."
+        )
+    if len(raw) > MAX_ATTRIBUTES:
+        raise UsageError(f"A platform has at most {MAX_ATTRIBUTES} attributes; got {len(raw)}.")
+    for key, value in raw.items():
+        check_name(str(key), field="An attribute name")
+        if not isinstance(value, str | int | float | bool):
+            raise UsageError(f"Attribute {str(key)!r} must be text, a number or true/false.")
+        check_optional_text(str(value), field=f"Attribute {str(key)!r}", max_chars=MAX_FIELD_CHARS)
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -155,19 +181,23 @@ class Connections:
 
     def for_external_id(self, platform: Platform, external_id: str) -> JobType:
         """The first discovering job type whose External Id rules accept `external_id` (a Job
-        Id, a notebook path, a pipeline id...); the first type's error when none does."""
-        discoverers = self.discoverers(platform)
-        first_error: PolysyncError | None = None
-        for job_type in discoverers:
+        Id, a notebook path, a pipeline id...). When none does: the first type's error, with
+        each other type's reason after it."""
+        refusals: list[tuple[JobType, PolysyncError]] = []
+        for job_type in self.discoverers(platform):
             try:
                 job_type.validate_external_id(external_id)
             except PolysyncError as exc:
-                first_error = first_error or exc
+                refusals.append((job_type, exc))
             else:
                 return job_type
-        if first_error is not None:
-            raise first_error
-        raise UsageError(f"No Job Type is registered for provider {platform.provider!r}.")
+        if not refusals:
+            raise UsageError(f"No Job Type is registered for provider {platform.provider!r}.")
+        first = refusals[0][1]
+        if len(refusals) == 1:
+            raise first
+        others = " ".join(f"As a {t.name}: {exc.message}" for t, exc in refusals[1:])
+        raise type(first)(f"{first.message} {others}")
 
     async def aclose(self) -> None:
         for client in [*self._retired, *(c for _, c in self._clients.values())]:

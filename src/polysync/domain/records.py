@@ -10,6 +10,18 @@ from typing import Any
 
 from polysync.domain.models import ImportedJob, JobTypeName, Parameter, RunStatus, TaskRunState
 
+PLATFORM_ATTRIBUTES = "attributes"
+"""The options key holding a platform's attributes: text values job types read (a notebook's
+compute, the Default Notebook Path, ...), as opposed to the client settings beside them."""
+
+
+def platform_attributes(options: Mapping[str, Any]) -> dict[str, str]:
+    """The attributes in a platform's options, values as text (absent or malformed: none)."""
+    raw = options.get(PLATFORM_ATTRIBUTES)
+    if not isinstance(raw, Mapping):
+        return {}
+    return {str(key): str(value) for key, value in raw.items() if value is not None}
+
 
 def utc(epoch_s: float) -> datetime:
     """An aware UTC datetime from the clock's epoch seconds."""
@@ -46,6 +58,11 @@ class Platform:
     @property
     def auth_method(self) -> str:
         return str(self.auth.get("method", "?"))
+
+    @property
+    def attributes(self) -> dict[str, str]:
+        """Attributes job types read (`PLATFORM_ATTRIBUTES` in options)."""
+        return platform_attributes(self.options)
 
 
 @dataclass(frozen=True, slots=True)

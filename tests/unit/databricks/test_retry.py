@@ -88,7 +88,9 @@ def test_endpoint_retry_safety() -> None:
     stops = {Endpoint.RUNS_CANCEL, Endpoint.RUNS_CANCEL_ALL, Endpoint.PIPELINES_STOP}
     assert all(e.method == "GET" for e in repeatable - stops)
     # Starts are never repeated blindly: run-now and runs/submit only with a token (D8).
-    assert not {Endpoint.RUN_NOW, Endpoint.RUNS_SUBMIT, Endpoint.PIPELINES_START_UPDATE} & repeatable
+    assert (
+        not {Endpoint.RUN_NOW, Endpoint.RUNS_SUBMIT, Endpoint.PIPELINES_START_UPDATE} & repeatable
+    )
 
 
 POLICY = RetryPolicy(deadline_s=60.0, max_attempts=5, backoff_base_s=1.0, backoff_max_s=8.0)

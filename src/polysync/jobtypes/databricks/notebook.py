@@ -55,7 +55,7 @@ MAX_NOTEBOOKS = 10_000
 """Discovery stops listing past this many notebooks (narrow the Default Notebook Path)."""
 MAX_DEPTH = 64
 
-# Platform attributes (platform options["attributes"]) this job type reads.
+# The platform attributes (Platform.attributes) this job type reads.
 DEFAULT_NOTEBOOK_PATH = "default_notebook_path"
 SPARK_VERSION = "spark_version"
 NODE_TYPE_ID = "node_type_id"
@@ -66,11 +66,7 @@ EXISTING_CLUSTER_ID = "existing_cluster_id"
 
 
 def platform_attributes(platform: Platform | None) -> Mapping[str, str]:
-    """The platform's attributes (`options["attributes"]`), values as text."""
-    raw = platform.options.get("attributes") if platform is not None else None
-    if not isinstance(raw, Mapping):
-        return {}
-    return {str(key): str(value) for key, value in raw.items() if value is not None}
+    return platform.attributes if platform is not None else {}
 
 
 def notebook_compute(platform: Platform | None) -> dict[str, Any]:
@@ -97,7 +93,7 @@ def notebook_compute(platform: Platform | None) -> dict[str, Any]:
             raise ConfigError(
                 f"Platform {name!r} has no attribute {SPARK_VERSION!r}: a new job cluster for "
                 f"Databricks Notebook runs needs one (e.g. 15.4.x-scala2.12). Set it with "
-                f"`polysync platform update {name} --attribute {SPARK_VERSION}=...`."
+                f"`polysync platform attributes {name} {SPARK_VERSION}=...`."
             )
         if not (node_type or pool):
             raise ConfigError(
