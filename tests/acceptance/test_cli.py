@@ -309,7 +309,7 @@ def test_other_auth_methods_are_stored_as_references(cli: Cli) -> None:
 def test_discover_classifies_workflows_and_jobs(cli: Cli) -> None:
     cli.add_demo_platform()
     found = {job["name"]: job for job in cli.ok("discover", "demo", "--json").json()}
-    assert len(found) == 10
+    assert len(found) == 16  # 10 Jobs API jobs, 4 notebooks, 2 pipelines
     assert found["nightly-sales-etl"]["classification"] == "Workflow"
     assert found["nightly-sales-etl"]["job_type"] == "Databricks Workflow"
     assert found["nightly-sales-etl"]["task_count"] == 4
@@ -317,6 +317,9 @@ def test_discover_classifies_workflows_and_jobs(cli: Cli) -> None:
     assert found["vacuum-delta-tables"]["classification"] == "Job"
     assert found["vacuum-delta-tables"]["task_count"] == 1
     assert sum(job["classification"] == "Workflow" for job in found.values()) == 7
+    assert found["daily_sales_report"]["job_type"] == "Databricks Notebook"
+    assert found["daily_sales_report"]["external_id"] == "/Shared/polysync-demo/daily_sales_report"
+    assert found["sales-medallion-dlt"]["classification"] == "Pipeline"
 
     table = cli.ok("discover", "demo").stdout
     assert re.search(r"914275016372845\s+nightly-sales-etl\s+Workflow\s+4\s+team=finance", table)
@@ -326,10 +329,10 @@ def test_discover_classifies_workflows_and_jobs(cli: Cli) -> None:
 def test_import_all_creates_then_updates(cli: Cli) -> None:
     cli.add_demo_platform()
     first = cli.ok("import", "demo", "--all", "--json").json()
-    assert len(first) == 10
+    assert len(first) == 16
     assert {r["outcome"] for r in first} == {"created"}
     again = cli.ok("import", "demo", "--all")
-    assert "0 created, 10 updated, 0 failed." in again.stdout
+    assert "0 created, 16 updated, 0 failed." in again.stdout
     neither = cli("import", "demo")
     assert neither.code == 2
     assert "--all" in neither.stderr
@@ -661,11 +664,19 @@ def test_demo_runs_the_whole_story(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     assert "Test connectivity ✔" in out
-    assert "10 jobs found: 7 Databricks Workflows" in out
+    assert (
+        "16 jobs found: 7 Databricks Workflows, 4 Databricks Notebooks, 3 Databricks Jobs, "
+        "2 Databricks Pipelines." in out
+    )
     assert TROUBLESHOOTING in out
     assert "✔ Success" in out
     assert "A column `merchant_category` cannot be resolved" in out
     assert "■ Cancelled" in out
+    # One run of each other job type: a Databricks Job, a Notebook, a Pipeline update.
+    assert "vacuum-delta-tables  ·  run 4" in out
+    assert "daily_sales_report  ·  run 5" in out
+    assert "sales-medallion-dlt  ·  run 6  ·  Databricks run 6f1c2b7e-" in out
+    assert "runs 1 Success, 2 Failed, 3 Cancelled, 4 Success, 5 Success, 6 Success" in out
     assert "polysync runs list" in out
     assert DEMO_TOKEN not in out + done.stderr
     assert (tmp_path / "polysync.db").exists()

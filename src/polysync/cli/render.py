@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -16,6 +15,7 @@ from polysync.cli.terminal import link_style, safe_markup, terminal_safe
 from polysync.domain.models import JobTypeName, Parameter, RunSnapshot, RunStatus, TaskRunState
 from polysync.domain.records import Job, Platform, Run, RunEvent
 from polysync.jobtypes.base import DiscoveredJob
+from polysync.jobtypes.labels import counts_text, short_label
 
 if TYPE_CHECKING:
     from polysync.services import ImportResult
@@ -45,9 +45,8 @@ STATUS_ICONS = {
 
 # --------------------------------------------------------------------------- small pieces
 def kind_label(kind: JobTypeName) -> str:
-    """The Job Type shown in tables: its name without the provider's word ("Databricks
-    Workflow" -> "Workflow", "Databricks Pipeline" -> "Pipeline")."""
-    return kind.split(" ", 1)[-1]
+    """The Job Type shown in tables ("Databricks Workflow" -> "Workflow", `short_label`)."""
+    return short_label(kind)
 
 
 def status_text(status: RunStatus) -> Text:
@@ -192,8 +191,7 @@ def discover_summary(found: Sequence[DiscoveredJob]) -> str:
 
 def kinds_summary(kinds: Iterable[JobTypeName]) -> str:
     """How many of each Job Type, most first: "7 Databricks Workflows, 3 Databricks Jobs"."""
-    counts = sorted(Counter(kinds).items(), key=lambda item: (-item[1], item[0]))
-    return ", ".join(plural(n, kind) for kind, n in counts) or "none"
+    return counts_text(kinds)
 
 
 def import_table(results: Sequence[ImportResult]) -> Table:

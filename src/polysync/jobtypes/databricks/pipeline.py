@@ -10,6 +10,7 @@ External Id = the pipeline id. Discovery pages `pipelines`, import reads `pipeli
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Self
@@ -50,6 +51,8 @@ from polysync.jobtypes.base import (
     import_each,
 )
 from polysync.jobtypes.databricks.status import trusted_run_url
+
+log = logging.getLogger(__name__)
 
 PIPELINE = "Databricks Pipeline"
 FULL_REFRESH = "full_refresh"
@@ -186,8 +189,16 @@ class DatabricksPipelineJobType:
 
     # ------------------------------------------------------------------ discovery
     async def discover(self) -> Sequence[DiscoveredJob]:
-        """Every pipeline (`pipelines`, paged to the end)."""
+        """Every pipeline (`pipelines`, paged to the end). A workspace that answers 404 has no
+        Pipelines API (none enabled, or not a Databricks workspace of that kind): no pipelines."""
         found: list[DiscoveredJob] = []
+        try:
+            return await self._discover(found)
+        except DatabricksNotFoundError:
+            log.info("%s: no Pipelines API (404): no pipelines to discover", self.workspace_url)
+            return found
+
+    async def _discover(self, found: list[DiscoveredJob]) -> list[DiscoveredJob]:
         async for entry in self.client.list_pipelines():
             pipeline_id = entry.get("pipeline_id")
             if not isinstance(pipeline_id, str) or _PIPELINE_ID.fullmatch(pipeline_id) is None:
