@@ -69,7 +69,8 @@ def parameter_json(parameter: Parameter) -> dict[str, Any]:
         "source": str(parameter.source),
         "stored_value": parameter.stored_value,
         "sent_at_run_time": parameter.is_sent,
-        "reference_only": not parameter.is_job_level,
+        "reference_only": not parameter.is_job_level or parameter.reference_only,
+        "choices": list(parameter.choices),
     }
 
 

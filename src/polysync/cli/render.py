@@ -278,11 +278,14 @@ def parameters_table(parameters: Sequence[Parameter]) -> RenderableType:
     for p in parameters:
         # Unset behaves like Input (spec): shown as Input, dimmed.
         direction = Text(p.direction.value) if p.direction else Text("Input", style="dim")
-        scope = (
-            Text("job level")
-            if p.is_job_level
-            else Text(f"task {terminal_safe(p.task_key or '')}, reference-only", style="yellow")
-        )
+        if p.reference_only:
+            scope = Text(f"{terminal_safe(str(p.source))}, reference-only", style="yellow")
+        elif not p.is_job_level:
+            scope = Text(f"task {terminal_safe(p.task_key or '')}, reference-only", style="yellow")
+        else:
+            scope = Text("job level")
+            if p.choices:
+                scope.append(f"; choices: {terminal_safe(', '.join(p.choices))}", style="dim")
         row: list[RenderableType] = [
             safe_markup(p.name),
             p.data_type.value,

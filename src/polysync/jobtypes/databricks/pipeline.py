@@ -122,7 +122,10 @@ def decode_update(answer: Mapping[str, Any], run_id: str, workspace_url: str) ->
     created = update.get("creation_time")
     start_ms = created if isinstance(created, int) and not isinstance(created, bool) else None
     message = {
-        RunStatus.CANCELLED: "The pipeline update was canceled (the pipeline was stopped).",
+        RunStatus.CANCELLED: (
+            "The pipeline update was canceled: the pipeline was stopped, which stops its active "
+            "update (what a Polysync cancel of a pipeline run does)."
+        ),
         RunStatus.FAILED: "The pipeline update failed.",
     }.get(status, "")
     return RunSnapshot(
