@@ -105,7 +105,9 @@ AUTH_DESCRIPTION = "`method` plus its fields; secret fields hold `env:NAME` or `
 OPTIONS_DESCRIPTION = (
     "Client settings, each bounded: api_versions, rate_limits (<= 10,000/s), retry "
     "(deadline_s <= 3600, max_attempts <= 100, ...), request_timeout_s <= 600, "
-    "connect_timeout_s <= 120, max_connections <= 1000, tls_ca_bundle (a readable PEM file)."
+    "connect_timeout_s <= 120, max_connections <= 1000, tls_ca_bundle (a readable PEM file); "
+    "and `attributes`, a map of text values job types read (default_notebook_path, "
+    "spark_version, node_type_id, num_workers, instance_pool_id, serverless: docs/job-types.md)."
 )
 
 
@@ -419,7 +421,10 @@ class RunSummary(BaseModel):
     status: RunStatus
     terminal: bool
     message: str
-    databricks_run_id: str | None
+    databricks_run_id: str | None = Field(
+        description="The RunId on the platform, opaque text: a Databricks run id, or "
+        '"{pipeline_id}:{update_id}" for a Databricks Pipeline update.'
+    )
     run_page_url: str | None
     created_at: datetime
     submitted_at: datetime | None

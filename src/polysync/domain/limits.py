@@ -39,8 +39,9 @@ MAX_PARAMETERS_PER_RUN = 1000
 """Overrides in one Execute Now, and parameter edits in one request."""
 MAX_IMPORT_IDS = 1000
 """Distinct External Ids in one import request (`all` is bounded by the workspace instead)."""
-MAX_EXTERNAL_ID_CHARS = 40
-"""An External Id as typed: a Job Id has at most 19 digits; whitespace and zeros around it."""
+MAX_EXTERNAL_ID_CHARS = 4096
+"""An External Id as typed: a Job Id has at most 19 digits and a pipeline id 36 characters, but
+a notebook's workspace path may be as long as a workspace path (4,096 characters)."""
 MAX_ENV_NAME_CHARS = 256
 """The variable name of an `env:` secret reference."""
 MAX_PATH_CHARS = 4096

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
+from polysync.domain.limits import MAX_EXTERNAL_ID_CHARS
 from polysync.domain.models import (
     DataType,
     ImportedJob,
@@ -50,7 +51,7 @@ NOTEBOOK = "Databricks Notebook"
 WIDGET_SOURCE = "dbutils.widgets"
 """A parameter's source: `dbutils.widgets.<kind>` (text, dropdown, combobox, multiselect)."""
 TASK_KEY = "notebook"
-MAX_PATH_CHARS = 4096
+MAX_PATH_CHARS = MAX_EXTERNAL_ID_CHARS
 MAX_NOTEBOOKS = 10_000
 """Discovery stops listing past this many notebooks (narrow the Default Notebook Path)."""
 MAX_DEPTH = 64
