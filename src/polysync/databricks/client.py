@@ -140,10 +140,24 @@ class DatabricksClient:
         name: str | None = None,
         page_size: int = MAX_JOBS_PAGE,
     ) -> AsyncIterator[DatabricksJob]:
-        """Every job (newest first), paging to the end whatever the configured version does (D5).
+        """`list_jobs_json`, each entry read into a DatabricksJob (a malformed one raises)."""
+        async for entry in self.list_jobs_json(
+            expand_tasks=expand_tasks, name=name, page_size=page_size
+        ):
+            yield _parse(DatabricksJob, entry, Endpoint.JOBS_LIST)
+
+    async def list_jobs_json(
+        self,
+        *,
+        expand_tasks: bool = False,
+        name: str | None = None,
+        page_size: int = MAX_JOBS_PAGE,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every job (newest first) as Databricks sent it, paging to the end whatever the
+        configured version does (D5). The job types read these with their tolerant decoders.
 
         `name` is an exact, case-insensitive match; it is also applied here because 2.0 may ignore
-        it. Without `expand_tasks`, `settings.tasks` is None; in 2.2 a job with `has_more` shows
+        it. Without `expand_tasks`, `settings.tasks` is absent; in 2.2 a job with `has_more` shows
         only its first 100 tasks - get_job has them all. Pages are as large as allowed (100):
         fewer calls, and offset paging (2.0 only) reaches past its 1000 cap (reference §1).
         """
@@ -157,16 +171,23 @@ class DatabricksClient:
             entries = _entries(answer, "jobs")
             pager.advance(answer, len(entries))
             for entry in entries:
-                job = _parse(DatabricksJob, entry, Endpoint.JOBS_LIST)
-                if wanted is None or (job.settings.name or "").casefold() == wanted:
-                    yield job
+                if not isinstance(entry, dict):
+                    continue
+                settings = entry.get("settings")
+                job_name = settings.get("name") if isinstance(settings, dict) else None
+                if wanted is None or (isinstance(job_name, str) and job_name.casefold() == wanted):
+                    yield entry
 
     async def get_job(self, job_id: int) -> DatabricksJob:
-        """The job with all its tasks, job clusters, parameters, environments (2.2 pages merged)."""
-        answer = await self._get_all_pages(
+        """`get_job_json` read into a DatabricksJob."""
+        return _parse(DatabricksJob, await self.get_job_json(job_id), Endpoint.JOBS_GET)
+
+    async def get_job_json(self, job_id: int) -> dict[str, Any]:
+        """The job with all its tasks, job clusters, parameters, environments (2.2 pages
+        merged), as Databricks sent it."""
+        return await self._get_all_pages(
             Endpoint.JOBS_GET, {"job_id": job_id}, container="settings", keys=JOB_PAGED_ARRAYS
         )
-        return _parse(DatabricksJob, answer, Endpoint.JOBS_GET)
 
     async def create_job(self, settings: Mapping[str, Any]) -> int:
         """Create a job from JobSettings JSON; its job_id. Never retried once it was sent."""
@@ -222,9 +243,13 @@ class DatabricksClient:
         return _parse(DatabricksRun, answer, Endpoint.RUNS_GET)
 
     async def get_run_output(self, run_id: int) -> RunOutput:
-        """Output of one task run (a multi-task parent answers 400, reference §4)."""
+        """`get_run_output_json` read into a RunOutput."""
+        return _parse(RunOutput, await self.get_run_output_json(run_id), Endpoint.RUNS_GET_OUTPUT)
+
+    async def get_run_output_json(self, run_id: int) -> dict[str, Any]:
+        """Output of one task run (a multi-task parent answers 400, reference §4), as sent."""
         answer, _ = await self._call(Endpoint.RUNS_GET_OUTPUT, params={"run_id": run_id})
-        return _parse(RunOutput, answer, Endpoint.RUNS_GET_OUTPUT)
+        return answer
 
     async def list_runs(
         self,
@@ -237,7 +262,30 @@ class DatabricksClient:
         start_time_to_ms: int | None = None,
         page_size: int = MAX_RUNS_PAGE,
     ) -> AsyncIterator[DatabricksRun]:
-        """Runs, most recently started first, paging to the end."""
+        """`list_runs_json`, each entry read into a DatabricksRun (a malformed one raises)."""
+        async for entry in self.list_runs_json(
+            job_id=job_id,
+            active_only=active_only,
+            completed_only=completed_only,
+            expand_tasks=expand_tasks,
+            start_time_from_ms=start_time_from_ms,
+            start_time_to_ms=start_time_to_ms,
+            page_size=page_size,
+        ):
+            yield _parse(DatabricksRun, entry, Endpoint.RUNS_LIST)
+
+    async def list_runs_json(
+        self,
+        *,
+        job_id: int | None = None,
+        active_only: bool = False,
+        completed_only: bool = False,
+        expand_tasks: bool = False,
+        start_time_from_ms: int | None = None,
+        start_time_to_ms: int | None = None,
+        page_size: int = MAX_RUNS_PAGE,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Runs, most recently started first, paging to the end, as Databricks sent them."""
         if active_only and completed_only:
             raise ValueError("active_only and completed_only cannot both be true")
         _check_page_size(page_size, MAX_RUNS_PAGE)
@@ -257,7 +305,8 @@ class DatabricksClient:
             entries = _entries(answer, "runs")
             pager.advance(answer, len(entries))
             for entry in entries:
-                yield _parse(DatabricksRun, entry, Endpoint.RUNS_LIST)
+                if isinstance(entry, dict):
+                    yield entry
 
     async def cancel_run(self, run_id: int) -> None:
         """Ask Databricks to cancel a run: asynchronous; a no-op on a finished run (§5)."""

@@ -56,12 +56,13 @@ class JobsApiRuns:
     async def _task_errors(self, task_run_ids: Sequence[int]) -> dict[int, str]:
         async def one(task_run_id: int) -> tuple[int, str | None]:
             try:
-                output = await self.client.get_run_output(task_run_id)
+                output = await self.client.get_run_output_json(task_run_id)
             except DatabricksError as exc:
                 # The run's own message still says what failed; the error text is a bonus.
                 log.warning("could not read the output of task run %s: %s", task_run_id, exc)
                 return task_run_id, None
-            return task_run_id, output.error
+            error = output.get("error")
+            return task_run_id, error if isinstance(error, str) else None
 
         results = await asyncio.gather(*(one(task_run_id) for task_run_id in task_run_ids))
         return {task_run_id: error for task_run_id, error in results if error}
@@ -69,8 +70,9 @@ class JobsApiRuns:
     async def active_runs(self) -> Mapping[str, RunSnapshot]:
         """runs/list?active_only=true to the last page, decoded (D6); no tasks in list entries."""
         return {
-            str(run.run_id): decode_run(run.raw(), workspace_url=self.workspace_url)
-            async for run in self.client.list_runs(active_only=True)
+            str(run["run_id"]): decode_run(run, workspace_url=self.workspace_url)
+            async for run in self.client.list_runs_json(active_only=True)
+            if isinstance(run.get("run_id"), int) and not isinstance(run.get("run_id"), bool)
         }
 
     # ------------------------------------------------------------------ cancel (D10) and URL (D7)

@@ -7,12 +7,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
-from polysync.databricks.models import DatabricksJob
 from polysync.domain.models import (
     ImportedJob,
     ParameterDiff,
 )
 from polysync.domain.parameters import resolve_run_parameters, sync_job
+from polysync.domain.text import shown
 from polysync.errors import DatabricksNotFoundError, PolysyncError
 from polysync.jobtypes.base import (
     MAX_IDEMPOTENCY_TOKEN,
@@ -23,6 +23,7 @@ from polysync.jobtypes.base import (
     import_each,
 )
 from polysync.jobtypes.databricks.external_id import (
+    MAX_JOB_ID,
     format_external_id,
     job_deleted_error,
     parse_external_id,
@@ -45,22 +46,31 @@ class DatabricksWorkflowJobType(JobsApiRuns):
     async def discover(self) -> Sequence[DiscoveredJob]:
         """Every job, classified by task count. Tasks come with the list (expand_tasks); a job whose
         list entry carries no tasks (2.0/2.1 over 100 tasks, or a list without them) is decided by
-        jobs/get, fetched concurrently under the rate limiter."""
+        jobs/get, fetched concurrently under the rate limiter.
+        Entries are read tolerantly: one without a valid job_id is skipped with a warning, odd
+        fields (tags that are not text, a name that is not a string) are left out."""
         found: list[DiscoveredJob | None] = []
-        undecided: list[tuple[int, DatabricksJob]] = []
-        async for job in self.client.list_jobs(expand_tasks=True):
-            tasks = job.settings.tasks
-            if tasks is None:
-                undecided.append((len(found), job))
+        undecided: list[tuple[int, int]] = []
+        async for entry in self.client.list_jobs_json(expand_tasks=True):
+            job_id = _job_id(entry)
+            if job_id is None:
+                log.warning("jobs/list entry without a valid job_id skipped: %s", shown(entry))
+                continue
+            tasks = _settings(entry).get("tasks")
+            if not isinstance(tasks, list):
+                undecided.append((len(found), job_id))
                 found.append(None)
             else:
-                found.append(_discovered(job, len(tasks)))
+                found.append(_discovered(entry, job_id, len(tasks)))
         if undecided:
             fetched = await bounded_gather(
-                partial(self.client.get_job, job.job_id) for _, job in undecided
+                partial(self.client.get_job_json, job_id) for _, job_id in undecided
             )
-            for (index, _), full in zip(undecided, fetched, strict=True):
-                found[index] = _discovered(full, len(full.settings.tasks or []))
+            for (index, job_id), full in zip(undecided, fetched, strict=True):
+                tasks = _settings(full).get("tasks")
+                found[index] = _discovered(
+                    full, job_id, len(tasks) if isinstance(tasks, list) else 0
+                )
         return [job for job in found if job is not None]
 
     # ------------------------------------------------------------------ import and sync (D1, D2, D9)
@@ -71,10 +81,10 @@ class DatabricksWorkflowJobType(JobsApiRuns):
     async def import_job(self, external_id: str) -> ImportedJob:
         job_id = parse_external_id(external_id)
         try:
-            job = await self.client.get_job(job_id)
+            job = await self.client.get_job_json(job_id)
         except DatabricksNotFoundError as exc:
             raise job_deleted_error(job_id) from exc
-        return imported_job(job.raw())
+        return imported_job(job)
 
     async def import_jobs(self, external_ids: Iterable[str]) -> list[ImportedJob | PolysyncError]:
         """Import many jobs concurrently; each entry is the job or the error for that id."""
@@ -117,14 +127,34 @@ class DatabricksWorkflowJobType(JobsApiRuns):
         )
 
 
-def _discovered(job: DatabricksJob, task_count: int) -> DiscoveredJob:
-    settings = job.settings
+def _discovered(job: Mapping[str, Any], job_id: int, task_count: int) -> DiscoveredJob:
+    settings = _settings(job)
+    name = settings.get("name")
+    tags = settings.get("tags")
+    creator = job.get("creator_user_name")
+    created = job.get("created_time")
     return DiscoveredJob(
-        external_id=str(job.job_id),
-        name=settings.name or f"job {job.job_id}",
+        external_id=str(job_id),
+        name=name if isinstance(name, str) and name else f"job {job_id}",
         kind=classify(task_count),
         task_count=task_count,
-        tags=dict(settings.tags or {}),
-        creator=job.creator_user_name,
-        created_time_ms=job.created_time,
+        tags={k: v for k, v in tags.items() if isinstance(k, str) and isinstance(v, str)}
+        if isinstance(tags, Mapping)
+        else {},
+        creator=creator if isinstance(creator, str) else None,
+        created_time_ms=created
+        if isinstance(created, int) and not isinstance(created, bool)
+        else None,
     )
+
+
+def _settings(job: Mapping[str, Any]) -> Mapping[str, Any]:
+    settings = job.get("settings")
+    return settings if isinstance(settings, Mapping) else {}
+
+
+def _job_id(job: Mapping[str, Any]) -> int | None:
+    value = job.get("job_id")
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_JOB_ID:
+        return value
+    return None
