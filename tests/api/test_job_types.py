@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from polysync.domain.records import Run
 from tests.api.conftest import Api
 from tests.api.test_platforms import is_problem
 
@@ -40,6 +41,17 @@ async def run_of(api: Api, run_id: int) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     run: dict[str, Any] = response.json()
     return run
+
+
+async def start_then_cancel(api: Api, job_id: int) -> Run:
+    """Execute Now, let the engine start it, cancel through the API, drive it to the end."""
+    running = await execute(api, job_id)
+    await api.step()
+    cancel = await api.client.post(
+        f"/api/v1/runs/{running['id']}/cancel", headers=api.auth("operator")
+    )
+    assert cancel.status_code in (200, 202), cancel.text
+    return await api.drive(running["id"])
 
 
 async def test_get_pipelines_lists_every_job_type(api: Api) -> None:
@@ -100,13 +112,7 @@ async def test_notebook_attributes_import_execute_fail_and_cancel(api: Api) -> N
     assert failed.status.value == "Failed"
     assert "no package called 'forecast'" in failed.message
 
-    running = await execute(api, ids[FAILING_NOTEBOOK])
-    await api.step()
-    cancel = await api.client.post(
-        f"/api/v1/runs/{running['id']}/cancel", headers=api.auth("operator")
-    )
-    assert cancel.status_code in (200, 202), cancel.text
-    cancelled = await api.drive(running["id"])
+    cancelled = await start_then_cancel(api, ids[FAILING_NOTEBOOK])
     assert cancelled.status.value == "Cancelled"
 
 
@@ -140,12 +146,6 @@ async def test_pipeline_import_execute_fail_and_cancel(api: Api) -> None:
     assert failed.status.value == "Failed"
     assert "TABLE_OR_VIEW_NOT_FOUND" in failed.message
 
-    running = await execute(api, ids[SALES_PIPELINE])
-    await api.step()
-    cancel = await api.client.post(
-        f"/api/v1/runs/{running['id']}/cancel", headers=api.auth("operator")
-    )
-    assert cancel.status_code in (200, 202), cancel.text
-    cancelled = await api.drive(running["id"])
+    cancelled = await start_then_cancel(api, ids[SALES_PIPELINE])
     assert cancelled.status.value == "Cancelled"
     assert "stops its active update" in cancelled.message

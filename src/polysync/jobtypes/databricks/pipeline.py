@@ -13,9 +13,8 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Self
+from typing import Any
 
-from polysync.databricks.client import DatabricksClient
 from polysync.domain.models import (
     DataType,
     Direction,
@@ -32,7 +31,6 @@ from polysync.domain.parameters import (
     resolve_run_parameters,
     sync_job,
 )
-from polysync.domain.records import Platform
 from polysync.domain.text import shown
 from polysync.errors import (
     DatabricksConflictError,
@@ -51,6 +49,7 @@ from polysync.jobtypes.base import (
     import_each,
 )
 from polysync.jobtypes.databricks.status import trusted_run_url
+from polysync.jobtypes.databricks.workspace import WorkspaceJobType
 
 log = logging.getLogger(__name__)
 
@@ -172,23 +171,10 @@ def error_message(events: Iterable[Mapping[str, Any]], update_id: str) -> str:
     return "\n".join(lines)
 
 
-class DatabricksPipelineJobType:
+class DatabricksPipelineJobType(WorkspaceJobType):
     """Databricks Pipeline on one workspace (one client, one rate limiter)."""
 
     name = PIPELINE
-
-    def __init__(self, client: DatabricksClient, platform: Platform | None = None) -> None:
-        self.client = client
-        self.platform = platform
-
-    @classmethod
-    def for_platform(cls, platform: Platform, client: Any) -> Self:
-        """The registry's factory (`polysync.jobtypes.registry`)."""
-        return cls(client, platform)
-
-    @property
-    def workspace_url(self) -> str:
-        return self.client.settings.url
 
     # ------------------------------------------------------------------ discovery
     async def discover(self) -> Sequence[DiscoveredJob]:

@@ -7,11 +7,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any, Self
 
-from polysync.databricks.client import DatabricksClient
 from polysync.domain.models import RunSnapshot, RunStatus, cancel_noop_message
-from polysync.domain.records import Platform
 from polysync.errors import DatabricksError, UsageError
 from polysync.jobtypes.base import CancelOutcome
 from polysync.jobtypes.databricks.status import (
@@ -20,25 +17,13 @@ from polysync.jobtypes.databricks.status import (
     task_runs_to_fetch_errors,
     with_task_errors,
 )
+from polysync.jobtypes.databricks.workspace import WorkspaceJobType
 
 log = logging.getLogger(__name__)
 
 
-class JobsApiRuns:
+class JobsApiRuns(WorkspaceJobType):
     """Poll, cancel, sweep and link Jobs API runs on one workspace (one client, one limiter)."""
-
-    def __init__(self, client: DatabricksClient, platform: Platform | None = None) -> None:
-        self.client = client
-        self.platform = platform
-
-    @classmethod
-    def for_platform(cls, platform: Platform, client: Any) -> Self:
-        """The registry's factory (`polysync.jobtypes.registry`)."""
-        return cls(client, platform)
-
-    @property
-    def workspace_url(self) -> str:
-        return self.client.settings.url
 
     # ------------------------------------------------------------------ poll (D6)
     async def poll(self, run_id: str) -> RunSnapshot:
