@@ -7,7 +7,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from polysync.jobtypes.databricks.widgets import MAX_WIDGETS, Widget, WidgetKind, parse_widgets
+from polysync.jobtypes.databricks.widgets import (
+    MAX_CANDIDATES,
+    MAX_WIDGETS,
+    Widget,
+    WidgetKind,
+    parse_widgets,
+)
 
 K = WidgetKind
 
@@ -176,3 +182,12 @@ def test_hostile_text_never_crashes_the_parser(parts: list[str]) -> None:
 def test_a_literal_declaration_round_trips(name: str, default: str) -> None:
     source = f'dbutils.widgets.text("{name}", "{default}")'
     assert widgets(source) == {name: (K.TEXT, default, ())}
+
+
+def test_a_text_of_endless_broken_calls_is_read_only_so_far() -> None:
+    valid = 'dbutils.widgets.text("late", "")'
+    broken = 'dbutils.widgets.text("' * (MAX_CANDIDATES + 1)
+    assert widgets(valid) == {"late": (K.TEXT, "", ())}
+    assert parse_widgets(broken + "\n" + valid) == ()  # past the bound: not read
+    # Below the bound, what follows broken calls is still found.
+    assert "late" in widgets("dbutils.widgets.text(\n" * 10 + valid)

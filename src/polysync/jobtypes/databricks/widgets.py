@@ -11,6 +11,8 @@ choices list that is not all literals is "unknown" (empty). Never raises, whatev
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,8 +20,15 @@ from enum import StrEnum
 
 MAX_WIDGETS = 1000
 """More declarations than any notebook has: the rest of a hostile text is not read."""
-MAX_ARGUMENT_CHARS = 100_000
+MAX_ARGUMENT_CHARS = 10_000
 """A call's arguments are read this far at most (an unterminated call ends there)."""
+MAX_CHOICES = 1000
+"""Choices of one widget read at most (Databricks allows far fewer)."""
+MAX_CANDIDATES = 10 * MAX_WIDGETS
+"""Declarations examined at most: a text of endless broken calls is not read to its end."""
+MAX_STEPS = 50_000
+"""Scanner steps for one whole notebook (a widget call takes a handful): hostile text ends the
+parse there instead of costing seconds."""
 
 
 class WidgetKind(StrEnum):
@@ -57,6 +66,15 @@ _SQL_LITERAL = re.compile(r"'((?:[^'\\]|\\.|'')*)'")
 _POSITIONS = ("name", "defaultValue", "choices", "label")
 _TEXT_POSITIONS = ("name", "defaultValue", "label")
 _COMMENT_STARTS = ("#", "//", "--")
+_SPACE = re.compile(r"[ \t\r\n\\]+")
+_SIGNIFICANT = re.compile(r"[\"'()\[\]{},]")
+_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
+_STRING_BODIES = {
+    '"""': re.compile(r'((?:[^\\]|\\.)*?)"""', re.DOTALL),
+    "'''": re.compile(r"((?:[^\\]|\\.)*?)'''", re.DOTALL),
+    '"': re.compile(r'((?:[^"\\\n]|\\.)*)"'),
+    "'": re.compile(r"((?:[^'\\\n]|\\.)*)'"),
+}
 _KEYWORD = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*=(?!=)")
 _COLLECTION = re.compile(r"(?:Seq|List|Array|list|c)?\s*([\[(])")
 _QUOTE = re.compile(r"([rRuUbB]{0,2})(\"\"\"|'''|\"|')")
@@ -78,27 +96,52 @@ def parse_widgets(source: str) -> tuple[Widget, ...]:
 
 
 def _declarations(text: str) -> Iterator[Widget]:
-    calls = [(m.start(), "call", m) for m in _CALL.finditer(text)]
-    sql = [(m.start(), "sql", m) for m in _SQL_WIDGET.finditer(text)]
-    for start, kind, match in sorted(calls + sql, key=lambda item: item[0]):
+    # Both scans are lazy and merged in text order: a text of endless broken calls costs the
+    # first MAX_CANDIDATES of them, never a list of them all.
+    calls = ((m.start(), True, m) for m in _CALL.finditer(text))
+    sql = ((m.start(), False, m) for m in _SQL_WIDGET.finditer(text))
+    candidates = heapq.merge(calls, sql, key=lambda item: item[0])
+    budget = _Budget(MAX_STEPS)
+    for start, is_call, match in itertools.islice(candidates, MAX_CANDIDATES):
+        if budget.spent:
+            return
         if _commented_out(text, start):
             continue
-        widget = _from_call(text, match) if kind == "call" else _from_sql(text, match)
+        widget = _from_call(text, match, budget) if is_call else _from_sql(text, match)
         if widget is not None:
             yield widget
 
 
 def _commented_out(text: str, start: int) -> bool:
-    line = text[text.rfind("\n", 0, start) + 1 : start].lstrip()
+    # The line's start is looked for within the last 4 KiB only: a text with no line breaks
+    # must not cost a scan back to its beginning for every candidate.
+    window = max(0, start - 4096)
+    line = text[text.rfind("\n", window, start) + 1 or window : start].lstrip()
     return line.startswith(_COMMENT_STARTS)
 
 
 # --- dbutils.widgets.<kind>(...) in Python, Scala, R ------------------------------------------
 
 
-def _from_call(text: str, match: re.Match[str]) -> Widget | None:
+class _Budget:
+    """Steps left for the whole parse."""
+
+    def __init__(self, steps: int) -> None:
+        self.left = steps
+
+    @property
+    def spent(self) -> bool:
+        return self.left <= 0
+
+    def take(self) -> bool:
+        """One step; False once the budget is spent."""
+        self.left -= 1
+        return self.left > 0
+
+
+def _from_call(text: str, match: re.Match[str], budget: _Budget) -> Widget | None:
     kind = WidgetKind(match.group(1))
-    arguments = _Arguments(text, match.end()).read()
+    arguments = _Arguments(text, match.end(), budget).read()
     positions = _TEXT_POSITIONS if kind is WidgetKind.TEXT else _POSITIONS
     values: dict[str, _Value] = {}
     for index, (keyword, value) in enumerate(arguments):
@@ -127,39 +170,43 @@ _Value = str | list[str] | None
 
 
 class _Arguments:
-    """A tolerant reader of one call's argument list: literals kept, anything else None."""
+    """A tolerant reader of one call's argument list: literals kept, anything else None. Reads
+    `text` in place between `start` and at most MAX_ARGUMENT_CHARS after it; every scan is a
+    regular expression (C speed), so hostile text costs at most a bounded, linear pass."""
 
-    def __init__(self, text: str, start: int) -> None:
-        self.text = text[start : start + MAX_ARGUMENT_CHARS]
-        self.i = 0
+    def __init__(self, text: str, start: int, budget: _Budget) -> None:
+        self.text = text
+        self.i = start
+        self.end = min(len(text), start + MAX_ARGUMENT_CHARS)
+        self.budget = budget
+
+    def _at(self, chars: str) -> bool:
+        return self.i < self.end and self.text[self.i] in chars
 
     def read(self) -> list[tuple[str | None, _Value]]:
         arguments: list[tuple[str | None, _Value]] = []
-        while True:
+        while len(arguments) <= 16 and self.budget.take():  # no widget call has more
             self._skip_space()
-            if self.i >= len(self.text) or self.text[self.i] == ")":
-                return arguments
+            if self.i >= self.end or self._at(")"):
+                break
             keyword = self._keyword()
-            value = self._value()
-            arguments.append((keyword, value))
+            arguments.append((keyword, self._value()))
             self._skip_space()
-            if self.i < len(self.text) and self.text[self.i] == ",":
-                self.i += 1
-            elif self.i >= len(self.text) or self.text[self.i] == ")":
-                return arguments
-            else:
+            if not self._at(","):
+                if self.i >= self.end or self._at(")"):
+                    break
                 self._skip_expression()  # junk after a value: skip to the next argument
-                if self.i < len(self.text) and self.text[self.i] == ",":
-                    self.i += 1
-            if len(arguments) > 16:  # no widget call has more
-                return arguments
+            if self._at(","):
+                self.i += 1
+        return arguments
 
     def _skip_space(self) -> None:
-        while self.i < len(self.text) and self.text[self.i] in " \t\r\n\\":
-            self.i += 1
+        match = _SPACE.match(self.text, self.i, self.end)
+        if match is not None:
+            self.i = match.end()
 
     def _keyword(self) -> str | None:
-        match = _KEYWORD.match(self.text, self.i)
+        match = _KEYWORD.match(self.text, self.i, self.end)
         if match is None:
             return None
         self.i = match.end()
@@ -171,18 +218,17 @@ class _Arguments:
         literal = self._string()
         if literal is not None:
             self._skip_space()
-            if self.i < len(self.text) and self.text[self.i] in ",)":
+            if self.i >= self.end or self._at(",)"):
                 return literal
             self.i = start  # "a" + b: an expression, not a literal
             self._skip_expression()
             return None
-        collection = _COLLECTION.match(self.text, self.i)
+        collection = _COLLECTION.match(self.text, self.i, self.end)
         if collection is not None:
             self.i = collection.end()
-            closing = "]" if collection.group(1) == "[" else ")"
-            items = self._items(closing)
+            items = self._items("]" if collection.group(1) == "[" else ")")
             self._skip_space()
-            if items is not None and self.i < len(self.text) and self.text[self.i] in ",)":
+            if items is not None and self._at(",)"):
                 return items
         self.i = start
         self._skip_expression()
@@ -190,11 +236,11 @@ class _Arguments:
 
     def _items(self, closing: str) -> list[str] | None:
         items: list[str] = []
-        while True:
+        while len(items) < MAX_CHOICES and self.budget.take():
             self._skip_space()
-            if self.i >= len(self.text):
+            if self.i >= self.end:
                 return None
-            if self.text[self.i] == closing:
+            if self._at(closing):
                 self.i += 1
                 return items
             item = self._string()
@@ -202,42 +248,36 @@ class _Arguments:
                 return None
             items.append(item)
             self._skip_space()
-            if self.i < len(self.text) and self.text[self.i] == ",":
+            if self._at(","):
                 self.i += 1
-            elif self.i >= len(self.text) or self.text[self.i] != closing:
+            elif not self._at(closing):
                 return None
+        return None
 
     def _string(self) -> str | None:
         """A literal string at the cursor (quotes of Python, Scala and R; r/u/b prefixes; no
         interpolation), the cursor moved past it; None (cursor unmoved) otherwise."""
-        match = _QUOTE.match(self.text, self.i)
+        match = _QUOTE.match(self.text, self.i, self.end)
         if match is None:
             return None
         raw = "r" in match.group(1).lower()
-        quote = match.group(2)
-        j = match.end()
-        chars: list[str] = []
-        while j < len(self.text):
-            if self.text.startswith(quote, j):
-                self.i = j + len(quote)
-                return "".join(chars)
-            char = self.text[j]
-            if char == "\n" and len(quote) == 1:
-                return None  # unterminated on its line
-            if char == "\\" and not raw and j + 1 < len(self.text):
-                following = self.text[j + 1]
-                chars.append(_ESCAPES.get(following, following))
-                j += 2
-                continue
-            chars.append(char)
-            j += 1
-        return None
+        body = _STRING_BODIES[match.group(2)].match(self.text, match.end(), self.end)
+        if body is None:
+            return None  # unterminated (on its line, for a one-line quote)
+        self.i = body.end()
+        text = body.group(1)
+        return text if raw else _unescape(text)
 
     def _skip_expression(self) -> None:
         """Past one argument's expression: to the next top-level ',' or the closing ')'."""
         depth = 0
-        while self.i < len(self.text):
-            char = self.text[self.i]
+        while self.budget.take():
+            match = _SIGNIFICANT.search(self.text, self.i, self.end)
+            if match is None:
+                self.i = self.end
+                return
+            self.i = match.start()
+            char = match.group()
             if char in "\"'":
                 if self._string() is None:
                     self.i += 1
@@ -248,9 +288,16 @@ class _Arguments:
                 if depth == 0:
                     return
                 depth -= 1
-            elif char == "," and depth == 0:
+            elif depth == 0:  # a comma
                 return
             self.i += 1
+        self.i = self.end
+
+
+def _unescape(text: str) -> str:
+    if "\\" not in text:
+        return text
+    return _ESCAPE.sub(lambda m: _ESCAPES.get(m.group(1), m.group(1)), text)
 
 
 # --- SQL: CREATE WIDGET ------------------------------------------------------------------------
