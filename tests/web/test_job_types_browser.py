@@ -43,6 +43,9 @@ def badge(page: Page) -> Locator:
 def test_notebook_job_page_and_run(page: Page, web: WebServer) -> None:
     prepare(web)
     sign_in(page, web.keys["operator"])
+    page.goto("/platforms")
+    page.get_by_role("link", name="demo").click()
+    expect(page.locator("dd", has_text="serverless=true")).to_be_visible()
     page.goto("/jobs")
     expect(page.locator("tr", has_text=NOTEBOOK).locator(".kind")).to_have_text("Notebook")
     page.get_by_role("link", name=NOTEBOOK).click()
