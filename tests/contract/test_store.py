@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import inspect, text
+from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import make_url
 
 from polysync.domain.models import (
@@ -957,6 +957,42 @@ async def test_heartbeats_are_kept_per_engine_and_forgotten_when_old(store: SqlS
     assert engines[0] == replace(later, failures=2, last_error="database gone")
     assert await store.forget_engines(at(15)) == 1
     assert [e.owner for e in await store.list_engines()] == ["engine-a"]
+
+
+async def test_a_write_cancelled_mid_transaction_still_ends_it(store: SqlStore) -> None:
+    # The CI flake behind issue 8's outage test: an engine stopping cancels its cycle, and a
+    # transaction cut off between two statements kept its connection, and on SQLite the write
+    # lock, so the next write waited out the 30 s busy timeout. A cancelled caller stops
+    # waiting; the transaction itself always commits or rolls back and returns its connection.
+    beat = EngineHeartbeat(
+        owner="engine-a",
+        host="h",
+        pid=1,
+        state=EngineState.RUNNING,
+        started_at=at(0),
+        heartbeat_at=at(5),
+        last_cycle_at=None,
+        cycles=0,
+        failures=0,
+        last_error=None,
+    )
+    victim: asyncio.Task[None] | None = None
+
+    def cancel_the_caller(*_: Any) -> None:
+        if victim is not None and not victim.cancelling():
+            victim.cancel()  # in the middle of the transaction: its first statement is running
+
+    event.listen(store.engine.sync_engine, "before_cursor_execute", cancel_the_caller)
+    try:
+        victim = asyncio.ensure_future(store.record_heartbeat(beat))
+        with pytest.raises(asyncio.CancelledError):
+            await victim
+    finally:
+        event.remove(store.engine.sync_engine, "before_cursor_execute", cancel_the_caller)
+    assert store.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    assert [e.owner for e in await store.list_engines()] == ["engine-a"]  # it committed
+    await store.record_heartbeat(replace(beat, owner="engine-b"))  # and the lock is free
+    assert [e.owner for e in await store.list_engines()] == ["engine-a", "engine-b"]
 
 
 @pytest.mark.postgres

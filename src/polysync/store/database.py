@@ -208,13 +208,15 @@ def store_call(
 ) -> Callable[P, Coroutine[Any, Any, T]]:
     """A store method (one transaction) that is run again when it fails transiently
     (`is_transient`, up to TRANSIENT_ATTEMPTS times with a short jittered pause), and whose other
-    database failures leave it as StoreUnavailableError or StoreError (`translated`)."""
+    database failures leave it as StoreUnavailableError or StoreError (`translated`). A caller
+    cancelled meanwhile (an engine stopping, a client gone) gets CancelledError once the
+    transaction has ended: see `_to_its_end`."""
 
     @functools.wraps(method)
     async def call(*args: P.args, **kwargs: P.kwargs) -> T:
         for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
             try:
-                return await method(*args, **kwargs)
+                return await _to_its_end(method(*args, **kwargs))
             except (SQLAlchemyError, OSError) as exc:
                 if attempt < TRANSIENT_ATTEMPTS and is_transient(exc):
                     # Real time, not the engine's clock: this is the database's contention, and
@@ -228,3 +230,30 @@ def store_call(
         raise AssertionError("unreachable")  # pragma: no cover
 
     return call
+
+
+async def _to_its_end(transaction: Coroutine[Any, Any, T]) -> T:
+    """`transaction`'s result; if the caller is cancelled meanwhile, the transaction still runs
+    to its end (commit or rollback) before CancelledError reaches the caller.
+
+    Cut off between two statements, a transaction keeps its connection checked out and, on
+    SQLite, the database's write lock: every other writer then waits out the busy timeout. Store
+    transactions are short (statement and lock timeouts bound them), so finishing one costs
+    little; a second cancellation stops the caller's wait only, never the transaction.
+    Raises: what the transaction raises; CancelledError when the caller was cancelled.
+    """
+    task = asyncio.ensure_future(transaction)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(_retrieve)
+        if not task.done():
+            await asyncio.wait({task})
+        raise
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    # The caller has gone: its transaction's error (already logged by whoever needs it) must not
+    # be reported again as "exception never retrieved".
+    if not task.cancelled():
+        task.exception()
