@@ -55,6 +55,7 @@ def test_notebook_job_page_and_run(page: Page, web: WebServer) -> None:
     expect(region).to_contain_text("choices: emea, apac, amer")
     page.get_by_role("button", name="Execute Now").click()
     dialog = page.get_by_role("dialog")
+    expect(dialog.locator("datalist option")).to_have_count(3 + 3 + 3)  # region, currency, channels
     dialog.get_by_label("region").fill("mars")
     dialog.get_by_role("button", name="Run now").click()
     expect(dialog.get_by_role("alert")).to_contain_text("'emea', 'apac', 'amer'")
