@@ -30,8 +30,14 @@ from polysync.domain.limits import (
     check_parameter_values,
     unique_ids,
 )
-from polysync.domain.models import ImportedJob, JobTypeName, ParameterDiff, RunStatus
-from polysync.domain.parameters import sync_job
+from polysync.domain.models import (
+    ImportedJob,
+    JobTypeName,
+    Parameter,
+    ParameterDiff,
+    RunStatus,
+)
+from polysync.domain.parameters import sync_job, user_value
 from polysync.domain.records import (
     PLATFORM_ATTRIBUTES,
     EngineHeartbeat,
@@ -457,7 +463,9 @@ class Services:
 
     async def save_job(self, job: Job, *, actor: Actor | None = None) -> Job:
         """Save a user's edits of a job (name, description, parameter Directions and stored
-        values), each within its limit (polysync.domain.limits); UsageError otherwise.
+        values), each within its limit (polysync.domain.limits); UsageError otherwise. A changed
+        stored value must fit its Data Type and is kept as a run sends it (`user_value`: trimmed
+        unless String or Secret), whichever adapter it came from.
 
         Only what the user changed is checked: a name or a description imported from Databricks
         with characters the limits refuse (a hostile workspace's) does not block editing the
@@ -468,11 +476,21 @@ class Services:
         if job.description != stored.description:
             check_description(job.description)
         before = {p.key: p.stored_value for p in stored.parameters}
+        parameters: list[Parameter] = []
         for parameter in job.parameters:
             value = parameter.stored_value
             if value is not None and value != before.get(parameter.key):
                 check_parameter_value(parameter.name, value)
-        return await self.store.save_job(job, self.now(), actor=_who(actor))
+                if parameter.reference_only:
+                    raise UsageError(
+                        f"Parameter {parameter.name!r} is imported for reference only "
+                        f"({parameter.source}) and never sent: it takes no stored value."
+                    )
+                # One rule for every adapter: stored as a run would send it (D2 amended).
+                value = user_value(parameter.data_type, value, name=parameter.name)
+            parameters.append(replace(parameter, stored_value=value))
+        edited = replace(job, parameters=tuple(parameters))
+        return await self.store.save_job(edited, self.now(), actor=_who(actor))
 
     # ------------------------------------------------------------------ runs
     async def execute(

@@ -3,6 +3,8 @@ HTTP (pipelines list/get, updates start/get, stop, events)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from polysync.domain.models import DataType, Direction, RunStatus
@@ -131,3 +133,24 @@ async def test_a_pipeline_id_is_checked_before_any_call(services: Services) -> N
     _, results = await services.import_jobs("demo", ["11111111-2222-3333-4444-555555555555"])
     assert results[0].error is not None
     assert "does not exist" in str(results[0].error)
+
+
+async def test_stored_values_go_through_one_rule_whatever_the_adapter(services: Services) -> None:
+    job = await imported(services, SALES_DLT)
+
+    def with_value(name: str, value: str) -> Job:
+        return replace(
+            job,
+            parameters=tuple(
+                replace(p, stored_value=value) if p.name == name else p for p in job.parameters
+            ),
+        )
+
+    saved = await services.save_job(with_value("full_refresh", " TRUE "))
+    assert {p.name: p.stored_value for p in saved.parameters}["full_refresh"] == "TRUE"
+    with pytest.raises(ParameterValueError, match="Bool"):
+        await services.save_job(with_value("full_refresh", "often"))
+    with pytest.raises(UsageError, match="reference only"):
+        await services.save_job(with_value("source_path", "/elsewhere"))
+    run = await services.execute(saved, {})
+    assert dict(run.parameters_sent) == {"full_refresh": "true"}
