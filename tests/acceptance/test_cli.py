@@ -799,3 +799,27 @@ def test_pipeline_job_type_from_discovery_to_success_failure_and_cancel(
     cancelled = cli.ok("runs", "cancel", str(started.json()["id"]))
     assert "■ Cancelled" in cancelled.stdout
     assert "stops its active update" in cancelled.stdout + cancelled.stderr
+
+
+def test_platform_attributes_at_add_and_after(cli: Cli) -> None:
+    bad = cli(
+        "platform", "add", "demo", "--url", cli.url, "--token", f"env:{TOKEN_VAR}",
+        "--attribute", "serverless",
+    )  # fmt: skip
+    assert bad.code == 2
+    assert "KEY=VALUE" in bad.stderr
+    cli.ok(
+        "platform", "add", "demo", "--url", cli.url, "--token", f"env:{TOKEN_VAR}",
+        "--attribute", "serverless=true", "--attribute", "default_notebook_path=/Shared",
+    )  # fmt: skip
+    shown = cli.ok("platform", "attributes", "demo").stdout
+    assert "default_notebook_path = /Shared" in shown
+    assert "serverless = true" in shown
+    after = cli.ok("platform", "attributes", "demo", "num_workers=2", "--unset", "serverless")
+    assert "num_workers = 2" in after.stdout
+    assert "serverless" not in after.stdout
+    platform = cli.ok("platform", "show", "demo", "--json").json()
+    assert platform["options"]["attributes"] == {
+        "default_notebook_path": "/Shared",
+        "num_workers": "2",
+    }
