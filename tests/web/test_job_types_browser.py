@@ -70,6 +70,33 @@ def test_notebook_job_page_and_run(page: Page, web: WebServer) -> None:
     )
 
 
+def test_an_admin_edits_the_job_type_attributes(page: Page, web: WebServer) -> None:
+    prepare(web)
+    sign_in(page, web.keys["admin"])
+    page.goto("/platforms")
+    page.get_by_role("link", name="demo").click()
+    attributes = page.get_by_label("Job type attributes")
+    expect(attributes).to_have_value("serverless=true")
+    attributes.fill("serverless=true\nnot a pair")
+    page.get_by_role("button", name="Save platform").click()
+    expect(page.locator("#err-attributes")).to_contain_text("KEY=VALUE")
+    page.get_by_label("Job type attributes").fill(
+        "serverless=true\ndefault_notebook_path=/Shared/polysync-demo"
+    )
+    page.get_by_role("button", name="Save platform").click()
+    expect(page.get_by_label("Job type attributes")).to_have_value(
+        "default_notebook_path=/Shared/polysync-demo\nserverless=true"
+    )
+
+    async def stored() -> dict[str, str]:
+        return (await web.services.store.get_platform("demo")).attributes
+
+    assert web.call(stored()) == {
+        "default_notebook_path": "/Shared/polysync-demo",
+        "serverless": "true",
+    }
+
+
 def test_pipeline_job_page_and_run(page: Page, web: WebServer) -> None:
     prepare(web)
     sign_in(page, web.keys["operator"])
