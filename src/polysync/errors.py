@@ -8,7 +8,8 @@
     │   │   └── ParameterTextError     a parameter name or value holds text that cannot be sent
     │   ├── TaskScopedParameterError   an override of a task-scoped parameter (D3)
     │   ├── UnknownParameterError      an override of a parameter the Job does not have
-    │   └── NotFoundError              a Polysync record (platform, job, run) that does not exist
+    │   ├── NotFoundError              a Polysync record (platform, job, run) that does not exist
+    │   └── ConflictError              the request conflicts with what is stored (API 409, exit 2)
     ├── ConfigError                    settings or a secret reference that cannot be used
     │   └── SecretReferenceError       an `env:` / `file:` secret reference that cannot be resolved
     ├── WorkspaceFileError             an emulator workspace file that cannot be loaded
@@ -74,6 +75,10 @@ class UnknownParameterError(UsageError):
 
 class NotFoundError(UsageError):
     """No such record."""
+
+
+class ConflictError(UsageError):
+    """The request conflicts with what is stored (a name taken, a platform with active runs)."""
 
 
 class ConfigError(PolysyncError):

@@ -364,7 +364,7 @@ class Services:
         )
 
     async def remove_platform(self, ref: int | str, *, actor: Actor | None = None) -> Platform:
-        """Remove a platform with its jobs and runs (UsageError while it has active runs)."""
+        """Remove a platform with its jobs and runs (ConflictError while it has active runs)."""
         platform = await self.store.get_platform(ref)
         await self.store.remove_platform(platform.id, actor=_who(actor), now=self.now())
         return platform

@@ -39,7 +39,13 @@ from polysync.domain.records import (
     RunFilter,
 )
 from polysync.engine.ports import Observation, PollFailure, Store
-from polysync.errors import NotFoundError, StoreError, StoreUnavailableError, UsageError
+from polysync.errors import (
+    ConflictError,
+    NotFoundError,
+    StoreError,
+    StoreUnavailableError,
+    UsageError,
+)
 from polysync.jobtypes.databricks.parameters import JobKind, ParameterSource
 from polysync.store import SqlStore, default_database_url, open_store, upgrade
 from polysync.store.migrate import head_revision
@@ -312,7 +318,7 @@ async def test_removing_a_platform_while_a_run_starts_on_it(database_url: str) -
                 one.remove_platform(platform.id), start(two, job), return_exceptions=True
             )
             if isinstance(removed, BaseException):
-                assert isinstance(removed, UsageError), removed
+                assert isinstance(removed, ConflictError), removed
                 assert "active run" in removed.message
                 assert isinstance(started, Run)
                 assert (await one.get_run(started.id)).platform_id == platform.id
@@ -322,7 +328,7 @@ async def test_removing_a_platform_while_a_run_starts_on_it(database_url: str) -
                 assert isinstance(started, NotFoundError), started
                 assert "No platform with id" in started.message
             outcomes.add((type(removed).__name__, type(started).__name__))
-    assert outcomes <= {("UsageError", "Run"), ("NoneType", "NotFoundError")}
+    assert outcomes <= {("ConflictError", "Run"), ("NoneType", "NotFoundError")}
 
 
 # ---------------------------------------------------------------------------------- jobs

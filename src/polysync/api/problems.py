@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from polysync.errors import (
     ConfigError,
+    ConflictError,
     DatabricksAuthError,
     DatabricksError,
     DatabricksRateLimitError,
@@ -32,6 +33,7 @@ _TYPE_BASE = "https://polysync.dev/problems/"
 # Most specific first: the first class an error is an instance of decides its status.
 STATUS_BY_ERROR: tuple[tuple[type[PolysyncError], int, str], ...] = (
     (NotFoundError, 404, "not-found"),
+    (ConflictError, 409, "conflict"),
     # Unsendable text (lone surrogates, control characters) is content the API cannot process.
     (ParameterTextError, 422, "invalid-text"),
     (UsageError, 400, "bad-request"),

@@ -39,7 +39,7 @@ from polysync.domain.records import (
     RunFilter,
 )
 from polysync.engine.ports import Observation, PollFailure, Submission
-from polysync.errors import NotFoundError, UsageError
+from polysync.errors import ConflictError, NotFoundError, UsageError
 from polysync.store.auth_fields import checked_auth
 from polysync.store.codec import (
     parameters_to_json,
@@ -146,7 +146,7 @@ class SqlStore:
         self, new: NewPlatform, now: datetime, *, actor: str | None = None
     ) -> Platform:
         """Insert a platform; an audit entry "platform.create" by `actor` in the same
-        transaction. UsageError when the name is taken."""
+        transaction. ConflictError when the name is taken."""
         values = {
             "name": new.name,
             "provider": PROVIDER,
@@ -235,7 +235,7 @@ class SqlStore:
     async def remove_platform(
         self, platform_id: int, *, actor: str | None = None, now: datetime | None = None
     ) -> None:
-        """Delete a platform with its jobs and runs, unless it has active runs (UsageError); an
+        """Delete a platform with its jobs and runs, unless it has active runs (ConflictError); an
         audit entry "platform.delete" at `now` (default: the database's clock)."""
         async with self._write() as conn:
             # Locked so that no run can be created on this platform between the check below
@@ -256,7 +256,7 @@ class SqlStore:
                 shown = ", ".join(str(i) for i in active[:10]) + (
                     ", ..." if len(active) > 10 else ""
                 )
-                raise UsageError(
+                raise ConflictError(
                     f"Platform {name!r} still has {len(active)} active run(s) (id {shown}). "
                     "Cancel them or let them finish, then remove the platform. "
                     "`polysync runs list` shows them with their status."
@@ -987,8 +987,8 @@ def _by_name(record: Platform | Job) -> tuple[str, str, int]:
     return (record.name.casefold(), record.name, record.id)
 
 
-def _name_taken(name: str) -> UsageError:
-    return UsageError(
+def _name_taken(name: str) -> ConflictError:
+    return ConflictError(
         f"A platform named {name!r} already exists; choose another name. {_LIST_PLATFORMS}"
     )
 

@@ -20,7 +20,7 @@ from polysync.api.schemas import (
     PlatformUpdate,
 )
 from polysync.domain.access import Actor
-from polysync.domain.records import NewPlatform, Platform, RunFilter
+from polysync.domain.records import NewPlatform, Platform
 from polysync.errors import NotFoundError, UsageError
 from polysync.services import Services
 
@@ -96,16 +96,8 @@ async def update_platform(
 async def delete_platform(
     platform_id: PlatformId, services: ServicesDep, caller: Admin
 ) -> Response:
-    platform = await services.store.get_platform(platform_id)
-    active = await services.list_runs(RunFilter(platform_id=platform.id, active_only=True, limit=1))
-    if active:
-        raise ApiProblem(
-            409,
-            "conflict",
-            f"Platform {platform.name!r} still has active runs (e.g. run {active[0].id}). "
-            "Cancel them or let them finish, then delete the platform.",
-        )
-    await services.remove_platform(platform.id, actor=Actor.of_key(caller))
+    # A platform with active runs is refused by services (ConflictError: 409).
+    await services.remove_platform(platform_id, actor=Actor.of_key(caller))
     return Response(status_code=204)
 
 
