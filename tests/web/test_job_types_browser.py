@@ -4,6 +4,7 @@ job pages show widgets and reference-only parameters, Execute Now runs them to t
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from playwright.sync_api import Locator, Page, expect
 
@@ -34,6 +35,14 @@ def prepare(web: WebServer) -> None:
             await web.services.import_jobs("demo", None)
 
     web.call(run())
+
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+
+def shot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
 
 
 def badge(page: Page) -> Locator:
@@ -68,6 +77,7 @@ def test_notebook_job_page_and_run(page: Page, web: WebServer) -> None:
     expect(page.get_by_role("link", name=re.compile("Open in Databricks"))).to_have_attribute(
         "href", re.compile(r"#job/run/\d+")
     )
+    shot(page, "11-notebook-run")
 
 
 def test_an_admin_edits_the_job_type_attributes(page: Page, web: WebServer) -> None:
@@ -106,6 +116,7 @@ def test_pipeline_job_page_and_run(page: Page, web: WebServer) -> None:
     source_path = page.locator("#parameters tr", has_text="source_path")
     expect(source_path).to_contain_text("reference only")
     expect(source_path).to_contain_text("spec.configuration")
+    shot(page, "12-pipeline-job")
     page.get_by_role("button", name="Execute Now").click()
     dialog = page.get_by_role("dialog")
     expect(dialog.get_by_label("source_path")).to_have_count(0)  # never sent: not offered
