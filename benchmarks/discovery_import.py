@@ -20,8 +20,9 @@ from emulator_process import start_emulator, wait_ready
 
 from polysync.databricks.client import DatabricksClient
 from polysync.databricks.settings import ApiVersions, PatAuthSettings, WorkspaceSettings
-from polysync.domain.models import ImportedJob, JobKind
-from polysync.jobtypes.databricks_workflow import DatabricksWorkflowJobType
+from polysync.domain.models import ImportedJob
+from polysync.jobtypes.databricks.parameters import JobKind
+from polysync.jobtypes.databricks.workflow import DatabricksWorkflowJobType
 
 TOKEN = "dapi-demo-token-0000000000000000"
 RPS = 20.0  # jobs/list and jobs/get (reference §8)
@@ -86,7 +87,7 @@ async def main(args: argparse.Namespace) -> None:
                 t0 = time.perf_counter()
                 try:
                     found = await wf.discover()
-                    outcome = f"{len(found):,} jobs, {sum(j.kind is JobKind.WORKFLOW for j in found):,} workflows"
+                    outcome = f"{len(found):,} jobs, {sum(j.kind == JobKind.WORKFLOW for j in found):,} workflows"
                 except Exception as exc:
                     found = []
                     outcome = f"FAILED: {str(exc)[:70]}"
@@ -110,7 +111,7 @@ async def main(args: argparse.Namespace) -> None:
                     )
                 )
                 if found and not workflows:
-                    workflows = [j.external_id for j in found if j.kind is JobKind.WORKFLOW][
+                    workflows = [j.external_id for j in found if j.kind == JobKind.WORKFLOW][
                         : args.imports
                     ]
                 await wf.client.aclose()

@@ -35,7 +35,7 @@ from polysync.domain.models import (
     DataType,
     Direction,
     ImportedJob,
-    JobKind,
+    JobTypeName,
     Parameter,
     ParameterDiff,
     RunStatus,
@@ -49,6 +49,7 @@ from polysync.domain.parameters import (
     sync_job,
 )
 from polysync.domain.records import (
+    PLATFORM_ATTRIBUTES,
     EngineHeartbeat,
     EngineState,
     Job,
@@ -70,9 +71,8 @@ from polysync.errors import (
     StoreUnavailableError,
     UsageError,
 )
-from polysync.jobtypes.base import DiscoveredJob, JobType
-from polysync.jobtypes.databricks_job import DatabricksJobJobType
-from polysync.jobtypes.databricks_workflow import DatabricksWorkflowJobType
+from polysync.jobtypes.base import DiscoveredJob, JobType, JobTypeRegistry
+from polysync.jobtypes.registry import default_registry
 from polysync.lookup import find_job, find_platform
 from polysync.secrets import SecretReference, SecretScope
 from polysync.store import open_store, upgrade
@@ -82,18 +82,17 @@ log = logging.getLogger(__name__)
 TransportFactory = Callable[[Platform], httpx.AsyncBaseTransport | None]
 _LIVE_STATES = frozenset({EngineState.STARTING, EngineState.RUNNING, EngineState.BACKING_OFF})
 
-JOB_TYPES: dict[JobKind, type[DatabricksWorkflowJobType]] = {
-    JobKind.WORKFLOW: DatabricksWorkflowJobType,
-    JobKind.JOB: DatabricksJobJobType,
-}
-
 
 def workspace_settings(platform: Platform, *, new: bool = False) -> WorkspaceSettings:
     """The client settings of a platform record (auth holds references only); `new`: of a
     platform being added (nothing stored to fix yet)."""
     try:
+        client_options = {
+            key: value for key, value in platform.options.items() if key != PLATFORM_ATTRIBUTES
+        }
+        _check_attributes(platform.options.get(PLATFORM_ATTRIBUTES))
         return WorkspaceSettings.model_validate(
-            {"url": platform.workspace_url, "auth": dict(platform.auth), **platform.options}
+            {"url": platform.workspace_url, "auth": dict(platform.auth), **client_options}
         )
     except ValidationError as exc:
         if new:
@@ -118,6 +117,27 @@ def connection_policy(settings: Settings) -> ConnectionPolicy:
     )
 
 
+MAX_ATTRIBUTES = 50
+
+
+def _check_attributes(raw: object) -> None:
+    """A platform's attributes: at most MAX_ATTRIBUTES, names and values single-line text
+    within the field limit (UsageError naming the attribute otherwise)."""
+    if raw is None:
+        return
+    if not isinstance(raw, Mapping):
+        raise UsageError(
+            f"The platform's {PLATFORM_ATTRIBUTES!r} must be a map of names to text values."
+        )
+    if len(raw) > MAX_ATTRIBUTES:
+        raise UsageError(f"A platform has at most {MAX_ATTRIBUTES} attributes; got {len(raw)}.")
+    for key, value in raw.items():
+        check_name(str(key), field="An attribute name")
+        if not isinstance(value, str | int | float | bool):
+            raise UsageError(f"Attribute {str(key)!r} must be text, a number or true/false.")
+        check_optional_text(str(value), field=f"Attribute {str(key)!r}", max_chars=MAX_FIELD_CHARS)
+
+
 def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err["loc"])
@@ -126,7 +146,8 @@ def _first_error(exc: ValidationError) -> str:
 
 class Connections:
     """One Databricks client per platform (one connection pool and one rate limiter each),
-    shared by every caller; it also picks the job type of a job (the engine's `JobTypes`)."""
+    shared by every caller; it also picks the job type of a job from the registry (the engine's
+    `JobTypes`)."""
 
     def __init__(
         self,
@@ -134,8 +155,10 @@ class Connections:
         *,
         transport_factory: TransportFactory | None = None,
         policy: ConnectionPolicy | None = None,
+        registry: JobTypeRegistry | None = None,
     ) -> None:
         self._clock = clock
+        self.registry = registry or default_registry()
         self.policy = policy or ConnectionPolicy()
         self._limiters = RateLimiterRegistry(clock)
         self._transport_factory = transport_factory
@@ -173,11 +196,40 @@ class Connections:
         """Every client made so far, replaced ones too (their metrics still count)."""
         return [*self._retired, *(c for _, c in self._clients.values())]
 
-    def for_job(self, platform: Platform, job: Job) -> JobType:
-        return JOB_TYPES[job.job_type](self.client(platform))
+    def job_type(self, platform: Platform, name: JobTypeName) -> JobType:
+        """The job type `name` on `platform` (UsageError for a name not registered)."""
+        return self.registry.create(name, platform, self.client(platform))
 
-    def for_platform(self, platform: Platform) -> DatabricksWorkflowJobType:
-        return DatabricksWorkflowJobType(self.client(platform))
+    def for_job(self, platform: Platform, job: Job) -> JobType:
+        return self.job_type(platform, job.job_type)
+
+    def for_platform(self, platform: Platform) -> JobType:
+        """The platform's first job type: the one whose `active_runs` the engine sweeps."""
+        return self.registry.primary(platform, self.client(platform))
+
+    def discoverers(self, platform: Platform) -> list[JobType]:
+        """Every job type that discovers on the platform's provider (Get Pipelines asks each)."""
+        return self.registry.discoverers(platform, self.client(platform))
+
+    def for_external_id(self, platform: Platform, external_id: str) -> JobType:
+        """The first discovering job type whose External Id rules accept `external_id` (a Job
+        Id, a notebook path, a pipeline id...). When none does: the first type's error, with
+        each other type's reason after it."""
+        refusals: list[tuple[JobType, PolysyncError]] = []
+        for job_type in self.discoverers(platform):
+            try:
+                job_type.validate_external_id(external_id)
+            except PolysyncError as exc:
+                refusals.append((job_type, exc))
+            else:
+                return job_type
+        if not refusals:
+            raise UsageError(f"No Job Type is registered for provider {platform.provider!r}.")
+        first = refusals[0][1]
+        if len(refusals) == 1:
+            raise first
+        others = " ".join(f"As a {t.name}: {exc.message}" for t, exc in refusals[1:])
+        raise type(first)(f"{first.message} {others}")
 
     async def aclose(self) -> None:
         for client in [*self._retired, *(c for _, c in self._clients.values())]:
@@ -349,7 +401,7 @@ class Services:
         )
 
     async def remove_platform(self, ref: int | str, *, actor: Actor | None = None) -> Platform:
-        """Remove a platform with its jobs and runs (UsageError while it has active runs)."""
+        """Remove a platform with its jobs and runs (ConflictError while it has active runs)."""
         platform = await self.get_platform(ref)
         await self.store.remove_platform(platform.id, actor=_who(actor), now=self.now())
         return platform
@@ -359,8 +411,19 @@ class Services:
         return await self.connections.client(platform).test_connectivity()
 
     async def discover(self, ref: str) -> tuple[Platform, Sequence[DiscoveredJob]]:
+        """Get Pipelines: every job type registered for the platform's provider discovers its
+        jobs, concurrently; the lists joined in registration order."""
         platform = await self.get_platform(ref)
-        return platform, await self.connections.for_platform(platform).discover()
+        return platform, [job for _, job in await self._discover(platform)]
+
+    async def _discover(self, platform: Platform) -> list[tuple[JobType, DiscoveredJob]]:
+        discoverers = self.connections.discoverers(platform)
+        found = await asyncio.gather(*(job_type.discover() for job_type in discoverers))
+        return [
+            (job_type, job)
+            for job_type, jobs in zip(discoverers, found, strict=True)
+            for job in jobs
+        ]
 
     async def import_jobs(
         self, ref: str, external_ids: Sequence[str] | None, *, actor: Actor | None = None
@@ -370,12 +433,36 @@ class Services:
         The ids are de-duplicated (first one kept) and at most MAX_IMPORT_IDS distinct ones are
         accepted (UsageError): one `jobs/get` per distinct job, however the request repeats it.
         """
-        unique = None if external_ids is None else unique_ids(external_ids)
         platform = await self.get_platform(ref)
-        job_type = self.connections.for_platform(platform)
-        ids = [job.external_id for job in await job_type.discover()] if unique is None else unique
+
+        def canonical(text: str) -> str:
+            return self.connections.for_external_id(platform, text).validate_external_id(text)
+
+        unique = None if external_ids is None else unique_ids(external_ids, canonical=canonical)
+        # Each id goes to the job type that discovered it, or whose External Id rules accept it.
+        by_type: dict[JobTypeName, tuple[JobType, list[str]]] = {}
+        failed: dict[str, PolysyncError] = {}
+        if unique is None:
+            found = await self._discover(platform)
+            ids = [job.external_id for _, job in found]
+            for discoverer, entry in found:
+                by_type.setdefault(discoverer.name, (discoverer, []))[1].append(entry.external_id)
+        else:
+            ids = unique
+            for external_id in unique:
+                try:
+                    job_type = self.connections.for_external_id(platform, external_id)
+                except PolysyncError as exc:
+                    failed[external_id] = exc
+                    continue
+                by_type.setdefault(job_type.name, (job_type, []))[1].append(external_id)
+        outcomes: dict[str, ImportedJob | PolysyncError] = dict(failed)
+        for job_type, type_ids in by_type.values():
+            imported = await job_type.import_jobs(type_ids)
+            outcomes.update(zip(type_ids, imported, strict=True))
         results: list[ImportResult] = []
-        for external_id, outcome in zip(ids, await job_type.import_jobs(ids), strict=True):
+        for external_id in ids:
+            outcome = outcomes[external_id]
             if isinstance(outcome, PolysyncError):
                 results.append(ImportResult(external_id, None, False, outcome))
                 continue
@@ -444,6 +531,11 @@ class Services:
         for parameter in job.parameters:
             value = parameter.stored_value
             if value is not None and value != before[parameter.key].stored_value:
+                if parameter.reference_only:
+                    raise UsageError(
+                        f"Parameter {parameter.name!r} is imported for reference only "
+                        f"({parameter.source}) and never sent: it takes no stored value."
+                    )
                 check_parameter_value(parameter.name, value)
             checked.append(checked_parameter(before[parameter.key], parameter))
         check_secret_choice(stored.parameters, checked, may_choose_secrets=may_choose_secrets)

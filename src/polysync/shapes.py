@@ -59,9 +59,11 @@ def parameter_fields(parameter: Parameter) -> dict[str, Any]:
         "default": shown_default(parameter),
         "direction": parameter.direction,
         "task_key": parameter.task_key,
-        "source": parameter.source.value,
+        "source": str(parameter.source),
         "stored_value": shown_value(parameter.data_type, parameter.stored_value),
         "sent_at_run_time": parameter.is_sent,
+        "reference_only": parameter.reference_only,
+        "choices": list(parameter.choices),
     }
 
 

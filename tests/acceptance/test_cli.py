@@ -309,7 +309,7 @@ def test_other_auth_methods_are_stored_as_references(cli: Cli) -> None:
 def test_discover_classifies_workflows_and_jobs(cli: Cli) -> None:
     cli.add_demo_platform()
     found = {job["name"]: job for job in cli.ok("discover", "demo", "--json").json()}
-    assert len(found) == 10
+    assert len(found) == 16  # 10 Jobs API jobs, 4 notebooks, 2 pipelines
     # The REST API's shape (polysync.shapes): `kind`, `imported_job_id`.
     assert found["nightly-sales-etl"]["kind"] == "Databricks Workflow"
     assert found["nightly-sales-etl"]["imported_job_id"] is None
@@ -318,6 +318,9 @@ def test_discover_classifies_workflows_and_jobs(cli: Cli) -> None:
     assert found["vacuum-delta-tables"]["kind"] == "Databricks Job"
     assert found["vacuum-delta-tables"]["task_count"] == 1
     assert sum(job["kind"] == "Databricks Workflow" for job in found.values()) == 7
+    assert found["daily_sales_report"]["kind"] == "Databricks Notebook"
+    assert found["daily_sales_report"]["external_id"] == "/Shared/polysync-demo/daily_sales_report"
+    assert found["sales-medallion-dlt"]["kind"] == "Databricks Pipeline"
 
     table = cli.ok("discover", "demo").stdout
     assert re.search(r"914275016372845\s+nightly-sales-etl\s+Workflow\s+4\s+team=finance", table)
@@ -327,10 +330,10 @@ def test_discover_classifies_workflows_and_jobs(cli: Cli) -> None:
 def test_import_all_creates_then_updates(cli: Cli) -> None:
     cli.add_demo_platform()
     first = cli.ok("import", "demo", "--all", "--json").json()
-    assert len(first) == 10
+    assert len(first) == 16
     assert {r["outcome"] for r in first} == {"created"}
     again = cli.ok("import", "demo", "--all")
-    assert "0 created, 10 updated, 0 failed." in again.stdout
+    assert "0 created, 16 updated, 0 failed." in again.stdout
     neither = cli("import", "demo")
     assert neither.code == 2
     assert "--all" in neither.stderr
@@ -665,11 +668,162 @@ def test_demo_runs_the_whole_story(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     assert "Test connectivity ✔" in out
-    assert "10 jobs found: 7 Databricks Workflows" in out
+    assert (
+        "16 jobs found: 7 Databricks Workflows, 4 Databricks Notebooks, 3 Databricks Jobs, "
+        "2 Databricks Pipelines." in out
+    )
     assert TROUBLESHOOTING in out
     assert "✔ Success" in out
     assert "A column `merchant_category` cannot be resolved" in out
     assert "■ Cancelled" in out
+    # One run of each other job type: a Databricks Job, a Notebook, a Pipeline update.
+    assert "vacuum-delta-tables  ·  run 4" in out
+    assert "daily_sales_report  ·  run 5" in out
+    assert "sales-medallion-dlt  ·  run 6  ·  Databricks run 6f1c2b7e-" in out
+    assert "runs 1 Success, 2 Failed, 3 Cancelled, 4 Success, 5 Success, 6 Success" in out
     assert "polysync runs list" in out
     assert DEMO_TOKEN not in out + done.stderr
     assert (tmp_path / "polysync.db").exists()
+
+
+# --------------------------------------------------------------------------- other job types
+NOTEBOOK_PATH = "/Shared/polysync-demo/daily_sales_report"
+R_NOTEBOOK_PATH = "/Shared/polysync-demo/forecast_demand"
+SALES_PIPELINE = "6f1c2b7e-3a4d-4e5f-8a9b-0c1d2e3f4a5b"
+IOT_PIPELINE = "0a9b8c7d-6e5f-4a3b-9c2d-1e0f9a8b7c6d"
+
+
+@pytest.fixture(scope="module")
+def endless_notebook(emulator_url: str) -> str:
+    """A notebook whose runs never end on their own (seeded in the emulator)."""
+    path = "/Shared/polysync-tests/endless"
+    seeded = httpx.post(
+        f"{emulator_url}/emulator/notebooks",
+        json={
+            "notebooks": [
+                {
+                    "path": path,
+                    "language": "PYTHON",
+                    "source": 'dbutils.widgets.text("n", "1")\n',
+                    "emulator": {"duration_s": 10_000_000},
+                }
+            ]
+        },
+    )
+    seeded.raise_for_status()
+    return path
+
+
+@pytest.fixture(scope="module")
+def endless_pipeline(emulator_url: str) -> str:
+    """A pipeline whose updates never end on their own (seeded in the emulator)."""
+    seeded = httpx.post(
+        f"{emulator_url}/emulator/pipelines",
+        json={"pipelines": [{"name": "endless-dlt", "emulator": {"duration_s": 10_000_000}}]},
+    )
+    seeded.raise_for_status()
+    return str(seeded.json()["pipeline_ids"][0])
+
+
+def test_notebook_job_type_from_discovery_to_success_failure_and_cancel(
+    cli: Cli, endless_notebook: str
+) -> None:
+    cli.add_demo_platform()
+    set_attributes = cli.ok(
+        "platform", "attributes", "demo", "default_notebook_path=/Shared/polysync-demo"
+    )
+    assert "default_notebook_path = /Shared/polysync-demo" in set_attributes.stdout
+    found = cli.ok("discover", "demo", "--json").json()
+    notebooks = sorted(j["external_id"] for j in found if j["job_type"] == "Databricks Notebook")
+    assert len(notebooks) == 4
+    assert NOTEBOOK_PATH in notebooks
+    imported = cli.ok(
+        "import", "demo", "--external-id", NOTEBOOK_PATH, "--external-id", R_NOTEBOOK_PATH
+    )
+    assert "2 created" in imported.stdout
+    shown = cli.ok("jobs", "show", "daily_sales_report", "--platform", "demo", "--json").json()
+    assert shown["job_type"] == "Databricks Notebook"
+    assert [p["name"] for p in shown["parameters"]] == [
+        "run_date",
+        "region",
+        "currency",
+        "channels",
+    ]
+    # No compute yet: refused before any run is recorded, naming what to set (exit 2).
+    refused = cli("run", "daily_sales_report", "--platform", "demo", "-p", "region=apac")
+    assert refused.code == 2, refused.output
+    assert "serverless=true" in refused.stderr
+    assert cli.ok("runs", "list", "--json").json() == []
+    cli.ok("platform", "attributes", "demo", "serverless=true")
+    bad_choice = cli("run", "daily_sales_report", "--platform", "demo", "-p", "region=mars")
+    assert bad_choice.code == 2
+    assert "'emea', 'apac', 'amer'" in bad_choice.stderr
+    done = cli("run", "daily_sales_report", "--platform", "demo", "-p", "region=apac", "--json")
+    assert done.code == 0, done.output
+    run = done.json()
+    assert run["status"] == "Success"
+    assert run["parameters_sent"] == {"region": "apac"}
+    assert run["run_id"].isdigit()
+    failed = cli("run", "forecast_demand", "--platform", "demo", "-p", "horizon_days=7")
+    assert failed.code == 1, failed.output
+    assert "there is no package called 'forecast'" in failed.stdout
+    cli.ok("import", "demo", "--external-id", endless_notebook)
+    started = cli.ok("run", endless_notebook, "--platform", "demo", "--no-wait", "--json")
+    cancelled = cli.ok("runs", "cancel", str(started.json()["id"]))
+    assert "■ Cancelled" in cancelled.stdout
+
+
+def test_pipeline_job_type_from_discovery_to_success_failure_and_cancel(
+    cli: Cli, endless_pipeline: str
+) -> None:
+    cli.add_demo_platform()
+    found = cli.ok("discover", "demo").stdout
+    assert re.search(rf"{SALES_PIPELINE}\s+sales-medallion-dlt\s+Pipeline", found)
+    cli.ok("import", "demo", "--external-id", SALES_PIPELINE, "--external-id", IOT_PIPELINE)
+    shown = cli.ok("jobs", "show", "sales-medallion-dlt", "--platform", "demo", "--json").json()
+    parameters = {p["name"]: p for p in shown["parameters"]}
+    assert parameters["full_refresh"]["data_type"] == "Bool"
+    assert parameters["source_path"]["reference_only"] is True
+    refused = cli("run", "sales-medallion-dlt", "--platform", "demo", "-p", "source_path=/x")
+    assert refused.code == 2
+    assert "reference only" in refused.stderr
+    done = cli(
+        "run", "sales-medallion-dlt", "--platform", "demo", "-p", "full_refresh=true", "--json"
+    )
+    assert done.code == 0, done.output
+    run = done.json()
+    assert run["status"] == "Success"
+    assert run["run_id"].startswith(f"{SALES_PIPELINE}:")
+    assert run["parameters_sent"] == {"full_refresh": "true"}
+    failed = cli("run", "iot-telemetry-dlt", "--platform", "demo")
+    assert failed.code == 1, failed.output
+    assert "TABLE_OR_VIEW_NOT_FOUND" in failed.stdout
+    cli.ok("import", "demo", "--external-id", endless_pipeline)
+    started = cli.ok("run", endless_pipeline, "--platform", "demo", "--no-wait", "--json")
+    cancelled = cli.ok("runs", "cancel", str(started.json()["id"]))
+    assert "■ Cancelled" in cancelled.stdout
+    assert "stops its active update" in cancelled.stdout + cancelled.stderr
+
+
+def test_platform_attributes_at_add_and_after(cli: Cli) -> None:
+    bad = cli(
+        "platform", "add", "demo", "--url", cli.url, "--token", f"env:{TOKEN_VAR}",
+        "--attribute", "serverless",
+    )  # fmt: skip
+    assert bad.code == 2
+    assert "KEY=VALUE" in bad.stderr
+    cli.ok(
+        "platform", "add", "demo", "--url", cli.url, "--token", f"env:{TOKEN_VAR}",
+        "--attribute", "serverless=true", "--attribute", "default_notebook_path=/Shared",
+    )  # fmt: skip
+    shown = cli.ok("platform", "attributes", "demo").stdout
+    assert "default_notebook_path = /Shared" in shown
+    assert "serverless = true" in shown
+    after = cli.ok("platform", "attributes", "demo", "num_workers=2", "--unset", "serverless")
+    assert "num_workers = 2" in after.stdout
+    assert "serverless" not in after.stdout
+    platform = cli.ok("platform", "show", "demo", "--json").json()
+    assert platform["options"]["attributes"] == {
+        "default_notebook_path": "/Shared",
+        "num_workers": "2",
+    }

@@ -7,8 +7,9 @@ from dataclasses import replace
 
 import pytest
 
-from polysync.domain.models import DataType, ImportedJob, JobKind
+from polysync.domain.models import DataType, ImportedJob
 from polysync.domain.records import RunFilter
+from polysync.jobtypes.databricks.parameters import JobKind
 from tests.api.conftest import FRAUD, SALES, Api
 from tests.api.test_platforms import is_problem
 

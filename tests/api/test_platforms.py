@@ -123,7 +123,7 @@ async def test_delete_with_active_runs_conflicts(api: Api) -> None:
     response = await api.client.delete(
         f"/api/v1/platforms/{api.platform_id}", headers=api.auth("admin")
     )
-    assert "active runs" in str(is_problem(response, 409)["detail"])
+    assert "active run(s)" in str(is_problem(response, 409)["detail"])
 
 
 async def test_connectivity_failure_is_a_502_with_the_reason(
@@ -178,3 +178,19 @@ async def test_import_selected_all_and_bad_ids(api: Api) -> None:
         await api.client.post(path, headers=admin, json={"all": True, "external_ids": [SALES]}),
         400,
     )
+
+
+async def test_a_taken_name_is_one_conflict_from_services(api: Api) -> None:
+    """The 409 comes from the one application layer (ConflictError), not from the route."""
+    response = await api.client.post(
+        "/api/v1/platforms",
+        headers=api.auth("admin"),
+        json={
+            "name": "demo",
+            "workspace_url": api.harness.base_url,
+            "auth": {"method": "pat", "token": "env:SOME_TOKEN"},
+        },
+    )
+    problem = is_problem(response, 409)
+    assert problem["type"].endswith("/conflict")  # type: ignore[union-attr]
+    assert "already exists" in str(problem["detail"])

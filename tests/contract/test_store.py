@@ -22,9 +22,7 @@ from polysync.domain.models import (
     DataType,
     Direction,
     ImportedJob,
-    JobKind,
     Parameter,
-    ParameterSource,
     RunSnapshot,
     RunStatus,
     TaskRunState,
@@ -45,11 +43,13 @@ from polysync.errors import (
     LIST_JOBS,
     LIST_PLATFORMS,
     LIST_RUNS,
+    ConflictError,
     NotFoundError,
     StoreError,
     StoreUnavailableError,
     UsageError,
 )
+from polysync.jobtypes.databricks.parameters import JobKind, ParameterSource
 from polysync.store import SqlStore, default_database_url, open_store, upgrade
 from polysync.store.migrate import head_revision
 from tests.conftest import free_port
@@ -321,7 +321,7 @@ async def test_removing_a_platform_while_a_run_starts_on_it(database_url: str) -
                 one.remove_platform(platform.id), start(two, job), return_exceptions=True
             )
             if isinstance(removed, BaseException):
-                assert isinstance(removed, UsageError), removed
+                assert isinstance(removed, ConflictError), removed
                 assert "active run" in removed.message
                 assert isinstance(started, Run)
                 assert (await one.get_run(started.id)).platform_id == platform.id
@@ -331,7 +331,7 @@ async def test_removing_a_platform_while_a_run_starts_on_it(database_url: str) -
                 assert isinstance(started, NotFoundError), started
                 assert "No platform with id" in started.message
             outcomes.add((type(removed).__name__, type(started).__name__))
-    assert outcomes <= {("UsageError", "Run"), ("NoneType", "NotFoundError")}
+    assert outcomes <= {("ConflictError", "Run"), ("NoneType", "NotFoundError")}
 
 
 # ---------------------------------------------------------------------------------- jobs

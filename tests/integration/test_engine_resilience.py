@@ -24,7 +24,8 @@ from polysync.emulator.spec import TaskScript
 from polysync.engine.engine import Engine, EngineSettings
 from polysync.engine.polling import PollPolicy
 from polysync.errors import SecretReferenceError, StoreUnavailableError
-from polysync.jobtypes.databricks_workflow import DatabricksWorkflowJobType, idempotency_token
+from polysync.jobtypes.base import idempotency_token
+from polysync.jobtypes.databricks.workflow import DatabricksWorkflowJobType
 from polysync.services import Services
 from tests.conftest import EmulatorHarness, open_services
 from tests.integration.conftest import (

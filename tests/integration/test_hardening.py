@@ -13,7 +13,7 @@ import pytest
 from polysync.databricks.client import DatabricksClient
 from polysync.databricks.endpoints import Endpoint
 from polysync.domain.models import RunStatus
-from polysync.jobtypes.databricks_workflow import DatabricksWorkflowJobType
+from polysync.jobtypes.databricks.workflow import DatabricksWorkflowJobType
 from polysync.services import Services
 from tests.conftest import EmulatorHarness
 from tests.integration.conftest import SALES, databricks_runs

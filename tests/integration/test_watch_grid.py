@@ -13,7 +13,7 @@ import pytest
 from polysync.domain.models import RunSnapshot, RunStatus
 from polysync.domain.records import Run
 from polysync.emulator.spec import TaskScript
-from polysync.jobtypes.databricks_workflow import DatabricksWorkflowJobType
+from polysync.jobtypes.databricks.workflow import DatabricksWorkflowJobType
 from polysync.services import Services
 from tests.conftest import EmulatorHarness, autojump
 from tests.integration.conftest import BACKFILL, FRAUD, SALES

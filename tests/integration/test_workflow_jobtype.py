@@ -8,7 +8,7 @@ import pytest
 
 from polysync.databricks.client import DatabricksClient
 from polysync.databricks.settings import ApiVersions, PatAuthSettings, WorkspaceSettings
-from polysync.domain.models import DataType, Direction, ImportedJob, JobKind, Parameter, RunStatus
+from polysync.domain.models import DataType, Direction, ImportedJob, Parameter, RunStatus
 from polysync.emulator.faults import Fault
 from polysync.errors import (
     InvalidExternalIdError,
@@ -16,7 +16,9 @@ from polysync.errors import (
     ParameterValueError,
     TaskScopedParameterError,
 )
-from polysync.jobtypes.databricks_workflow import DatabricksWorkflowJobType, idempotency_token
+from polysync.jobtypes.base import idempotency_token
+from polysync.jobtypes.databricks.parameters import JobKind
+from polysync.jobtypes.databricks.workflow import DatabricksWorkflowJobType
 from tests.conftest import TEST_TOKEN, EmulatorHarness, autojump
 
 

@@ -92,10 +92,12 @@ def test_platform_import_sync_execute_fail_and_cancel(page: Page, web: WebServer
     expect(page.locator("#connectivity")).to_contain_text("1234567890123456")
     page.get_by_role("button", name="Get Pipelines").click()
     rows = page.locator("#pipelines tbody tr")
-    expect(rows).to_have_count(10)
+    expect(rows).to_have_count(16)
     expect(page.locator("#pipelines .summary")).to_have_text(
-        re.compile(r"10 jobs found: \d+ Workflows")
+        "16 jobs found: 7 Workflows, 4 Notebooks, 3 Jobs, 2 Pipelines."
     )
+    expect(rows.filter(has_text="daily_sales_report").locator(".kind")).to_have_text("Notebook")
+    expect(rows.filter(has_text="sales-medallion-dlt").locator(".kind")).to_have_text("Pipeline")
     expect(rows.filter(has_text=SALES).locator(".kind")).to_have_text("Workflow")
     expect(rows.filter(has_text="vacuum-delta-tables").locator(".kind")).to_have_text("Job")
     for name in (SALES, FRAUD, BACKFILL):

@@ -30,7 +30,7 @@ from polysync.domain.limits import (
 from polysync.domain.models import (
     DataType,
     Direction,
-    JobKind,
+    JobTypeName,
     Parameter,
     ParameterChange,
     ParameterDiff,
@@ -114,7 +114,9 @@ AUTH_DESCRIPTION = "`method` plus its fields; secret fields hold `env:NAME` or `
 OPTIONS_DESCRIPTION = (
     "Client settings, each bounded: api_versions, rate_limits (<= 10,000/s), retry "
     "(deadline_s <= 3600, max_attempts <= 100, ...), 1 <= request_timeout_s <= 600, "
-    "0.5 <= connect_timeout_s <= 120, max_connections <= 1000, tls_ca_bundle (a readable PEM file)."
+    "0.5 <= connect_timeout_s <= 120, max_connections <= 1000, tls_ca_bundle (a readable PEM file); "
+    "and `attributes`, a map of text values job types read (default_notebook_path, "
+    "spark_version, node_type_id, num_workers, instance_pool_id, serverless: docs/job-types.md)."
 )
 
 
@@ -175,7 +177,7 @@ class ConnectivityOut(BaseModel):
 class DiscoveredJobOut(BaseModel):
     external_id: str
     name: str
-    kind: JobKind
+    kind: JobTypeName = Field(description='The Job Type, e.g. "Databricks Workflow".')
     task_count: int
     tasks_truncated: bool = Field(
         description="task_count is a lower bound: the list cut the tasks and jobs/get failed."
@@ -225,6 +227,8 @@ class ParameterOut(BaseModel):
         description=f"A Secret's shows as its reference (`env:NAME`, `file:PATH`), or {MASK!r}."
     )
     sent_at_run_time: bool
+    reference_only: bool = Field(description="Imported for reference; never sent with a run.")
+    choices: list[str] = Field(description="The values the platform allows; [] when any.")
 
     @classmethod
     def of(cls, parameter: Parameter) -> ParameterOut:
@@ -234,7 +238,7 @@ class ParameterOut(BaseModel):
 class JobOut(BaseModel):
     id: int
     platform_id: int
-    job_type: JobKind
+    job_type: JobTypeName = Field(description='The Job Type, e.g. "Databricks Pipeline".')
     external_id: str
     name: str
     description: str
@@ -297,8 +301,8 @@ class ParameterChangeOut(BaseModel):
 
 
 class KindChangeOut(BaseModel):
-    old: JobKind
-    new: JobKind
+    old: JobTypeName
+    new: JobTypeName
 
 
 class SyncOut(BaseModel):
@@ -371,7 +375,10 @@ class RunSummary(BaseModel):
     status: RunStatus
     terminal: bool
     message: str
-    databricks_run_id: str | None
+    databricks_run_id: str | None = Field(
+        description="The RunId on the platform, opaque text: a Databricks run id, or "
+        '"{pipeline_id}:{update_id}" for a Databricks Pipeline update.'
+    )
     run_page_url: str | None
     created_at: datetime
     submitted_at: datetime | None

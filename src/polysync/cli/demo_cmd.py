@@ -25,11 +25,11 @@ from polysync.cli.common import (
     run_async,
     session,
 )
-from polysync.cli.render import discover_summary, discover_table
+from polysync.cli.render import discover_summary, discover_table, kinds_summary
 from polysync.cli.terminal import safe_markup, terminal_safe
 from polysync.cli.watch import print_outcome, watch
-from polysync.domain.models import JobKind, RunStatus
-from polysync.domain.records import NewPlatform, Run
+from polysync.domain.models import RunStatus
+from polysync.domain.records import PLATFORM_ATTRIBUTES, NewPlatform, Run
 from polysync.errors import NotFoundError, UsageError
 
 if TYPE_CHECKING:
@@ -38,7 +38,21 @@ if TYPE_CHECKING:
 PLATFORM = "demo"
 TOKEN_VARIABLE = "POLYSYNC_DEMO_TOKEN"  # noqa: S105 - the name of a variable, not a token
 SALES, FRAUD, BACKFILL = "nightly-sales-etl", "fraud-scoring", "warehouse-backfill"
+VACUUM = "vacuum-delta-tables"  # a single-task Databricks Job
+REPORT = "daily_sales_report"  # a Databricks Notebook (/Shared/polysync-demo)
+MEDALLION = "sales-medallion-dlt"  # a Databricks Pipeline
 SALES_VALUES = {"env": "dev", "run_date": "2026-11-24", "batch_size": "1000"}
+REPORT_VALUES = {"region": "apac", "channels": "web,store"}
+# Where discovery walks for notebooks, and how notebook runs get compute (docs/job-types.md).
+DEMO_ATTRIBUTES = {"default_notebook_path": "/Shared/polysync-demo", "serverless": "true"}
+EXPECTED = [
+    RunStatus.SUCCESS,
+    RunStatus.FAILED,
+    RunStatus.CANCELLED,
+    RunStatus.SUCCESS,
+    RunStatus.SUCCESS,
+    RunStatus.SUCCESS,
+]
 POLL_S = 0.25  # the demo's engine polls this often (real seconds) while the workspace runs fast
 
 
@@ -62,7 +76,8 @@ def demo(
         ),
     ] = False,
 ) -> None:
-    """Run the demo: emulator, platform, discovery, import, a success, a failure, a cancel."""
+    """Run the demo: emulator, platform, discovery, import, a success, a failure, a cancel, and
+    one run of each other job type (Databricks Job, Notebook, Pipeline)."""
     home_given = bool(os.environ.get("POLYSYNC_HOME"))
     home = (
         Path(os.environ["POLYSYNC_HOME"]).expanduser().resolve()
@@ -75,7 +90,7 @@ def demo(
         out.print("Demo interrupted.")
         raise typer.Exit(EXIT_INTERRUPTED) from None
     outcomes = [run.status for run in runs]
-    expected = [RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.CANCELLED]
+    expected = EXPECTED
     if outcomes != expected:
         out.print(
             f"[red]The demo's runs ended {[s.value for s in outcomes]}, expected "
@@ -131,12 +146,11 @@ async def _story(services: Services, url: str) -> list[Run]:
     _, results = await services.import_jobs(PLATFORM, None, actor=cli_actor())
     created = sum(1 for r in results if r.job and r.created)
     updated = sum(1 for r in results if r.job and not r.created)
-    workflows = sum(1 for r in results if r.job and r.job.job_type is JobKind.WORKFLOW)
+    kinds = kinds_summary(r.job.job_type for r in results if r.job)
     say(
         "Import",
         f"{len(results)} jobs imported with their parameter schema ({created} created, "
-        f"{updated} updated; {workflows} as {JobKind.WORKFLOW.value}, "
-        f"{len(results) - workflows} as {JobKind.JOB.value}).",
+        f"{updated} updated; {kinds}).",
     )
 
     sales = await services.get_job(SALES, PLATFORM)
@@ -159,6 +173,20 @@ async def _story(services: Services, url: str) -> list[Run]:
         gap=True,
     )
     outcomes.append(await _execute(services, BACKFILL, {}, cancel_when=_backfill_running))
+
+    say("Job", f"[bold]{VACUUM}[/]: a single-task Databricks Job, started with run-now", gap=True)
+    outcomes.append(await _execute(services, VACUUM, {}))
+
+    values = ", ".join(f"{k}={v}" for k, v in REPORT_VALUES.items())
+    say(
+        "Notebook",
+        f"[bold]{REPORT}[/]: a one-time run (runs/submit, serverless) with widgets {values}",
+        gap=True,
+    )
+    outcomes.append(await _execute(services, REPORT, REPORT_VALUES))
+
+    say("Pipeline", f"[bold]{MEDALLION}[/]: an update of a Lakeflow pipeline", gap=True)
+    outcomes.append(await _execute(services, MEDALLION, {"full_refresh": "true"}))
     return outcomes
 
 
@@ -168,6 +196,7 @@ async def _register(services: Services, url: str) -> None:
         workspace_url=url,
         auth={"method": "pat", "token": f"env:{TOKEN_VARIABLE}"},
         description="The Polysync demo workspace (emulated).",
+        options={PLATFORM_ATTRIBUTES: DEMO_ATTRIBUTES},
     )
     try:
         existing = await services.store.get_platform(PLATFORM)
@@ -175,7 +204,7 @@ async def _register(services: Services, url: str) -> None:
         await services.add_platform(new, actor=cli_actor())
         verb = "registered"
     else:  # a database kept in POLYSYNC_HOME: point the platform at this emulator
-        fresh = replace(existing, workspace_url=url, auth=new.auth, options={})
+        fresh = replace(existing, workspace_url=url, auth=new.auth, options=dict(new.options))
         await services.update_platform(fresh, actor=cli_actor())
         verb = "updated"
     report = await services.test_platform(PLATFORM)

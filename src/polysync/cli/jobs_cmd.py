@@ -77,7 +77,10 @@ def import_(
     job_ids: Annotated[
         list[str] | None,
         typer.Option(
-            "--job-id", help="External Id (Databricks Job Id) to import; repeatable.", metavar="ID"
+            "--external-id",
+            "--job-id",
+            help="External Id to import (a Job Id, a notebook path, a pipeline id); repeatable.",
+            metavar="ID",
         ),
     ] = None,
     all_jobs: Annotated[bool, typer.Option("--all", help="Import every discovered job.")] = False,

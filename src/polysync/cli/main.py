@@ -78,7 +78,8 @@ COMMANDS: dict[str, LazyCommand] = {
     "demo": LazyCommand(
         "demo_cmd",
         "demo",
-        "Run the demo: emulator, platform, discovery, import, a success, a failure, a cancel.",
+        "Run the demo: emulator, platform, discovery, import, a success, a failure, a cancel, "
+        "and one run of each other job type (Databricks Job, Notebook, Pipeline).",
     ),
     "emulator": LazyCommand("emulator_cmd", "app", "The Databricks Jobs API emulator.", group=True),
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,7 +27,7 @@ from polysync.cli.common import (
 from polysync.cli.render import AUTH_LABELS, platform_view, platforms_table, plural
 from polysync.cli.terminal import safe_markup
 from polysync.databricks.settings import ApiVersions
-from polysync.domain.records import NewPlatform
+from polysync.domain.records import PLATFORM_ATTRIBUTES, NewPlatform, Platform
 from polysync.errors import SecretReferenceError
 from polysync.lookup import find_platform
 from polysync.secrets import SecretReference
@@ -182,6 +183,16 @@ def add(
     ] = None,
     cluster_id: Annotated[str | None, typer.Option(show_default=False)] = None,
     description: Annotated[str, typer.Option()] = "",
+    attribute: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--attribute",
+            help="A platform attribute KEY=VALUE, repeatable (e.g. default_notebook_path=/Shared, "
+            "spark_version=..., node_type_id=..., num_workers=2, instance_pool_id=..., "
+            "serverless=true: docs/job-types.md).",
+            show_default=False,
+        ),
+    ] = None,
     json_out: JsonOption = False,
     db: DbOption = None,
 ) -> None:
@@ -204,6 +215,8 @@ def add(
         options["tls_ca_bundle"] = str(ca_bundle.resolve())
     if api_version_list is not None:
         options["api_versions"] = {"jobs_list": api_version_list.value}
+    if attribute:
+        options[PLATFORM_ATTRIBUTES] = parse_attributes(attribute)
     new = NewPlatform(
         name=name,
         workspace_url=url,
@@ -227,6 +240,54 @@ def add(
         soft_wrap=True,
     )
     out.print(f"  Next: [bold]polysync platform test {platform.name}[/]", soft_wrap=True)
+
+
+def parse_attributes(pairs: list[str]) -> dict[str, str]:
+    """KEY=VALUE pairs (the value may contain '='); exits 2 naming a pair without '='."""
+    attributes: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            fail(f"--attribute {pair!r}: expected KEY=VALUE, e.g. default_notebook_path=/Shared.")
+        attributes[key.strip()] = value.strip()
+    return attributes
+
+
+@app.command("attributes")
+def attributes(
+    name: Annotated[str, typer.Argument(help="Platform name.")],
+    pairs: Annotated[
+        list[str] | None, typer.Argument(help="KEY=VALUE attributes to set.", show_default=False)
+    ] = None,
+    unset: Annotated[
+        list[str] | None,
+        typer.Option("--unset", help="An attribute to remove, repeatable.", show_default=False),
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Show or change a platform's attributes: what job types read (a notebook run's compute,
+    the Default Notebook Path of discovery, ...)."""
+    changes = parse_attributes(pairs or [])
+
+    async def main() -> Platform:
+        async with session(db) as services:
+            platform = await services.store.get_platform(name)
+            if not changes and not unset:
+                return platform
+            current = dict(platform.attributes)
+            current.update(changes)
+            for key in unset or []:
+                current.pop(key, None)
+            options = {**platform.options, PLATFORM_ATTRIBUTES: current}
+            return await services.update_platform(
+                replace(platform, options=options), actor=cli_actor()
+            )
+
+    platform = run_async(main)
+    if not platform.attributes:
+        out.print(f"Platform [bold]{name}[/] has no attributes.")
+    for key, value in sorted(platform.attributes.items()):
+        out.print(f"{key} = {value}", markup=False, highlight=False)
 
 
 @app.command("list")

@@ -12,10 +12,11 @@ from rich.table import Table
 from rich.text import Text
 
 from polysync.cli.terminal import link_style, safe_markup, terminal_safe
-from polysync.domain.models import JobKind, Parameter, RunSnapshot, RunStatus, TaskRunState
+from polysync.domain.models import JobTypeName, Parameter, RunSnapshot, RunStatus, TaskRunState
 from polysync.domain.parameters import shown_default, shown_value, shown_values
 from polysync.domain.records import Job, Platform, Run, RunEvent
 from polysync.jobtypes.base import DiscoveredJob
+from polysync.jobtypes.labels import counts_text, short_label
 
 if TYPE_CHECKING:
     from polysync.services import ImportResult
@@ -44,9 +45,9 @@ STATUS_ICONS = {
 
 
 # --------------------------------------------------------------------------- small pieces
-def kind_label(kind: JobKind) -> str:
-    """The classification shown in tables: Workflow (more than one task) or Job."""
-    return "Workflow" if kind is JobKind.WORKFLOW else "Job"
+def kind_label(kind: JobTypeName) -> str:
+    """The Job Type shown in tables ("Databricks Workflow" -> "Workflow", `short_label`)."""
+    return short_label(kind)
 
 
 def status_text(status: RunStatus) -> Text:
@@ -191,7 +192,7 @@ def discover_table(found: Sequence[DiscoveredJob], imported: set[str]) -> Table:
         row: list[RenderableType] = [
             job.external_id,
             safe_markup(job.name),
-            Text(kind_label(job.kind), style="bold" if job.kind is JobKind.WORKFLOW else ""),
+            Text(kind_label(job.kind), style="bold" if job.task_count > 1 else ""),
             task_count_text(job),
             safe_markup(tags_text(job.tags)),
         ]
@@ -202,11 +203,12 @@ def discover_table(found: Sequence[DiscoveredJob], imported: set[str]) -> Table:
 
 
 def discover_summary(found: Sequence[DiscoveredJob]) -> str:
-    workflows = sum(1 for j in found if j.kind is JobKind.WORKFLOW)
-    return (
-        f"{plural(len(found), 'job')} found: {plural(workflows, 'Databricks Workflow')} (more "
-        f"than one task), {plural(len(found) - workflows, 'Databricks Job')}."
-    )
+    return f"{plural(len(found), 'job')} found: {kinds_summary(j.kind for j in found)}."
+
+
+def kinds_summary(kinds: Iterable[JobTypeName]) -> str:
+    """How many of each Job Type, most first: "7 Databricks Workflows, 3 Databricks Jobs"."""
+    return counts_text(kinds)
 
 
 def import_table(results: Sequence[ImportResult]) -> Table:
@@ -253,7 +255,7 @@ def jobs_table(jobs: Sequence[Job], platform_names: Mapping[int, str]) -> Table:
 def job_view(job: Job, platform_name: str) -> RenderableType:
     general = _field_grid()
     general.add_row("Name", safe_markup(job.name))
-    general.add_row("Job Type", job.job_type.value)
+    general.add_row("Job Type", str(job.job_type))
     general.add_row("External Id", job.external_id)
     general.add_row("Platform", safe_markup(platform_name))
     if job.description:
@@ -303,11 +305,14 @@ def parameters_table(parameters: Sequence[Parameter]) -> RenderableType:
     for p in parameters:
         # Unset behaves like Input (spec): shown as Input, dimmed.
         direction = Text(p.direction.value) if p.direction else Text("Input", style="dim")
-        scope = (
-            Text("job level")
-            if p.is_job_level
-            else Text(f"task {terminal_safe(p.task_key or '')}, reference-only", style="yellow")
-        )
+        if p.reference_only:
+            scope = Text(f"{terminal_safe(str(p.source))}, reference-only", style="yellow")
+        elif not p.is_job_level:
+            scope = Text(f"task {terminal_safe(p.task_key or '')}, reference-only", style="yellow")
+        else:
+            scope = Text("job level")
+            if p.choices:
+                scope.append(f"; choices: {terminal_safe(', '.join(p.choices))}", style="dim")
         row: list[RenderableType] = [
             safe_markup(p.name),
             p.data_type.value,
@@ -445,9 +450,7 @@ def run_outcome(run: Run) -> Text:
 def run_view(run: Run, job: Job, events: Sequence[RunEvent], now: datetime | None = None) -> Group:
     """Everything about one run. `now` (the clock's) tells whether an engine is tracking it."""
     grid = _field_grid()
-    grid.add_row(
-        "Run", f"{run.id} of job {safe_markup(job.name)} (id {job.id}, {job.job_type.value})"
-    )
+    grid.add_row("Run", f"{run.id} of job {safe_markup(job.name)} (id {job.id}, {job.job_type!s})")
     grid.add_row("Status", status_text(run.status))
     grid.add_row("Message", safe_markup(run.message) or "-")
     grid.add_row("Databricks run", run.run_id or "-")

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self, TypeVar
+from urllib.parse import quote
 
 import httpx
 from pydantic import SecretStr, ValidationError
@@ -145,10 +146,24 @@ class DatabricksClient:
         name: str | None = None,
         page_size: int = MAX_JOBS_PAGE,
     ) -> AsyncIterator[DatabricksJob]:
-        """Every job (newest first), paging to the end whatever the configured version does (D5).
+        """`list_jobs_json`, each entry read into a DatabricksJob (a malformed one raises)."""
+        async for entry in self.list_jobs_json(
+            expand_tasks=expand_tasks, name=name, page_size=page_size
+        ):
+            yield _parse(DatabricksJob, entry, Endpoint.JOBS_LIST)
+
+    async def list_jobs_json(
+        self,
+        *,
+        expand_tasks: bool = False,
+        name: str | None = None,
+        page_size: int = MAX_JOBS_PAGE,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every job (newest first) as Databricks sent it, paging to the end whatever the
+        configured version does (D5). The job types read these with their tolerant decoders.
 
         `name` is an exact, case-insensitive match; it is also applied here because 2.0 may ignore
-        it. Without `expand_tasks`, `settings.tasks` is None; in 2.2 a job with `has_more` shows
+        it. Without `expand_tasks`, `settings.tasks` is absent; in 2.2 a job with `has_more` shows
         only its first 100 tasks - get_job has them all. Pages are as large as allowed (100):
         fewer calls, and offset paging (2.0 only) reaches past its 1000 cap (reference §1).
         """
@@ -164,16 +179,23 @@ class DatabricksClient:
             entries = _entries(answer, "jobs")
             pager.advance(answer, len(entries))
             for entry in entries:
-                job = _parse(DatabricksJob, entry, Endpoint.JOBS_LIST)
-                if wanted is None or (job.settings.name or "").casefold() == wanted:
-                    yield job
+                if not isinstance(entry, dict):
+                    continue
+                settings = entry.get("settings")
+                job_name = settings.get("name") if isinstance(settings, dict) else None
+                if wanted is None or (isinstance(job_name, str) and job_name.casefold() == wanted):
+                    yield entry
 
     async def get_job(self, job_id: int) -> DatabricksJob:
-        """The job with all its tasks, job clusters, parameters, environments (2.2 pages merged)."""
-        answer = await self._get_all_pages(
+        """`get_job_json` read into a DatabricksJob."""
+        return _parse(DatabricksJob, await self.get_job_json(job_id), Endpoint.JOBS_GET)
+
+    async def get_job_json(self, job_id: int) -> dict[str, Any]:
+        """The job with all its tasks, job clusters, parameters, environments (2.2 pages
+        merged), as Databricks sent it."""
+        return await self._get_all_pages(
             Endpoint.JOBS_GET, {"job_id": job_id}, container="settings", keys=JOB_PAGED_ARRAYS
         )
-        return _parse(DatabricksJob, answer, Endpoint.JOBS_GET)
 
     async def create_job(self, settings: Mapping[str, Any]) -> int:
         """Create a job from JobSettings JSON; its job_id. Never retried once it was sent."""
@@ -242,9 +264,13 @@ class DatabricksClient:
         return _parse(DatabricksRun, answer, Endpoint.RUNS_GET)
 
     async def get_run_output(self, run_id: int) -> RunOutput:
-        """Output of one task run (a multi-task parent answers 400, reference §4)."""
+        """`get_run_output_json` read into a RunOutput."""
+        return _parse(RunOutput, await self.get_run_output_json(run_id), Endpoint.RUNS_GET_OUTPUT)
+
+    async def get_run_output_json(self, run_id: int) -> dict[str, Any]:
+        """Output of one task run (a multi-task parent answers 400, reference §4), as sent."""
         answer, _ = await self._call(Endpoint.RUNS_GET_OUTPUT, params={"run_id": run_id})
-        return _parse(RunOutput, answer, Endpoint.RUNS_GET_OUTPUT)
+        return answer
 
     async def list_runs(
         self,
@@ -257,7 +283,30 @@ class DatabricksClient:
         start_time_to_ms: int | None = None,
         page_size: int = MAX_RUNS_PAGE,
     ) -> AsyncIterator[DatabricksRun]:
-        """Runs, most recently started first, paging to the end."""
+        """`list_runs_json`, each entry read into a DatabricksRun (a malformed one raises)."""
+        async for entry in self.list_runs_json(
+            job_id=job_id,
+            active_only=active_only,
+            completed_only=completed_only,
+            expand_tasks=expand_tasks,
+            start_time_from_ms=start_time_from_ms,
+            start_time_to_ms=start_time_to_ms,
+            page_size=page_size,
+        ):
+            yield _parse(DatabricksRun, entry, Endpoint.RUNS_LIST)
+
+    async def list_runs_json(
+        self,
+        *,
+        job_id: int | None = None,
+        active_only: bool = False,
+        completed_only: bool = False,
+        expand_tasks: bool = False,
+        start_time_from_ms: int | None = None,
+        start_time_to_ms: int | None = None,
+        page_size: int = MAX_RUNS_PAGE,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Runs, most recently started first, paging to the end, as Databricks sent them."""
         if active_only and completed_only:
             raise ValueError("active_only and completed_only cannot both be true")
         _check_page_size(page_size, MAX_RUNS_PAGE)
@@ -279,7 +328,8 @@ class DatabricksClient:
             entries = _entries(answer, "runs")
             pager.advance(answer, len(entries))
             for entry in entries:
-                yield _parse(DatabricksRun, entry, Endpoint.RUNS_LIST)
+                if isinstance(entry, dict):
+                    yield entry
 
     async def cancel_run(self, run_id: int) -> None:
         """Ask Databricks to cancel a run: asynchronous; a no-op on a finished run (§5)."""
@@ -291,6 +341,110 @@ class DatabricksClient:
         if all_queued_runs:
             body["all_queued_runs"] = True
         await self._call(Endpoint.RUNS_CANCEL_ALL, body=body)
+
+    async def get_run_json(self, run_id: int) -> dict[str, Any]:
+        """runs/get as Databricks sent it (pages merged), for the tolerant decoder (D6): no wire
+        model stands between the answer and `decode_run`, so an odd field never fails a poll."""
+        params = {"run_id": run_id}
+        return await self._get_all_pages(
+            Endpoint.RUNS_GET, params, container=None, keys=RUN_PAGED_ARRAYS
+        )
+
+    async def submit_run(
+        self, body: Mapping[str, Any], *, idempotency_token: str
+    ) -> dict[str, Any]:
+        """jobs/runs/submit (a one-time run, D11) with its token, retried until known to have
+        landed: Databricks starts at most one run per token, as for run-now (reference §3, D8)."""
+        if not 0 < len(idempotency_token) <= MAX_IDEMPOTENCY_TOKEN_CHARS:
+            raise ValueError(
+                f"idempotency_token must be 1 to {MAX_IDEMPOTENCY_TOKEN_CHARS} characters, "
+                f"got {len(idempotency_token)}"
+            )
+        answer, _ = await self._call(
+            Endpoint.RUNS_SUBMIT,
+            body={**body, "idempotency_token": idempotency_token},
+            idempotent=True,
+        )
+        return answer
+
+    # ------------------------------------------------------------------ workspace (2.0)
+    async def list_workspace(self, path: str) -> list[dict[str, Any]]:
+        """workspace/list: the objects directly under `path` (none: the key is omitted)."""
+        answer, _ = await self._call(Endpoint.WORKSPACE_LIST, params={"path": path})
+        return [entry for entry in _entries(answer, "objects") if isinstance(entry, dict)]
+
+    async def export_workspace(self, path: str, *, format: str = "SOURCE") -> dict[str, Any]:
+        """workspace/export: `{"content": base64, "file_type": ...}` of a notebook or file."""
+        answer, _ = await self._call(
+            Endpoint.WORKSPACE_EXPORT, params={"path": path, "format": format}
+        )
+        return answer
+
+    async def get_workspace_status(self, path: str) -> dict[str, Any]:
+        """workspace/get-status: the ObjectInfo at `path` (404 RESOURCE_DOES_NOT_EXIST)."""
+        answer, _ = await self._call(Endpoint.WORKSPACE_GET_STATUS, params={"path": path})
+        return answer
+
+    # ------------------------------------------------------------------ pipelines (2.0)
+    async def list_pipelines(self, *, page_size: int = 100) -> AsyncIterator[dict[str, Any]]:
+        """Every pipeline (`statuses`), paging by `next_page_token` to the end."""
+        _check_page_size(page_size, 100)
+        token: str | None = None
+        seen: set[str] = set()
+        while True:
+            answer, _ = await self._call(
+                Endpoint.PIPELINES_LIST, params={"max_results": page_size, "page_token": token}
+            )
+            for entry in _entries(answer, "statuses"):
+                if isinstance(entry, dict):
+                    yield entry
+            token = next_page_token(answer)
+            if token is None:
+                return
+            if token in seen:
+                raise _unexpected(Endpoint.PIPELINES_LIST, f"page token {token!r} repeated")
+            seen.add(token)
+
+    async def get_pipeline(self, pipeline_id: str) -> dict[str, Any]:
+        answer, _ = await self._call(
+            Endpoint.PIPELINES_GET, path_params={"pipeline_id": pipeline_id}
+        )
+        return answer
+
+    async def start_pipeline_update(
+        self, pipeline_id: str, *, full_refresh: bool, cause: str | None = None
+    ) -> dict[str, Any]:
+        """Start an update: `{"update_id"}`; 409 RESOURCE_CONFLICT while one is active."""
+        body: dict[str, Any] = {"full_refresh": full_refresh}
+        if cause is not None:
+            body["cause"] = cause
+        answer, _ = await self._call(
+            Endpoint.PIPELINES_START_UPDATE, body=body, path_params={"pipeline_id": pipeline_id}
+        )
+        return answer
+
+    async def get_pipeline_update(self, pipeline_id: str, update_id: str) -> dict[str, Any]:
+        """`{"update": UpdateInfo}` of one update."""
+        answer, _ = await self._call(
+            Endpoint.PIPELINES_GET_UPDATE,
+            path_params={"pipeline_id": pipeline_id, "update_id": update_id},
+        )
+        return answer
+
+    async def stop_pipeline(self, pipeline_id: str) -> None:
+        """Stop the pipeline's active update (asynchronous; a no-op when it is idle)."""
+        await self._call(Endpoint.PIPELINES_STOP, body={}, path_params={"pipeline_id": pipeline_id})
+
+    async def list_pipeline_events(
+        self, pipeline_id: str, *, filter: str | None = None, max_results: int = 25
+    ) -> list[dict[str, Any]]:
+        """The first page of the pipeline's events, newest first (`filter` as Databricks reads it)."""
+        answer, _ = await self._call(
+            Endpoint.PIPELINES_EVENTS,
+            params={"filter": filter, "max_results": max_results},
+            path_params={"pipeline_id": pipeline_id},
+        )
+        return [entry for entry in _entries(answer, "events") if isinstance(entry, dict)]
 
     async def test_connectivity(self) -> ConnectivityReport:
         """One cheap authenticated call (jobs/list, limit 1); raises the typed error on failure."""
@@ -337,10 +491,15 @@ class DatabricksClient:
         params: Mapping[str, Any] | None = None,
         body: Mapping[str, Any] | None = None,
         idempotent: bool | None = None,
+        path_params: Mapping[str, str] | None = None,
     ) -> tuple[dict[str, Any], httpx.Headers]:
-        """Send one API call with rate limiting, auth and retries; the JSON object and headers."""
+        """Send one API call with rate limiting, auth and retries; the JSON object and headers.
+        `path_params` fill the endpoint's `{placeholders}`, each percent-encoded whole."""
         version = self.settings.api_versions.for_endpoint(endpoint)
-        path = f"/api/{version}/{endpoint.path}"
+        endpoint_path = endpoint.path.format_map(
+            {key: quote(value, safe="") for key, value in (path_params or {}).items()}
+        )
+        path = f"/api/{version}/{endpoint_path}"
         url = self.settings.url + path
         query = {key: value for key, value in (params or {}).items() if value is not None}
         repeatable = endpoint.idempotent if idempotent is None else idempotent

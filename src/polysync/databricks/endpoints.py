@@ -1,4 +1,5 @@
-"""The Jobs API endpoints the client calls: HTTP method, path, whether a repeat is harmless."""
+"""The Databricks REST endpoints the client calls: HTTP method, path (with `{placeholders}` for
+ids in the path), whether a repeat is harmless."""
 
 from __future__ import annotations
 
@@ -21,6 +22,21 @@ class Endpoint(enum.Enum):
     # Idempotent by nature: cancelling a cancelled or finished run is a no-op (reference §5).
     RUNS_CANCEL = ("POST", "jobs/runs/cancel", True)
     RUNS_CANCEL_ALL = ("POST", "jobs/runs/cancel-all", True)
+    # One-time runs; repeatable only with an idempotency_token, like run-now (D11).
+    RUNS_SUBMIT = ("POST", "jobs/runs/submit", False)
+    # Workspace API (2.0): the notebooks of the Databricks Notebook job type.
+    WORKSPACE_LIST = ("GET", "workspace/list", True)
+    WORKSPACE_GET_STATUS = ("GET", "workspace/get-status", True)
+    WORKSPACE_EXPORT = ("GET", "workspace/export", True)
+    # Pipelines API (2.0): the Databricks Pipeline job type.
+    PIPELINES_LIST = ("GET", "pipelines", True)
+    PIPELINES_GET = ("GET", "pipelines/{pipeline_id}", True)
+    # A repeated start would start a second update (or meet the first one's 409): never retried.
+    PIPELINES_START_UPDATE = ("POST", "pipelines/{pipeline_id}/updates", False)
+    PIPELINES_GET_UPDATE = ("GET", "pipelines/{pipeline_id}/updates/{update_id}", True)
+    # Stopping a stopped pipeline is a no-op.
+    PIPELINES_STOP = ("POST", "pipelines/{pipeline_id}/stop", True)
+    PIPELINES_EVENTS = ("GET", "pipelines/{pipeline_id}/events", True)
 
     def __init__(self, method: str, path: str, idempotent: bool) -> None:
         self.method = method

@@ -149,6 +149,17 @@ class ApiVersions(_Model):
     runs_list: ApiVersion = "2.1"
     runs_cancel: ApiVersion = "2.1"
     runs_cancel_all: ApiVersion = "2.1"
+    runs_submit: ApiVersion = "2.1"
+    # The Workspace and Pipelines APIs exist in 2.0 only.
+    workspace_list: ApiVersion = "2.0"
+    workspace_get_status: ApiVersion = "2.0"
+    workspace_export: ApiVersion = "2.0"
+    pipelines_list: ApiVersion = "2.0"
+    pipelines_get: ApiVersion = "2.0"
+    pipelines_start_update: ApiVersion = "2.0"
+    pipelines_get_update: ApiVersion = "2.0"
+    pipelines_stop: ApiVersion = "2.0"
+    pipelines_events: ApiVersion = "2.0"
 
     def for_endpoint(self, endpoint: Endpoint) -> ApiVersion:
         version: ApiVersion = getattr(self, endpoint.key)
@@ -169,6 +180,17 @@ class RateLimits(_Model):
     runs_list: Rate = 30.0
     runs_cancel: Rate = 30.0
     runs_cancel_all: Rate = 30.0
+    runs_submit: Rate = 20.0  # as run-now
+    # Unlisted in reference §8: the 30 rps Databricks applies to endpoints without their own.
+    workspace_list: Rate = 30.0
+    workspace_get_status: Rate = 30.0
+    workspace_export: Rate = 30.0
+    pipelines_list: Rate = 30.0
+    pipelines_get: Rate = 30.0
+    pipelines_start_update: Rate = 30.0
+    pipelines_get_update: Rate = 30.0
+    pipelines_stop: Rate = 30.0
+    pipelines_events: Rate = 30.0
 
     def for_endpoint(self, endpoint: Endpoint) -> float:
         rate: float = getattr(self, endpoint.key)

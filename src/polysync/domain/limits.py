@@ -10,13 +10,12 @@ limit for users.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from polysync.domain._text import shown
-from polysync.domain.external_id import parse_external_id
-from polysync.errors import ParameterTextError, UsageError
+from polysync.domain.text import shown
+from polysync.errors import ParameterTextError, PolysyncError, UsageError
 
 T = TypeVar("T")
 
@@ -40,8 +39,9 @@ MAX_PARAMETERS_PER_RUN = 1000
 """Overrides in one Execute Now, and parameter edits in one request."""
 MAX_IMPORT_IDS = 1000
 """Distinct External Ids in one import request (`all` is bounded by the workspace instead)."""
-MAX_EXTERNAL_ID_CHARS = 40
-"""An External Id as typed: a Job Id has at most 19 digits; whitespace and zeros around it."""
+MAX_EXTERNAL_ID_CHARS = 4096
+"""An External Id as typed: a Job Id has at most 19 digits and a pipeline id 36 characters, but
+a notebook's workspace path may be as long as a workspace path (4,096 characters)."""
 MAX_ENV_NAME_CHARS = 256
 """The variable name of an `env:` secret reference."""
 MAX_PATH_CHARS = 4096
@@ -318,7 +318,11 @@ def fits_int64(digits: str) -> bool:
 
 
 def unique_ids(
-    ids: Iterable[str], *, field: str = "external_ids", cap: int = MAX_IMPORT_IDS
+    ids: Iterable[str],
+    *,
+    field: str = "external_ids",
+    cap: int = MAX_IMPORT_IDS,
+    canonical: Callable[[str], str] | None = None,
 ) -> list[str]:
     """The ids in first-seen order (trimmed) without repeats, at most `cap` of them, each
     single-line and at most MAX_EXTERNAL_ID_CHARS; else UsageError. Repeats are compared as the
@@ -328,8 +332,8 @@ def unique_ids(
     for raw in ids:
         text = check_text(raw, field=f"An id in {field}", max_chars=MAX_EXTERNAL_ID_CHARS).strip()
         try:
-            identity: object = parse_external_id(text)
-        except UsageError:
+            identity = canonical(text) if canonical is not None else text
+        except PolysyncError:  # not an id any job type accepts: the import says why
             identity = text
         seen.setdefault(identity, text)
         if len(seen) > cap:

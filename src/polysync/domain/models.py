@@ -1,4 +1,4 @@
-"""Domain records of the Databricks Workflow job type: parameters, imported jobs, run snapshots."""
+"""Domain records every job type shares: parameters, imported jobs, run statuses and snapshots."""
 
 from __future__ import annotations
 
@@ -27,22 +27,13 @@ class Direction(StrEnum):
     INPUT_OUTPUT = "Input&Output"
 
 
-class JobKind(StrEnum):
-    """The Polysync Job Type a Databricks job is imported as (D5)."""
+JobTypeName = str
+"""A Job Type's name as users see it ("Databricks Workflow", "Databricks Pipeline", ...): the key
+of the job-type registry (polysync.jobtypes.base.JobTypeRegistry); opaque to the domain."""
 
-    WORKFLOW = "Databricks Workflow"
-    JOB = "Databricks Job"
-
-
-class ParameterSource(StrEnum):
-    """The `JobSettings` field a parameter definition was read from (D1)."""
-
-    PARAMETERS = "parameters"
-    JOB_PARAMETERS = "job_parameters"
-    NOTEBOOK_BASE_PARAMETERS = "notebook_task.base_parameters"
-    SQL_PARAMETERS = "sql_task.parameters"
-    RUN_JOB_PARAMETERS = "run_job_task.job_parameters"
-    PYTHON_WHEEL_NAMED_PARAMETERS = "python_wheel_task.named_parameters"
+DEFAULT_PARAMETER_SOURCE = "parameters"
+"""Where a parameter definition was read, as its job type names it (e.g. Databricks'
+`notebook_task.base_parameters`, a notebook widget); opaque to the domain."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,15 +52,19 @@ class ParameterScope:
 
 @dataclass(frozen=True, slots=True)
 class Parameter:
-    """One parameter of a Polysync Job, as imported from Databricks plus what the user set on it."""
+    """One parameter of a Polysync Job, as imported from its platform plus what the user set on it."""
 
     name: str
     data_type: DataType = DataType.STRING
     default: str | None = None
     direction: Direction | None = None
     task_key: str | None = None
-    source: ParameterSource = ParameterSource.PARAMETERS
+    source: str = DEFAULT_PARAMETER_SOURCE
     stored_value: str | None = None
+    reference_only: bool = False
+    """Imported for reference only, never sent (e.g. a pipeline's `spec.configuration` key, D11)."""
+    choices: tuple[str, ...] = ()
+    """The values the platform allows (a notebook dropdown widget's), empty when any value goes."""
 
     @property
     def key(self) -> tuple[str, str | None]:
@@ -95,21 +90,23 @@ class Parameter:
 
     @property
     def is_sent(self) -> bool:
-        """Whether run-now carries this parameter in `job_parameters` (D3)."""
+        """Whether a run sends this parameter (D3): job level, not internal, not Output."""
         return (
             self.is_job_level
             and not self.is_internal
+            and not self.reference_only
             and self.effective_direction is not Direction.OUTPUT
         )
 
 
 @dataclass(frozen=True, slots=True)
 class ImportedJob:
-    """What `jobs/get` tells us about a Databricks job: identity, kind and parameter schema."""
+    """What a job type's import reads of one job on its platform: identity, Job Type and
+    parameter schema. `task_count` and `task_keys` describe its units (0 / () when it has none)."""
 
     external_id: str
     name: str
-    kind: JobKind
+    kind: JobTypeName
     task_count: int
     description: str = ""
     tags: Mapping[str, str] = field(default_factory=dict, hash=False)
@@ -141,8 +138,8 @@ class ParameterDiff:
     added: tuple[Parameter, ...] = ()
     removed: tuple[Parameter, ...] = ()
     changed: tuple[ParameterChange, ...] = ()
-    kind_changed: tuple[JobKind, JobKind] | None = None
-    """(old, new) when the task count crossed 1 and the Job Type changes."""
+    kind_changed: tuple[JobTypeName, JobTypeName] | None = None
+    """(old, new) when the Job Type changes (e.g. a Databricks job's task count crossed 1, D9)."""
     unfit_stored_values: tuple[Parameter, ...] = ()
     """Kept parameters whose stored value no longer fits their Data Type: a run would refuse it."""
 
@@ -158,7 +155,7 @@ class ParameterDiff:
 
 
 class RunStatus(StrEnum):
-    """A Polysync run status decoded from Databricks (D6)."""
+    """A Polysync run status, decoded by each job type from its platform's answer (D6, D11)."""
 
     STARTING = "Starting"
     RUNNING = "Running"
@@ -227,11 +224,12 @@ class TaskRunState:
 
 @dataclass(frozen=True, slots=True)
 class RunSnapshot:
-    """A decoded `jobs/runs/get` answer: our status, the run message and the per-task states."""
+    """One poll of a run, decoded by its job type: our status, the run message and the per-unit
+    (task) states. `life_cycle_state`/`result_state` hold the platform's own state words."""
 
     status: RunStatus
     message: str = ""
-    run_id: int | None = None
+    run_id: str | None = None
     life_cycle_state: str | None = None
     result_state: str | None = None
     state_message: str = ""
@@ -265,3 +263,10 @@ class RunSnapshot:
     def failed_tasks(self) -> tuple[TaskRunState, ...]:
         """Tasks whose last attempt failed, including those an upstream failure skipped."""
         return tuple(t for t in self.latest_attempts() if t.status is RunStatus.FAILED)
+
+
+def cancel_noop_message(run_id: str | int, status: RunStatus) -> str:
+    """What cancelling a run that already ended says (D10: a no-op, whatever the job type)."""
+    if not status.is_terminal:
+        raise ValueError(f"run {run_id} is {status}, not terminal: it can be cancelled")
+    return f"Run {run_id} is already {status}; nothing to cancel."

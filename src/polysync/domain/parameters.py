@@ -1,4 +1,4 @@
-"""Parameter rules: import (D1), Data Types (D2), run values (D3), Job Type (D5), Sync (D9)."""
+"""Parameter rules every job type shares: Data Types (D2), run values (D3), Sync (D9)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,10 @@ import enum
 import json
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from polysync.domain._text import shown
-from polysync.domain.external_id import format_external_id, parse_external_id
 from polysync.domain.limits import (
     MAX_INT64,
     MIN_INT64,
@@ -23,12 +21,11 @@ from polysync.domain.models import (
     DataType,
     Direction,
     ImportedJob,
-    JobKind,
     Parameter,
     ParameterChange,
     ParameterDiff,
-    ParameterSource,
 )
+from polysync.domain.text import shown
 
 if TYPE_CHECKING:
     from polysync.domain.records import Job
@@ -39,16 +36,6 @@ from polysync.errors import (
     UnknownParameterError,
     UsageError,
     sync_parameters_hint,
-)
-
-# Task-type fields whose map of named values is seeded into the schema, reference-only (D1;
-# reference §2 "Task-level parameters"). List-shaped task parameters (spark_python_task etc.)
-# have no names, so there is nothing to import from them.
-_TASK_PARAMETER_FIELDS: tuple[tuple[str, str, ParameterSource], ...] = (
-    ("notebook_task", "base_parameters", ParameterSource.NOTEBOOK_BASE_PARAMETERS),
-    ("sql_task", "parameters", ParameterSource.SQL_PARAMETERS),
-    ("run_job_task", "job_parameters", ParameterSource.RUN_JOB_PARAMETERS),
-    ("python_wheel_task", "named_parameters", ParameterSource.PYTHON_WHEEL_NAMED_PARAMETERS),
 )
 
 # D2 inference accepts only the canonical spelling a value would be sent back in, so inference
@@ -71,91 +58,6 @@ _EXPECTED: dict[DataType, str] = {
     DataType.JSON: 'JSON: a JSON object such as {"key": "value"}',
     DataType.JSON_ARRAY: "a JsonArray: a JSON array such as [1, 2]",
 }
-
-
-# --- D1: import ----------------------------------------------------------------------------
-
-
-def extract_parameters(settings: Mapping[str, Any]) -> tuple[Parameter, ...]:
-    """The parameter schema in a `JobSettings` dict: job level first, then each task's (D1).
-
-    Job level: the real `parameters[] {name, default}` first, then the specification's
-    `job_parameters[] {name, default_value}`; a name in both is one parameter (the real shape
-    wins). Then, per task in order, scoped to its `task_key` and reference-only:
-    `notebook_task.base_parameters`, `sql_task.parameters`, `run_job_task.job_parameters`,
-    `python_wheel_task.named_parameters`. Malformed entries are skipped, never fatal.
-    """
-    if not isinstance(settings, Mapping):
-        return ()
-    found: dict[tuple[str, str | None], Parameter] = {}
-
-    def add(name: str, raw_default: object, task_key: str | None, source: ParameterSource) -> None:
-        if (name, task_key) not in found:
-            found[(name, task_key)] = Parameter(
-                name=name,
-                data_type=infer_data_type(raw_default),
-                default=_default_text(raw_default),
-                task_key=task_key,
-                source=source,
-            )
-
-    for name, raw in _definitions(settings.get("parameters"), ("default",)):
-        add(name, raw, None, ParameterSource.PARAMETERS)
-    for name, raw in _definitions(settings.get("job_parameters"), ("default_value", "default")):
-        add(name, raw, None, ParameterSource.JOB_PARAMETERS)
-    for task in _tasks(settings):
-        task_key = task.get("task_key")
-        if not isinstance(task_key, str) or not task_key:
-            continue  # no scope to name: the API requires task_key, so this is junk
-        for field_name, values_name, source in _TASK_PARAMETER_FIELDS:
-            task_field = task.get(field_name)
-            if isinstance(task_field, Mapping):
-                for name, raw in _named_values(task_field.get(values_name)):
-                    add(name, raw, task_key, source)
-    return tuple(found.values())
-
-
-def _definitions(raw: object, default_keys: tuple[str, ...]) -> Iterator[tuple[str, object]]:
-    if isinstance(raw, Mapping):
-        yield from _named_values(raw)
-        return
-    if not isinstance(raw, list):
-        return
-    for entry in raw:
-        if not isinstance(entry, Mapping):
-            continue
-        name = entry.get("name")
-        if isinstance(name, str) and name:
-            default = next((entry[k] for k in default_keys if k in entry), None)
-            yield name, default
-
-
-def _named_values(raw: object) -> Iterator[tuple[str, object]]:
-    if isinstance(raw, Mapping):
-        for name, value in raw.items():
-            if isinstance(name, str) and name:
-                yield name, value
-
-
-def _tasks(settings: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    tasks = settings.get("tasks")
-    if not isinstance(tasks, list):
-        return []
-    return [task for task in tasks if isinstance(task, Mapping)]
-
-
-def _default_text(raw: object) -> str | None:
-    """A default as the string Databricks would hold (defaults are strings in the API)."""
-    if raw is None:
-        return None
-    if isinstance(raw, str):
-        return raw
-    if isinstance(raw, bool | int | float):
-        return _scalar_text(raw)
-    try:
-        return json.dumps(raw, ensure_ascii=False, separators=(",", ":"))
-    except (TypeError, ValueError):
-        return str(raw)
 
 
 # --- D2: Data Types ------------------------------------------------------------------------
@@ -186,6 +88,20 @@ def infer_data_type(default: object) -> DataType:
     if _FLOAT_REPR_SHAPE.fullmatch(default) and _is_float_repr(default):
         return DataType.FLOAT
     return DataType.STRING
+
+
+def default_text(raw: object) -> str | None:
+    """A default as the string the platform would hold (Databricks defaults are strings, D2)."""
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        return raw
+    if isinstance(raw, bool | int | float):
+        return _scalar_text(raw)
+    try:
+        return json.dumps(raw, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError):
+        return str(raw)
 
 
 def _is_float_repr(text: str) -> bool:
@@ -614,6 +530,12 @@ def _check_override(
             f"since the import, sync the Polysync Job's parameters first (Sync Parameters).",
             hint=sync_parameters_hint(),
         )
+    if parameter.reference_only:
+        raise UsageError(
+            f"Parameter {name!r} was imported for reference only ({parameter.source}) and is "
+            f"never sent with a run. Remove it from the run's values; change it on the "
+            f"platform itself if it must change."
+        )
     if parameter.effective_direction is Direction.OUTPUT:
         raise UsageError(
             f"Parameter {name!r} has Direction Output, and Output parameters are never sent to "
@@ -632,48 +554,6 @@ def task_scoped_parameter_error(scoped: Sequence[Parameter]) -> TaskScopedParame
         f"it on the Databricks Job's job-level parameters (settings.parameters), then sync the "
         f"Polysync Job's parameters (Sync Parameters).",
         hint=sync_parameters_hint(),
-    )
-
-
-# --- D5: Job Type --------------------------------------------------------------------------
-
-
-def classify(task_count: int) -> JobKind:
-    """More than one task -> Databricks Workflow; one or zero -> Databricks Job (D5)."""
-    return JobKind.WORKFLOW if task_count > 1 else JobKind.JOB
-
-
-def imported_job(job: Mapping[str, Any]) -> ImportedJob:
-    """An ImportedJob from a `jobs/get` answer whose `settings.tasks` pages were all fetched.
-
-    Raises InvalidExternalIdError when `job_id` is not a valid Job Id.
-    """
-    raw_id = job.get("job_id")
-    # Databricks sends an int; repr() turns anything else (True, None, 1.5) into refused text.
-    job_id = parse_external_id(raw_id if isinstance(raw_id, str) else repr(raw_id))
-    raw_settings = job.get("settings")
-    settings: Mapping[str, Any] = raw_settings if isinstance(raw_settings, Mapping) else {}
-    tasks = _tasks(settings)
-    task_keys = tuple(
-        key for key in (task.get("task_key") for task in tasks) if isinstance(key, str) and key
-    )
-    raw_tags = settings.get("tags")
-    tags = (
-        {k: v for k, v in raw_tags.items() if isinstance(k, str) and isinstance(v, str)}
-        if isinstance(raw_tags, Mapping)
-        else {}
-    )
-    name = settings.get("name")
-    description = settings.get("description")
-    return ImportedJob(
-        external_id=format_external_id(job_id),
-        name=name if isinstance(name, str) else "",
-        description=description if isinstance(description, str) else "",
-        tags=tags,
-        kind=classify(len(tasks)),
-        task_count=len(tasks),
-        task_keys=task_keys,
-        parameters=extract_parameters(settings),
     )
 
 
@@ -728,7 +608,7 @@ def diff_parameters(old: ImportedJob, new: ImportedJob) -> ParameterDiff:
         added=tuple(added),
         removed=removed,
         changed=tuple(changed),
-        kind_changed=(old.kind, new.kind) if old.kind is not new.kind else None,
+        kind_changed=(old.kind, new.kind) if old.kind != new.kind else None,
         unfit_stored_values=unfit,
     )
 

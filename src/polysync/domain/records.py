@@ -8,7 +8,19 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from polysync.domain.models import ImportedJob, JobKind, Parameter, RunStatus, TaskRunState
+from polysync.domain.models import ImportedJob, JobTypeName, Parameter, RunStatus, TaskRunState
+
+PLATFORM_ATTRIBUTES = "attributes"
+"""The options key holding a platform's attributes: text values job types read (a notebook's
+compute, the Default Notebook Path, ...), as opposed to the client settings beside them."""
+
+
+def platform_attributes(options: Mapping[str, Any]) -> dict[str, str]:
+    """The attributes in a platform's options, values as text (absent or malformed: none)."""
+    raw = options.get(PLATFORM_ATTRIBUTES)
+    if not isinstance(raw, Mapping):
+        return {}
+    return {str(key): str(value) for key, value in raw.items() if value is not None}
 
 
 def utc(epoch_s: float) -> datetime:
@@ -47,14 +59,19 @@ class Platform:
     def auth_method(self) -> str:
         return str(self.auth.get("method", "?"))
 
+    @property
+    def attributes(self) -> dict[str, str]:
+        """Attributes job types read (`PLATFORM_ATTRIBUTES` in options)."""
+        return platform_attributes(self.options)
+
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """An imported Databricks job: the schema Polysync keeps, with the user's settings in it."""
+    """An imported job of any Job Type: the schema Polysync keeps, with the user's settings in it."""
 
     id: int
     platform_id: int
-    job_type: JobKind
+    job_type: JobTypeName
     external_id: str
     name: str
     description: str
@@ -102,7 +119,7 @@ class Run:
     idempotency_token: str
     overrides: Mapping[str, str]
     parameters_sent: Mapping[str, str]
-    run_id: str | None  # the Databricks RunId, once run-now answered
+    run_id: str | None  # the platform's RunId (opaque text), once the start answered
     status: RunStatus
     message: str
     run_page_url: str | None

@@ -33,7 +33,6 @@ from typing import Protocol, TypeVar
 
 from polysync.clock import Clock
 from polysync.domain.models import RunSnapshot, RunStatus
-from polysync.domain.parameters import resolve_run_parameters
 from polysync.domain.records import (
     EngineHeartbeat,
     EngineState,
@@ -54,8 +53,7 @@ from polysync.errors import (
     StoreUnavailableError,
     UsageError,
 )
-from polysync.jobtypes.base import JobType
-from polysync.jobtypes.databricks_workflow import idempotency_token
+from polysync.jobtypes.base import JobType, idempotency_token
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -199,7 +197,10 @@ class Engine:
         for a command with no engine running) starts it. `executed_by` (str(Actor)) is recorded
         with the run; `key` (unique; default: a random one) names it. Raises UsageError on bad
         input, before anything is recorded."""
-        parameters = resolve_run_parameters(job.parameters, overrides)  # refuses bad input first
+        platform = await self.store.get_platform(job.platform_id)
+        job_type = self.job_types.for_job(platform, job)
+        # Refuses bad input first (the job type's rules: D3, D4, compute attributes, ...).
+        parameters = job_type.build_start_request(job.as_imported(), overrides).parameters_sent
         key = key or uuid.uuid4().hex
         new = NewRun(
             job_id=job.id,
@@ -207,7 +208,7 @@ class Engine:
             key=key,
             idempotency_token=idempotency_token(key),
             overrides=dict(overrides),
-            parameters_sent=parameters,
+            parameters_sent=dict(parameters),
             executed_by=executed_by,
         )
         run = await self.store.create_run(new, utc(self.clock.now()))

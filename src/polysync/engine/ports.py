@@ -75,7 +75,7 @@ class Store(Protocol):
     async def add_platform(
         self, new: NewPlatform, now: datetime, *, actor: str | None = None
     ) -> Platform:
-        """Raises UsageError if the name is taken."""
+        """Raises ConflictError if the name is taken."""
         ...
 
     async def update_platform(
@@ -98,7 +98,7 @@ class Store(Protocol):
     async def remove_platform(
         self, platform_id: int, *, actor: str | None = None, now: datetime | None = None
     ) -> None:
-        """Removes the platform with its jobs and runs; UsageError while it has active runs."""
+        """Removes the platform with its jobs and runs; ConflictError while it has active runs."""
         ...
 
     # ------------------------------------------------------------------ jobs

@@ -1,12 +1,34 @@
-"""The job-type interface: what the engine needs from any platform's job type, and nothing more."""
+"""The job-type interface and registry: what the engine and services need from any job type.
+
+A job type is one module (or package) behind `JobType`; `JobTypeRegistry` maps Job Type names to
+the factories that build them for a platform. Nothing outside `polysync.jobtypes` names a
+concrete job type: services ask the registry (`polysync.jobtypes.registry`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+import asyncio
+import hashlib
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
-from polysync.domain.models import ImportedJob, JobKind, ParameterDiff, RunSnapshot
+from polysync.domain.models import ImportedJob, JobTypeName, ParameterDiff, RunSnapshot
+from polysync.domain.records import Platform
+from polysync.errors import PolysyncError, UsageError
+
+T = TypeVar("T")
+
+MAX_IDEMPOTENCY_TOKEN = 64  # Databricks' limit (reference §3); every job type stays within it
+# Import fans out one read per job; the platform's rate limiter, not this, sets the pace.
+IMPORT_CONCURRENCY = 32
+
+
+def idempotency_token(run_key: str) -> str:
+    """A stable token (≤ 64 chars) for one of our runs, so a retried start finds the same run (D8)."""
+    digest = hashlib.sha256(run_key.encode()).hexdigest()[:40]
+    return f"polysync-{digest}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,7 +37,7 @@ class DiscoveredJob:
 
     external_id: str
     name: str
-    kind: JobKind
+    kind: JobTypeName
     task_count: int
     """Tasks in the job (a lower bound when `tasks_truncated`)."""
     tags: Mapping[str, str]
@@ -26,8 +48,17 @@ class DiscoveredJob:
 
 
 @dataclass(frozen=True, slots=True)
+class StartRequest:
+    """What a start would send, built and validated before any API call: the parameter values
+    as sent (strings, recorded with the run) and the request body (without the token)."""
+
+    parameters_sent: Mapping[str, str]
+    body: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class StartedRun:
-    """What a start returned: the platform's RunId and the best run URL known so far (D7)."""
+    """What a start returned: the platform's RunId (opaque text) and the best run URL so far."""
 
     run_id: str
     run_page_url: str
@@ -45,20 +76,33 @@ class CancelOutcome:
 
 
 class JobType(Protocol):
-    """One kind of job on one platform (a Databricks workspace for Databricks Workflow)."""
+    """One kind of job on one platform. RunIds are opaque strings (e.g. "{pipeline}:{update}")."""
 
-    name: str
+    name: JobTypeName
 
     async def discover(self) -> Sequence[DiscoveredJob]:
-        """Every job on the platform with its classification (Get Pipelines)."""
+        """Every job of this type (or family of types) on the platform (Get Pipelines)."""
+        ...
+
+    def validate_external_id(self, external_id: str) -> str:
+        """The External Id in canonical form; InvalidExternalIdError before any API call."""
         ...
 
     async def import_job(self, external_id: str) -> ImportedJob:
         """The job's schema as the platform has it now."""
         ...
 
+    async def import_jobs(self, external_ids: Iterable[str]) -> list[ImportedJob | PolysyncError]:
+        """Import many jobs concurrently; each entry is the job or the error for that id."""
+        ...
+
     async def sync_parameters(self, job: ImportedJob) -> tuple[ImportedJob, ParameterDiff]:
-        """Re-read the job and reconcile the stored schema, keeping the user's settings."""
+        """Re-read the job and reconcile the stored schema, keeping the user's settings (D9)."""
+        ...
+
+    def build_start_request(self, job: ImportedJob, overrides: Mapping[str, str]) -> StartRequest:
+        """Validate the External Id, every value and the platform's attributes; what to send.
+        UsageError (or ConfigError) before any API call."""
         ...
 
     async def start(
@@ -68,7 +112,7 @@ class JobType(Protocol):
         ...
 
     async def poll(self, run_id: str) -> RunSnapshot:
-        """The run's decoded status now."""
+        """The run's decoded status now, with its message and per-unit (task) detail."""
         ...
 
     async def cancel(self, run_id: str) -> CancelOutcome:
@@ -84,3 +128,95 @@ class JobType(Protocol):
         states: how the engine watches all its runs of a platform at once. A run that ended is
         absent (learn its end with `poll`)."""
         ...
+
+
+JobTypeFactory = Callable[[Platform, Any], JobType]
+"""Builds a job type for a platform from the platform and its provider's client."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Registration:
+    name: JobTypeName
+    provider: str
+    factory: JobTypeFactory
+    discovered_by: JobTypeName | None
+
+
+class JobTypeRegistry:
+    """Job Type names -> implementations, by provider. A type may be discovered by another (a
+    family one listing finds, such as Databricks Job by Databricks Workflow's jobs/list, D5)."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[JobTypeName, _Registration] = {}
+
+    def register(
+        self,
+        name: JobTypeName,
+        provider: str,
+        factory: JobTypeFactory,
+        *,
+        discovered_by: JobTypeName | None = None,
+    ) -> None:
+        if name in self._by_name:
+            raise ValueError(f"Job Type {name!r} is already registered")
+        if discovered_by is not None and discovered_by not in self._by_name:
+            raise ValueError(f"Job Type {discovered_by!r} must be registered before {name!r}")
+        self._by_name[name] = _Registration(name, provider, factory, discovered_by)
+
+    @property
+    def names(self) -> tuple[JobTypeName, ...]:
+        return tuple(self._by_name)
+
+    def create(self, name: JobTypeName, platform: Platform, client: Any) -> JobType:
+        """The job type `name` for `platform`; UsageError for a name nobody registered."""
+        registration = self._by_name.get(name)
+        if registration is None:
+            known = ", ".join(self._by_name) or "none"
+            raise UsageError(
+                f"Job Type {name!r} is not known to this Polysync (known: {known}). Upgrade "
+                f"Polysync, or remove the job."
+            )
+        return registration.factory(platform, client)
+
+    def discoverers(self, platform: Platform, client: Any) -> list[JobType]:
+        """Every job type registered for the platform's provider that discovers on its own, in
+        registration order."""
+        return [
+            registration.factory(platform, client)
+            for registration in self._by_name.values()
+            if registration.provider == platform.provider and registration.discovered_by is None
+        ]
+
+    def primary(self, platform: Platform, client: Any) -> JobType:
+        """The first job type registered for the platform's provider (the engine's sweeps)."""
+        discoverers = self.discoverers(platform, client)
+        if not discoverers:
+            raise UsageError(f"No Job Type is registered for provider {platform.provider!r}.")
+        return discoverers[0]
+
+
+async def bounded_gather(calls: Iterable[Callable[[], Awaitable[T]]]) -> list[T]:
+    """Every call's result in order, at most IMPORT_CONCURRENCY at a time. Each call is started
+    only once it may run, so cancelling the whole (a client that went away) leaves no call
+    created and never awaited."""
+    semaphore = asyncio.Semaphore(IMPORT_CONCURRENCY)
+
+    async def bounded(call: Callable[[], Awaitable[T]]) -> T:
+        async with semaphore:
+            return await call()
+
+    return list(await asyncio.gather(*(bounded(call) for call in calls)))
+
+
+async def import_each(
+    import_job: Callable[[str], Awaitable[ImportedJob]], external_ids: Iterable[str]
+) -> list[ImportedJob | PolysyncError]:
+    """`import_job` for each id concurrently (bounded); each entry the job or that id's error."""
+
+    async def one(external_id: str) -> ImportedJob | PolysyncError:
+        try:
+            return await import_job(external_id)
+        except PolysyncError as exc:
+            return exc
+
+    return await bounded_gather(partial(one, external_id) for external_id in external_ids)

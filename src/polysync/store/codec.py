@@ -6,10 +6,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from polysync.domain.models import (
+    DEFAULT_PARAMETER_SOURCE,
     DataType,
     Direction,
     Parameter,
-    ParameterSource,
     RunStatus,
     TaskRunState,
     Termination,
@@ -27,8 +27,10 @@ def parameter_to_json(parameter: Parameter) -> dict[str, Any]:
         "default": parameter.default,
         "direction": None if parameter.direction is None else parameter.direction.value,
         "task_key": parameter.task_key,
-        "source": parameter.source.value,
+        "source": str(parameter.source),
         "stored_value": parameter.stored_value,
+        "reference_only": parameter.reference_only,
+        "choices": list(parameter.choices),
     }
 
 
@@ -40,8 +42,10 @@ def parameter_from_json(data: Mapping[str, Any]) -> Parameter:
         default=data.get("default"),
         direction=None if direction is None else Direction(direction),
         task_key=data.get("task_key"),
-        source=ParameterSource(data.get("source", ParameterSource.PARAMETERS.value)),
+        source=str(data.get("source", DEFAULT_PARAMETER_SOURCE)),
         stored_value=data.get("stored_value"),
+        reference_only=bool(data.get("reference_only", False)),
+        choices=tuple(str(choice) for choice in data.get("choices") or ()),
     )
 
 

@@ -6,7 +6,7 @@ from dataclasses import asdict
 from typing import Any
 
 from polysync.domain.access import ApiKey, Role
-from polysync.domain.models import ImportedJob, JobKind, RunStatus
+from polysync.domain.models import ImportedJob, RunStatus
 from polysync.domain.records import (
     AuditEvent,
     EngineHeartbeat,
@@ -33,7 +33,7 @@ def status_values(status: RunStatus) -> dict[str, Any]:
 def job_schema_values(job: ImportedJob) -> dict[str, Any]:
     """The columns an import or a Sync Parameters replaces."""
     return {
-        "job_type": job.kind.value,
+        "job_type": str(job.kind),
         "name": job.name,
         "description": job.description,
         "tags": string_map_to_json(job.tags),
@@ -62,7 +62,7 @@ def job_from_row(row: Any) -> Job:
     return Job(
         id=row.id,
         platform_id=row.platform_id,
-        job_type=JobKind(row.job_type),
+        job_type=row.job_type,
         external_id=row.external_id,
         name=row.name,
         description=row.description,

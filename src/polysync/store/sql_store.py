@@ -161,7 +161,7 @@ class SqlStore:
         self, new: NewPlatform, now: datetime, *, actor: str | None = None
     ) -> Platform:
         """Insert a platform; an audit entry "platform.create" by `actor` in the same
-        transaction. UsageError when the name is taken."""
+        transaction. ConflictError when the name is taken."""
         values = {
             "name": new.name,
             "provider": PROVIDER,
@@ -271,7 +271,7 @@ class SqlStore:
     async def remove_platform(
         self, platform_id: int, *, actor: str | None = None, now: datetime | None = None
     ) -> None:
-        """Delete a platform with its jobs and runs, unless it has active runs (UsageError); an
+        """Delete a platform with its jobs and runs, unless it has active runs (ConflictError); an
         audit entry "platform.delete" at `now` (default: the database's clock)."""
         async with self._write() as conn:
             # Locked so that no run can be created on this platform between the check below
@@ -283,7 +283,7 @@ class SqlStore:
                 raise _platform_not_found(platform_id)
             active = await _active_run_ids(conn, platform_id)
             if active:
-                raise UsageError(
+                raise ConflictError(
                     f"Platform {name!r} still has {_runs_named(active)}. "
                     "Cancel them or let them finish, then remove the platform.",
                     hint=LIST_RUNS,
@@ -1133,8 +1133,8 @@ def _by_name(record: Platform | Job) -> tuple[str, str, int]:
     return (record.name.casefold(), record.name, record.id)
 
 
-def _name_taken(name: str) -> UsageError:
-    return UsageError(
+def _name_taken(name: str) -> ConflictError:
+    return ConflictError(
         f"A platform named {name!r} already exists; choose another name.", hint=LIST_PLATFORMS
     )
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from polysync.domain._text import shown
+from polysync.domain.text import shown
 from polysync.errors import DependencyCycleError, DependencyError
 from polysync.tasks.states import TaskRunStatus
 

@@ -26,8 +26,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from polysync.domain._text import shown
 from polysync.domain.limits import MAX_PARAMETER_VALUE_CHARS
+from polysync.domain.text import shown
 from polysync.errors import ParameterMappingError
 
 PREFIX = "upstream"

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
-from polysync.domain._text import shown
 from polysync.domain.limits import (
     MAX_NAME_CHARS,
     MAX_PARAMETERS_PER_RUN,
@@ -27,6 +26,7 @@ from polysync.domain.limits import (
 )
 from polysync.domain.models import DataType, Parameter
 from polysync.domain.parameters import resolve_run_parameters
+from polysync.domain.text import shown
 from polysync.errors import TaskDefinitionError, UsageError
 from polysync.tasks.dependencies import Dependency, check_dependencies
 from polysync.tasks.mapping import check_mapping

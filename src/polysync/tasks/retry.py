@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TypeVar
 
-from polysync.domain._text import shown
-from polysync.domain.models import JobKind
+from polysync.domain.text import shown
 from polysync.errors import RetryPolicyError
+from polysync.jobtypes.databricks.parameters import (
+    JobKind,  # to become a job type capability when Tasks are wired
+)
 from polysync.tasks.states import TaskRunStatus
 
 E = TypeVar("E", bound=StrEnum)

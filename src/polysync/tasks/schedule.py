@@ -35,7 +35,7 @@ from enum import StrEnum
 
 from croniter import CroniterBadDateError, CroniterError, croniter
 
-from polysync.domain._text import shown
+from polysync.domain.text import shown
 from polysync.errors import ScheduleError
 
 MAX_CRON_CHARS = 200

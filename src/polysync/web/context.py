@@ -19,6 +19,7 @@ from polysync.domain.limits import http_url, replace_unencodable
 from polysync.domain.models import RunStatus
 from polysync.domain.parameters import MASK
 from polysync.errors import NotFoundError
+from polysync.jobtypes.labels import counts_text, short_label
 from polysync.services import Services
 from polysync.web.security import CSRF_FIELD, CSRF_HEADER, Sessions, SignInRequired, Visitor
 
@@ -68,6 +69,8 @@ def _environment() -> Environment:
     env.filters["when"] = format_when
     env.filters["duration"] = format_duration_ms
     env.filters["status_class"] = status_class
+    env.filters["job_type_label"] = short_label
+    env.filters["job_type_counts"] = lambda kinds: counts_text(kinds, short_label)
     # Links from a workspace (stored before D7's host check too): only http(s) becomes an href.
     env.filters["http_url"] = http_url
     env.globals.update(

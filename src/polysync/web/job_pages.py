@@ -132,7 +132,7 @@ def job_router(ctx: WebContext) -> APIRouter:
                     error="The parameters changed since this page was loaded (someone synced "
                     "them?). The current ones are shown: make your change again.",
                 )
-            if not parameter.is_job_level:
+            if not parameter.is_job_level or parameter.reference_only:
                 edited.append(parameter)  # reference-only: nothing to set on it
                 continue
             direction_text = str(form.get(f"direction-{index}") or "")

@@ -58,6 +58,8 @@ class PlatformForm:
     cluster_id: str = ""
     description: str = ""
     method: str = "pat"
+    attributes: str = ""
+    """Job type attributes, one KEY=VALUE per line (docs/job-types.md)."""
     values: dict[str, str] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
 
@@ -79,6 +81,7 @@ class PlatformForm:
             cluster_id=text("cluster_id"),
             description=text("description"),
             method=method if method in AUTH_FIELDS else "pat",
+            attributes=text("attributes"),
             values=values,
         )
 
@@ -95,8 +98,18 @@ class PlatformForm:
             cluster_id=platform.cluster_id or "",
             description=platform.description,
             method=method,
+            attributes="\n".join(f"{k}={v}" for k, v in sorted(platform.attributes.items())),
             values=values,
         )
+
+    def attribute_map(self) -> dict[str, str]:
+        """The attributes typed, by name (the lines `validate` accepted)."""
+        parsed: dict[str, str] = {}
+        for line in self.attributes.splitlines():
+            key, sep, value = line.partition("=")
+            if sep and key.strip():
+                parsed[key.strip()] = value.strip()
+        return parsed
 
     def auth(self) -> dict[str, Any]:
         auth: dict[str, Any] = {"method": self.method}
@@ -128,6 +141,11 @@ class PlatformForm:
                 except SecretReferenceError:
                     self.values[form_field] = ""  # never echo what may be a secret
                     self.errors[form_field] = NOT_A_REFERENCE
+        bad = [line for line in self.attributes.splitlines() if line.strip() and "=" not in line]
+        if bad:
+            self.errors["attributes"] = (
+                f"Write one KEY=VALUE per line, e.g. serverless=true; {bad[0][:40]!r} has no '='."
+            )
         if not self.errors:
             self._check_settings()
         return not self.errors
@@ -140,6 +158,7 @@ class PlatformForm:
             ("workspace_url", "The Workspace Url", self.workspace_url, MAX_URL_CHARS, False),
             ("cluster_id", "The Cluster Id", self.cluster_id, MAX_FIELD_CHARS, False),
             ("description", "The description", self.description, MAX_DESCRIPTION_CHARS, True),
+            ("attributes", "The attributes", self.attributes, MAX_DESCRIPTION_CHARS, True),
         ]
         fields += [
             (form_field, label, self.values.get(form_field, ""), MAX_FIELD_CHARS, False)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from polysync.domain.access import Role
-from polysync.domain.records import Job, NewPlatform, Platform, Run, RunFilter
+from polysync.domain.records import PLATFORM_ATTRIBUTES, Job, NewPlatform, Platform, Run, RunFilter
 from polysync.errors import PolysyncError
 from polysync.web.context import WebContext
 from polysync.web.platform_form import AUTH_FIELDS, PlatformForm
@@ -80,6 +80,7 @@ def platform_router(ctx: WebContext) -> APIRouter:
                     auth=form.auth(),
                     cluster_id=form.cluster_id or None,
                     description=form.description,
+                    options={PLATFORM_ATTRIBUTES: form.attribute_map()},
                 ),
                 actor=visitor.actor,
             )
@@ -114,6 +115,7 @@ def platform_router(ctx: WebContext) -> APIRouter:
             auth=form.auth(),
             cluster_id=form.cluster_id or None,
             description=form.description,
+            options={**platform.options, PLATFORM_ATTRIBUTES: form.attribute_map()},
         )
         try:
             await services.update_platform(edited, actor=visitor.actor)

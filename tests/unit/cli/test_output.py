@@ -22,10 +22,11 @@ from polysync.cli.render import (
     task_count_text,
 )
 from polysync.cli.terminal import make_console
-from polysync.domain.models import DataType, JobKind, Parameter, RunStatus
+from polysync.domain.models import DataType, Parameter, RunStatus
 from polysync.domain.records import Platform, RunEvent
 from polysync.errors import LIST_JOBS, Hint, NotFoundError, sync_parameters_hint
 from polysync.jobtypes.base import DiscoveredJob
+from polysync.jobtypes.databricks.parameters import JobKind
 from tests.unit.cli.test_terminal import NOW, hostile_job, hostile_run
 
 URL = "https://adb-1234567890123456.7.azuredatabricks.net/?o=1234567890123456#job/914275016372845/run/709863189092739"

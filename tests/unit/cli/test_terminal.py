@@ -17,8 +17,9 @@ from rich.console import RenderableType
 from polysync.cli.common import load_settings, print_json
 from polysync.cli.render import job_view, run_view, runs_table
 from polysync.cli.terminal import SafeConsole, terminal_safe
-from polysync.domain.models import JobKind, Parameter, RunStatus, TaskRunState
+from polysync.domain.models import Parameter, RunStatus, TaskRunState
 from polysync.domain.records import Job, Run, RunEvent
+from polysync.jobtypes.databricks.parameters import JobKind
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 CLEAR_AND_RETITLE = "\x1b[2J\x1b[H\x1b]0;pwned\x07"

@@ -76,9 +76,20 @@ def test_endpoint_retry_safety() -> None:
         Endpoint.RUNS_LIST,
         Endpoint.RUNS_CANCEL,
         Endpoint.RUNS_CANCEL_ALL,
+        Endpoint.WORKSPACE_LIST,
+        Endpoint.WORKSPACE_GET_STATUS,
+        Endpoint.WORKSPACE_EXPORT,
+        Endpoint.PIPELINES_LIST,
+        Endpoint.PIPELINES_GET,
+        Endpoint.PIPELINES_GET_UPDATE,
+        Endpoint.PIPELINES_STOP,
+        Endpoint.PIPELINES_EVENTS,
     }
-    assert all(
-        e.method == "GET" for e in repeatable - {Endpoint.RUNS_CANCEL, Endpoint.RUNS_CANCEL_ALL}
+    stops = {Endpoint.RUNS_CANCEL, Endpoint.RUNS_CANCEL_ALL, Endpoint.PIPELINES_STOP}
+    assert all(e.method == "GET" for e in repeatable - stops)
+    # Starts are never repeated blindly: run-now and runs/submit only with a token (D8).
+    assert (
+        not {Endpoint.RUN_NOW, Endpoint.RUNS_SUBMIT, Endpoint.PIPELINES_START_UPDATE} & repeatable
     )
 
 

@@ -10,16 +10,15 @@ from polysync.domain.models import (
     DataType,
     Direction,
     ImportedJob,
-    JobKind,
     JobSchema,
     Parameter,
     ParameterDiff,
     ParameterScope,
-    ParameterSource,
     RunSnapshot,
     RunStatus,
     TaskRunState,
 )
+from polysync.jobtypes.databricks.parameters import JobKind, ParameterSource
 
 
 def test_enum_values_are_the_product_names() -> None:

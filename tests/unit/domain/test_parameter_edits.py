@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from polysync.domain.models import DataType, Direction, ImportedJob, JobKind, Parameter
+from polysync.domain.models import DataType, Direction, ImportedJob, Parameter
 from polysync.domain.parameters import (
     MASK,
     Keep,
@@ -36,6 +36,7 @@ from polysync.errors import (
     UnknownParameterError,
     UsageError,
 )
+from polysync.jobtypes.databricks.parameters import JobKind
 from polysync.secrets import SecretScope, reveal_parameters
 
 T = DataType

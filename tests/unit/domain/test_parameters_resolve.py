@@ -6,14 +6,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from polysync.domain.models import DataType, Direction, Parameter, ParameterSource
-from polysync.domain.parameters import extract_parameters, resolve_run_parameters
+from polysync.domain.models import DataType, Direction, Parameter
+from polysync.domain.parameters import resolve_run_parameters
 from polysync.errors import (
     ParameterValueError,
     TaskScopedParameterError,
     UnknownParameterError,
     UsageError,
 )
+from polysync.jobtypes.databricks.parameters import ParameterSource, extract_parameters
 
 from .fixtures import job
 

@@ -7,22 +7,13 @@ from dataclasses import replace
 from hypothesis import given
 from hypothesis import strategies as st
 
-from polysync.domain.models import (
-    DataType,
-    Direction,
-    ImportedJob,
+from polysync.domain.models import DataType, Direction, ImportedJob, Parameter, ParameterDiff
+from polysync.domain.parameters import describe_diff, diff_parameters, merge_user_settings, sync_job
+from polysync.jobtypes.databricks.parameters import (
     JobKind,
-    Parameter,
-    ParameterDiff,
     ParameterSource,
-)
-from polysync.domain.parameters import (
-    describe_diff,
-    diff_parameters,
     extract_parameters,
     imported_job,
-    merge_user_settings,
-    sync_job,
 )
 
 from .fixtures import job

@@ -12,11 +12,11 @@ from polysync.domain.models import (
     DataType,
     Direction,
     Parameter,
-    ParameterSource,
     RunStatus,
     TaskRunState,
     Termination,
 )
+from polysync.jobtypes.databricks.parameters import ParameterSource
 from polysync.store.codec import (
     parameter_from_json,
     parameter_to_json,

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from polysync.domain.models import DataType, Direction, Parameter, ParameterSource
+from polysync.domain.models import DataType, Direction, Parameter
 from polysync.errors import (
     DependencyError,
     ParameterMappingError,
@@ -18,6 +18,7 @@ from polysync.errors import (
     TaskDefinitionError,
     TaskRunTransitionError,
 )
+from polysync.jobtypes.databricks.parameters import ParameterSource
 from polysync.tasks.dependencies import Dependency
 from polysync.tasks.model import (
     Attempt,

@@ -11,7 +11,6 @@ from polysync.api.deps import Operator, ServicesDep, Viewer
 from polysync.api.problems import Problem
 from polysync.api.schemas import ExecuteIn, JobOut, JobUpdate, ParameterUpdate, RunOut, SyncOut
 from polysync.domain.access import Actor, Role
-from polysync.domain.external_id import parse_external_id
 from polysync.domain.parameters import Keep, ParameterEdit, apply_edits
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
@@ -108,10 +107,10 @@ async def execute_now(
         ),
     ] = None,
 ) -> RunOut:
-    """Execute Now: validates the overrides (D2-D4) before any API call, commits the run, starts
+    """Execute Now: validates the overrides and the External Id (D2-D4, the job type's rules)
+    before any API call, commits the run, starts
     it; watch it at `/api/v1/runs/{id}/events`."""
     job = await services.store.get_job(job_id)
-    parse_external_id(job.external_id)  # D4: refused before a run is even recorded
     actor = Actor.of_key(caller)
     may_choose_secrets = caller.role.allows(Role.ADMIN)
     if idempotency_key is None:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Response
 
 from polysync.api.deps import Admin, Operator, ServicesDep, Viewer
-from polysync.api.problems import ApiProblem, Problem
+from polysync.api.problems import Problem
 from polysync.api.schemas import (
     ConnectivityOut,
     DiscoveredJobOut,
@@ -20,26 +20,14 @@ from polysync.api.schemas import (
     PlatformUpdate,
 )
 from polysync.domain.access import Actor
-from polysync.domain.records import NewPlatform, Platform, RunFilter
-from polysync.errors import NotFoundError, UsageError
-from polysync.services import Services
+from polysync.domain.records import NewPlatform, Platform
+from polysync.errors import UsageError
 
 router = APIRouter(prefix="/api/v1/platforms", tags=["platforms"])
 PlatformId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": Problem} for code in (400, 401, 403, 404, 409, 422, 502, 503)
 }
-
-
-async def _require_unique_name(services: Services, name: str, own_id: int | None = None) -> None:
-    try:
-        existing = await services.store.get_platform(name)
-    except NotFoundError:
-        return
-    if existing.id != own_id:
-        raise ApiProblem(
-            409, "conflict", f"A platform named {name!r} already exists; choose another name."
-        )
 
 
 @router.get("", response_model=list[PlatformOut], responses=_ERRORS)
@@ -51,7 +39,6 @@ async def list_platforms(services: ServicesDep, caller: Viewer) -> list[Platform
 async def create_platform(
     body: PlatformIn, services: ServicesDep, caller: Admin, response: Response
 ) -> PlatformOut:
-    await _require_unique_name(services, body.name)
     platform = await services.add_platform(
         NewPlatform(
             name=body.name,
@@ -85,8 +72,6 @@ async def update_platform(
     for required in ("workspace_url", "auth", "description", "options"):
         if required in changes and changes[required] is None:
             raise UsageError(f"{required} cannot be null; leave it out to keep it.")
-    if "name" in changes:
-        await _require_unique_name(services, changes["name"], platform.id)
     updated: Platform = replace(platform, **changes)
     # Refuses a bad URL, auth or option, or one outside the connection policy, as create does.
     return PlatformOut.of(await services.update_platform(updated, actor=Actor.of_key(caller)))
@@ -96,16 +81,8 @@ async def update_platform(
 async def delete_platform(
     platform_id: PlatformId, services: ServicesDep, caller: Admin
 ) -> Response:
-    platform = await services.store.get_platform(platform_id)
-    active = await services.list_runs(RunFilter(platform_id=platform.id, active_only=True, limit=1))
-    if active:
-        raise ApiProblem(
-            409,
-            "conflict",
-            f"Platform {platform.name!r} still has active runs (e.g. run {active[0].id}). "
-            "Cancel them or let them finish, then delete the platform.",
-        )
-    await services.remove_platform(platform.id, actor=Actor.of_key(caller))
+    # A platform with active runs is refused by services (ConflictError: 409).
+    await services.remove_platform(platform_id, actor=Actor.of_key(caller))
     return Response(status_code=204)
 
 

@@ -16,9 +16,8 @@ from polysync.api.deps import Context, Operator, ServicesDep, Viewer
 from polysync.api.problems import ApiProblem, JSONResponse, Problem
 from polysync.api.schemas import CancelOut, EventOut, RunOut, RunSummary
 from polysync.domain.access import Actor
-from polysync.domain.models import RunStatus
+from polysync.domain.models import RunStatus, cancel_noop_message
 from polysync.domain.records import RunEvent, RunFilter
-from polysync.domain.status import cancel_noop_message
 from polysync.errors import UsageError
 from polysync.services import Services
 

@@ -1,4 +1,5 @@
-"""Run status: decoding `jobs/runs/get` (D6), run page URLs (D7), the cancel no-op text (D10)."""
+"""Databricks run status: decoding `jobs/runs/get` (D6) and run page URLs (D7), for the job types
+that start Jobs API runs (Workflow, Job, Notebook)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from polysync.domain._text import shown
 from polysync.domain.limits import http_url, same_host
 from polysync.domain.models import RunSnapshot, RunStatus, TaskRunState, Termination
+from polysync.domain.text import shown
 
 # D6, applied to `state` (reference §4 `RunLifeCycleState`, `RunResultState`).
 _STARTING_LIFE_CYCLES = frozenset({"QUEUED", "PENDING", "BLOCKED"})
@@ -108,7 +109,7 @@ def decode_run(run: Mapping[str, Any], *, workspace_url: str) -> RunSnapshot:
     start_ms, end_ms = _epoch_ms(run.get("start_time")), _epoch_ms(run.get("end_time"))
     snapshot = RunSnapshot(
         status=decoded.status,
-        run_id=run_id,
+        run_id=None if run_id is None else str(run_id),
         life_cycle_state=decoded.life_cycle_state,
         result_state=decoded.result_state,
         state_message=decoded.state_message,
@@ -396,7 +397,7 @@ def keep_terminal(previous: RunSnapshot | None, current: RunSnapshot) -> RunSnap
     return current
 
 
-# --- D7, D10 -------------------------------------------------------------------------------
+# --- D7 -----------------------------------------------------------------------------------
 
 
 def fallback_run_url(workspace_url: str, run_id: int, job_id: int | None = None) -> str:
@@ -433,13 +434,6 @@ def trusted_run_url(url: object, workspace_url: str) -> str | None:
     if checked is None or not same_host(checked, workspace_url):
         return None
     return checked
-
-
-def cancel_noop_message(run_id: int, status: RunStatus) -> str:
-    """What cancelling a run that already ended says (D10; runs/cancel is a no-op then, §5)."""
-    if not status.is_terminal:
-        raise ValueError(f"run {run_id} is {status}, not terminal: it can be cancelled")
-    return f"Run {run_id} is already {status}; nothing to cancel."
 
 
 # --- Reading odd JSON safely ------------------------------------------------------------------

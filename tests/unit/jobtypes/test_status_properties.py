@@ -9,9 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from polysync.domain.models import RunSnapshot, RunStatus
-from polysync.domain.status import decode_run, keep_terminal, with_task_errors
-
-from .fixtures import WORKSPACE_URL
+from polysync.jobtypes.databricks.status import decode_run, keep_terminal, with_task_errors
+from tests.unit.domain.fixtures import WORKSPACE_URL
 
 LIFE_CYCLES = [
     "QUEUED",

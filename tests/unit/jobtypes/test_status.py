@@ -7,10 +7,9 @@ from typing import Any
 
 import pytest
 
-from polysync.domain.models import RunSnapshot, RunStatus, Termination
-from polysync.domain.status import (
+from polysync.domain.models import RunSnapshot, RunStatus, Termination, cancel_noop_message
+from polysync.jobtypes.databricks.status import (
     best_run_url,
-    cancel_noop_message,
     decode_run,
     fallback_run_url,
     is_terminal,
@@ -19,8 +18,7 @@ from polysync.domain.status import (
     task_runs_to_fetch_errors,
     with_task_errors,
 )
-
-from .fixtures import (
+from tests.unit.domain.fixtures import (
     FAILED_RUN_MESSAGE,
     FAILED_TASK_MESSAGE,
     RUN_ID,
@@ -270,7 +268,7 @@ def test_non_string_state_values_are_unknown_and_shown() -> None:
 def test_reference_failed_run() -> None:
     snapshot = decode(failed_run())
     assert snapshot.status is S.FAILED
-    assert snapshot.run_id == RUN_ID
+    assert snapshot.run_id == str(RUN_ID)
     assert (snapshot.life_cycle_state, snapshot.result_state) == ("INTERNAL_ERROR", "FAILED")
     assert snapshot.run_page_url == RUN_PAGE_URL
     assert (snapshot.start_time_ms, snapshot.end_time_ms) == (1719000000000, 1719000404690)

@@ -8,13 +8,13 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from polysync.domain.external_id import (
+from polysync.errors import InvalidExternalIdError, JobDeletedError, UsageError
+from polysync.jobtypes.databricks.external_id import (
     MAX_JOB_ID,
     format_external_id,
     job_deleted_error,
     parse_external_id,
 )
-from polysync.errors import InvalidExternalIdError, JobDeletedError, UsageError
 
 PREFIX = "INVALID_PARAMETER_VALUE: job_id"
 

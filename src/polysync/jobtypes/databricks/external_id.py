@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from polysync.domain._text import shown
+from polysync.domain.text import shown
 from polysync.errors import InvalidExternalIdError, JobDeletedError
 
 MAX_JOB_ID = 2**63 - 1

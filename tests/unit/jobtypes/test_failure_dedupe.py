@@ -4,7 +4,7 @@ runs/get-output error in the task's state message."""
 from __future__ import annotations
 
 from polysync.domain.models import RunSnapshot, RunStatus, TaskRunState
-from polysync.domain.status import run_message
+from polysync.jobtypes.databricks.status import run_message
 
 ERROR = "AnalysisException: A column `merchant_category` cannot be resolved."
 

@@ -6,11 +6,16 @@ from typing import Any
 
 import pytest
 
-from polysync.domain.models import DataType, JobKind, Parameter, ParameterSource
-from polysync.domain.parameters import classify, extract_parameters, imported_job
+from polysync.domain.models import DataType, Parameter
 from polysync.errors import InvalidExternalIdError
-
-from .fixtures import JOB_ID, job
+from polysync.jobtypes.databricks.parameters import (
+    JobKind,
+    ParameterSource,
+    classify,
+    extract_parameters,
+    imported_job,
+)
+from tests.unit.domain.fixtures import JOB_ID, job
 
 S = ParameterSource
 

@@ -1,0 +1,1 @@
+"""The Databricks job types (Workflow, Job, Notebook, Pipeline) and the Databricks decoding they share."""
