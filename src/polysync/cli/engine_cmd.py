@@ -8,7 +8,8 @@ import json
 import logging
 import signal
 import sys
-from typing import TYPE_CHECKING, Annotated
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.text import Text
@@ -88,16 +89,18 @@ def engine(
                     f"it; Databricks runs keep running.",
                     soft_wrap=True,
                 )
-                status = asyncio.create_task(_report_status(services, stop, quiet))
+                stopped = asyncio.Event()  # set once the engine has stopped, not when asked to
+                status = asyncio.create_task(_report_status(services, stopped, quiet))
                 events = None
                 if not quiet:
                     events = asyncio.create_task(_report_events(services, stop, json_out=json_out))
                 try:
                     await services.engine.run_supervised(stop)
                 finally:
-                    status.cancel()
+                    stop.set()
+                    stopped.set()
+                    await status  # its last line says the engine stopped
                     if events is not None:
-                        stop.set()
                         await events  # the events recorded up to the stop are printed
 
                 try:
@@ -121,19 +124,24 @@ def engine(
 
 
 async def _report_status(services: Services, stop: asyncio.Event, quiet: bool = False) -> None:
-    """Print a status line when the engine's state changes, and every STATUS_EVERY_S (`quiet`:
-    only on changes)."""
+    """Print a status line when the engine's state changes (looked at every second), and every
+    STATUS_EVERY_S (`quiet`: only on changes); once `stop` is set, a last one if the state
+    changed since (the engine stopped)."""
     shown: tuple[EngineState | None, int] = (None, 0)
     printed_s = services.clock.now()
-    while not stop.is_set():
-        await services.clock.sleep(1.0)
+    while True:
+        stopping = stop.is_set()
         health = services.engine.health
         now_s = services.clock.now()
         changed = (health.state, health.failures > 0) != (shown[0], shown[1] > 0)
-        if not changed and (quiet or now_s - printed_s < STATUS_EVERY_S):
-            continue
-        err.print(await status_line(services, now_s), soft_wrap=True, highlight=False)
-        shown, printed_s = (health.state, health.failures), now_s
+        if health.state is not None and (
+            changed or (not quiet and now_s - printed_s >= STATUS_EVERY_S)
+        ):
+            err.print(await status_line(services, now_s), soft_wrap=True, highlight=False)
+            shown, printed_s = (health.state, health.failures), now_s
+        if stopping:
+            return
+        await _unless_stopped(services.clock.sleep(1.0), stop)
 
 
 EVENTS_EVERY_S = 1.0
@@ -191,6 +199,17 @@ def print_event(event: RunEvent, run: Run, job_name: str, *, json_out: bool) -> 
     if message:
         line.append(f" - {message}", style="dim")
     out.print(line, soft_wrap=True)
+
+
+async def _unless_stopped(wait: Coroutine[Any, Any, None], stop: asyncio.Event) -> None:
+    """`wait`, cut short when `stop` is set."""
+    waiting = asyncio.ensure_future(wait)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiting.cancel()
+        stopping.cancel()
 
 
 async def status_line(services: Services, now_s: float) -> str:
