@@ -680,7 +680,8 @@ def test_demo_runs_the_whole_story(tmp_path: Path) -> None:
     # One run of each other job type: a Databricks Job, a Notebook, a Pipeline update.
     assert "vacuum-delta-tables  ·  run 4" in out
     assert "daily_sales_report  ·  run 5" in out
-    assert "sales-medallion-dlt  ·  run 6  ·  Databricks run 6f1c2b7e-" in out
+    assert "sales-medallion-dlt  ·  run 6" in out
+    assert "Submitted to Databricks as run 6f1c2b7e-" in out  # RunId "{pipeline}:{update}"
     assert "runs 1 Success, 2 Failed, 3 Cancelled, 4 Success, 5 Success, 6 Success" in out
     assert "polysync runs list" in out
     assert DEMO_TOKEN not in out + done.stderr
@@ -735,7 +736,7 @@ def test_notebook_job_type_from_discovery_to_success_failure_and_cancel(
     )
     assert "default_notebook_path = /Shared/polysync-demo" in set_attributes.stdout
     found = cli.ok("discover", "demo", "--json").json()
-    notebooks = sorted(j["external_id"] for j in found if j["job_type"] == "Databricks Notebook")
+    notebooks = sorted(j["external_id"] for j in found if j["kind"] == "Databricks Notebook")
     assert len(notebooks) == 4
     assert NOTEBOOK_PATH in notebooks
     imported = cli.ok(
