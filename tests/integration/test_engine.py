@@ -182,7 +182,8 @@ async def test_two_engines_on_one_store_never_start_a_run_twice(
         runs = [await services.engine.submit(job, {}) for _ in range(12)]
         import asyncio
 
-        await asyncio.gather(services.engine.step(), other.engine.step())
+        both = asyncio.gather(services.engine.step(), other.engine.step())
+        await autojump(harness.real_clock, both)  # type: ignore[arg-type]  # run-now is paced
         stored = [await services.store.get_run(r.id) for r in runs]
         assert all(r.run_id for r in stored)
         assert len(databricks_runs(harness)) == 12
