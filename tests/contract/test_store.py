@@ -729,6 +729,8 @@ async def test_claim_leases_due_runs_in_due_order(store: SqlStore) -> None:
     # them), unless one falls due again (a cancel request).
     assert await store.claim_due_runs("engine-b", at(39), 30, 10) == []
     assert await store.claim_due_runs("engine-a", at(20), 30, 10) == []
+    # A run-now was sent for it (else a cancel ends it at once: H5).
+    await store.record_submitted(early.id, "77", f"{URL}/#job/101/run/77", at(10), at(40))
     await store.request_cancel(early.id, at(20))
     renewed = await store.claim_due_runs("engine-a", at(20), 30, 10)
     assert [(r.id, r.lease_expires_at) for r in renewed] == [(early.id, at(50))]
@@ -749,6 +751,8 @@ async def test_renewing_held_leases_keeps_every_run_of_the_owner_in_one_call(
     others = await start(store, job, at(0))
     await store.claim_due_runs("engine-a", at(1), 30, 10, exclude=[others.id])
     await store.claim_due_runs("engine-b", at(1), 30, 10)
+    # A run-now was sent for it (else a cancel ends it at once: H5).
+    await store.record_submitted(cancelling.id, "77", f"{URL}/#job/101/run/77", at(2), at(31))
     await store.request_cancel(cancelling.id, at(5))
     await store.record_failure(ended.id, "refused", at(5))
 
