@@ -765,7 +765,7 @@ def test_notebook_job_type_from_discovery_to_success_failure_and_cancel(
     run = done.json()
     assert run["status"] == "Success"
     assert run["parameters_sent"] == {"region": "apac"}
-    assert run["run_id"].isdigit()
+    assert run["databricks_run_id"].isdigit()
     failed = cli("run", "forecast_demand", "--platform", "demo", "-p", "horizon_days=7")
     assert failed.code == 1, failed.output
     assert "there is no package called 'forecast'" in failed.stdout
@@ -795,7 +795,7 @@ def test_pipeline_job_type_from_discovery_to_success_failure_and_cancel(
     assert done.code == 0, done.output
     run = done.json()
     assert run["status"] == "Success"
-    assert run["run_id"].startswith(f"{SALES_PIPELINE}:")
+    assert run["databricks_run_id"].startswith(f"{SALES_PIPELINE}:")
     assert run["parameters_sent"] == {"full_refresh": "true"}
     failed = cli("run", "iot-telemetry-dlt", "--platform", "demo")
     assert failed.code == 1, failed.output

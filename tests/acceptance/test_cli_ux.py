@@ -148,7 +148,7 @@ def test_tables_fit_80_columns_without_cutting_ids_and_remote_text_is_literal(cl
     fits_80(jobs.stdout)
     for external_id in (*ids, SALES):
         assert re.search(rf"(^|\s){external_id}(\s|$)", jobs.stdout, re.MULTILINE)
-    names = "".join(column(jobs.stdout, "Name", "Job Type").split())
+    names = "".join(column(jobs.stdout, "Name", "Type").split())
     assert long_name in names  # folded onto several lines, never cut
     assert "".join(hostile.split()) in names  # no emoji, no markup taken from a job's name
 

@@ -117,10 +117,19 @@ def _table() -> Table:
 
 
 def _id_column(table: Table, header: str, values: Iterable[str], **options: Any) -> None:
-    """A column of ids (Polysync ids, External Ids): never wrapped, never cut - as wide as
-    its longest value, whatever the terminal's width."""
+    """A column of ids (Polysync ids, External Ids): never cut. Ids up to MAX_ID_WIDTH are
+    never wrapped either (the column is as wide as its longest value, whatever the terminal's
+    width); longer ones (a notebook's workspace path) fold onto several lines, so the other
+    columns keep room."""
     width = max([len(header), *(len(v) for v in values)])
-    table.add_column(header, no_wrap=True, min_width=width, **options)
+    if width <= MAX_ID_WIDTH:
+        table.add_column(header, no_wrap=True, min_width=width, **options)
+    else:
+        table.add_column(header, overflow="fold", min_width=MAX_ID_WIDTH, **options)
+
+
+MAX_ID_WIDTH = 19
+"""The widest id kept on one line in a table: a 64-bit Databricks id (19 digits)."""
 
 
 def task_count_text(job: DiscoveredJob) -> str:
@@ -237,12 +246,12 @@ def jobs_table(jobs: Sequence[Job], platform_names: Mapping[int, str]) -> Table:
     table = _table()
     _id_column(table, "Id", (str(job.id) for job in jobs), justify="right")
     table.add_column("Name", overflow="fold", ratio=1)
-    table.add_column("Job Type", no_wrap=True)
+    table.add_column("Type", no_wrap=True)
     _id_column(table, "External Id", (job.external_id for job in jobs))
     if several_platforms:
         table.add_column("Platform", overflow="fold")
-    table.add_column("Tasks", justify="right", no_wrap=True)
-    table.add_column("Params", justify="right", no_wrap=True)
+    table.add_column("Tasks", justify="right", no_wrap=True, min_width=5)
+    table.add_column("Params", justify="right", no_wrap=True, min_width=6)
     for job in jobs:
         row = [str(job.id), safe_markup(job.name), kind_label(job.job_type), job.external_id]
         if several_platforms:

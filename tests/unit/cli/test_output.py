@@ -73,7 +73,7 @@ def test_tables_keep_ids_whole_and_fit_80_columns() -> None:
     for text in (jobs, runs):
         assert all(len(line) <= 80 for line in text.splitlines()), text
         assert "…" not in column(text, "Id", "Status" if text is runs else "Name")
-    assert column(jobs, "Name", "Job Type") == long_name  # folded, not cut
+    assert column(jobs, "Name", "Type") == long_name  # folded, not cut
     assert column(runs, "Job", "Status") == long_name
     assert "12345" in jobs
     assert "914275016372845" in jobs
