@@ -26,6 +26,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.util import await_only
 
 from polysync.errors import ConfigError, StoreError, StoreUnavailableError
 
@@ -144,13 +145,30 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     try:
-        # WAL lets readers proceed while one process writes. synchronous stays FULL (the
-        # default): an idempotency token must survive a power loss once committed (D8).
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        _use_wal(cursor)
     finally:
         cursor.close()
+
+
+def _use_wal(cursor: Any) -> None:
+    # WAL lets readers proceed while one process writes. synchronous stays FULL (the default):
+    # an idempotency token must survive a power loss once committed (D8). Switching a file to WAL
+    # takes an exclusive lock, and SQLite answers "database is locked" at once, without its busy
+    # handler, while another connection holds any lock (two processes opening a new file): wait
+    # for it here, without blocking the event loop, up to the busy timeout.
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    delay_s = 0.005
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except Exception as exc:  # the driver's OperationalError, as adapted by SQLAlchemy
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        await_only(asyncio.sleep(delay_s * (1 + random.random())))
+        delay_s = min(delay_s * 2, 0.25)
 
 
 def _sqlite_on_begin(connection: Connection) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import re
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -77,8 +79,26 @@ async def upgrade_engine(engine: AsyncEngine) -> str | None:
     head = known_head()
     if head is not None and await current_revision(engine) == head:
         return head
-    async with engine.execution_options(**{WRITE_OPTION: True}).begin() as connection:
+    # Alembic keeps the running migration in module state (`alembic.context`), so two upgrades
+    # interleaved on one event loop would run in each other's context: one at a time per loop.
+    # (Other processes wait on the database's own lock: BEGIN IMMEDIATE, or PostgreSQL's advisory
+    # lock in `_upgrade_sync`.)
+    writer = engine.execution_options(**{WRITE_OPTION: True})
+    async with _migration_lock(), writer.begin() as connection:
         return await connection.run_sync(_upgrade_sync)
+
+
+_MIGRATION_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _migration_lock() -> asyncio.Lock:
+    loop = asyncio.get_running_loop()
+    lock = _MIGRATION_LOCKS.get(loop)
+    if lock is None:
+        lock = _MIGRATION_LOCKS[loop] = asyncio.Lock()
+    return lock
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:
