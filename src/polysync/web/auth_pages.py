@@ -2,6 +2,7 @@
 
 import math
 import re
+from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote, urlsplit
 
@@ -43,20 +44,29 @@ def safe_next(target: str | None) -> str:
     return quote(replace_unencodable(cleaned), safe="/?#&=%:@!$'()*+,;~-._")
 
 
+def _static_file(folder: Path, name: str) -> FileResponse:
+    path = folder / name
+    if "/" in name or path.suffix not in _STATIC_TYPES or not path.is_file():
+        raise HTTPException(status_code=404, detail="No such file.")
+    return FileResponse(
+        path,
+        media_type=_STATIC_TYPES[path.suffix],
+        headers={"Cache-Control": "public, max-age=3600"},
+    )
+
+
 def auth_router(ctx: WebContext) -> APIRouter:
     router = ctx.router()
     viewer = ctx.guard(Role.VIEWER)
 
     @router.get("/static/{name}", include_in_schema=False)
     async def static(name: str) -> FileResponse:
-        path = STATIC_DIR / name
-        if "/" in name or path.suffix not in _STATIC_TYPES or not path.is_file():
-            raise HTTPException(status_code=404, detail="No such file.")
-        return FileResponse(
-            path,
-            media_type=_STATIC_TYPES[path.suffix],
-            headers={"Cache-Control": "public, max-age=3600"},
-        )
+        return _static_file(STATIC_DIR, name)
+
+    @router.get("/static/vendor/{name}", include_in_schema=False)
+    async def vendored(name: str) -> FileResponse:
+        """Third-party scripts served from the package (NOTICE lists them), never a CDN."""
+        return _static_file(STATIC_DIR / "vendor", name)
 
     @router.get("/favicon.ico", include_in_schema=False)
     async def favicon() -> FileResponse:
