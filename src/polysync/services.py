@@ -77,6 +77,7 @@ from polysync.lookup import find_job, find_platform
 from polysync.secrets import SecretReference, SecretScope
 from polysync.store import open_store, upgrade
 from polysync.store.auth_fields import is_secret_field
+from polysync.task_services import TaskServices
 
 log = logging.getLogger(__name__)
 TransportFactory = Callable[[Platform], httpx.AsyncBaseTransport | None]
@@ -287,6 +288,8 @@ class Services:
         self.engine = engine
         self.clock = clock
         self.settings = settings
+        self.tasks = TaskServices(store, clock, wake=engine.wake)
+        """Tasks and TaskRuns (issue 12): see polysync.task_services."""
 
     @classmethod
     async def open(

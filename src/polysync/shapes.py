@@ -9,17 +9,15 @@ API's, its public contract: a run's Databricks RunId is `databricks_run_id`, its
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from datetime import datetime
+from collections.abc import Sequence
 from typing import Any
 
 from polysync.domain.models import Parameter, TaskRunState
 from polysync.domain.parameters import shown_default, shown_value, shown_values
 from polysync.domain.records import Job, Platform, Run, RunEvent
 from polysync.jobtypes.base import DiscoveredJob
-from polysync.tasks.model import Task, TaskRun
-from polysync.tasks.retry import RetryPolicy
-from polysync.tasks.schedule import Schedule, next_fire_time, next_fire_times
+from polysync.task_services import FireTime, TaskSummary, task_data
+from polysync.tasks.model import TaskRun
 
 
 def platform_fields(platform: Platform) -> dict[str, Any]:
@@ -155,90 +153,40 @@ def run_fields(run: Run, job: Job, events: Sequence[RunEvent]) -> dict[str, Any]
     }
 
 
-# --- Tasks (issue 12, docs/tasks.md) ---------------------------------------------------------
-
-
-def schedule_fields(schedule: Schedule, next_fire_at: datetime | None) -> dict[str, Any]:
-    """One schedule of a Task; `next_fire_at` is None when it is paused or has ended."""
-    return {
-        "cron": schedule.cron,
-        "timezone": schedule.timezone,
-        "starts_at": schedule.starts_at,
-        "ends_at": schedule.ends_at,
-        "paused": schedule.paused,
-        "misfire_policy": schedule.misfire_policy,
-        "misfire_cap": schedule.misfire_cap,
-        "next_fire_at": next_fire_at,
-    }
-
-
-def retry_fields(policy: RetryPolicy) -> dict[str, Any]:
-    """A Task's retry policy; `strategy` None takes the Job Type's default."""
-    return {
-        "enabled": policy.enabled,
-        "max_attempts": policy.max_attempts,
-        "backoff": policy.backoff,
-        "initial_delay_s": policy.initial_delay_s,
-        "max_delay_s": policy.max_delay_s,
-        "strategy": policy.strategy,
-    }
-
-
-def task_definition_fields(
-    task: Task,
-    *,
-    now: datetime,
-    upstream_ids: Mapping[str, int] | None = None,
-    job_parameters: Sequence[Parameter] = (),
-    last_run: TaskRun | None = None,
-) -> dict[str, Any]:
-    """A Task as saved, with each schedule's next fire time after `now` and the Task's
-    (`next_fire_at`: None when paused or nothing is due). `upstream_ids`: {Task name: id}, for
-    each dependency's `upstream_task_id`. A value of one of `job_parameters`' Secret parameters
-    shows as its reference or masked (`shown_values`). `last_run`: its latest TaskRun."""
-    ids = upstream_ids or {}
-    fires = [None if task.paused else next_fire_time(s, now) for s in task.schedules]
-    upcoming = [fire for fire in fires if fire is not None]
+def polysync_task_fields(summary: TaskSummary) -> dict[str, Any]:
+    """A Task (issue 12) with its Job, next fire time and last result: its editable fields
+    (what `polysync.task_services.parse_task` reads) plus `id`, `job` {id, name, job_type,
+    platform_id}, `next_fire`, `last_run` (a TaskRun summary or None)."""
+    task = summary.task
+    job = summary.job
     return {
         "id": task.id,
-        "name": task.name,
-        "job_id": task.job_id,
-        "parameters": shown_values(job_parameters, task.parameters),
-        "paused": task.paused,
+        **task_data(task),
         "enabled": task.enabled,
-        "description": task.description,
-        "tags": dict(task.tags),
-        "priority": task.priority,
-        "concurrency_cap": task.concurrency_cap,
-        "on_overlap": task.on_overlap,
-        "timeout_s": task.timeout_s,
-        "retry": retry_fields(task.retry),
-        "schedules": [
-            schedule_fields(s, fire) for s, fire in zip(task.schedules, fires, strict=True)
-        ],
-        "dependencies": [
-            {
-                "upstream": edge.upstream,
-                "upstream_task_id": ids.get(edge.upstream),
-                "condition": edge.condition,
+        "job": (
+            None
+            if job is None
+            else {
+                "id": job.id,
+                "name": job.name,
+                "job_type": job.job_type,
+                "platform_id": job.platform_id,
             }
-            for edge in task.dependencies
-        ],
-        "next_fire_at": min(upcoming) if upcoming else None,
-        "last_run": task_run_summary_fields(last_run) if last_run is not None else None,
+        ),
+        "next_fire": summary.next_fire,
+        "last_run": taskrun_summary_fields(summary.last_run) if summary.last_run else None,
     }
 
 
-def task_run_summary_fields(task_run: TaskRun) -> dict[str, Any]:
-    """A TaskRun as lists show it; `run_id` is the Polysync Run of its latest attempt."""
-    latest = task_run.attempts[-1] if task_run.attempts else None
+def taskrun_summary_fields(task_run: TaskRun) -> dict[str, Any]:
+    """A TaskRun without its history: status, trigger, times, attempts (each with our run's
+    `run_id`, the Polysync run id)."""
     return {
         "id": task_run.id,
         "task_id": task_run.task_id,
-        "trigger": task_run.trigger,
+        "trigger": task_run.trigger.value,
         "scheduled_for": task_run.scheduled_for,
-        "status": task_run.status,
-        "terminal": task_run.status.is_terminal,
+        "status": task_run.status.value,
         "priority": task_run.priority,
         "queued_at": task_run.queued_at,
         "started_at": task_run.started_at,
@@ -246,57 +194,32 @@ def task_run_summary_fields(task_run: TaskRun) -> dict[str, Any]:
         "next_attempt_at": task_run.next_attempt_at,
         "retry_of": task_run.retry_of,
         "message": task_run.message,
-        "attempt_count": len(task_run.attempts),
-        "run_id": latest.run_id if latest is not None else None,
-    }
-
-
-def task_run_fields(task_run: TaskRun) -> dict[str, Any]:
-    """A TaskRun with its attempts (each linked to its Run) and its status history."""
-    return {
-        **task_run_summary_fields(task_run),
         "attempts": [
             {
-                "number": attempt.number,
-                "kind": attempt.kind,
-                "run_id": attempt.run_id,
-                "started_at": attempt.started_at,
-                "ended_at": attempt.ended_at,
-                "status": attempt.status,
-                "message": attempt.message,
+                "number": a.number,
+                "kind": a.kind.value,
+                "run_id": a.run_id,
+                "started_at": a.started_at,
+                "ended_at": a.ended_at,
+                "status": a.status.value if a.status is not None else None,
+                "message": a.message,
             }
-            for attempt in task_run.attempts
-        ],
-        "events": [
-            {
-                "at": event.at,
-                "status": event.status,
-                "message": event.message,
-                "attempt": event.attempt,
-            }
-            for event in task_run.history
+            for a in task_run.attempts
         ],
     }
 
 
-def preview_fields(
-    task_id: int | None, schedules: Sequence[Schedule], after: datetime, count: int
-) -> dict[str, Any]:
-    """The next `count` fire times after `after`, per schedule (a paused one as if resumed) and
-    merged: two schedules firing at one instant make one TaskRun, so it is listed once."""
-    per_schedule = [next_fire_times(s, after, count) for s in schedules]
-    merged = sorted({fire for fires in per_schedule for fire in fires})[:count]
+def taskrun_fields(task_run: TaskRun) -> dict[str, Any]:
+    """A TaskRun with its status history (`events`, oldest first)."""
     return {
-        "task_id": task_id,
-        "fire_times": merged,
-        "schedules": [
-            {
-                "position": position,
-                "cron": schedule.cron,
-                "timezone": schedule.timezone,
-                "paused": schedule.paused,
-                "fire_times": list(fires),
-            }
-            for position, (schedule, fires) in enumerate(zip(schedules, per_schedule, strict=True))
+        **taskrun_summary_fields(task_run),
+        "events": [
+            {"at": e.at, "status": e.status.value, "message": e.message, "attempt": e.attempt}
+            for e in task_run.history
         ],
     }
+
+
+def fire_time_fields(fire: FireTime) -> dict[str, Any]:
+    """One previewed fire time: `at` (UTC) and the schedule's position."""
+    return {"at": fire.at, "schedule": fire.schedule}

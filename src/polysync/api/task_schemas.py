@@ -1,12 +1,13 @@
-"""Request and response bodies of the Task routes, and the requests turned into Task records.
+"""Request and response bodies of the Task and TaskRun routes (pydantic at the edge).
 
-The bodies only bound sizes and types; every rule of a Task is `check_task`'s, run once by the
-services when it is saved (a TaskDefinitionError names the field: 422). docs/tasks.md, docs/api.md.
+The request bodies only bound sizes and types, for the OpenAPI document: they reach the services
+as the Task's JSON shape, whose rules (`parse_task`, `check_task`) run once there (a
+TaskDefinitionError names the field: 422). The responses are the shapes of `polysync.shapes`,
+shared with `polysync tasks ... --json`. docs/tasks.md, docs/api.md.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -14,24 +15,24 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from polysync.api.schemas import Description, ParameterName, ParameterValue
 from polysync.domain.limits import MAX_PARAMETERS_PER_RUN
-from polysync.errors import ScheduleError, TaskDefinitionError
-from polysync.tasks.dependencies import MAX_UPSTREAMS, Condition, Dependency
+from polysync.shapes import (
+    fire_time_fields,
+    polysync_task_fields,
+    taskrun_fields,
+    taskrun_summary_fields,
+)
+from polysync.task_services import FireTime, TaskSummary
+from polysync.tasks.dependencies import MAX_UPSTREAMS, Condition
 from polysync.tasks.model import (
     DEFAULT_PRIORITY,
     MAX_SCHEDULES,
     MAX_TAGS,
     AttemptKind,
     OnOverlap,
-    Task,
+    TaskRun,
 )
-from polysync.tasks.retry import Backoff, RetryPolicy, RetryStrategy
-from polysync.tasks.schedule import (
-    DEFAULT_MISFIRE_CAP,
-    DEFAULT_TIMEZONE,
-    MAX_PREVIEW,
-    MisfirePolicy,
-    Schedule,
-)
+from polysync.tasks.retry import Backoff, RetryStrategy
+from polysync.tasks.schedule import DEFAULT_MISFIRE_CAP, DEFAULT_TIMEZONE, MisfirePolicy
 from polysync.tasks.states import TaskRunStatus, TriggerType
 
 # Generous bounds: the domain's own checks say what is wrong (a name of 201 characters, a cron
@@ -58,22 +59,6 @@ class ScheduleIn(_In):
     misfire_policy: MisfirePolicy = MisfirePolicy.RUN_LATEST
     misfire_cap: StrictInt = Field(DEFAULT_MISFIRE_CAP, description="run-all: at most this many.")
 
-    def to_schedule(self, position: int) -> Schedule:
-        """The Schedule; ScheduleError naming `schedules[position].<field>`."""
-        try:
-            return Schedule(
-                cron=self.cron,
-                timezone=self.timezone,
-                starts_at=self.starts_at,
-                ends_at=self.ends_at,
-                paused=self.paused,
-                misfire_policy=self.misfire_policy,
-                misfire_cap=self.misfire_cap,
-            )
-        except ScheduleError as exc:
-            where = f"schedules[{position}]" + (f".{exc.field}" if exc.field else "")
-            raise ScheduleError(exc.message, field=where) from None
-
 
 class DependencyIn(_In):
     upstream: _Text = Field(description="The upstream Task's name.")
@@ -89,16 +74,6 @@ class RetryIn(_In):
     strategy: RetryStrategy | None = Field(
         None, description="Repair or Restart; null: Repair for Databricks Workflow, else Restart."
     )
-
-    def to_policy(self) -> RetryPolicy:
-        return RetryPolicy(
-            enabled=self.enabled,
-            max_attempts=self.max_attempts,
-            backoff=self.backoff,
-            initial_delay_s=self.initial_delay_s,
-            max_delay_s=self.max_delay_s,
-            strategy=self.strategy,
-        )
 
 
 _Parameters = Annotated[
@@ -117,7 +92,12 @@ _Dependencies = Annotated[list[DependencyIn], Field(max_length=MAX_UPSTREAMS * 5
 
 class TaskIn(_In):
     name: _Text
-    job_id: StrictInt = Field(description="The Polysync Job it runs; cannot change later.")
+    job: StrictInt | _Text | None = Field(
+        None, description="The Job it runs, by id, External Id or name (or give `job_id`)."
+    )
+    job_id: StrictInt | None = Field(
+        None, description="The Polysync Job it runs; cannot change after the Task is saved."
+    )
     parameters: _Parameters = Field(default_factory=dict)
     paused: StrictBool = False
     description: Description = ""
@@ -130,30 +110,17 @@ class TaskIn(_In):
     schedules: _Schedules = Field(default_factory=list)
     dependencies: _Dependencies = Field(default_factory=list)
 
-    def to_task(self) -> Task:
-        """The Task to save (not yet checked: the services run `check_task`)."""
-        return Task(
-            name=self.name,
-            job_id=self.job_id,
-            parameters=dict(self.parameters),
-            paused=self.paused,
-            description=self.description,
-            tags=dict(self.tags),
-            priority=self.priority,
-            concurrency_cap=self.concurrency_cap,
-            on_overlap=self.on_overlap,
-            timeout_s=self.timeout_s,
-            retry=_policy(self.retry),
-            schedules=tuple(s.to_schedule(i) for i, s in enumerate(self.schedules)),
-            dependencies=tuple(Dependency(d.upstream, d.condition) for d in self.dependencies),
-        )
+    def to_data(self) -> dict[str, Any]:
+        """The Task's JSON shape, as the services read it (`parse_task`)."""
+        return self.model_dump(mode="json", exclude_unset=True)
 
 
 class TaskUpdate(_In):
     """Fields left out are kept; a list or map given replaces the whole of it; `timeout_s`:
-    null clears it. `job_id` may be sent only unchanged (a Task's Job is locked)."""
+    null clears it. `job`/`job_id` may be sent only unchanged (a Task's Job is locked)."""
 
     name: _Text | None = None
+    job: StrictInt | _Text | None = None
     job_id: StrictInt | None = None
     parameters: _Parameters | None = None
     paused: StrictBool | None = None
@@ -167,32 +134,9 @@ class TaskUpdate(_In):
     schedules: _Schedules | None = None
     dependencies: _Dependencies | None = None
 
-    def apply(self, task: Task) -> Task:
-        """`task` with the fields this update sets."""
-        changes: dict[str, Any] = {}
-        for name in self.model_fields_set:
-            value = getattr(self, name)
-            if name == "timeout_s":
-                changes[name] = value
-            elif value is None:
-                raise TaskDefinitionError(
-                    f"{name} cannot be null: leave it out to keep it.", field=name
-                )
-            elif name == "retry":
-                changes[name] = _policy(value)
-            elif name == "schedules":
-                changes[name] = tuple(s.to_schedule(i) for i, s in enumerate(value))
-            elif name == "dependencies":
-                changes[name] = tuple(Dependency(d.upstream, d.condition) for d in value)
-            elif name in ("parameters", "tags"):
-                changes[name] = dict(value)
-            else:
-                changes[name] = value
-        return replace(task, **changes)
-
-
-def _policy(retry: RetryIn) -> RetryPolicy:
-    return retry.to_policy()
+    def to_changes(self) -> dict[str, Any]:
+        """The fields sent, as the services read them (`TaskServices.edit`)."""
+        return self.model_dump(mode="json", exclude_unset=True)
 
 
 class ScheduleOut(BaseModel):
@@ -203,12 +147,10 @@ class ScheduleOut(BaseModel):
     paused: bool
     misfire_policy: MisfirePolicy
     misfire_cap: int
-    next_fire_at: datetime | None = Field(description="Null when paused or ended.")
 
 
 class DependencyOut(BaseModel):
-    upstream: str
-    upstream_task_id: int | None
+    upstream: str = Field(description="The upstream Task's name.")
     condition: Condition
 
 
@@ -221,6 +163,25 @@ class RetryOut(BaseModel):
     strategy: RetryStrategy | None
 
 
+class TaskJobOut(BaseModel):
+    id: int
+    name: str
+    job_type: str
+    platform_id: int
+
+
+class AttemptOut(BaseModel):
+    number: int
+    kind: AttemptKind
+    run_id: int | None = Field(
+        description="The Polysync run it started or repaired (`/api/v1/runs/{run_id}`)."
+    )
+    started_at: datetime
+    ended_at: datetime | None
+    status: TaskRunStatus | None
+    message: str
+
+
 class TaskRunSummary(BaseModel):
     id: int
     task_id: int
@@ -230,7 +191,6 @@ class TaskRunSummary(BaseModel):
         "(Manual, Retry)."
     )
     status: TaskRunStatus
-    terminal: bool
     priority: int
     queued_at: datetime
     started_at: datetime | None
@@ -238,20 +198,11 @@ class TaskRunSummary(BaseModel):
     next_attempt_at: datetime | None = Field(description="While a retry waits its delay.")
     retry_of: int | None
     message: str
-    attempt_count: int
-    run_id: int | None = Field(
-        description="The Polysync run of the latest attempt (`/api/v1/runs/{run_id}`)."
-    )
+    attempts: list[AttemptOut]
 
-
-class AttemptOut(BaseModel):
-    number: int
-    kind: AttemptKind
-    run_id: int | None = Field(description="The Polysync run it started or repaired.")
-    started_at: datetime
-    ended_at: datetime | None
-    status: TaskRunStatus | None
-    message: str
+    @classmethod
+    def of(cls, task_run: TaskRun) -> TaskRunSummary:
+        return cls(**taskrun_summary_fields(task_run))
 
 
 class TaskRunEventOut(BaseModel):
@@ -262,19 +213,20 @@ class TaskRunEventOut(BaseModel):
 
 
 class TaskRunOut(TaskRunSummary):
-    attempts: list[AttemptOut]
     events: list[TaskRunEventOut] = Field(description="Status history, oldest first.")
+
+    @classmethod
+    def of_run(cls, task_run: TaskRun) -> TaskRunOut:
+        return cls(**taskrun_fields(task_run))
 
 
 class TaskOut(BaseModel):
     id: int
     name: str
     job_id: int
-    parameters: dict[str, str] = Field(
-        description="A Secret parameter's value shows as its reference (`env:NAME`), or masked."
-    )
+    parameters: dict[str, str]
     paused: bool
-    enabled: bool
+    enabled: bool = Field(description="`not paused`.")
     description: str
     tags: dict[str, str]
     priority: int
@@ -284,29 +236,34 @@ class TaskOut(BaseModel):
     retry: RetryOut
     schedules: list[ScheduleOut]
     dependencies: list[DependencyOut]
-    next_fire_at: datetime | None = Field(description="The earliest next fire of its schedules.")
+    job: TaskJobOut | None
+    next_fire: datetime | None = Field(
+        description="The earliest next fire of its schedules; null when paused or none is due."
+    )
     last_run: TaskRunSummary | None
 
+    @classmethod
+    def of(cls, summary: TaskSummary) -> TaskOut:
+        return cls(**polysync_task_fields(summary))
 
-class PreviewScheduleOut(BaseModel):
-    position: int
-    cron: str
-    timezone: str
-    paused: bool = Field(description="A paused schedule previews as if resumed.")
-    fire_times: list[datetime]
+
+class FireTimeOut(BaseModel):
+    at: datetime
+    schedule: int = Field(description="The schedule's position in `schedules` (0-based).")
 
 
 class PreviewOut(BaseModel):
-    task_id: int | None
-    fire_times: list[datetime] = Field(
-        description="The Task's next fire times, all schedules merged (a time two schedules "
-        "share counts once: one TaskRun), earliest first."
+    fire_times: list[FireTimeOut] = Field(
+        description="The next fire times, all schedules merged, earliest first; a paused "
+        "schedule or Task previews as if resumed."
     )
-    schedules: list[PreviewScheduleOut]
+
+    @classmethod
+    def of(cls, fires: list[FireTime]) -> PreviewOut:
+        return cls(fire_times=[FireTimeOut(**fire_time_fields(f)) for f in fires])
 
 
 class SchedulePreviewIn(_In):
-    """An unsaved schedule to preview (the editor's Scheduling tab)."""
+    """Schedules not saved yet, to preview (the editor's Scheduling tab)."""
 
     schedules: Annotated[list[ScheduleIn], Field(min_length=1, max_length=MAX_SCHEDULES)]
-    count: StrictInt = Field(10, ge=1, le=MAX_PREVIEW)

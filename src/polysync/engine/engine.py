@@ -215,6 +215,10 @@ class Engine:
         self._wake.set()
         return run
 
+    def wake(self) -> None:
+        """Look for work at once (a Task saved, a TaskRun queued in this process)."""
+        self._wake.set()
+
     async def request_cancel(self, run: Run, *, cancelled_by: str | None = None) -> Run:
         """Record the request (and who made it); the engine sends runs/cancel and keeps polling
         to confirm (D10). UsageError when the run has already ended."""

@@ -89,6 +89,7 @@ from polysync.store.tables import (
     run_events,
     runs,
 )
+from polysync.store.task_store import TaskStoreMixin
 
 if TYPE_CHECKING:
     from polysync.engine.ports import Store
@@ -122,7 +123,7 @@ async def open_store(url: str) -> SqlStore:
     return SqlStore(engine)
 
 
-class SqlStore:
+class SqlStore(TaskStoreMixin):
     """Platforms, jobs, runs and run events in SQL tables (see `polysync.engine.ports.Store`)."""
 
     def __init__(self, engine: AsyncEngine) -> None:
