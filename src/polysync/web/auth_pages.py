@@ -1,4 +1,4 @@
-"""Sign-in with an API key, sign-out, the home page and the static files."""
+"""Sign-in with an API key, sign-out and the static files."""
 
 import math
 import re
@@ -76,10 +76,6 @@ def auth_router(ctx: WebContext) -> APIRouter:
             media_type=_STATIC_TYPES[".svg"],
             headers={"Cache-Control": "public, max-age=86400"},
         )
-
-    @router.get("/", include_in_schema=False)
-    async def home(visitor: Annotated[Visitor, Depends(viewer)]) -> Response:
-        return Response(status_code=303, headers={"Location": "/runs"})
 
     @router.get("/sign-in", include_in_schema=False)
     async def sign_in_page(request: Request, next: str | None = None) -> Response:

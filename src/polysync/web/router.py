@@ -1,4 +1,4 @@
-"""The web UI's router: sign-in, platforms, jobs and runs, server-rendered."""
+"""The web UI's router: sign-in, platforms, jobs, runs and Tasks, server-rendered."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from polysync.web.job_pages import job_router
 from polysync.web.platform_pages import platform_router
 from polysync.web.run_pages import run_router
 from polysync.web.security import Authenticate, Sessions
+from polysync.web.task_pages import task_router
 
 
 def create_web_router(
@@ -32,6 +33,6 @@ def create_web_router(
         services, Sessions(authenticate, secret_key), limiter or FailureLimiter(services.clock)
     )
     router = ctx.router()
-    for build in (auth_router, platform_router, job_router, run_router):
+    for build in (auth_router, platform_router, job_router, run_router, task_router):
         router.include_router(build(ctx))
     return router

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 from polysync.domain.models import Parameter
@@ -52,7 +52,7 @@ E = TypeVar("E", bound=StrEnum)
 class FormData(Protocol):
     """What Starlette's FormData offers: every value sent under a name."""
 
-    def getlist(self, key: str) -> list[object]: ...
+    def getlist(self, key: Any) -> Sequence[object]: ...
 
 
 def tab_of(field_name: str | None) -> str:
