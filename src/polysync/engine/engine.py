@@ -44,6 +44,7 @@ from polysync.domain.records import (
 )
 from polysync.engine.polling import PollPolicy, sweep_pays
 from polysync.engine.ports import Observation, PollFailure, Store, Submission
+from polysync.engine.scheduler import SchedulerReport, SchedulerSettings, TaskScheduler
 from polysync.errors import (
     ConfigError,
     DatabricksError,
@@ -96,6 +97,9 @@ class EngineSettings:
     backoff_max_s: float = 30.0
     # Unexpected errors (not Databricks' answers) while starting one run before it is failed.
     max_submit_errors: int = 5
+    # The Task scheduler (issue 12): on in every engine; off only for tests of runs alone.
+    tasks_enabled: bool = True
+    scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
 
 
 @dataclass(slots=True)
@@ -183,6 +187,9 @@ class Engine:
         self._platforms: dict[int, Platform] = {}
         self._last_beat_s: float | None = None
         self._beat_lock = asyncio.Lock()
+        self.tasks = TaskScheduler(self, self.settings.scheduler)
+        self.last_tasks_report = SchedulerReport()
+        """The Task scheduler (issue 12): each step fires schedules and starts TaskRuns."""
 
     # ------------------------------------------------------------------ entry points
     async def submit(
@@ -217,6 +224,7 @@ class Engine:
 
     def wake(self) -> None:
         """Look for work at once (a Task saved, a TaskRun queued in this process)."""
+        self.tasks.changed()
         self._wake.set()
 
     async def request_cancel(self, run: Run, *, cancelled_by: str | None = None) -> Run:
@@ -327,7 +335,10 @@ class Engine:
         self._leased &= self._in_flight
 
     async def step(self) -> StepReport:
-        """One cycle: claim what is due, submit what is new, poll what is active."""
+        """One cycle: the Task scheduler's step (fire, follow, decide, start TaskRuns), then
+        claim what is due, submit what is new, poll what is active."""
+        if self.settings.tasks_enabled:
+            self.last_tasks_report = await self.tasks.step()
         return await self._cycle()
 
     async def drive(self, run_id: int) -> StepReport:
@@ -449,6 +460,8 @@ class Engine:
         for held in self._held.values():
             if held.due_s is not None:
                 soonest_s = min(soonest_s, held.due_s)
+        if self.settings.tasks_enabled:
+            soonest_s = min(soonest_s, now_s + self.tasks.next_work_in_s())
         return max(0.0, soonest_s - now_s)
 
     def poll_lags_s(self) -> list[float]:
