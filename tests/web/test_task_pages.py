@@ -52,6 +52,8 @@ async def _create(app: App, csrf: str, **fields: Any) -> int:  # noqa: F811
 
 async def test_an_admin_creates_a_task_from_the_editor(app: App) -> None:  # noqa: F811
     csrf = await app.sign_in("admin")
+    empty = await app.client.get("/tasks")
+    assert 'href="/tasks/new">Create a Task</a>' in empty.text
     editor = await app.client.get(f"/tasks/new?job_id={app.job_id}")
     assert editor.status_code == 200, editor.text[-3000:]
     for tab in ("General", "Settings", "Dependencies", "Scheduling", "Runtime Settings"):

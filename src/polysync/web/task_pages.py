@@ -275,6 +275,14 @@ def task_router(ctx: WebContext) -> APIRouter:
         context = await editor_context(task, values_of(task), notice=_NOTICES.get(notice))
         return ctx.render(request, visitor, "task.html", **context)
 
+    @router.get("/tasks/{task_id}/runs", include_in_schema=False)
+    async def task_runs(
+        request: Request, task_id: int, visitor: Annotated[Visitor, Depends(viewer)]
+    ) -> Response:
+        task = await tasks.get(task_id)
+        runs = await tasks.list_runs(task_id, limit=RECENT_TASK_RUNS)
+        return ctx.render(request, visitor, "_task_runs.html", task=task, task_runs=runs)
+
     @router.post("/tasks/{task_id}", include_in_schema=False)
     async def save(
         request: Request, task_id: int, visitor: Annotated[Visitor, Depends(admin)]
