@@ -1,7 +1,7 @@
 // Polysync web UI: draws a Task dependency diagram as SVG. The page embeds the graph as JSON in
-// <script type="application/json" id="..."> (web/task_views.py dependency_graph) and a
-// <figure data-task-graph="that id">; dagre (static/vendor/dagre.min.js) lays it out. Names are
-// set as text nodes only, never as markup. A Task editor's Dependencies list redraws the focus
+// <figure data-task-graph='...'> (web/task_views.py dependency_graph, written with Jinja's
+// tojson, which escapes < > & and ' for a single-quoted attribute); dagre
+// (static/vendor/dagre.min.js) lays it out. Names are set as text nodes only, never as markup. A Task editor's Dependencies list redraws the focus
 // Task's upstream edges as they are edited, before saving.
 (function () {
   "use strict";
@@ -57,9 +57,8 @@
   }
 
   function draw(figure) {
-    var source = document.getElementById(figure.getAttribute("data-task-graph"));
-    if (!source || typeof dagre === "undefined") return;
-    var data = withDraft(JSON.parse(source.textContent), figure);
+    if (typeof dagre === "undefined") return;
+    var data = withDraft(JSON.parse(figure.getAttribute("data-task-graph")), figure);
     var holder = figure.querySelector("[data-task-graph-canvas]") || figure;
     while (holder.firstChild) holder.removeChild(holder.firstChild);
     if (!data.nodes.length) {
