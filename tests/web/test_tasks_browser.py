@@ -86,7 +86,7 @@ def test_create_preview_diagram_run_once_and_follow_the_run(
     fires = page.locator("#schedule-preview li")
     expect(fires).to_have_count(10)
     expect(fires.first).to_contain_text(re.compile(r"02:00 (GMT|BST)"))
-    shot(page, "10-task-editor-scheduling")
+    shot(page, "20-task-editor-scheduling")
     open_tab(page, "Runtime Settings")
     page.get_by_label("Priority").fill("70")
     page.get_by_role("button", name="Create Task").click()
@@ -101,7 +101,7 @@ def test_create_preview_diagram_run_once_and_follow_the_run(
     expect(graph.locator("svg a.node")).to_have_count(2)
     expect(graph.locator("svg polyline.edge")).to_have_count(1)
     expect(graph.locator("svg a.node-focus text")).to_have_text("report")
-    shot(page, "11-task-editor-dependencies")
+    shot(page, "21-task-editor-dependencies")
     # Removing the upstream in the list redraws the diagram at once (not saved yet).
     page.get_by_role("button", name="Remove this upstream").click()
     expect(graph.locator("svg polyline.edge")).to_have_count(0)
@@ -117,7 +117,7 @@ def test_create_preview_diagram_run_once_and_follow_the_run(
     whole = page.locator("#all-tasks-graph")
     expect(whole.locator("svg a.node", has_text="report")).to_have_count(1)
     expect(whole.locator("svg a.node", has_text="ingest")).to_have_count(1)
-    shot(page, "12-tasks-list")
+    shot(page, "22-tasks-list")
 
     # --- Run once ingest: its TaskRun page, then its attempt's run.
     ingest_row = page.locator("tr", has=page.get_by_role("link", name="ingest", exact=True))
@@ -126,7 +126,7 @@ def test_create_preview_diagram_run_once_and_follow_the_run(
     run_link = page.get_by_role("link", name=re.compile(r"^Run #\d+$"))
     expect(run_link).to_be_visible(timeout=RUN_BOUND_MS)
     expect(page.locator("table.attempts")).to_contain_text("start")
-    shot(page, "13-taskrun")
+    shot(page, "23-taskrun")
     run_link.click()
     expect(page.get_by_role("heading", level=1)).to_contain_text(
         re.compile(r"Run #\d+ of nightly-sales-etl")
@@ -150,7 +150,7 @@ def test_create_preview_diagram_run_once_and_follow_the_run(
     expect(page.get_by_role("heading", name="Overview")).to_be_visible()
     lane = page.locator("table.timeline-24h tr", has=page.get_by_role("link", name="report"))
     expect(lane.locator("rect.bar")).to_have_count(1)
-    shot(page, "14-home-timeline")
+    shot(page, "24-home-timeline")
     assert dialogs == []
 
 
