@@ -214,3 +214,41 @@ async def test_the_preview_shows_the_next_fire_times_of_the_form(app: App) -> No
     )
     assert 'role="alert"' in bad.text
     assert "Cannot preview" in bad.text
+
+
+async def test_pause_resume_and_delete_from_the_pages(app: App) -> None:  # noqa: F811
+    csrf = await app.sign_in("admin")
+    upstream = await _create(app, csrf, name="up", schedule_cron=[""])
+    downstream = await _create(
+        app, csrf, name="down", dependency_upstream=["up"], dependency_condition=["on_success"]
+    )
+    paused = await app.client.post(
+        f"/tasks/{downstream}/pause", data={"csrf_token": csrf, "back": "list"}
+    )
+    assert paused.headers["location"] == "/tasks?notice=paused"
+    assert (await app.services.tasks.get(downstream)).paused is True
+    listed = (await app.client.get(paused.headers["location"])).text
+    assert "Task paused" in listed
+    assert '<span class="paused-chip">paused</span>' in listed
+    resumed = await app.client.post(f"/tasks/{downstream}/resume", data={"csrf_token": csrf})
+    assert resumed.headers["location"] == f"/tasks/{downstream}?notice=resumed"
+    assert (await app.services.tasks.get(downstream)).paused is False
+
+    refused = await app.client.post(f"/tasks/{upstream}/delete", data={"csrf_token": csrf})
+    assert refused.status_code == 409
+    assert "down" in refused.text
+    assert 'role="alert"' in refused.text
+    assert (await app.services.tasks.get(upstream)).name == "up"
+    for task_id in (downstream, upstream):
+        gone = await app.client.post(f"/tasks/{task_id}/delete", data={"csrf_token": csrf})
+        assert gone.headers["location"] == "/tasks?notice=deleted"
+    assert await app.services.store.list_tasks() == []
+    missing = await app.client.get(f"/tasks/{upstream}")
+    assert missing.status_code == 404
+
+
+async def test_an_unknown_job_marks_the_job_field(app: App) -> None:  # noqa: F811
+    csrf = await app.sign_in("admin")
+    answer = await app.client.post("/tasks", data=_form(csrf, 999_999))
+    assert answer.status_code == 422
+    assert 'id="task-job" name="job_id" required aria-invalid="true"' in answer.text

@@ -36,6 +36,7 @@ TABS = ("general", "settings", "dependencies", "scheduling", "runtime")
 _TAB_OF_FIELD = {
     "name": "general",
     "job_id": "general",
+    "job": "general",
     "description": "general",
     "tags": "general",
     "paused": "general",

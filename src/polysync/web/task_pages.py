@@ -115,6 +115,8 @@ def task_router(ctx: WebContext) -> APIRouter:
             (t.name for t in all_tasks if task is None or t.id != task.id), key=str.casefold
         )
         field = getattr(error, "field", None) if error is not None else None
+        if field == "job":  # the services name the Job `job` (id, External Id or name)
+            field = "job_id"
         runs: list[TaskRun] = []
         statuses: dict[int, TaskRunStatus] = {}
         if task is not None and task.id is not None:
