@@ -55,6 +55,15 @@ COMMANDS: dict[str, LazyCommand] = {
         "Execute Now: start the job with these values, then watch it live to the end.",
     ),
     "runs": LazyCommand("runs_cmd", "app", "Runs: list, show, watch, cancel.", group=True),
+    "tasks": LazyCommand(
+        "tasks_cmd",
+        "app",
+        "Tasks: configured Jobs with schedules, dependencies, retries and timeouts.",
+        group=True,
+    ),
+    "taskruns": LazyCommand(
+        "tasks_cmd", "taskruns_app", "TaskRuns: list, show, cancel, repair.", group=True
+    ),
     "engine": LazyCommand(
         "engine_cmd",
         "engine",
