@@ -66,6 +66,8 @@ class SchedulerSettings:
     """TaskRun attempts started per step at most."""
     grace_s: float = DEFAULT_GRACE_S
     """A fire time younger than this is on time, not a misfire."""
+    fire_batch: int = 500
+    """Schedules whose fires are recorded in one transaction."""
 
 
 @dataclass(slots=True)
@@ -142,6 +144,10 @@ class TaskScheduler:
         self._heap = heap
 
     async def _fire(self, now: datetime, report: SchedulerReport) -> None:
+        """Every schedule whose next fire has passed: its due fires (misfire policy applied),
+        recorded in batches of `fire_batch` schedules per transaction."""
+        groups: list[tuple[int, list[TaskRun], tuple[int, datetime]]] = []
+        nexts: dict[tuple[int, int], datetime | None] = {}
         while self._heap and self._heap[0][0] <= now:
             _, task_id, position = heapq.heappop(self._heap)
             state = self._states.get((task_id, position))
@@ -164,22 +170,25 @@ class TaskScheduler:
                 )
                 for i, fire in enumerate(due.fires)
             ]
-            try:
-                inserted, mark = await self.store.add_task_runs(
-                    task_id, new, now, watermark=(position, due.last_fired_for)
-                )
-            except NotFoundError:
-                continue  # the Task was deleted meanwhile
-            self._states[(task_id, position)] = replace(
-                state, last_fired_for=mark or due.last_fired_for
-            )
-            for run in inserted:
-                report.fired.append((task_id, run.scheduled_for))
-                report.lags_s.append((now - run.scheduled_for).total_seconds())
-                if run.status.is_terminal:
-                    await self._after_end(run, now, report)
-            if due.next_fire is not None:
-                heapq.heappush(self._heap, (due.next_fire, task_id, position))
+            groups.append((task_id, new, (position, due.last_fired_for)))
+            nexts[(task_id, position)] = due.next_fire
+        for start in range(0, len(groups), self.settings.fire_batch):
+            batch = groups[start : start + self.settings.fire_batch]
+            for task_id, inserted, _ in await self.store.record_fires(batch):
+                for run in inserted:
+                    report.fired.append((task_id, run.scheduled_for))
+                    report.lags_s.append((now - run.scheduled_for).total_seconds())
+                    if run.status.is_terminal:
+                        await self._after_end(run, now, report)
+            for task_id, _, (position, last) in batch:
+                state = self._states.get((task_id, position))
+                if state is not None:
+                    self._states[(task_id, position)] = replace(
+                        state, last_fired_for=max(state.last_fired_for, last)
+                    )
+                following = nexts.get((task_id, position))
+                if following is not None:
+                    heapq.heappush(self._heap, (following, task_id, position))
 
     # ------------------------------------------------------------------ dependencies
     async def _decide(self, task_id: int, now: datetime, report: SchedulerReport) -> None:

@@ -230,56 +230,27 @@ class TaskStoreMixin:
         position, last fired for) advances that schedule's watermark, never backwards. Returns
         the TaskRuns inserted and the watermark as stored (None without `watermark`)."""
         async with self._write() as conn:
-            row = await _lock_task_row(conn, task_id)
-            active = await _count_active(conn, task_id)
-            inserted: list[TaskRun] = []
-            for given in new:
-                run = given
-                if (
-                    overlap
-                    and run.status is TaskRunStatus.QUEUED
-                    and active >= row.concurrency_cap
-                    and row.on_overlap == OnOverlap.SKIP.value
-                ):
-                    message = (
-                        f"skipped: {active} TaskRun(s) of this Task are active (concurrency "
-                        f"cap {row.concurrency_cap}, on overlap: skip)"
+            return await _add_runs(conn, task_id, new, overlap=overlap, watermark=watermark)
+
+    @store_call
+    async def record_fires(
+        self, fires: Sequence[tuple[int, Sequence[TaskRun], tuple[int, datetime]]]
+    ) -> list[tuple[int, list[TaskRun], datetime | None]]:
+        """Several schedules' fires in one transaction: for each (task id, new TaskRuns,
+        (schedule position, last fired for)), `add_task_runs` with overlap. Tasks are locked in
+        id order (two engines never deadlock); a Task deleted meanwhile is left out. Returns
+        (task id, inserted, stored watermark) per group."""
+        results: list[tuple[int, list[TaskRun], datetime | None]] = []
+        async with self._write() as conn:
+            for task_id, new, watermark in sorted(fires, key=lambda group: group[0]):
+                try:
+                    inserted, mark = await _add_runs(
+                        conn, task_id, new, overlap=True, watermark=watermark
                     )
-                    run = replace(
-                        run,
-                        status=TaskRunStatus.SKIPPED,
-                        ended_at=run.queued_at,
-                        message=message,
-                        history=(TaskRunEvent(run.queued_at, TaskRunStatus.SKIPPED, message),),
-                    )
-                stored = await _insert_task_run(conn, run)
-                if stored is not None:
-                    inserted.append(stored)
-                    if stored.status.is_active:
-                        active += 1
-            stored_mark: datetime | None = None
-            if watermark is not None:
-                position, mark = watermark
-                current = (
-                    await conn.execute(
-                        select(task_schedules.c.last_fired_for).where(
-                            task_schedules.c.task_id == task_id,
-                            task_schedules.c.position == position,
-                        )
-                    )
-                ).scalar_one_or_none()
-                if current is not None:
-                    stored_mark = max(current, mark)
-                    if stored_mark != current:
-                        await conn.execute(
-                            update(task_schedules)
-                            .where(
-                                task_schedules.c.task_id == task_id,
-                                task_schedules.c.position == position,
-                            )
-                            .values(last_fired_for=stored_mark)
-                        )
-            return inserted, stored_mark
+                except NotFoundError:
+                    continue
+                results.append((task_id, inserted, mark))
+        return results
 
     @store_call
     async def get_task_run(self, task_run_id: int) -> TaskRun:
@@ -583,6 +554,57 @@ class TaskStoreMixin:
 
 
 # --- rows -------------------------------------------------------------------------------------
+
+
+async def _add_runs(
+    conn: AsyncConnection,
+    task_id: int,
+    new: Sequence[TaskRun],
+    *,
+    overlap: bool,
+    watermark: tuple[int, datetime] | None,
+) -> tuple[list[TaskRun], datetime | None]:
+    row = await _lock_task_row(conn, task_id)
+    active = await _count_active(conn, task_id)
+    inserted: list[TaskRun] = []
+    for given in new:
+        run = given
+        if (
+            overlap
+            and run.status is TaskRunStatus.QUEUED
+            and active >= row.concurrency_cap
+            and row.on_overlap == OnOverlap.SKIP.value
+        ):
+            message = (
+                f"skipped: {active} TaskRun(s) of this Task are active (concurrency "
+                f"cap {row.concurrency_cap}, on overlap: skip)"
+            )
+            run = replace(
+                run,
+                status=TaskRunStatus.SKIPPED,
+                ended_at=run.queued_at,
+                message=message,
+                history=(TaskRunEvent(run.queued_at, TaskRunStatus.SKIPPED, message),),
+            )
+        stored = await _insert_task_run(conn, run)
+        if stored is not None:
+            inserted.append(stored)
+            if stored.status.is_active:
+                active += 1
+    stored_mark: datetime | None = None
+    if watermark is not None:
+        position, mark = watermark
+        where = (task_schedules.c.task_id == task_id, task_schedules.c.position == position)
+        current = (
+            await conn.execute(select(task_schedules.c.last_fired_for).where(*where))
+        ).scalar_one_or_none()
+        if current is not None:
+            stored_mark = max(current, mark)
+            if stored_mark != current:
+                await conn.execute(
+                    update(task_schedules).where(*where).values(last_fired_for=stored_mark)
+                )
+    return inserted, stored_mark
 
 
 def _task_values(task: Task, now: datetime) -> dict[str, Any]:
