@@ -64,8 +64,9 @@ class JobRunRepairs(JobsApiRuns):
     ) -> RepairOutcome:
         """Adopt a repair after the plan's latest one if `repair_history` has it; else send one
         `jobs/runs/repair` (`rerun_all_failed_tasks`, `latest_repair_id`, the run's own
-        `job_parameters`). A refusal naming the latest repair ID (another repair landed in
-        between) is answered by adopting that repair."""
+        `job_parameters`). A refusal while a repair after the plan's latest one exists (it
+        landed in between: Databricks says the latest repair ID is stale, or the run is in
+        progress again) is answered by adopting that repair."""
         number = run_id_number(plan.run_id)
         landed = await self._repair_after(number, plan.latest_repair_id)
         if landed is not None:
@@ -84,9 +85,9 @@ class JobRunRepairs(JobsApiRuns):
                 else int(plan.latest_repair_id),
                 job_parameters=sent or None,
             )
-        except DatabricksBadRequestError as exc:
-            if "latest repair" not in (exc.message or "").lower():
-                raise
+        except DatabricksBadRequestError:
+            # A repair that landed in between (a stale or missing latest_repair_id, or a run
+            # back in progress) is adopted; any other refusal stands.
             landed = await self._repair_after(number, plan.latest_repair_id)
             if landed is None:
                 raise
