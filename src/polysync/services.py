@@ -662,6 +662,10 @@ class Services:
             await self.store.get_run(run_id), cancelled_by=_who(actor)
         )
 
+    def supports_repair(self, job_type: str) -> bool:
+        """Whether runs of the Job Type `job_type` can be repaired (D13; the registry says)."""
+        return self.connections.registry.supports_repair(job_type)
+
     async def repair_run(self, run_id: int, *, actor: Actor | None = None) -> Run:
         """Repair a Failed or Cancelled run by hand (D13): its failed and skipped tasks rerun in
         the same Databricks run. Recorded as intent (Running, "Repair #N requested (tasks:
