@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from polysync.domain.models import RunSnapshot, RunStatus
+from polysync.emulator.faults import Fault
 from polysync.emulator.records import JobRun
 from polysync.emulator.spec import TaskScript
 from polysync.errors import (
@@ -16,7 +17,7 @@ from polysync.errors import (
 )
 from polysync.jobtypes.base import RepairOutcome, RepairPlan, repair_capability
 from polysync.services import Services
-from tests.conftest import EmulatorHarness
+from tests.conftest import EmulatorHarness, autojump
 from tests.integration.conftest import BACKFILL, FRAUD, databricks_runs, drive
 
 RERUN = ("build_features", "score", "publish_alerts")
@@ -204,3 +205,59 @@ async def test_a_notebook_run_cannot_be_repaired(
 async def test_an_unknown_run_is_not_found(services: Services) -> None:
     with pytest.raises(NotFoundError, match="No run with id 999"):
         await services.repair_run(999)
+
+
+async def test_a_lost_repair_answer_is_found_in_the_history_not_sent_again(
+    harness: EmulatorHarness, services: Services
+) -> None:
+    """The repair lands but its answer is lost: the engine retries the run later, finds the
+    repair after the planned latest_repair_id in repair_history and adopts it."""
+    run_id = await failed_fraud_run(harness, services)
+    harness.app.emulator.faults.add(
+        Fault(method="POST", path="jobs/runs/repair$", kind="lose_response", times=1)
+    )
+    await services.repair_run(run_id)
+    await autojump(harness.real_clock, services.engine.step())  # type: ignore[arg-type]
+    assert len(repair_requests(harness)) == 1
+    assert (await services.store.get_run(run_id)).repair_pending
+    await drive(harness, services.engine, run_id)
+    final = await services.store.get_run(run_id)
+    assert final.status is RunStatus.SUCCESS
+    assert len(repair_requests(harness)) == 1
+    assert final.repair is not None
+    assert final.repair.repair_id is not None
+    events = [e.message for e in await services.store.run_events(run_id)]
+    assert any(m.startswith("Repair #1 found already made in Databricks") for m in events)
+
+
+async def test_a_refused_repair_ends_the_run_failed_again_saying_why(
+    harness: EmulatorHarness, services: Services
+) -> None:
+    run_id = await failed_fraud_run(harness, services)
+    harness.app.emulator.faults.add(
+        Fault(
+            method="POST",
+            path="jobs/runs/repair$",
+            kind="status",
+            status=400,
+            error_code="INVALID_PARAMETER_VALUE",
+            message="Repairs are disabled for this job.",
+            times=1,
+        )
+    )
+    await services.repair_run(run_id)
+    await services.engine.step()
+    refused = await services.store.get_run(run_id)
+    assert refused.status is RunStatus.FAILED
+    assert refused.message.startswith("Repair #1 was refused: ")
+    assert "Repairs are disabled for this job." in refused.message
+    assert refused.run_id is not None
+    found = harness.state.runs[int(refused.run_id)]
+    assert isinstance(found, JobRun)
+    assert found.repairs == []
+    # It can be asked again once the cause is gone: #1 again, since none was made.
+    again = await services.repair_run(run_id)
+    assert again.repair is not None
+    assert again.repair.number == 1
+    await drive(harness, services.engine, run_id)
+    assert (await services.store.get_run(run_id)).status is RunStatus.SUCCESS
