@@ -134,13 +134,13 @@ def run_summary_fields(run: Run) -> dict[str, Any]:
         "cancel_requested_at": run.cancel_requested_at,
         "executed_by": run.executed_by,
         "cancelled_by": run.cancelled_by,
-        "repair": None if run.repair is None else repair_fields(run.repair),
+        "repair": None if run.repair is None else repair_fields(run.repair, run.repair_pending),
     }
 
 
-def repair_fields(repair: RunRepair) -> dict[str, Any]:
+def repair_fields(repair: RunRepair, pending: bool) -> dict[str, Any]:
     """The latest repair of a run (D13): its number, the tasks it reruns, who asked, and
-    Databricks' repair id once sent (`pending` until then)."""
+    Databricks' repair id once sent (`pending`: recorded, not sent yet)."""
     return {
         "number": repair.number,
         "task_keys": list(repair.task_keys),
@@ -149,7 +149,7 @@ def repair_fields(repair: RunRepair) -> dict[str, Any]:
         "requested_by": repair.requested_by,
         "repair_id": repair.repair_id,
         "sent_at": repair.sent_at,
-        "pending": repair.pending,
+        "pending": pending,
     }
 
 

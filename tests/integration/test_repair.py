@@ -261,3 +261,31 @@ async def test_a_refused_repair_ends_the_run_failed_again_saying_why(
     assert again.repair.number == 1
     await drive(harness, services.engine, run_id)
     assert (await services.store.get_run(run_id)).status is RunStatus.SUCCESS
+
+
+async def test_a_cancel_before_the_repair_is_sent_withdraws_it(
+    harness: EmulatorHarness, services: Services
+) -> None:
+    run_id = await failed_fraud_run(harness, services)
+    await services.repair_run(run_id)
+    cancelled = await services.cancel(run_id)
+    assert cancelled.cancel_requested_at is not None
+    await drive(harness, services.engine, run_id)
+    final = await services.store.get_run(run_id)
+    assert final.status is RunStatus.FAILED  # as it was: nothing was repaired
+    assert not final.repair_pending
+    assert repair_requests(harness) == []
+
+
+async def test_a_run_deleted_in_databricks_before_its_repair_is_sent_ends_failed(
+    harness: EmulatorHarness, services: Services
+) -> None:
+    run_id = await failed_fraud_run(harness, services)
+    run = await services.repair_run(run_id)
+    assert run.run_id is not None
+    del harness.state.runs[int(run.run_id)]
+    await services.engine.step()
+    final = await services.store.get_run(run_id)
+    assert final.status is RunStatus.FAILED
+    assert final.message.startswith("The Databricks run was deleted or its history expired")
+    assert repair_requests(harness) == []

@@ -146,8 +146,9 @@ class Run:
 
     @property
     def repair_pending(self) -> bool:
-        """A repair was asked and the engine has not yet confirmed it was sent (D13)."""
-        return self.repair is not None and self.repair.pending
+        """A repair was asked of this (reopened) run and no engine has sent it yet (D13); never
+        for a terminal run (a cancel before the send withdraws it)."""
+        return self.repair is not None and self.repair.pending and not self.is_terminal
 
     @property
     def is_terminal(self) -> bool:
@@ -189,9 +190,18 @@ class RunRepair:
         return self.repair_id is None
 
     def describe(self) -> str:
-        """What the history says of the request: "Repair #2 requested (tasks: a, b)"."""
-        tasks = ", ".join(self.task_keys) or "none"
+        """What the history says of the request: "Repair #2 requested (tasks: a, b)"; past
+        DESCRIBED_TASKS task keys, how many more (a workflow may have 1,000 tasks)."""
+        shown_keys = self.task_keys[:DESCRIBED_TASKS]
+        tasks = ", ".join(shown_keys) or "none"
+        more = len(self.task_keys) - len(shown_keys)
+        if more:
+            tasks += f" and {more} more"
         return f"Repair #{self.number} requested (tasks: {tasks})"
+
+
+DESCRIBED_TASKS = 20
+"""The task keys a repair's history entry names; the rest are counted."""
 
 
 @dataclass(frozen=True, slots=True)

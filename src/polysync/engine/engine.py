@@ -881,7 +881,8 @@ class Engine:
         """runs/get; for a run whose cancel was asked, runs/cancel first (D10); for a run whose
         repair was asked, the repair first (D13)."""
         assert run.run_id is not None
-        if run.repair_pending:
+        if run.repair_pending and run.cancel_requested_at is None:
+            # A cancel asked before the repair was sent withdraws it: the run ends as it was.
             await self._send_repair(job_type, run, report)
         if run.cancel_requested_at is None:
             return await job_type.poll(run.run_id)

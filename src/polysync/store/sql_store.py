@@ -1269,11 +1269,6 @@ async def _apply_snapshot(
         log.info("run %s: dropped a poll from a lease that has ended (%s)", current.id, now)
         return run_from_row(current), False
     stale = not current.terminal and not snapshot.status.may_follow(RunStatus(current.status))
-    pending = repair_from_json(current.repair)
-    if not current.terminal and pending is not None and pending.pending:
-        # The run's outcome before the repair: the engine sends the repair first (D13).
-        log.info("run %s: ignored a %s snapshot before its repair", current.id, snapshot.status)
-        stale = True
     if stale:
         # An answer older than what is recorded (e.g. Starting after Running): never written
         # back, so the history only moves forward (D6). Only the next poll moves.
