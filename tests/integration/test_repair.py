@@ -24,9 +24,10 @@ RERUN = ("build_features", "score", "publish_alerts")
 """fraud-scoring's failed task and the two it skipped: what rerun_all_failed_tasks reruns."""
 
 
-def repair_requests(harness: EmulatorHarness) -> list[str]:
+def repair_requests(harness: EmulatorHarness) -> list[str | None]:
+    """The runs/repair requests of the emulator's request log: what each reran."""
     return [
-        r.path
+        r.detail
         for r in harness.app.emulator.stats.recent()
         if r.method == "POST" and r.path.endswith("jobs/runs/repair")
     ]
@@ -70,8 +71,10 @@ async def test_a_repaired_run_goes_back_to_running_and_ends_success_in_one_datab
     await drive(harness, services.engine, run_id)
     final = await services.store.get_run(run_id)
     assert final.status is RunStatus.SUCCESS
-    assert len(repair_requests(harness)) == 1
+    # The request log: exactly one runs/repair, rerunning the failed task and the two it skipped.
+    assert repair_requests(harness) == ["rerun: build_features, score, publish_alerts"]
     assert databricks_runs(harness) == before  # the same Databricks run, repaired in place
+    assert harness.app.emulator.stats.count("jobs/run-now") == 1
     assert final.run_id is not None
     assert rerun_keys(harness, final.run_id) == sorted(RERUN)
     # The same job_parameters as the run sent.
