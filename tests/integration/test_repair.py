@@ -292,3 +292,16 @@ async def test_a_run_deleted_in_databricks_before_its_repair_is_sent_ends_failed
     assert final.status is RunStatus.FAILED
     assert final.message.startswith("The Databricks run was deleted or its history expired")
     assert repair_requests(harness) == []
+
+
+async def test_a_run_databricks_no_longer_has_cannot_be_repaired(
+    harness: EmulatorHarness, services: Services
+) -> None:
+    run_id = await failed_fraud_run(harness, services)
+    run = await services.store.get_run(run_id)
+    assert run.run_id is not None
+    del harness.state.runs[int(run.run_id)]
+    with pytest.raises(ConflictError, match=f"Databricks run {run.run_id} no longer exists"):
+        await services.repair_run(run_id)
+    unchanged = await services.store.get_run(run_id)
+    assert (unchanged.status, unchanged.repair) == (RunStatus.FAILED, None)

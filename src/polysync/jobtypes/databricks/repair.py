@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from polysync.domain.models import ImportedJob, RunStatus
-from polysync.errors import ConflictError, DatabricksBadRequestError
+from polysync.errors import ConflictError, DatabricksBadRequestError, DatabricksNotFoundError
 from polysync.jobtypes.base import RepairOutcome, RepairPlan
 from polysync.jobtypes.databricks.runs import JobsApiRuns, run_id_number
 from polysync.jobtypes.databricks.status import decode_run
@@ -33,8 +33,15 @@ class JobRunRepairs(JobsApiRuns):
 
     async def plan_repair(self, run_id: str) -> RepairPlan:
         """runs/get with `include_history`: the latest repair and the tasks to rerun.
-        ConflictError while the run is active in Databricks or when no task failed."""
-        answer = await self.client.get_run_json(run_id_number(run_id), include_history=True)
+        ConflictError while the run is active in Databricks, when no task failed, or when
+        Databricks no longer has the run."""
+        try:
+            answer = await self.client.get_run_json(run_id_number(run_id), include_history=True)
+        except DatabricksNotFoundError as exc:
+            raise ConflictError(
+                f"Databricks run {run_id} no longer exists (deleted, or its history expired): "
+                "it cannot be repaired. Start a new run instead."
+            ) from exc
         snapshot = decode_run(answer, workspace_url=self.workspace_url)
         if not snapshot.is_terminal:
             raise ConflictError(
