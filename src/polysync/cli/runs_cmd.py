@@ -352,7 +352,8 @@ def repair(
 
     Exit status: 0 the repaired run succeeded (or the repair was requested, with --no-wait),
     1 it failed or was cancelled again, 2 this run cannot be repaired (not Failed or Cancelled,
-    or a Job Type whose runs cannot be), 3 Databricks refused or was unreachable.
+    no failed task to rerun, gone from Databricks, or a Job Type whose runs cannot be),
+    3 Databricks refused or was unreachable.
     """
     from polysync.cli.watch import print_outcome, repair_and_watch
 
