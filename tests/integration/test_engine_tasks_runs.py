@@ -314,3 +314,45 @@ async def test_priority_and_the_concurrency_cap_hold_with_200_queued_task_runs(
         assert all(r.status is not TaskRunStatus.QUEUED for r in started)
     finally:
         await services.aclose()
+
+
+async def test_a_workflow_retry_repairs_the_run_in_place_and_a_repair_by_hand_reopens_it(
+    harness: EmulatorHarness, two_platforms: Services
+) -> None:
+    services = two_platforms
+    fraud = await services.get_job(FRAUD, platform="demo")
+    assert fraud.job_type == "Databricks Workflow"
+    await services.tasks.create(
+        {
+            "name": "scoring",
+            "job": fraud.id,
+            # No strategy: Repair, the default for a Workflow.
+            "retry": {"enabled": True, "max_attempts": 2, "initial_delay_s": 10},
+        }
+    )
+    queued = await services.tasks.run_once("scoring")
+    task_run_id = queued.id or 0
+
+    async def ended() -> bool:
+        return (await services.tasks.get_run(task_run_id)).status.is_terminal
+
+    await step_until(harness, services, ended)
+    done = await services.tasks.get_run(task_run_id)
+    assert done.status is TaskRunStatus.FAILED
+    assert [a.kind.value for a in done.attempts] == ["start", "repair"]
+    assert done.attempts[0].run_id == done.attempts[1].run_id  # one Databricks run
+    stats = harness.app.emulator.stats
+    assert stats.count("jobs/run-now") == 1
+    assert stats.count("jobs/runs/repair") == 1
+    # A repair by hand reopens the Failed TaskRun (D12): Running again, then its new outcome.
+    reopened = await services.tasks.repair_run(task_run_id)
+    assert reopened.status is TaskRunStatus.RUNNING
+    await step_until(harness, services, ended)
+    again = await services.tasks.get_run(task_run_id)
+    assert again.status is TaskRunStatus.FAILED
+    assert [a.kind.value for a in again.attempts] == ["start", "repair", "repair"]
+    assert stats.count("jobs/runs/repair") == 2
+    assert stats.count("jobs/run-now") == 1
+    statuses = [e.status for e in again.history]
+    assert statuses.count(TaskRunStatus.FAILED) == 2  # the earlier outcome stays in the history
+    assert any(e.message == "reopened by a repair" for e in again.history)
