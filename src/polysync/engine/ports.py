@@ -18,6 +18,7 @@ from polysync.domain.records import (
     Run,
     RunEvent,
     RunFilter,
+    RunRepair,
 )
 from polysync.tasks.mapping import UpstreamRunFacts
 from polysync.tasks.model import Task, TaskRun
@@ -116,6 +117,10 @@ class TaskStore(Protocol):
         overlap: bool = True,
         watermark: tuple[int, datetime] | None = None,
     ) -> tuple[list[TaskRun], datetime | None]: ...
+
+    async def record_fires(
+        self, fires: Sequence[tuple[int, Sequence[TaskRun], tuple[int, datetime]]]
+    ) -> list[tuple[int, list[TaskRun], datetime | None]]: ...
 
     async def get_task_run(self, task_run_id: int) -> TaskRun: ...
 
@@ -296,6 +301,23 @@ class Store(TaskStore, Protocol):
         self, run_id: int, now: datetime, *, cancelled_by: str | None = None
     ) -> Run:
         """Mark that the user asked to cancel (the engine sends it), and who; one event."""
+        ...
+
+    async def request_repair(self, run_id: int, repair: RunRepair, now: datetime) -> Run:
+        """Record a repair as intent (D13): a Failed or Cancelled run reopens as Running, due
+        now, with one event; ConflictError for any other status."""
+        ...
+
+    async def record_repair_sent(
+        self,
+        run_id: int,
+        repair_id: str,
+        now: datetime,
+        *,
+        sent: bool = True,
+        lease: Lease | None = None,
+    ) -> Run:
+        """The run's pending repair was sent (or had landed: `sent` False); one event."""
         ...
 
     async def get_run(self, run_id: int) -> Run: ...

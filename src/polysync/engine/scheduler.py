@@ -23,7 +23,9 @@ from polysync.domain.records import Job, Run, utc
 from polysync.errors import (
     ConfigError,
     ConflictError,
+    DatabricksError,
     NotFoundError,
+    RepairNotSupportedError,
     TaskRunTransitionError,
     UsageError,
 )
@@ -66,6 +68,8 @@ class SchedulerSettings:
     """TaskRun attempts started per step at most."""
     grace_s: float = DEFAULT_GRACE_S
     """A fire time younger than this is on time, not a misfire."""
+    fire_batch: int = 500
+    """Schedules whose fires are recorded in one transaction."""
 
 
 @dataclass(slots=True)
@@ -142,6 +146,10 @@ class TaskScheduler:
         self._heap = heap
 
     async def _fire(self, now: datetime, report: SchedulerReport) -> None:
+        """Every schedule whose next fire has passed: its due fires (misfire policy applied),
+        recorded in batches of `fire_batch` schedules per transaction."""
+        groups: list[tuple[int, list[TaskRun], tuple[int, datetime]]] = []
+        nexts: dict[tuple[int, int], datetime | None] = {}
         while self._heap and self._heap[0][0] <= now:
             _, task_id, position = heapq.heappop(self._heap)
             state = self._states.get((task_id, position))
@@ -164,22 +172,25 @@ class TaskScheduler:
                 )
                 for i, fire in enumerate(due.fires)
             ]
-            try:
-                inserted, mark = await self.store.add_task_runs(
-                    task_id, new, now, watermark=(position, due.last_fired_for)
-                )
-            except NotFoundError:
-                continue  # the Task was deleted meanwhile
-            self._states[(task_id, position)] = replace(
-                state, last_fired_for=mark or due.last_fired_for
-            )
-            for run in inserted:
-                report.fired.append((task_id, run.scheduled_for))
-                report.lags_s.append((now - run.scheduled_for).total_seconds())
-                if run.status.is_terminal:
-                    await self._after_end(run, now, report)
-            if due.next_fire is not None:
-                heapq.heappush(self._heap, (due.next_fire, task_id, position))
+            groups.append((task_id, new, (position, due.last_fired_for)))
+            nexts[(task_id, position)] = due.next_fire
+        for start in range(0, len(groups), self.settings.fire_batch):
+            batch = groups[start : start + self.settings.fire_batch]
+            for task_id, inserted, _ in await self.store.record_fires(batch):
+                for run in inserted:
+                    report.fired.append((task_id, run.scheduled_for))
+                    report.lags_s.append((now - run.scheduled_for).total_seconds())
+                    if run.status.is_terminal:
+                        await self._after_end(run, now, report)
+            for task_id, _, (position, last) in batch:
+                state = self._states.get((task_id, position))
+                if state is not None:
+                    self._states[(task_id, position)] = replace(
+                        state, last_fired_for=max(state.last_fired_for, last)
+                    )
+                following = nexts.get((task_id, position))
+                if following is not None:
+                    heapq.heappush(self._heap, (following, task_id, position))
 
     # ------------------------------------------------------------------ dependencies
     async def _decide(self, task_id: int, now: datetime, report: SchedulerReport) -> None:
@@ -260,20 +271,14 @@ class TaskScheduler:
             if run is None:
                 job = await self._job(task.job_id)
                 if attempt.kind is AttemptKind.REPAIR:
-                    # TODO(issue 12, wt-repair): when the job type has a `repair` operation
-                    # (SupportsRepair), repair the previous attempt's run in place
-                    # (rerun_all_failed_tasks, latest_repair_id, the same job_parameters) and
-                    # attach that run. Until it lands a Repair falls back to Restart: a new run.
-                    log.info("TaskRun %s: repair falls back to a new run", task_run.id)
-                overrides = await self._render(task, task_run)
-                try:
-                    run = await self.engine.submit(
-                        job, overrides, executed_by=f"task:{task.name}", key=key
-                    )
-                except ConflictError:  # another engine created it first
-                    run = await self.store.find_run_by_key(key)
-                    if run is None:
-                        raise
+                    run = await self._repair(task_run, task)
+                if run is None:
+                    run = await self._new_run(task, task_run, job, key)
+        except DatabricksError as exc:
+            # The repair could not be planned now (repair_history unreadable): next pass.
+            log.warning("TaskRun %s: attempt %d not started yet: %s", task_run.id,
+                        attempt.number, exc)  # fmt: skip
+            return
         except (UsageError, ConfigError) as exc:
             # Refused input (a mapping with a missing fact, a value that does not fit its Data
             # Type, the Job deleted, a secret reference that does not resolve): no retry helps.
@@ -293,6 +298,43 @@ class TaskScheduler:
         # Attached by another engine, or cancelled meanwhile: nothing to do.
         with contextlib.suppress(ConflictError, TaskRunTransitionError):
             await self.store.save_task_run(task_run, attach_run(task_run, run.id))
+
+    async def _new_run(self, task: Task, task_run: TaskRun, job: Job, key: str) -> Run:
+        """A new run of the Task's Job (a first attempt or a Restart), keyed by the attempt."""
+        overrides = await self._render(task, task_run)
+        try:
+            return await self.engine.submit(
+                job, overrides, executed_by=f"task:{task.name}", key=key
+            )
+        except ConflictError:  # another engine created it first
+            run = await self.store.find_run_by_key(key)
+            if run is None:
+                raise
+            return run
+
+    async def _repair(self, task_run: TaskRun, task: Task) -> Run | None:
+        """A Repair attempt: the previous attempt's run repaired in place (D13,
+        `Engine.request_repair`: only its failed and skipped tasks rerun, with the same
+        job_parameters, in the same Databricks run), or None to start a new run instead (its
+        Job Type cannot repair, or there is no run to repair)."""
+        previous = next(
+            (a.run_id for a in reversed(task_run.attempts[:-1]) if a.run_id is not None), None
+        )
+        if previous is None:
+            return None
+        run = await self.store.get_run(previous)
+        if not run.is_terminal:
+            return run  # already reopened by this repair (an engine stopped before attaching)
+        try:
+            return await self.engine.request_repair(run, requested_by=f"task:{task.name}")
+        except RepairNotSupportedError:
+            log.info("TaskRun %s: %s runs cannot be repaired; a new run", task_run.id, task.name)
+            return None
+        except ConflictError:
+            again = await self.store.get_run(previous)
+            if not again.is_terminal:
+                return again  # another engine (or a user) reopened it first: follow it
+            raise
 
     async def _render(self, task: Task, task_run: TaskRun) -> dict[str, str]:
         """The Task's parameters with `{{upstream.…}}` replaced from the upstream runs of the

@@ -14,7 +14,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, select, text, update
+from sqlalchemy import and_, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -230,56 +230,83 @@ class TaskStoreMixin:
         position, last fired for) advances that schedule's watermark, never backwards. Returns
         the TaskRuns inserted and the watermark as stored (None without `watermark`)."""
         async with self._write() as conn:
-            row = await _lock_task_row(conn, task_id)
-            active = await _count_active(conn, task_id)
-            inserted: list[TaskRun] = []
-            for given in new:
-                run = given
-                if (
-                    overlap
-                    and run.status is TaskRunStatus.QUEUED
-                    and active >= row.concurrency_cap
-                    and row.on_overlap == OnOverlap.SKIP.value
-                ):
-                    message = (
-                        f"skipped: {active} TaskRun(s) of this Task are active (concurrency "
-                        f"cap {row.concurrency_cap}, on overlap: skip)"
-                    )
-                    run = replace(
-                        run,
-                        status=TaskRunStatus.SKIPPED,
-                        ended_at=run.queued_at,
-                        message=message,
-                        history=(TaskRunEvent(run.queued_at, TaskRunStatus.SKIPPED, message),),
-                    )
-                stored = await _insert_task_run(conn, run)
-                if stored is not None:
-                    inserted.append(stored)
-                    if stored.status.is_active:
-                        active += 1
-            stored_mark: datetime | None = None
-            if watermark is not None:
-                position, mark = watermark
-                current = (
+            return await _add_runs(conn, task_id, new, overlap=overlap, watermark=watermark)
+
+    @store_call
+    async def record_fires(
+        self, fires: Sequence[tuple[int, Sequence[TaskRun], tuple[int, datetime]]]
+    ) -> list[tuple[int, list[TaskRun], datetime | None]]:
+        """Several schedules' fires in one transaction, set-wise: for each (task id, new
+        TaskRuns, (schedule position, last fired for)), what `add_task_runs` with overlap does
+        (a Queued TaskRun of a Task at its cap with on-overlap skip is recorded Skipped), in a
+        few statements for the whole batch. Tasks are locked in id order (two engines never
+        deadlock); a Task deleted meanwhile is left out. Returns (task id, inserted, None) per
+        group (watermarks only move forward; they are not read back)."""
+        if not fires:
+            return []
+        async with self._write() as conn:
+            ids = sorted({task_id for task_id, _, _ in fires})
+            rows = {
+                int(row.id): row
+                for row in (
                     await conn.execute(
-                        select(task_schedules.c.last_fired_for).where(
-                            task_schedules.c.task_id == task_id,
-                            task_schedules.c.position == position,
-                        )
+                        select(tasks.c.id, tasks.c.concurrency_cap, tasks.c.on_overlap)
+                        .where(tasks.c.id.in_(ids))
+                        .order_by(tasks.c.id)
+                        .with_for_update()
                     )
-                ).scalar_one_or_none()
-                if current is not None:
-                    stored_mark = max(current, mark)
-                    if stored_mark != current:
+                ).all()
+            }
+            skipping = [i for i, row in rows.items() if row.on_overlap == OnOverlap.SKIP.value]
+            active: dict[int, int] = {}
+            if skipping:
+                active = {
+                    int(task_id): int(n)
+                    for task_id, n in (
                         await conn.execute(
-                            update(task_schedules)
+                            select(task_runs.c.task_id, func.count())
                             .where(
-                                task_schedules.c.task_id == task_id,
-                                task_schedules.c.position == position,
+                                task_runs.c.task_id.in_(skipping), task_runs.c.terminal.is_(False)
                             )
-                            .values(last_fired_for=stored_mark)
+                            .group_by(task_runs.c.task_id)
                         )
-            return inserted, stored_mark
+                    ).all()
+                }
+            candidates: list[TaskRun] = []
+            for task_id, new, _ in fires:
+                row = rows.get(task_id)
+                if row is None:
+                    continue
+                for run in new:
+                    chosen = run
+                    count = active.get(task_id, 0)
+                    if task_id in active or row.on_overlap == OnOverlap.SKIP.value:
+                        if run.status is TaskRunStatus.QUEUED and count >= row.concurrency_cap:
+                            chosen = _skipped_for_overlap(run, count, row.concurrency_cap)
+                        elif run.status is TaskRunStatus.QUEUED:
+                            active[task_id] = count + 1
+                    candidates.append(chosen)
+            inserted = await _insert_task_runs(conn, candidates)
+            marks = [
+                {"t": task_id, "p": position, "mark": mark}
+                for task_id, _, (position, mark) in fires
+                if task_id in rows
+            ]
+            if marks:
+                await conn.execute(
+                    update(task_schedules)
+                    .where(
+                        task_schedules.c.task_id == bindparam("t"),
+                        task_schedules.c.position == bindparam("p"),
+                        task_schedules.c.last_fired_for < bindparam("mark"),
+                    )
+                    .values(last_fired_for=bindparam("mark")),
+                    marks,
+                )
+        by_task: dict[int, list[TaskRun]] = {}
+        for run in inserted:
+            by_task.setdefault(run.task_id, []).append(run)
+        return [(task_id, by_task.get(task_id, []), None) for task_id in ids if task_id in rows]
 
     @store_call
     async def get_task_run(self, task_run_id: int) -> TaskRun:
@@ -585,6 +612,57 @@ class TaskStoreMixin:
 # --- rows -------------------------------------------------------------------------------------
 
 
+async def _add_runs(
+    conn: AsyncConnection,
+    task_id: int,
+    new: Sequence[TaskRun],
+    *,
+    overlap: bool,
+    watermark: tuple[int, datetime] | None,
+) -> tuple[list[TaskRun], datetime | None]:
+    row = await _lock_task_row(conn, task_id)
+    active = await _count_active(conn, task_id)
+    inserted: list[TaskRun] = []
+    for given in new:
+        run = given
+        if (
+            overlap
+            and run.status is TaskRunStatus.QUEUED
+            and active >= row.concurrency_cap
+            and row.on_overlap == OnOverlap.SKIP.value
+        ):
+            message = (
+                f"skipped: {active} TaskRun(s) of this Task are active (concurrency "
+                f"cap {row.concurrency_cap}, on overlap: skip)"
+            )
+            run = replace(
+                run,
+                status=TaskRunStatus.SKIPPED,
+                ended_at=run.queued_at,
+                message=message,
+                history=(TaskRunEvent(run.queued_at, TaskRunStatus.SKIPPED, message),),
+            )
+        stored = await _insert_task_run(conn, run)
+        if stored is not None:
+            inserted.append(stored)
+            if stored.status.is_active:
+                active += 1
+    stored_mark: datetime | None = None
+    if watermark is not None:
+        position, mark = watermark
+        where = (task_schedules.c.task_id == task_id, task_schedules.c.position == position)
+        current = (
+            await conn.execute(select(task_schedules.c.last_fired_for).where(*where))
+        ).scalar_one_or_none()
+        if current is not None:
+            stored_mark = max(current, mark)
+            if stored_mark != current:
+                await conn.execute(
+                    update(task_schedules).where(*where).values(last_fired_for=stored_mark)
+                )
+    return inserted, stored_mark
+
+
 def _task_values(task: Task, now: datetime) -> dict[str, Any]:
     return {
         "name": task.name,
@@ -802,9 +880,70 @@ async def _insert_task_run(conn: AsyncConnection, run: TaskRun) -> TaskRun | Non
     if row is None:
         return None  # this fire or cycle was already recorded (by us or another engine)
     stored = replace(run, id=int(row.id))
-    await _write_attempts(conn, stored)
+    if run.attempts:
+        await _write_attempts(conn, stored)
     await _write_events(conn, int(row.id), run.history)
     return stored
+
+
+def _skipped_for_overlap(run: TaskRun, active: int, cap: int) -> TaskRun:
+    message = (
+        f"skipped: {active} TaskRun(s) of this Task are active (concurrency cap {cap}, on "
+        "overlap: skip)"
+    )
+    return replace(
+        run,
+        status=TaskRunStatus.SKIPPED,
+        ended_at=run.queued_at,
+        message=message,
+        history=(TaskRunEvent(run.queued_at, TaskRunStatus.SKIPPED, message),),
+    )
+
+
+async def _insert_task_runs(conn: AsyncConnection, new: Sequence[TaskRun]) -> list[TaskRun]:
+    """New TaskRuns (no attempts) in one INSERT ... ON CONFLICT DO NOTHING RETURNING, their
+    first events in one more statement; the ones inserted, with their ids."""
+    if not new:
+        return []
+    keyed = {(r.task_id, r.trigger.value, r.scheduled_for): r for r in new}
+    values = [
+        {
+            **_run_values(r),
+            "task_id": r.task_id,
+            "trigger": r.trigger.value,
+            "scheduled_for": r.scheduled_for,
+            "queued_at": r.queued_at,
+            "retry_of": r.retry_of,
+        }
+        for r in keyed.values()
+    ]
+    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    inserted: list[TaskRun] = []
+    for first in range(0, len(values), 200):  # bound the statement's bound parameters
+        statement = (
+            dialect_insert(task_runs)
+            .values(values[first : first + 200])
+            .on_conflict_do_nothing(index_elements=["task_id", "trigger", "scheduled_for"])
+            .returning(task_runs.c.id, task_runs.c.task_id, task_runs.c.trigger,
+                       task_runs.c.scheduled_for)
+        )  # fmt: skip
+        for row in (await conn.execute(statement)).all():
+            run = keyed[(int(row.task_id), row.trigger, row.scheduled_for)]
+            inserted.append(replace(run, id=int(row.id)))
+    events = [
+        {
+            "task_run_id": run.id,
+            "at": e.at,
+            "status": e.status.value,
+            "message": e.message,
+            "attempt": e.attempt,
+        }
+        for run in inserted
+        for e in run.history
+    ]
+    if events:
+        await conn.execute(insert(task_run_events), events)
+    return sorted(inserted, key=lambda r: (r.task_id, r.scheduled_for))
 
 
 async def _write_attempts(conn: AsyncConnection, run: TaskRun) -> None:

@@ -1,7 +1,7 @@
 """Tasks: schedules, dependencies, TaskRuns with their attempts and history (issue 12, D12).
 
 Revision ID: 0005
-Revises: 0004
+Revises: 0013
 Create Date: 2026-12-01
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005"
-down_revision = "0004"
+down_revision = "0013"  # chained after main's 0013 (run repairs); the lead may renumber
 branch_labels = None
 depends_on = None
 
