@@ -43,8 +43,8 @@ def dependency_graph(
     first; else every Task that has a dependency or a dependent. At most `max_nodes` Tasks; the
     rest are counted in `hidden`. `last_status`: {Task id: its latest TaskRun's status}. The page
     embeds it with Jinja's `tojson` (which escapes `<`, `>`, `&` and quotes) and the script sets
-    names as text, never as markup. `choices`: also `"all"`, every Task as a node, so a Task
-    editor's diagram can follow its Dependencies list before it is saved.
+    names as text, never as markup. `choices`: also `"all"`, every Task as `[id, name]`, so a
+    Task editor's diagram can follow its Dependencies list before it is saved.
     """
     saved = [task for task in tasks if task.id is not None]
     by_name = {task.name: task for task in saved}
@@ -84,7 +84,7 @@ def dependency_graph(
         "hidden": len(chosen) - len(kept),
     }
     if choices:
-        graph["all"] = [node(task_id) for task_id in by_id if task_id is not None]
+        graph["all"] = [[task_id, by_id[task_id].name] for task_id in by_id if task_id is not None]
     return graph
 
 

@@ -103,7 +103,15 @@ def test_a_focused_graph_has_the_task_its_ancestors_and_descendants_only() -> No
     assert nodes[1]["status"] == "Failed"
     assert nodes[2]["status"] is None
     assert nodes[4]["href"] == "/tasks/4"
-    assert sorted(n["id"] for n in graph["all"]) == [1, 2, 3, 4, 5, 6, 7]  # type: ignore[attr-defined]
+    assert sorted(graph["all"]) == [
+        [1, "ingest"],
+        [2, "clean"],
+        [3, "stats"],
+        [4, "report"],
+        [5, "other"],
+        [6, "lonely"],
+        [7, "solo"],
+    ]  # type: ignore[attr-defined]
 
 
 def test_a_focused_graph_of_an_unknown_or_isolated_task() -> None:

@@ -44,7 +44,11 @@
     if (!form || !focusNode || !data.all) return data;
     var byName = {};
     var byId = {};
-    data.all.forEach(function (n) { byName[n.name] = n; byId[n.id] = n; });
+    data.all.forEach(function (pair) {
+      var n = { id: pair[0], name: pair[1], href: "/tasks/" + pair[0], focus: false, paused: false, status: null };
+      byName[n.name] = n;
+      byId[n.id] = n;
+    });
     var edges = data.edges.filter(function (e) { return e.to !== focusNode.id; });
     var draft = draftEdges(form, focusNode.id, byName);
     var nodes = data.nodes.slice();
