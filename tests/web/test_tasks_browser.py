@@ -131,6 +131,7 @@ def test_create_preview_diagram_run_once_and_follow_the_run(
     expect(page.get_by_role("heading", level=1)).to_contain_text(
         re.compile(r"Run #\d+ of nightly-sales-etl")
     )
+    expect(page.get_by_role("link", name=re.compile(r"^TaskRun #\d+$"))).to_be_visible()
     databricks_run_id = page.locator("dt:text-is('Databricks RunId') + dd")
     expect(databricks_run_id).to_have_text(re.compile(r"^\d+$"), timeout=RUN_BOUND_MS)
     ingest_run_id = databricks_run_id.inner_text()
