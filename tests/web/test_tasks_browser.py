@@ -193,3 +193,23 @@ def test_hostile_names_are_shown_as_text(
         assert page.locator("img").count() == 0
         assert page.locator("b", has_text="bold").count() == 0
     assert dialogs == []
+
+
+def test_an_operator_repairs_a_failed_task_run(
+    page: Page, web: WebServer, job_ids: dict[str, int]
+) -> None:
+    task = web.call(web.services.tasks.create({"name": "fraud nightly", "job_id": job_ids[FRAUD]}))
+    page.on("dialog", lambda dialog: dialog.accept())
+    sign_in(page, web.keys["operator"])
+    page.goto(f"/tasks/{task.id}")
+    expect(page.get_by_role("button", name="Save Task")).to_have_count(0)  # an operator's view
+    page.get_by_role("button", name="Run once").click()
+    badge = page.locator(".run-status .badge")
+    expect(badge).to_have_text("Failed", timeout=RUN_BOUND_MS)  # fraud-scoring fails
+    expect(page.get_by_role("button", name="Cancel TaskRun")).to_have_count(0)
+    page.get_by_role("button", name="Repair run").click()
+    expect(page.get_by_role("status")).to_contain_text("Repair requested")
+    attempts = page.locator("table.attempts tbody tr")
+    expect(attempts).to_have_count(2)
+    expect(attempts.nth(1)).to_contain_text("repair")
+    expect(page.locator("ol.history")).to_contain_text("reopened by a repair")
