@@ -222,9 +222,7 @@ class TaskServices:
         tasks = await self.store.list_tasks()
         jobs = {job.id: job for job in await self.store.list_jobs()}
         now = self.now()
-        latest: dict[int, TaskRun] = {}
-        for run in await self.store.list_task_runs(TaskRunFilter(limit=1000)):
-            latest.setdefault(run.task_id, run)
+        latest = await self.store.latest_task_runs()
         return [
             TaskSummary(task, jobs.get(task.job_id), next_fire(task, now), latest.get(_id(task)))
             for task in tasks

@@ -331,6 +331,14 @@ class TaskStoreMixin:
             return await _assemble(conn, rows)
 
     @store_call
+    async def latest_task_runs(self) -> Mapping[int, TaskRun]:
+        """{task id: its latest TaskRun (highest id)} for every Task that has one."""
+        async with self._read() as conn:
+            newest = select(func.max(task_runs.c.id)).group_by(task_runs.c.task_id)
+            rows = (await conn.execute(select(task_runs).where(task_runs.c.id.in_(newest)))).all()
+            return {run.task_id: run for run in await _assemble(conn, rows)}
+
+    @store_call
     async def active_task_runs(self) -> Sequence[TaskRun]:
         """Every Running TaskRun (an attempt running or a retry waiting), oldest first."""
         async with self._read() as conn:
