@@ -60,6 +60,7 @@ class Hint:
     subject: str = ""
 
 
+LIST_VAULTS = Hint("list_vaults", "List the Secret Vaults to see their names and ids.")
 LIST_PLATFORMS = Hint("list_platforms", "List the platforms to see their names and ids.")
 LIST_JOBS = Hint("list_jobs", "List the imported jobs to see their ids, External Ids and names.")
 LIST_RUNS = Hint("list_runs", "List the runs to see their ids.")

@@ -8,7 +8,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from pydantic import ValidationError
@@ -17,7 +17,13 @@ from polysync.clock import Clock, SystemClock
 from polysync.config import Settings
 from polysync.databricks.auth import check_secret_references
 from polysync.databricks.client import ConnectivityReport, DatabricksClient
-from polysync.databricks.policy import ConnectionPolicy, parse_host_patterns
+from polysync.databricks.policy import (
+    ConnectionPolicy,
+    host_allowed,
+    is_loopback,
+    parse_host_patterns,
+    secret_references,
+)
 from polysync.databricks.ratelimit import RateLimiterRegistry
 from polysync.databricks.settings import WorkspaceSettings
 from polysync.domain.access import Actor
@@ -54,18 +60,22 @@ from polysync.domain.records import (
     EngineState,
     Job,
     NewPlatform,
+    NewSecretVault,
     Platform,
     Run,
     RunEvent,
     RunFilter,
+    SecretVault,
     utc,
 )
 from polysync.engine.engine import Engine, EngineSettings
 from polysync.engine.polling import PollPolicy
 from polysync.engine.ports import Store
 from polysync.errors import (
+    ConfigError,
     ConflictError,
     Hint,
+    NotFoundError,
     PolysyncError,
     SecretReferenceError,
     StoreUnavailableError,
@@ -74,9 +84,13 @@ from polysync.errors import (
 from polysync.jobtypes.base import DiscoveredJob, JobType, JobTypeRegistry
 from polysync.jobtypes.registry import default_registry
 from polysync.lookup import find_job, find_platform
-from polysync.secrets import SecretReference, SecretScope
+from polysync.secrets import VAULT_NAME, SecretReference, SecretScope
 from polysync.store import open_store, upgrade
 from polysync.store.auth_fields import is_secret_field
+from polysync.vaults.keyvault import PROBE_SECRET, describe_auth
+from polysync.vaults.ports import VaultStore
+from polysync.vaults.resolver import VaultSecrets
+from polysync.vaults.settings import KeyVaultSettings, settings_of
 
 log = logging.getLogger(__name__)
 TransportFactory = Callable[[Platform], httpx.AsyncBaseTransport | None]
@@ -106,13 +120,14 @@ def workspace_settings(platform: Platform, *, new: bool = False) -> WorkspaceSet
         ) from exc
 
 
-def connection_policy(settings: Settings) -> ConnectionPolicy:
-    """The policy the settings describe: host allow-list, plain HTTP, secret scope."""
+def connection_policy(settings: Settings, vaults: VaultSecrets | None = None) -> ConnectionPolicy:
+    """The policy the settings describe: host allow-list, plain HTTP, secret scope (with the
+    Secret Vaults that read `vault://` references, when given)."""
     return ConnectionPolicy(
         workspace_hosts=parse_host_patterns(settings.workspace_hosts),
         allow_insecure_http=settings.allow_insecure_http,
         secret_scope=SecretScope(
-            env_prefix=settings.secret_env_prefix, secrets_dir=settings.secrets_dir
+            env_prefix=settings.secret_env_prefix, secrets_dir=settings.secrets_dir, vaults=vaults
         ),
     )
 
@@ -264,6 +279,18 @@ class SystemStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class VaultTestReport:
+    """Test connectivity of a Secret Vault: signed in and allowed to read (never a value)."""
+
+    vault: SecretVault
+    ok: bool
+    signed_in_as: str
+    message: str
+    secret: str | None = None  # the secret read, when one was named
+    version: str | None = None  # its version as read
+
+
+@dataclass(frozen=True, slots=True)
 class ImportResult:
     external_id: str
     job: Job | None
@@ -281,12 +308,17 @@ class Services:
         engine: Engine,
         clock: Clock,
         settings: Settings,
+        vaults: VaultSecrets | None = None,
     ) -> None:
         self.store = store
         self.connections = connections
         self.engine = engine
         self.clock = clock
         self.settings = settings
+        self.vault_store = cast(VaultStore, store)
+        self.vaults = vaults or VaultSecrets(
+            self.vault_store.get_vault, clock, connections.policy.secret_scope
+        )
 
     @classmethod
     async def open(
@@ -302,10 +334,14 @@ class Services:
         default - only a benchmark against a fast emulator sets both to emulated time)."""
         clock = clock or SystemClock()
         store = await open_store(settings.resolved_database_url())
+        # `vault://` references: read through the registered vaults, cached on the API clock.
+        vaults = VaultSecrets(
+            store.get_vault, api_clock or SystemClock(), connection_policy(settings).secret_scope
+        )
         connections = Connections(
             api_clock or SystemClock(),
             transport_factory=transport_factory,
-            policy=connection_policy(settings),
+            policy=connection_policy(settings, vaults),
         )
         policy = PollPolicy(
             min_interval_s=settings.poll_min_s,
@@ -320,7 +356,7 @@ class Services:
             clock,
             engine_settings or EngineSettings(policy=policy, lease_s=settings.lease_s),
         )
-        return cls(store, connections, engine, clock, settings)
+        return cls(store, connections, engine, clock, settings, vaults)
 
     @classmethod
     async def open_when_reachable(
@@ -348,6 +384,7 @@ class Services:
             log.warning("leases not released (%s); they expire on their own", exc)
         finally:
             await self.connections.aclose()
+            await self.vaults.aclose()
             await self.store.aclose()  # type: ignore[attr-defined]
 
     def now(self) -> Any:
@@ -374,11 +411,12 @@ class Services:
         )
         # Refuses a bad URL, a secret value, a host or reference outside the policy, ... first.
         checked = self.connections.checked_settings(probe, new=True)
+        await self._check_vaults_named(secret_references(checked))
         platform = await self.store.add_platform(
             replace(new, workspace_url=checked.url), self.now(), actor=_who(actor)
         )
         try:
-            check_secret_references(checked)
+            await check_secret_references(checked, self.connections.policy.secret_scope)
         except SecretReferenceError as exc:
             # Saved all the same: the variable or file may be provided later (a deployment
             # sets it); until then nothing can start, and Execute Now says so.
@@ -395,6 +433,7 @@ class Services:
         stored = await self.store.get_platform(platform.id)
         _check_platform_fields(platform, stored)
         checked = self.connections.checked_settings(platform)
+        await self._check_vaults_named(secret_references(checked))
         edited = replace(platform, workspace_url=checked.url)
         return await self.store.update_platform(
             edited, self.now(), actor=_who(actor), idle_only=_identity_change(stored, edited)
@@ -481,6 +520,106 @@ class Services:
         merged, _ = sync_job(existing.as_imported(), imported)
         return merged
 
+    # ------------------------------------------------------------------ secret vaults (D15)
+    async def add_vault(self, new: NewSecretVault, *, actor: Actor | None = None) -> SecretVault:
+        """Register a Secret Vault: its name (VAULT_NAME, the `vault://NAME/` of references),
+        description, URL (https, a Key Vault host, loopback or POLYSYNC_WORKSPACE_HOSTS),
+        auth and options checked here, once, for every adapter (UsageError / ConfigError);
+        ConflictError when the name is taken. Its client secret reference is not read now."""
+        settings = self.check_vault(new)
+        return await self.vault_store.add_vault(
+            replace(new, vault_url=settings.url), self.now(), actor=_who(actor)
+        )
+
+    def check_vault(self, new: NewSecretVault) -> KeyVaultSettings:
+        """The one validation path of a Secret Vault (see `add_vault`); its settings."""
+        check_name(new.name, field="The vault name")
+        if VAULT_NAME.fullmatch(new.name) is None:
+            raise UsageError(
+                f"The vault name {new.name[:200]!r} cannot be used in `vault://NAME/SECRET` "
+                "references: use 1-63 letters, digits and dashes, not starting or ending with "
+                "a dash (e.g. `prod-kv`)."
+            )
+        check_description(new.description)
+        try:
+            settings = settings_of(new.vault_url, dict(new.auth), dict(new.options))
+        except ValidationError as exc:
+            raise UsageError(
+                f"The settings of vault {new.name!r} are not valid: {_first_error(exc)}. "
+                "Correct that value and add the vault again."
+            ) from None
+        hosts = self.connections.policy.workspace_hosts
+        host = settings.host
+        if not (
+            settings.is_key_vault_host
+            or is_loopback(host)
+            or (hosts is not None and host_allowed(host, hosts))
+        ):
+            raise ConfigError(
+                f"Vault {new.name!r}'s host {host} is not an Azure Key Vault host "
+                "(*.vault.azure.net and the sovereign clouds' vault domains) nor loopback: "
+                "Polysync sends a Key Vault token only there. An administrator of the server "
+                "can allow other hosts with POLYSYNC_WORKSPACE_HOSTS."
+            )
+        return settings
+
+    async def list_vaults(self) -> Sequence[SecretVault]:
+        return await self.vault_store.list_vaults()
+
+    async def get_vault(self, ref: int | str) -> SecretVault:
+        """By id or name (NotFoundError otherwise)."""
+        if isinstance(ref, str) and ref.strip().isdigit():
+            try:
+                return await self.vault_store.get_vault(int(ref.strip()))
+            except NotFoundError:
+                pass
+        return await self.vault_store.get_vault(ref)
+
+    async def remove_vault(self, ref: int | str, *, actor: Actor | None = None) -> SecretVault:
+        """Remove a Secret Vault (ConflictError while a platform's credentials name it)."""
+        vault = await self.get_vault(ref)
+        await self.vault_store.remove_vault(vault.id, actor=_who(actor), now=self.now())
+        self.vaults.forget(vault.name)
+        return vault
+
+    async def test_vault(self, ref: int | str, secret: str | None = None) -> VaultTestReport:
+        """Test connectivity: sign in and read `secret` (its value is never shown), or without
+        one read a secret that should not exist, where Key Vault's 404 proves the sign-in and
+        the permission to read. The report says what failed, never a value."""
+        vault = await self.get_vault(ref)
+        if secret is not None:
+            SecretReference.parse(f"vault://{vault.name}/{secret}")  # a usable name, or refused
+        try:
+            settings = settings_of(vault.vault_url, dict(vault.auth), dict(vault.options))
+        except ValidationError as exc:
+            return VaultTestReport(vault, False, "?", f"not usable: {_first_error(exc)}")
+        who = describe_auth(settings)
+        name = secret or PROBE_SECRET
+        try:
+            read = await self.vaults.read(
+                vault, name, None, what=f"Secret Vault {vault.name!r}, secret {name!r}"
+            )
+        except SecretReferenceError as exc:
+            if secret is None and "has no such secret" in exc.message:
+                return VaultTestReport(
+                    vault,
+                    True,
+                    who,
+                    "Signed in and allowed to read secrets (Key Vault answered "
+                    f"that {PROBE_SECRET!r} does not exist, as expected).",
+                )
+            return VaultTestReport(vault, False, who, exc.message)
+        if secret is None:
+            return VaultTestReport(vault, True, who, "Signed in and allowed to read secrets.")
+        return VaultTestReport(
+            vault,
+            True,
+            who,
+            f"Signed in and read secret {secret!r} (version {read.version}; value not shown).",
+            secret,
+            read.version,
+        )
+
     # ------------------------------------------------------------------ jobs
     async def get_job(self, ref: str, platform: str | None = None) -> Job:
         """By Polysync id, External Id, name, or name ignoring case and spaces, within
@@ -544,7 +683,7 @@ class Services:
             for p in checked
             if p.is_job_level and p != before[p.key]  # a narrower scope since: still editable
         }
-        self._check_secret_references(checked, changed)
+        await self._check_secret_references(checked, changed)
         return await self.store.save_job(
             replace(job, parameters=tuple(checked)), self.now(), actor=_who(actor)
         )
@@ -572,21 +711,39 @@ class Services:
             may_choose_secrets=may_choose_secrets,
         )
 
-    def _check_secret_references(
+    async def _check_secret_references(
         self, parameters: Sequence[Parameter], values: Mapping[str, str | None]
     ) -> None:
         """Each Secret value given (a stored value, a run's override) parses as a reference
-        within this server's secret scope (SecretReferenceError); it is read only at run-now."""
+        within this server's secret scope, a `vault://` one naming a registered vault
+        (SecretReferenceError); it is read only at run-now."""
         scope = self.connections.policy.secret_scope
         secret = {p.name for p in parameters if p.is_job_level and p.data_type is DataType.SECRET}
         for name, value in values.items():
             if name in secret and value is not None:
                 try:
                     SecretReference.parse(value, scope)
+                    await self._check_vaults_named([value])
                 except SecretReferenceError as exc:
                     raise SecretReferenceError(
                         f"Secret parameter {name!r}: {exc.message}"
                     ) from None
+
+    async def _check_vaults_named(self, references: Sequence[str]) -> None:
+        """SecretReferenceError when a `vault://` reference names no registered vault."""
+        for text in references:
+            reference = SecretReference.parse(text)
+            if reference.scheme != "vault":
+                continue
+            name = reference.vault_parts[0]
+            try:
+                await self.vault_store.get_vault(name)
+            except NotFoundError:
+                raise SecretReferenceError(
+                    f"secret reference {reference}: no Secret Vault named {name!r} is "
+                    "registered. Add it first with `polysync vaults add` (or POST "
+                    "/api/v1/vaults)."
+                ) from None
 
     # ------------------------------------------------------------------ runs
     async def execute(
@@ -618,9 +775,11 @@ class Services:
         check_secret_choice(
             job.parameters, job.parameters, overrides, may_choose_secrets=may_choose_secrets
         )
-        self._check_secret_references(job.parameters, overrides)
+        await self._check_secret_references(job.parameters, overrides)
         platform = await self.store.get_platform(job.platform_id)
-        check_secret_references(workspace_settings(platform))
+        await check_secret_references(
+            workspace_settings(platform), self.connections.policy.secret_scope
+        )
 
     async def execute_once(
         self,

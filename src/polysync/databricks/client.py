@@ -560,7 +560,15 @@ class DatabricksClient:
                     self.rate_limiter.pause_until(
                         endpoint, self._clock.now() + (error.retry_after_s or 0.0)
                     )
-                if isinstance(error, TokenExpiredError) and not refreshed:
+                if not refreshed and (
+                    isinstance(error, TokenExpiredError)
+                    or (
+                        # A token read from a vault may have been rotated there: re-read it
+                        # past the vault's cache once (D15).
+                        error.http_status in (401, 403)
+                        and getattr(self.auth, "refresh_on_refusal", False)
+                    )
+                ):
                     # One refresh, one immediate retry (reference §7 "Auth"; peers.md §4 idea 10).
                     refreshed = True
                     rejected = token
