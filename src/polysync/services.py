@@ -329,14 +329,18 @@ class Services:
         api_clock: Clock | None = None,
         transport_factory: TransportFactory | None = None,
         engine_settings: EngineSettings | None = None,
+        vault_clock: Clock | None = None,
     ) -> Services:
         """`clock` schedules the engine; `api_clock` paces API calls and retries (real time by
-        default - only a benchmark against a fast emulator sets both to emulated time)."""
+        default - only a benchmark against a fast emulator sets both to emulated time);
+        `vault_clock` ages the Secret Vaults' cache (`api_clock` by default)."""
         clock = clock or SystemClock()
         store = await open_store(settings.resolved_database_url())
         # `vault://` references: read through the registered vaults, cached on the API clock.
         vaults = VaultSecrets(
-            store.get_vault, api_clock or SystemClock(), connection_policy(settings).secret_scope
+            store.get_vault,
+            vault_clock or api_clock or SystemClock(),
+            connection_policy(settings).secret_scope,
         )
         connections = Connections(
             api_clock or SystemClock(),
