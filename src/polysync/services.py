@@ -560,7 +560,7 @@ class Services:
             or (hosts is not None and host_allowed(host, hosts))
         ):
             raise ConfigError(
-                f"Vault {new.name!r}'s host {host} is not an Azure Key Vault host "
+                f"The host {host} of vault {new.name!r} is not an Azure Key Vault host "
                 "(*.vault.azure.net and the sovereign clouds' vault domains) nor loopback: "
                 "Polysync sends a Key Vault token only there. An administrator of the server "
                 "can allow other hosts with POLYSYNC_WORKSPACE_HOSTS."
@@ -745,8 +745,8 @@ class Services:
             except NotFoundError:
                 raise SecretReferenceError(
                     f"secret reference {reference}: no Secret Vault named {name!r} is "
-                    "registered. Add it first with `polysync vaults add` (or POST "
-                    "/api/v1/vaults)."
+                    "registered: add it first with `polysync vaults add` (or POST "
+                    "/api/v1/vaults)"
                 ) from None
 
     # ------------------------------------------------------------------ runs
