@@ -110,7 +110,7 @@ def test_a_platform_token_from_the_emulated_vault(
         "--ca-bundle", str(ca),
     )  # fmt: skip
     assert platform.returncode == 0, platform.stderr
-    imported = cli("import", "demo", "203947718265530")
+    imported = cli("import", "demo", "--job-id", "203947718265530")
     assert imported.returncode == 0, imported.stdout + imported.stderr
     first = cli("run", "vacuum-delta-tables", "--platform", "demo", "--wait")
     assert first.returncode == 0, first.stdout + first.stderr
