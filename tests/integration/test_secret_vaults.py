@@ -20,7 +20,7 @@ from polysync.api import create_api_app, create_api_key
 from polysync.api.deps import ApiSettings
 from polysync.clock import ManualClock
 from polysync.config import Settings
-from polysync.domain.models import RunStatus
+from polysync.domain.models import DataType, RunStatus
 from polysync.domain.records import NewPlatform, NewSecretVault
 from polysync.emulator.serving import run_in_thread
 from polysync.emulator.spec import load_workspace
@@ -246,3 +246,27 @@ async def test_unknown_vault_and_hostile_settings_are_refused(world: World) -> N
     missing = await services.test_vault("demo-kv", "no-such-secret")
     assert not missing.ok
     assert "SecretNotFound" in missing.message
+
+
+async def test_a_secret_parameter_from_the_vault_is_sent_and_never_stored(world: World) -> None:
+    services, harness = world.services, world.harness
+    job = await services.get_job(SALES, platform="demo")
+    job = await services.set_parameter(
+        job, "env", data_type=DataType.SECRET, stored_value="vault://demo-kv/sp-client-secret"
+    )
+    with pytest.raises(SecretReferenceError, match="no Secret Vault named 'other'"):
+        await services.execute(job, {"env": "vault://other/sp-client-secret"})
+    run = await services.execute(job, {})
+    await services.engine.step()
+    started = await services.store.get_run(run.id)
+    assert started.run_id is not None
+    sent = {p["name"]: p["value"] for p in harness.state.runs[int(started.run_id)].job_parameters}
+    assert sent["env"] == "demo-entra-client-secret"  # what Databricks received
+    assert dict(started.parameters_sent)["env"] == "vault://demo-kv/sp-client-secret"
+    await drive(harness, services.engine, run.id)
+    stored = b"".join(
+        path.read_bytes()
+        for path in world.db.parent.iterdir()
+        if path.name.startswith("polysync.db")
+    )
+    assert b"demo-entra-client-secret" not in stored
