@@ -32,6 +32,8 @@ from polysync.services import Services
 from polysync.store import SqlStore
 from tests.conftest import EmulatorHarness, make_harness
 from tests.integration.conftest import SALES, drive
+from tests.web.conftest import build_app
+from tests.web.test_security import CSRF_INPUT
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 SP_CLIENT = "5b2f1a1e-0c5d-4a4e-9c3a-7d1c1b2e3f40"
@@ -204,6 +206,7 @@ async def test_rotation_while_runs_execute_fails_no_run_and_leaks_no_value(
         assert tested.status_code == 200, tested.text
         assert tested.json()["ok"] is True
         answers.append(tested.text)
+    answers.extend(await web_pages(services, first.id))
     assert "vault://demo-kv/databricks-token" in answers[0]  # the reference is shown
     stored = b"".join(
         path.read_bytes()
@@ -214,6 +217,36 @@ async def test_rotation_while_runs_execute_fails_no_run_and_leaks_no_value(
         assert value.encode() not in stored
         assert value not in caplog.text
         assert all(value not in answer for answer in answers)
+
+
+async def web_pages(services: Services, run_id: int) -> list[str]:
+    """The web UI's pages an admin sees (platform, runs, vaults and a vault test), as HTML."""
+    _, key = await create_api_key(services.store, "web admin", "admin")  # type: ignore[arg-type]
+    transport = httpx.ASGITransport(app=build_app(services))
+    async with httpx.AsyncClient(transport=transport, base_url="http://ui.test") as web:
+        sign_in = await web.get("/sign-in")
+        csrf = CSRF_INPUT.search(sign_in.text)
+        assert csrf is not None
+        signed = await web.post("/sign-in", data={"api_key": key, "csrf_token": csrf.group(1)})
+        assert signed.status_code == 303
+        platform = await services.get_platform("demo")
+        pages = [
+            (await web.get(path)).text
+            for path in ("/platforms", f"/platforms/{platform.id}", "/runs", f"/runs/{run_id}")
+        ]
+        vaults = await web.get("/vaults")
+        pages.append(vaults.text)
+        token = CSRF_INPUT.search(vaults.text)
+        assert token is not None
+        vault = await services.get_vault("demo-kv")
+        tested = await web.post(
+            f"/vaults/{vault.id}/test",
+            data={"csrf_token": token.group(1), "secret": "databricks-token"},
+        )
+        assert "Signed in and read secret &#39;databricks-token&#39;" in tested.text
+        pages.append(tested.text)
+    assert "vault://demo-kv/databricks-token" in pages[1]
+    return pages
 
 
 async def test_a_failed_read_fails_the_run_naming_the_reference(world: World) -> None:
