@@ -20,7 +20,7 @@
     │   └── TaskRunTransitionError     a TaskRun status change that is not allowed (e.g. cancel a
     │                                  Succeeded TaskRun)
     ├── ConfigError                    settings or a secret reference that cannot be used
-    │   └── SecretReferenceError       an `env:` / `file:` secret reference that cannot be resolved
+    │   └── SecretReferenceError       an `env:` / `file:` / `vault://` reference that cannot be resolved
     ├── WorkspaceFileError             an emulator workspace file that cannot be loaded
     ├── StoreError                     the database refused a request (a value it cannot store)
     │   └── StoreUnavailableError      the database cannot be reached now; retry with back-off

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
@@ -27,9 +27,9 @@ ReaderFactory = Callable[[str, KeyVaultSettings, SecretScope], KeyVaultReader]
 
 @dataclass(slots=True)
 class _Cached:
-    value: str
+    value: str = field(repr=False)
     read_at_s: float
-    fingerprint: object
+    ttl_s: float
 
 
 class VaultSecrets:
@@ -56,26 +56,27 @@ class VaultSecrets:
 
     async def resolve(self, reference: SecretReference, *, fresh: bool = False) -> str:
         """The value `reference` names (see module docstring); SecretReferenceError naming the
-        reference when the vault is not registered, not usable, or refuses."""
+        reference when the vault is not registered, not usable, or refuses. Within the TTL the
+        answer comes from memory, without a database or network call."""
         name, secret, version = reference.vault_parts
         key = (name, secret, version)
+        if not fresh and (value := self._fresh(key)) is not None:
+            return value
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:  # one read per secret at a time: no stampede at expiry
+            if not fresh and (value := self._fresh(key)) is not None:
+                return value  # read by the caller that held the lock
             vault = await self._vault(name, reference)
             settings = self._settings(vault, reference)
-            fingerprint = (vault.vault_url, dict(vault.auth), dict(vault.options))
-            cached = self._cache.get(key)
-            now_s = self._clock.now()
-            if (
-                not fresh
-                and cached is not None
-                and cached.fingerprint == fingerprint
-                and now_s - cached.read_at_s < settings.cache_ttl_s
-            ):
-                return cached.value
             read = await self.read(vault, secret, version, what=f"secret reference {reference}")
-            self._cache[key] = _Cached(read.value, self._clock.now(), fingerprint)
+            self._cache[key] = _Cached(read.value, self._clock.now(), settings.cache_ttl_s)
             return read.value
+
+    def _fresh(self, key: tuple[str, str, str | None]) -> str | None:
+        cached = self._cache.get(key)
+        if cached is None or self._clock.now() - cached.read_at_s >= cached.ttl_s:
+            return None
+        return cached.value
 
     async def read(
         self, vault: SecretVault, secret: str, version: str | None, *, what: str
