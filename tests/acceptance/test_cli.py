@@ -686,6 +686,13 @@ def test_demo_runs_the_whole_story(tmp_path: Path) -> None:
     assert "polysync runs list" in out
     assert DEMO_TOKEN not in out + done.stderr
     assert (tmp_path / "polysync.db").exists()
+    # D15: the platform's token came from the emulator's vault, and never reached the database.
+    assert "the platform's token is now vault://demo-kv/databricks-token" in out
+    assert "demo-entra-client-secret" not in out + done.stderr
+    stored = b"".join(
+        p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("polysync.db")
+    )
+    assert DEMO_TOKEN.encode() not in stored
 
 
 # --------------------------------------------------------------------------- other job types
