@@ -27,7 +27,7 @@ from polysync.emulator.spec import load_workspace
 from polysync.emulator.tls import TlsFiles, make_self_signed_cert
 from polysync.engine.engine import EngineSettings
 from polysync.engine.polling import PollPolicy
-from polysync.errors import SecretReferenceError
+from polysync.errors import PolysyncError, SecretReferenceError
 from polysync.services import Services
 from polysync.store import SqlStore
 from tests.conftest import EmulatorHarness, make_harness
@@ -303,3 +303,34 @@ async def test_a_secret_parameter_from_the_vault_is_sent_and_never_stored(world:
         if path.name.startswith("polysync.db")
     )
     assert b"demo-entra-client-secret" not in stored
+
+
+async def test_a_service_principal_client_secret_from_the_vault(
+    world: World, tls: TlsFiles
+) -> None:
+    services = world.services
+    await services.add_platform(
+        NewPlatform(
+            name="sp",
+            workspace_url=world.harness.base_url,
+            auth={
+                "method": "entra_service_principal",
+                "tenant_id": TENANT,
+                "client_id": SP_CLIENT,
+                "client_secret": "vault://demo-kv/sp-client-secret",
+                "authority_host": world.vault_url,
+                "disable_instance_discovery": True,
+            },
+            options={"tls_ca_bundle": str(tls.ca_path)},
+        )
+    )
+    report = await services.test_platform("sp")
+    assert report.jobs_visible
+    # A wrong secret in the vault: the sign-in fails naming the principal, not the secret.
+    world.control("vault/secrets/sp-client-secret", {"value": "not-the-secret"})
+    world.vault_clock.advance(TTL_S + 1)
+    world.harness.app.emulator.issuer.expire_all()  # the next call renews its Entra token
+    with pytest.raises(PolysyncError) as refused:
+        await services.test_platform("sp")
+    assert SP_CLIENT in refused.value.message
+    assert "not-the-secret" not in refused.value.message
