@@ -157,3 +157,21 @@ def test_challenge_verification_is_on_except_on_loopback() -> None:
         {"url": "https://127.0.0.1:8765", "auth": auth, "verify_challenge_resource": True}
     )
     assert forced.verifies_challenge
+
+
+@given(st.text(max_size=300))
+def test_any_vault_url_is_a_clean_https_origin_or_a_validation_error(text: str) -> None:
+    from pydantic import ValidationError
+
+    try:
+        settings = KeyVaultSettings.model_validate(
+            {"url": text, "auth": {"method": "managed_identity"}}
+        )
+    except ValidationError as exc:
+        errors: list[str] = [str(e["msg"]) for e in exc.errors()]
+    else:
+        errors = []
+        assert settings.url.startswith("https://")
+        assert settings.url.count("/") == 2  # no path, query or fragment
+        assert "@" not in settings.url
+    assert all("\n" not in message for message in errors)
