@@ -203,10 +203,6 @@ class Connections:
     def for_job(self, platform: Platform, job: Job) -> JobType:
         return self.job_type(platform, job.job_type)
 
-    def for_platform(self, platform: Platform) -> JobType:
-        """The platform's first job type: the one whose `active_runs` the engine sweeps."""
-        return self.registry.primary(platform, self.client(platform))
-
     def discoverers(self, platform: Platform) -> list[JobType]:
         """Every job type that discovers on the platform's provider (Get Pipelines asks each)."""
         return self.registry.discoverers(platform, self.client(platform))

@@ -431,6 +431,19 @@ class DatabricksClient:
         )
         return answer
 
+    async def list_pipeline_updates(
+        self, pipeline_id: str, *, page_token: str | None = None, max_results: int = 100
+    ) -> dict[str, Any]:
+        """One page of the pipeline's updates, newest first: `{"updates": [UpdateInfo],
+        "next_page_token"}` (both absent when there are none)."""
+        _check_page_size(max_results, 100)
+        answer, _ = await self._call(
+            Endpoint.PIPELINES_LIST_UPDATES,
+            params={"max_results": max_results, "page_token": page_token},
+            path_params={"pipeline_id": pipeline_id},
+        )
+        return answer
+
     async def stop_pipeline(self, pipeline_id: str) -> None:
         """Stop the pipeline's active update (asynchronous; a no-op when it is idle)."""
         await self._call(Endpoint.PIPELINES_STOP, body={}, path_params={"pipeline_id": pipeline_id})
