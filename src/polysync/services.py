@@ -39,6 +39,7 @@ from polysync.domain.models import (
     Parameter,
     ParameterDiff,
     RunStatus,
+    cancel_noop_message,
 )
 from polysync.domain.parameters import (
     Keep,
@@ -656,11 +657,18 @@ class Services:
 
     async def cancel(self, run_id: int, *, actor: Actor | None = None) -> Run:
         """Record the request to cancel (D10), with `actor` as cancelled_by, and return: an
-        engine sends runs/cancel and polls for the final status. UsageError when the run has
-        already ended."""
-        return await self.engine.request_cancel(
-            await self.store.get_run(run_id), cancelled_by=_who(actor)
-        )
+        engine sends runs/cancel and polls for the final status. ConflictError (D10's no-op
+        message) when the run has already ended, also when it ended while being asked."""
+        run = await self.store.get_run(run_id)
+        if run.is_terminal:
+            raise ConflictError(cancel_noop_message(run.id, run.status))
+        try:
+            return await self.engine.request_cancel(run, cancelled_by=_who(actor))
+        except UsageError:
+            latest = await self.store.get_run(run_id)
+            if latest.is_terminal:  # it ended between the read and the request
+                raise ConflictError(cancel_noop_message(latest.id, latest.status)) from None
+            raise
 
     async def dispatch(self, run_id: int) -> Run:
         """Work on this one run now, in this process, if it is due and no live engine holds it:
