@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import httpx
 from playwright.sync_api import Locator, Page, expect
 
 from polysync.domain.records import PLATFORM_ATTRIBUTES, NewPlatform
@@ -129,3 +130,65 @@ def test_pipeline_job_page_and_run(page: Page, web: WebServer) -> None:
         "href", re.compile(rf"#joblist/pipelines/{PIPELINE_ID}/updates/")
     )
     expect(page.locator("main")).to_contain_text(PIPELINE_ID)
+
+
+def seed_endless(web: WebServer) -> tuple[str, str]:
+    """A notebook and a pipeline whose runs never end on their own, seeded in the emulator and
+    imported: (notebook path, pipeline id)."""
+    path = "/Shared/polysync-tests/endless"
+    notebooks = httpx.post(
+        f"{web.emulator_url}/emulator/notebooks",
+        json={
+            "notebooks": [
+                {
+                    "path": path,
+                    "language": "PYTHON",
+                    "source": 'dbutils.widgets.text("n", "1")\n',
+                    "emulator": {"duration_s": 10_000_000},
+                }
+            ]
+        },
+    )
+    notebooks.raise_for_status()
+    pipelines = httpx.post(
+        f"{web.emulator_url}/emulator/pipelines",
+        json={"pipelines": [{"name": "endless-dlt", "emulator": {"duration_s": 10_000_000}}]},
+    )
+    pipelines.raise_for_status()
+    pipeline_id = str(pipelines.json()["pipeline_ids"][0])
+
+    async def imported() -> None:
+        _, results = await web.services.import_jobs("demo", [path, pipeline_id])
+        assert all(result.error is None for result in results), results
+
+    web.call(imported())
+    return path, pipeline_id
+
+
+def execute_from_job_page(page: Page, name: str) -> None:
+    page.goto("/jobs")
+    page.get_by_role("link", name=name, exact=True).click()
+    page.get_by_role("button", name="Execute Now").click()
+    page.get_by_role("dialog").get_by_role("button", name="Run now").click()
+    expect(page).to_have_url(re.compile(r"/runs/\d+$"))
+
+
+def test_notebook_and_pipeline_runs_fail_and_cancel(page: Page, web: WebServer) -> None:
+    # Issue 11's proof in the web UI: each new type watched to Failed (with Databricks' error)
+    # and cancelled from its run page.
+    prepare(web)
+    notebook_path, pipeline_id = seed_endless(web)
+    sign_in(page, web.keys["operator"])
+    execute_from_job_page(page, "forecast_demand")
+    expect(badge(page)).to_have_text("Failed", timeout=RUN_BOUND_MS)
+    expect(page.locator("main")).to_contain_text("there is no package called 'forecast'")
+    execute_from_job_page(page, "iot-telemetry-dlt")
+    expect(badge(page)).to_have_text("Failed", timeout=RUN_BOUND_MS)
+    expect(page.locator("main")).to_contain_text("TABLE_OR_VIEW_NOT_FOUND")
+    for name in (notebook_path.rsplit("/", 1)[-1], "endless-dlt"):
+        execute_from_job_page(page, name)
+        expect(badge(page)).to_have_text(re.compile("Starting|Running"), timeout=RUN_BOUND_MS)
+        page.once("dialog", lambda confirm: confirm.accept())
+        page.get_by_role("button", name="Cancel run").click()
+        expect(badge(page)).to_have_text("Cancelled", timeout=RUN_BOUND_MS)
+    expect(page.locator("main")).to_contain_text(pipeline_id)  # the last: the pipeline's run
