@@ -140,6 +140,21 @@ def decode_update(answer: Mapping[str, Any], run_id: str, workspace_url: str) ->
     )
 
 
+def decode_updates_page(
+    answer: Mapping[str, Any], pipeline_id: str, wanted: Collection[str], workspace_url: str
+) -> dict[str, RunSnapshot]:
+    """The updates among `wanted` (RunIds) on one page of `pipelines/{id}/updates`, decoded by
+    `UPDATE_STATES`. Never raises: an entry that is not an update of ours is passed over."""
+    updates = answer.get("updates")
+    found: dict[str, RunSnapshot] = {}
+    for update in updates if isinstance(updates, list) else []:
+        update_id = update.get("update_id") if isinstance(update, Mapping) else None
+        run_id = f"{pipeline_id}:{update_id}"
+        if isinstance(update_id, str) and run_id in wanted:
+            found[run_id] = decode_update({"update": update}, run_id, workspace_url)
+    return found
+
+
 def update_url(workspace_url: str, run_id: str) -> str:
     """The update's page in the Databricks UI."""
     pipeline_id, update_id = split_run_id(run_id)
@@ -399,12 +414,7 @@ class DatabricksPipelineJobType(WorkspaceJobType):
         token: str | None = None
         for _ in range(len(ours)):
             answer = await self.client.list_pipeline_updates(pipeline_id, page_token=token)
-            updates = answer.get("updates")
-            for update in updates if isinstance(updates, list) else []:
-                update_id = update.get("update_id") if isinstance(update, Mapping) else None
-                run_id = f"{pipeline_id}:{update_id}"
-                if run_id in wanted:
-                    found[run_id] = decode_update({"update": update}, run_id, self.workspace_url)
+            found.update(decode_updates_page(answer, pipeline_id, wanted, self.workspace_url))
             token = answer.get("next_page_token")
             if len(found) == len(wanted) or not isinstance(token, str) or not token:
                 break
