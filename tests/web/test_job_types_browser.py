@@ -6,10 +6,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import httpx
 from playwright.sync_api import Locator, Page, expect
 
 from polysync.domain.records import PLATFORM_ATTRIBUTES, NewPlatform
+from tests.conftest import seed_endless_notebook, seed_endless_pipeline
 from tests.web.conftest import TOKEN_VARIABLE, WebServer, needs_chromium, sign_in
 
 RUN_BOUND_MS = 45_000  # an upper bound for a run at 60x, not an expected duration
@@ -135,27 +135,8 @@ def test_pipeline_job_page_and_run(page: Page, web: WebServer) -> None:
 def seed_endless(web: WebServer) -> tuple[str, str]:
     """A notebook and a pipeline whose runs never end on their own, seeded in the emulator and
     imported: (notebook path, pipeline id)."""
-    path = "/Shared/polysync-tests/endless"
-    notebooks = httpx.post(
-        f"{web.emulator_url}/emulator/notebooks",
-        json={
-            "notebooks": [
-                {
-                    "path": path,
-                    "language": "PYTHON",
-                    "source": 'dbutils.widgets.text("n", "1")\n',
-                    "emulator": {"duration_s": 10_000_000},
-                }
-            ]
-        },
-    )
-    notebooks.raise_for_status()
-    pipelines = httpx.post(
-        f"{web.emulator_url}/emulator/pipelines",
-        json={"pipelines": [{"name": "endless-dlt", "emulator": {"duration_s": 10_000_000}}]},
-    )
-    pipelines.raise_for_status()
-    pipeline_id = str(pipelines.json()["pipeline_ids"][0])
+    path = seed_endless_notebook(web.emulator_url)
+    pipeline_id = seed_endless_pipeline(web.emulator_url)
 
     async def imported() -> None:
         _, results = await web.services.import_jobs("demo", [path, pipeline_id])
