@@ -19,6 +19,7 @@ from polysync.domain.records import (
 from polysync.store.codec import (
     parameters_from_json,
     parameters_to_json,
+    repair_from_json,
     string_map_from_json,
     string_map_to_json,
     tasks_from_json,
@@ -104,6 +105,7 @@ def run_from_row(row: Any) -> Run:
         poll_failures=row.poll_failures,
         executed_by=row.executed_by,
         cancelled_by=row.cancelled_by,
+        repair=repair_from_json(row.repair),
     )
 
 

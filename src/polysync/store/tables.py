@@ -163,6 +163,8 @@ runs = Table(
     # Who asked (an API key, a web user, `cli:<os user>`): migration 0004.
     Column("executed_by", StoredText),
     Column("cancelled_by", StoredText),
+    # The latest repair asked of the run (D13; codec.repair_to_json): migration 0013.
+    Column("repair", _json()),
     Index(None, "terminal", "next_poll_at"),
     Index(None, "job_id", "created_at"),
     Index(None, "created_at"),
