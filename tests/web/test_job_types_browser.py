@@ -4,13 +4,12 @@ job pages show widgets and reference-only parameters, Execute Now runs them to t
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from playwright.sync_api import Locator, Page, expect
 
 from polysync.domain.records import PLATFORM_ATTRIBUTES, NewPlatform
 from tests.conftest import seed_endless_notebook, seed_endless_pipeline
-from tests.web.conftest import TOKEN_VARIABLE, WebServer, needs_chromium, sign_in
+from tests.web.conftest import TOKEN_VARIABLE, WebServer, needs_chromium, shot, sign_in
 
 RUN_BOUND_MS = 45_000  # an upper bound for a run at 60x, not an expected duration
 NOTEBOOK = "daily_sales_report"
@@ -36,14 +35,6 @@ def prepare(web: WebServer) -> None:
             await web.services.import_jobs("demo", None)
 
     web.call(run())
-
-
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
-
-
-def shot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
 
 
 def badge(page: Page) -> Locator:
