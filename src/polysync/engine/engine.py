@@ -364,11 +364,13 @@ class Engine:
         self._leased &= self._in_flight
 
     async def step(self) -> StepReport:
-        """One cycle: the Task scheduler's step (fire, follow, decide, start TaskRuns), then
-        claim what is due, submit what is new, poll what is active."""
+        """One cycle: claim what is due, submit what is new, poll what is active; then the Task
+        scheduler's step (fire, follow TaskRuns, decide cycles, start TaskRuns: the runs it
+        creates are submitted by the next cycle, at once when the engine loop runs)."""
+        report = await self._cycle()
         if self.settings.tasks_enabled:
             self.last_tasks_report = await self.tasks.step()
-        return await self._cycle()
+        return report
 
     async def drive(self, run_id: int) -> StepReport:
         """One cycle for one run only (a command with no engine running drives its own run):
