@@ -21,7 +21,7 @@
     │   └── TaskRunTransitionError     a TaskRun status change that is not allowed (e.g. cancel a
     │                                  Succeeded TaskRun)
     ├── ConfigError                    settings or a secret reference that cannot be used
-    │   └── SecretReferenceError       an `env:` / `file:` secret reference that cannot be resolved
+    │   └── SecretReferenceError       an `env:` / `file:` / `vault://` reference that cannot be resolved
     ├── WorkspaceFileError             an emulator workspace file that cannot be loaded
     ├── StoreError                     the database refused a request (a value it cannot store)
     │   └── StoreUnavailableError      the database cannot be reached now; retry with back-off
@@ -61,6 +61,7 @@ class Hint:
     subject: str = ""
 
 
+LIST_VAULTS = Hint("list_vaults", "List the Secret Vaults to see their names and ids.")
 LIST_PLATFORMS = Hint("list_platforms", "List the platforms to see their names and ids.")
 LIST_JOBS = Hint("list_jobs", "List the imported jobs to see their ids, External Ids and names.")
 LIST_RUNS = Hint("list_runs", "List the runs to see their ids.")

@@ -1,9 +1,12 @@
-"""Secret references (`env:NAME`, `file:PATH`): parsed from settings, resolved only when used.
+"""Secret references (`env:NAME`, `file:PATH`, `vault://VAULT/SECRET[/VERSION]`): parsed from
+settings, resolved only when used.
 
 What a reference may reach is bounded by a `SecretScope` (POLYSYNC_SECRET_ENV_PREFIX,
 POLYSYNC_SECRETS_DIR; docs/security.md), and what it resolves to must look like a credential:
 one line of printable ASCII without spaces, at most MAX_SECRET_CHARS. No message here ever
-contains a secret value, nor an `env:` name that looks like a pasted secret.
+contains a secret value, nor an `env:` name that looks like a pasted secret. A `vault://`
+reference is read by the scope's `VaultResolver` (polysync.vaults, D15): a registered Secret
+Vault, on demand, through a short cache.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from pydantic import SecretStr
 
@@ -39,6 +43,24 @@ TOKEN_SHAPES = (
 _TOKEN_SHAPED = re.compile(TOKEN_SHAPES)
 _CREDENTIAL_CHARS = re.compile(r"[\x21-\x7e]+")
 
+VAULT_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+"""A Secret Vault's name in Polysync (the VAULT of `vault://VAULT/...`): 1-63 letters, digits
+and dashes, not starting or ending with a dash."""
+KEYVAULT_SECRET_NAME = re.compile(r"[0-9A-Za-z-]{1,127}")
+"""An Azure Key Vault secret name (Key Vault's own rule)."""
+KEYVAULT_VERSION = re.compile(r"[0-9A-Za-z]{1,64}")
+"""A secret version (Key Vault's are 32 hexadecimal digits)."""
+VAULT_FORMAT = "`vault://VAULT/SECRET` or `vault://VAULT/SECRET/VERSION`"
+
+
+class VaultResolver(Protocol):
+    """Reads `vault://` references (polysync.vaults.VaultSecrets): never on the event loop."""
+
+    async def resolve(self, reference: SecretReference, *, fresh: bool = False) -> str:
+        """The secret's value, from a short cache unless `fresh` (a rejected credential).
+        SecretReferenceError naming the reference, never the value."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class SecretScope:
@@ -51,6 +73,8 @@ class SecretScope:
 
     env_prefix: str = ""
     secrets_dir: Path | None = None
+    # Who reads `vault://` references (the registered Secret Vaults); None: they cannot be read.
+    vaults: VaultResolver | None = field(default=None, compare=False, repr=False)
 
     @property
     def unrestricted(self) -> bool:
@@ -66,6 +90,8 @@ class SecretScope:
     def check(self, reference: SecretReference, *, resolve_links: bool = False) -> None:
         """SecretReferenceError when `reference` is outside the scope. With `resolve_links`,
         a file's real path (symlinks followed) is checked, as just before it is read."""
+        if reference.scheme == "vault":
+            return  # bounded by which vaults are registered (polysync.vaults)
         if reference.scheme == "env":
             if self.env_prefix and not reference.target.startswith(self.env_prefix):
                 raise SecretReferenceError(
@@ -99,20 +125,27 @@ class SecretReference:
 
     @classmethod
     def parse(cls, text: str, scope: SecretScope = UNRESTRICTED) -> SecretReference:
-        """`env:NAME` or `file:PATH` (whitespace around ignored), within `scope`.
+        """`env:NAME`, `file:PATH` or `vault://VAULT/SECRET[/VERSION]` (whitespace around
+        ignored), within `scope`.
 
         SecretReferenceError, never quoting `text` unless it is a well-formed reference: an
         unknown scheme, an empty target, an `env:` name that is not `[A-Za-z_][A-Za-z0-9_]*` (at
         most 256 characters) or that looks like a pasted token, a path over 4096 characters or
-        with control characters, or a reference outside `scope`.
+        with control characters, a vault, secret or version name outside Key Vault's rules, or
+        a reference outside `scope`.
         """
         scheme, sep, target = text.strip().partition(":")
         if not sep or scheme not in SCHEMES:
             raise SecretReferenceError(
                 f"secret reference {_shown(text)} is not supported: write `env:NAME` to read "
-                "environment variable NAME, or `file:PATH` to read the file at PATH"
+                "environment variable NAME, `file:PATH` to read the file at PATH, or "
+                f"{VAULT_FORMAT} to read a secret of a registered Secret Vault"
             )
         target = target.strip()
+        if scheme == "vault":
+            reference = cls(scheme, _vault_target(target), scope)
+            scope.check(reference)
+            return reference
         if not target:
             raise SecretReferenceError(
                 f"secret reference `{scheme}:` names no {'variable' if scheme == 'env' else 'file'}"
@@ -136,7 +169,15 @@ class SecretReference:
         return reference
 
     def __str__(self) -> str:
+        if self.scheme == "vault":
+            return f"vault://{self.target}"
         return f"{self.scheme}:{self.target}"
+
+    @property
+    def vault_parts(self) -> tuple[str, str, str | None]:
+        """(vault, secret, version or None) of a `vault://` reference."""
+        vault, secret, *version = self.target.split("/")
+        return vault, secret, (version[0] if version else None)
 
     def resolve(self, environ: Mapping[str, str] | None = None) -> SecretStr:
         """Read the secret now (rotations are picked up on the next resolve). Blocking for
@@ -145,8 +186,14 @@ class SecretReference:
         SecretReferenceError when the variable is unset, the file is not a readable regular file
         of at most MAX_SECRET_FILE_BYTES, it is outside the scope, or the value is not one line
         of printable ASCII without spaces (1..MAX_SECRET_CHARS characters, whitespace around
-        ignored). The value is never part of the message.
+        ignored). The value is never part of the message. A `vault://` reference is read only
+        by `resolve_async` (a network call).
         """
+        if self.scheme == "vault":
+            raise SecretReferenceError(
+                f"secret reference {self} is read from its vault only where Polysync awaits it "
+                "(dispatch, Test connectivity); this caller cannot"
+            )
         if self.scheme == "env":
             value = (os.environ if environ is None else environ).get(self.target)
             if value is None:
@@ -157,8 +204,19 @@ class SecretReference:
             value = self._read_file()
         return SecretStr(self._checked(value))
 
-    async def resolve_async(self, environ: Mapping[str, str] | None = None) -> SecretStr:
-        """`resolve` without blocking the event loop: a `file:` is read in a worker thread."""
+    async def resolve_async(
+        self, environ: Mapping[str, str] | None = None, *, fresh: bool = False
+    ) -> SecretStr:
+        """`resolve` without blocking the event loop: a `file:` is read in a worker thread, a
+        `vault://` by the scope's VaultResolver (from its short cache unless `fresh`)."""
+        if self.scheme == "vault":
+            resolver = self.scope.vaults
+            if resolver is None:
+                raise SecretReferenceError(
+                    f"secret reference {self}: this process has no Secret Vaults to read it from "
+                    "(vault:// references are read by the Polysync server, engine and CLI)"
+                )
+            return SecretStr(self._checked(await resolver.resolve(self, fresh=fresh)))
         if self.scheme == "env":
             return self.resolve(environ)
         return await asyncio.to_thread(self.resolve, environ)
@@ -191,16 +249,58 @@ class SecretReference:
             raise SecretReferenceError(
                 f"secret reference {self} resolves to {len(value):,} characters, more than a "
                 f"credential has (at most {MAX_SECRET_CHARS:,}): does it name the right "
-                f"{'variable' if self.scheme == 'env' else 'file'}? The value is not shown."
+                f"{self._what()}? The value is not shown."
             )
         if _CREDENTIAL_CHARS.fullmatch(value) is None:
             raise SecretReferenceError(
                 f"secret reference {self} resolves to something that is not a credential: "
                 f"{_what_is_wrong(value)}, and a token or client secret is one line of printable "
-                f"ASCII without spaces. Does it name the right "
-                f"{'variable' if self.scheme == 'env' else 'file'}? The value is not shown."
+                f"ASCII without spaces. Does it name the right {self._what()}? The value is not "
+                "shown."
             )
         return value
+
+    def _what(self) -> str:
+        return {"env": "variable", "file": "file"}.get(self.scheme, "secret")
+
+
+def _vault_target(target: str) -> str:
+    """`//VAULT/SECRET[/VERSION]` -> `VAULT/SECRET[/VERSION]` (SecretReferenceError otherwise,
+    naming which part is wrong; the text is not quoted, as it may be a pasted secret)."""
+    if not target.startswith("//"):
+        raise SecretReferenceError(
+            f"secret reference `vault:...` is not {VAULT_FORMAT} (the text given is not shown)"
+        )
+    parts = target[2:].split("/")
+    if len(parts) not in (2, 3):
+        raise SecretReferenceError(
+            f"secret reference `vault:...` is not {VAULT_FORMAT}: it has {len(parts)} part(s) "
+            "after `vault://` (the text given is not shown)"
+        )
+    vault, secret, *version = parts
+    if any(_TOKEN_SHAPED.search(part) for part in parts):
+        raise SecretReferenceError(
+            "secret reference `vault://...` holds something shaped like a token: a secret pasted "
+            "into a reference is refused (the text given is not shown)"
+        )
+    if VAULT_NAME.fullmatch(vault) is None:
+        raise SecretReferenceError(
+            "secret reference `vault://...`: the vault name is not a Secret Vault's name (1-63 "
+            "letters, digits and dashes, not starting or ending with a dash; the text given is "
+            "not shown)"
+        )
+    if KEYVAULT_SECRET_NAME.fullmatch(secret) is None:
+        raise SecretReferenceError(
+            f"secret reference `vault://{vault}/...`: the secret name is not a Key Vault secret "
+            "name (1-127 letters, digits and dashes; the text given is not shown)"
+        )
+    if version and KEYVAULT_VERSION.fullmatch(version[0]) is None:
+        raise SecretReferenceError(
+            f"secret reference `vault://{vault}/{secret}/...`: the version is not a secret "
+            "version (1-64 letters and digits, e.g. Key Vault's 32 hexadecimal digits; the text "
+            "given is not shown)"
+        )
+    return "/".join(parts)
 
 
 def _what_is_wrong(value: str) -> str:

@@ -8,7 +8,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import httpx
 from pydantic import ValidationError
@@ -17,10 +17,16 @@ from polysync.clock import Clock, SystemClock
 from polysync.config import Settings
 from polysync.databricks.auth import check_secret_references
 from polysync.databricks.client import ConnectivityReport, DatabricksClient
-from polysync.databricks.policy import ConnectionPolicy, parse_host_patterns
+from polysync.databricks.policy import (
+    ConnectionPolicy,
+    host_allowed,
+    is_loopback,
+    parse_host_patterns,
+    secret_references,
+)
 from polysync.databricks.ratelimit import RateLimiterRegistry
 from polysync.databricks.settings import WorkspaceSettings
-from polysync.domain.access import Actor
+from polysync.domain.access import Actor, ApiKey
 from polysync.domain.limits import (
     MAX_FIELD_CHARS,
     MAX_JOB_NAME_CHARS,
@@ -39,6 +45,7 @@ from polysync.domain.models import (
     Parameter,
     ParameterDiff,
     RunStatus,
+    cancel_noop_message,
 )
 from polysync.domain.parameters import (
     Keep,
@@ -54,18 +61,22 @@ from polysync.domain.records import (
     EngineState,
     Job,
     NewPlatform,
+    NewSecretVault,
     Platform,
     Run,
     RunEvent,
     RunFilter,
+    SecretVault,
     utc,
 )
 from polysync.engine.engine import Engine, EngineSettings
 from polysync.engine.polling import PollPolicy
 from polysync.engine.ports import Store
 from polysync.errors import (
+    ConfigError,
     ConflictError,
     Hint,
+    NotFoundError,
     PolysyncError,
     SecretReferenceError,
     StoreUnavailableError,
@@ -73,11 +84,18 @@ from polysync.errors import (
 )
 from polysync.jobtypes.base import DiscoveredJob, JobType, JobTypeRegistry
 from polysync.jobtypes.registry import default_registry
-from polysync.lookup import find_job, find_platform
-from polysync.secrets import SecretReference, SecretScope
+from polysync.lookup import find_api_key, find_job, find_platform
+from polysync.secrets import VAULT_NAME, SecretReference, SecretScope
 from polysync.store import open_store, upgrade
 from polysync.store.auth_fields import is_secret_field
 from polysync.task_services import TaskServices
+from polysync.vaults.keyvault import PROBE_SECRET, describe_auth
+from polysync.vaults.ports import VaultStore
+from polysync.vaults.resolver import VaultSecrets
+from polysync.vaults.settings import KeyVaultSettings, settings_of
+
+if TYPE_CHECKING:
+    from polysync.api.ports import ApiKeyStore
 
 log = logging.getLogger(__name__)
 TransportFactory = Callable[[Platform], httpx.AsyncBaseTransport | None]
@@ -107,13 +125,14 @@ def workspace_settings(platform: Platform, *, new: bool = False) -> WorkspaceSet
         ) from exc
 
 
-def connection_policy(settings: Settings) -> ConnectionPolicy:
-    """The policy the settings describe: host allow-list, plain HTTP, secret scope."""
+def connection_policy(settings: Settings, vaults: VaultSecrets | None = None) -> ConnectionPolicy:
+    """The policy the settings describe: host allow-list, plain HTTP, secret scope (with the
+    Secret Vaults that read `vault://` references, when given)."""
     return ConnectionPolicy(
         workspace_hosts=parse_host_patterns(settings.workspace_hosts),
         allow_insecure_http=settings.allow_insecure_http,
         secret_scope=SecretScope(
-            env_prefix=settings.secret_env_prefix, secrets_dir=settings.secrets_dir
+            env_prefix=settings.secret_env_prefix, secrets_dir=settings.secrets_dir, vaults=vaults
         ),
     )
 
@@ -204,10 +223,6 @@ class Connections:
     def for_job(self, platform: Platform, job: Job) -> JobType:
         return self.job_type(platform, job.job_type)
 
-    def for_platform(self, platform: Platform) -> JobType:
-        """The platform's first job type: the one whose `active_runs` the engine sweeps."""
-        return self.registry.primary(platform, self.client(platform))
-
     def discoverers(self, platform: Platform) -> list[JobType]:
         """Every job type that discovers on the platform's provider (Get Pipelines asks each)."""
         return self.registry.discoverers(platform, self.client(platform))
@@ -265,6 +280,18 @@ class SystemStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class VaultTestReport:
+    """Test connectivity of a Secret Vault: signed in and allowed to read (never a value)."""
+
+    vault: SecretVault
+    ok: bool
+    signed_in_as: str
+    message: str
+    secret: str | None = None  # the secret read, when one was named
+    version: str | None = None  # its version as read
+
+
+@dataclass(frozen=True, slots=True)
 class ImportResult:
     external_id: str
     job: Job | None
@@ -282,6 +309,7 @@ class Services:
         engine: Engine,
         clock: Clock,
         settings: Settings,
+        vaults: VaultSecrets | None = None,
     ) -> None:
         self.store = store
         self.connections = connections
@@ -290,6 +318,10 @@ class Services:
         self.settings = settings
         self.tasks = TaskServices(store, clock, wake=engine.wake)
         """Tasks and TaskRuns (issue 12): see polysync.task_services."""
+        self.vault_store = cast(VaultStore, store)
+        self.vaults = vaults or VaultSecrets(
+            self.vault_store.get_vault, clock, connections.policy.secret_scope
+        )
 
     @classmethod
     async def open(
@@ -300,15 +332,23 @@ class Services:
         api_clock: Clock | None = None,
         transport_factory: TransportFactory | None = None,
         engine_settings: EngineSettings | None = None,
+        vault_clock: Clock | None = None,
     ) -> Services:
         """`clock` schedules the engine; `api_clock` paces API calls and retries (real time by
-        default - only a benchmark against a fast emulator sets both to emulated time)."""
+        default - only a benchmark against a fast emulator sets both to emulated time);
+        `vault_clock` ages the Secret Vaults' cache (`api_clock` by default)."""
         clock = clock or SystemClock()
         store = await open_store(settings.resolved_database_url())
+        # `vault://` references: read through the registered vaults, cached on the API clock.
+        vaults = VaultSecrets(
+            store.get_vault,
+            vault_clock or api_clock or SystemClock(),
+            connection_policy(settings).secret_scope,
+        )
         connections = Connections(
             api_clock or SystemClock(),
             transport_factory=transport_factory,
-            policy=connection_policy(settings),
+            policy=connection_policy(settings, vaults),
         )
         policy = PollPolicy(
             min_interval_s=settings.poll_min_s,
@@ -323,7 +363,7 @@ class Services:
             clock,
             engine_settings or EngineSettings(policy=policy, lease_s=settings.lease_s),
         )
-        return cls(store, connections, engine, clock, settings)
+        return cls(store, connections, engine, clock, settings, vaults)
 
     @classmethod
     async def open_when_reachable(
@@ -351,6 +391,7 @@ class Services:
             log.warning("leases not released (%s); they expire on their own", exc)
         finally:
             await self.connections.aclose()
+            await self.vaults.aclose()
             await self.store.aclose()  # type: ignore[attr-defined]
 
     def now(self) -> Any:
@@ -377,11 +418,12 @@ class Services:
         )
         # Refuses a bad URL, a secret value, a host or reference outside the policy, ... first.
         checked = self.connections.checked_settings(probe, new=True)
+        await self._check_vaults_named(secret_references(checked))
         platform = await self.store.add_platform(
             replace(new, workspace_url=checked.url), self.now(), actor=_who(actor)
         )
         try:
-            check_secret_references(checked)
+            await check_secret_references(checked, self.connections.policy.secret_scope)
         except SecretReferenceError as exc:
             # Saved all the same: the variable or file may be provided later (a deployment
             # sets it); until then nothing can start, and Execute Now says so.
@@ -398,6 +440,7 @@ class Services:
         stored = await self.store.get_platform(platform.id)
         _check_platform_fields(platform, stored)
         checked = self.connections.checked_settings(platform)
+        await self._check_vaults_named(secret_references(checked))
         edited = replace(platform, workspace_url=checked.url)
         return await self.store.update_platform(
             edited, self.now(), actor=_who(actor), idle_only=_identity_change(stored, edited)
@@ -484,6 +527,106 @@ class Services:
         merged, _ = sync_job(existing.as_imported(), imported)
         return merged
 
+    # ------------------------------------------------------------------ secret vaults (D15)
+    async def add_vault(self, new: NewSecretVault, *, actor: Actor | None = None) -> SecretVault:
+        """Register a Secret Vault: its name (VAULT_NAME, the `vault://NAME/` of references),
+        description, URL (https, a Key Vault host, loopback or POLYSYNC_WORKSPACE_HOSTS),
+        auth and options checked here, once, for every adapter (UsageError / ConfigError);
+        ConflictError when the name is taken. Its client secret reference is not read now."""
+        settings = self.check_vault(new)
+        return await self.vault_store.add_vault(
+            replace(new, vault_url=settings.url), self.now(), actor=_who(actor)
+        )
+
+    def check_vault(self, new: NewSecretVault) -> KeyVaultSettings:
+        """The one validation path of a Secret Vault (see `add_vault`); its settings."""
+        check_name(new.name, field="The vault name")
+        if VAULT_NAME.fullmatch(new.name) is None:
+            raise UsageError(
+                f"The vault name {new.name[:200]!r} cannot be used in `vault://NAME/SECRET` "
+                "references: use 1-63 letters, digits and dashes, not starting or ending with "
+                "a dash (e.g. `prod-kv`)."
+            )
+        check_description(new.description)
+        try:
+            settings = settings_of(new.vault_url, dict(new.auth), dict(new.options))
+        except ValidationError as exc:
+            raise UsageError(
+                f"The settings of vault {new.name!r} are not valid: {_first_error(exc)}. "
+                "Correct that value and add the vault again."
+            ) from None
+        hosts = self.connections.policy.workspace_hosts
+        host = settings.host
+        if not (
+            settings.is_key_vault_host
+            or is_loopback(host)
+            or (hosts is not None and host_allowed(host, hosts))
+        ):
+            raise ConfigError(
+                f"The host {host} of vault {new.name!r} is not an Azure Key Vault host "
+                "(*.vault.azure.net and the sovereign clouds' vault domains) nor loopback: "
+                "Polysync sends a Key Vault token only there. An administrator of the server "
+                "can allow other hosts with POLYSYNC_WORKSPACE_HOSTS."
+            )
+        return settings
+
+    async def list_vaults(self) -> Sequence[SecretVault]:
+        return await self.vault_store.list_vaults()
+
+    async def get_vault(self, ref: int | str) -> SecretVault:
+        """By id or name (NotFoundError otherwise)."""
+        if isinstance(ref, str) and ref.strip().isdigit():
+            try:
+                return await self.vault_store.get_vault(int(ref.strip()))
+            except NotFoundError:
+                pass
+        return await self.vault_store.get_vault(ref)
+
+    async def remove_vault(self, ref: int | str, *, actor: Actor | None = None) -> SecretVault:
+        """Remove a Secret Vault (ConflictError while a platform's credentials name it)."""
+        vault = await self.get_vault(ref)
+        await self.vault_store.remove_vault(vault.id, actor=_who(actor), now=self.now())
+        self.vaults.forget(vault.name)
+        return vault
+
+    async def test_vault(self, ref: int | str, secret: str | None = None) -> VaultTestReport:
+        """Test connectivity: sign in and read `secret` (its value is never shown), or without
+        one read a secret that should not exist, where Key Vault's 404 proves the sign-in and
+        the permission to read. The report says what failed, never a value."""
+        vault = await self.get_vault(ref)
+        if secret is not None:
+            SecretReference.parse(f"vault://{vault.name}/{secret}")  # a usable name, or refused
+        try:
+            settings = settings_of(vault.vault_url, dict(vault.auth), dict(vault.options))
+        except ValidationError as exc:
+            return VaultTestReport(vault, False, "?", f"not usable: {_first_error(exc)}")
+        who = describe_auth(settings)
+        name = secret or PROBE_SECRET
+        try:
+            read = await self.vaults.read(
+                vault, name, None, what=f"Secret Vault {vault.name!r}, secret {name!r}"
+            )
+        except SecretReferenceError as exc:
+            if secret is None and "has no such secret" in exc.message:
+                return VaultTestReport(
+                    vault,
+                    True,
+                    who,
+                    "Signed in and allowed to read secrets (Key Vault answered "
+                    f"that {PROBE_SECRET!r} does not exist, as expected).",
+                )
+            return VaultTestReport(vault, False, who, exc.message)
+        if secret is None:
+            return VaultTestReport(vault, True, who, "Signed in and allowed to read secrets.")
+        return VaultTestReport(
+            vault,
+            True,
+            who,
+            f"Signed in and read secret {secret!r} (version {read.version}; value not shown).",
+            secret,
+            read.version,
+        )
+
     # ------------------------------------------------------------------ jobs
     async def get_job(self, ref: str, platform: str | None = None) -> Job:
         """By Polysync id, External Id, name, or name ignoring case and spaces, within
@@ -547,7 +690,7 @@ class Services:
             for p in checked
             if p.is_job_level and p != before[p.key]  # a narrower scope since: still editable
         }
-        self._check_secret_references(checked, changed)
+        await self._check_secret_references(checked, changed)
         return await self.store.save_job(
             replace(job, parameters=tuple(checked)), self.now(), actor=_who(actor)
         )
@@ -575,21 +718,39 @@ class Services:
             may_choose_secrets=may_choose_secrets,
         )
 
-    def _check_secret_references(
+    async def _check_secret_references(
         self, parameters: Sequence[Parameter], values: Mapping[str, str | None]
     ) -> None:
         """Each Secret value given (a stored value, a run's override) parses as a reference
-        within this server's secret scope (SecretReferenceError); it is read only at run-now."""
+        within this server's secret scope, a `vault://` one naming a registered vault
+        (SecretReferenceError); it is read only at run-now."""
         scope = self.connections.policy.secret_scope
         secret = {p.name for p in parameters if p.is_job_level and p.data_type is DataType.SECRET}
         for name, value in values.items():
             if name in secret and value is not None:
                 try:
                     SecretReference.parse(value, scope)
+                    await self._check_vaults_named([value])
                 except SecretReferenceError as exc:
                     raise SecretReferenceError(
                         f"Secret parameter {name!r}: {exc.message}"
                     ) from None
+
+    async def _check_vaults_named(self, references: Sequence[str]) -> None:
+        """SecretReferenceError when a `vault://` reference names no registered vault."""
+        for text in references:
+            reference = SecretReference.parse(text)
+            if reference.scheme != "vault":
+                continue
+            name = reference.vault_parts[0]
+            try:
+                await self.vault_store.get_vault(name)
+            except NotFoundError:
+                raise SecretReferenceError(
+                    f"secret reference {reference}: no Secret Vault named {name!r} is "
+                    "registered: add it first with `polysync vaults add` (or POST "
+                    "/api/v1/vaults)"
+                ) from None
 
     # ------------------------------------------------------------------ runs
     async def execute(
@@ -621,9 +782,11 @@ class Services:
         check_secret_choice(
             job.parameters, job.parameters, overrides, may_choose_secrets=may_choose_secrets
         )
-        self._check_secret_references(job.parameters, overrides)
+        await self._check_secret_references(job.parameters, overrides)
         platform = await self.store.get_platform(job.platform_id)
-        check_secret_references(workspace_settings(platform))
+        await check_secret_references(
+            workspace_settings(platform), self.connections.policy.secret_scope
+        )
 
     async def execute_once(
         self,
@@ -659,11 +822,18 @@ class Services:
 
     async def cancel(self, run_id: int, *, actor: Actor | None = None) -> Run:
         """Record the request to cancel (D10), with `actor` as cancelled_by, and return: an
-        engine sends runs/cancel and polls for the final status. UsageError when the run has
-        already ended."""
-        return await self.engine.request_cancel(
-            await self.store.get_run(run_id), cancelled_by=_who(actor)
-        )
+        engine sends runs/cancel and polls for the final status. ConflictError (D10's no-op
+        message) when the run has already ended, also when it ended while being asked."""
+        run = await self.store.get_run(run_id)
+        if run.is_terminal:
+            raise ConflictError(cancel_noop_message(run.id, run.status))
+        try:
+            return await self.engine.request_cancel(run, cancelled_by=_who(actor))
+        except UsageError:
+            latest = await self.store.get_run(run_id)
+            if latest.is_terminal:  # it ended between the read and the request
+                raise ConflictError(cancel_noop_message(latest.id, latest.status)) from None
+            raise
 
     def supports_repair(self, job_type: str) -> bool:
         """Whether runs of the Job Type `job_type` can be repaired (D13; the registry says)."""
@@ -761,6 +931,34 @@ class Services:
 
     async def list_runs(self, where: RunFilter) -> Sequence[Run]:
         return await self.store.list_runs(where)
+
+    # ------------------------------------------------------------------ API keys
+    # polysync.api is imported on use: a CLI command that needs no key loads no FastAPI.
+    def _key_store(self) -> ApiKeyStore:
+        from polysync.api.ports import ApiKeyStore
+
+        if not isinstance(self.store, ApiKeyStore):
+            raise ConfigError("API keys need a store that keeps them (SqlStore).")
+        return self.store
+
+    async def create_api_key(self, name: str, role: str) -> tuple[ApiKey, str]:
+        """A new key (docs/security.md): its record and the key itself, shown this once.
+        UsageError for a bad name or role."""
+        from polysync.api.keys import create_api_key
+
+        return await create_api_key(self._key_store(), name, role, now=self.now())
+
+    async def list_api_keys(self) -> Sequence[ApiKey]:
+        return await self._key_store().list_api_keys()
+
+    async def revoke_api_key(self, ref: str) -> ApiKey:
+        """Revoke the key `ref` names (id, prefix or name; `find_api_key`): it stops working at
+        once. NotFoundError / UsageError (ambiguous) naming `ref`."""
+        from polysync.api.keys import PREFIX_CHARS, revoke_api_key
+
+        store = self._key_store()
+        key = find_api_key(await store.list_api_keys(), ref, prefix_chars=PREFIX_CHARS)
+        return await revoke_api_key(store, key.id, now=self.now())
 
     async def run_details(self, run_id: int) -> tuple[Run, Job, Sequence[RunEvent]]:
         run = await self.store.get_run(run_id)

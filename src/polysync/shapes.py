@@ -14,7 +14,7 @@ from typing import Any
 
 from polysync.domain.models import Parameter, TaskRunState
 from polysync.domain.parameters import shown_default, shown_value, shown_values
-from polysync.domain.records import Job, Platform, Run, RunEvent, RunRepair
+from polysync.domain.records import Job, Platform, Run, RunEvent, RunRepair, SecretVault
 from polysync.jobtypes.base import DiscoveredJob
 from polysync.task_services import FireTime, TaskSummary, task_data
 from polysync.tasks.model import TaskRun
@@ -34,6 +34,24 @@ def platform_fields(platform: Platform) -> dict[str, Any]:
         "options": dict(platform.options),
         "created_at": platform.created_at,
         "updated_at": platform.updated_at,
+    }
+
+
+def vault_fields(vault: SecretVault) -> dict[str, Any]:
+    """A Secret Vault (D15): `auth` holds the method, its non-secret fields and a client
+    secret's reference; `reference` is how secrets of it are named."""
+    return {
+        "id": vault.id,
+        "name": vault.name,
+        "provider": vault.provider,
+        "vault_url": vault.vault_url,
+        "auth": dict(vault.auth),
+        "auth_method": vault.auth_method,
+        "description": vault.description,
+        "options": dict(vault.options),
+        "reference": f"vault://{vault.name}/SECRET",
+        "created_at": vault.created_at,
+        "updated_at": vault.updated_at,
     }
 
 

@@ -169,7 +169,9 @@ class TaskServices:
     async def pause(self, ref: int | str, *, actor: Actor | None = None) -> Task:
         """Schedules and dependencies stop triggering it (Run once still works)."""
         task = await self.get(ref)
-        return await self.store.set_task_paused(_id(task), True, self.now())
+        paused = await self.store.set_task_paused(_id(task), True, self.now())
+        self.wake()
+        return paused
 
     async def resume(self, ref: int | str, *, actor: Actor | None = None) -> Task:
         """Triggers again from now: times passed while paused are dropped (D12)."""

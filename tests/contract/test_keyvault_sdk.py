@@ -290,3 +290,126 @@ def test_the_challenge_and_audience_checks_over_plain_http(
     )
     assert no_version.status_code == 400
     assert no_version.json()["error"]["code"] == "BadParameter"
+
+
+async def test_the_aio_client_on_asyncio_requests_transport(
+    vault: tuple[EmulatorHarness, str], tls: TlsFiles
+) -> None:
+    # What polysync.vaults uses: azure-keyvault-secrets' aio client and azure-identity's aio
+    # credential, on azure-core's AsyncioRequestsTransport (no aiohttp), unchanged.
+    from azure.core.pipeline.transport import AsyncioRequestsTransport
+    from azure.identity.aio import ClientSecretCredential as AioCredential
+    from azure.keyvault.secrets.aio import SecretClient as AioSecretClient
+
+    _, url = vault
+    ca = str(tls.ca_path)
+    async with (
+        AioCredential(
+            TENANT,
+            READER,
+            READER_SECRET,
+            authority=url,
+            disable_instance_discovery=True,
+            transport=AsyncioRequestsTransport(connection_verify=ca),
+        ) as cred,
+        AioSecretClient(
+            url,
+            cred,
+            verify_challenge_resource=False,
+            transport=AsyncioRequestsTransport(connection_verify=ca),
+        ) as secrets,
+    ):
+        latest = await secrets.get_secret("databricks-token")
+        assert latest.value == "dapi-first"
+        again = await secrets.get_secret("databricks-token", latest.properties.version)
+        assert again.value == "dapi-first"
+        with pytest.raises(ResourceNotFoundError):
+            await secrets.get_secret("nope")
+
+
+@pytest.mark.parametrize(
+    ("client_id", "secret", "name", "said"),
+    [
+        (READER, READER_SECRET, "nope", "has no such secret (404 SecretNotFound: A secret with"),
+        (STRANGER, STRANGER_SECRET, "databricks-token", "refused the read (403 Forbidden"),
+        (READER, "wrong-secret", "databricks-token", "cannot sign in to Key Vault"),
+    ],
+)
+async def test_polysync_reader_names_the_reference_and_key_vaults_answer(
+    vault: tuple[EmulatorHarness, str],
+    tls: TlsFiles,
+    monkeypatch: pytest.MonkeyPatch,
+    client_id: str,
+    secret: str,
+    name: str,
+    said: str,
+) -> None:
+    from polysync.errors import SecretReferenceError
+    from polysync.secrets import SecretScope
+    from polysync.vaults.keyvault import KeyVaultReader
+    from polysync.vaults.settings import KeyVaultSettings
+
+    _, url = vault
+    monkeypatch.setenv("KV_TEST_SECRET", secret)
+    settings = KeyVaultSettings.model_validate(
+        {
+            "url": url,
+            "auth": {
+                "method": "entra_service_principal",
+                "tenant_id": TENANT,
+                "client_id": client_id,
+                "client_secret": "env:KV_TEST_SECRET",
+                "authority_host": url,
+                "disable_instance_discovery": True,
+            },
+            "tls_ca_bundle": str(tls.ca_path),
+        }
+    )
+    assert settings.verifies_challenge is False  # loopback: the emulator
+    reader = KeyVaultReader("demo-kv", settings, SecretScope())
+    try:
+        with pytest.raises(SecretReferenceError) as refused:
+            await reader.get(name, None, what=f"secret reference vault://demo-kv/{name}")
+    finally:
+        await reader.aclose()
+    assert refused.value.message.startswith(f"secret reference vault://demo-kv/{name}: ")
+    assert said in refused.value.message
+    assert secret not in refused.value.message
+    assert "dapi-first" not in refused.value.message
+
+
+async def test_challenge_verification_refuses_the_emulator_when_forced_on(
+    vault: tuple[EmulatorHarness, str], tls: TlsFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The per-vault switch is real: the emulator's challenge names https://vault.azure.net, not
+    # its own host, so a vault that verifies it (every real vault, by default) refuses to send
+    # the token there.
+    from polysync.errors import SecretReferenceError
+    from polysync.secrets import SecretScope
+    from polysync.vaults.keyvault import KeyVaultReader
+    from polysync.vaults.settings import KeyVaultSettings
+
+    _, url = vault
+    monkeypatch.setenv("KV_TEST_SECRET", READER_SECRET)
+    settings = KeyVaultSettings.model_validate(
+        {
+            "url": url,
+            "auth": {
+                "method": "entra_service_principal",
+                "tenant_id": TENANT,
+                "client_id": READER,
+                "client_secret": "env:KV_TEST_SECRET",
+                "authority_host": url,
+                "disable_instance_discovery": True,
+            },
+            "tls_ca_bundle": str(tls.ca_path),
+            "verify_challenge_resource": True,
+        }
+    )
+    reader = KeyVaultReader("demo-kv", settings, SecretScope())
+    try:
+        with pytest.raises(SecretReferenceError, match="challenge resource") as refused:
+            await reader.get("databricks-token", None, what="secret reference vault://demo-kv/x")
+    finally:
+        await reader.aclose()
+    assert "dapi-first" not in refused.value.message

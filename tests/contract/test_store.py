@@ -179,7 +179,16 @@ async def test_a_fresh_database_is_migrated_to_head(database_url: str) -> None:
     async with await open_store(database_url) as store, store.engine.connect() as conn:
         tables = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
         revision = await conn.scalar(text("SELECT version_num FROM alembic_version"))
-    expected = {"platforms", "jobs", "runs", "run_events", "api_keys", "engines", "audit_events"}
+    expected = {
+        "platforms",
+        "jobs",
+        "runs",
+        "run_events",
+        "api_keys",
+        "engines",
+        "audit_events",
+        "secret_vaults",
+    }
     assert expected | {"alembic_version"} <= tables
     assert revision == head_revision() == "0005"
 

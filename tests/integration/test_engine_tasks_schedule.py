@@ -241,3 +241,17 @@ async def test_two_engines_on_postgresql_record_every_fire_exactly_once(tmp_path
         finally:
             await second.aclose()
             await first.aclose()
+
+
+async def test_a_task_paused_by_another_process_stops_firing_before_the_engine_reloads(
+    make: object,
+) -> None:
+    start = z(2026, 5, 1, 0, 0, 10)
+    services = await make(start)  # type: ignore[operator]
+    task = await services.tasks.create({"name": "t", "job": 1, "schedules": ["* * * * *"]})
+    await run_until(services, z(2026, 5, 1, 0, 2, 10))
+    assert await fires_of(services, "t") == [z(2026, 5, 1, 0, 1), z(2026, 5, 1, 0, 2)]
+    # Another process pauses it: this engine is not told (its reload is a day away here).
+    await services.store.set_task_paused(task.id, True, services.now())
+    await run_until(services, z(2026, 5, 1, 0, 5, 10))
+    assert await fires_of(services, "t") == [z(2026, 5, 1, 0, 1), z(2026, 5, 1, 0, 2)]

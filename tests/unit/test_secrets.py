@@ -52,9 +52,10 @@ def test_a_reference_must_name_something(reference: str) -> None:
 
 def test_unsupported_scheme_names_the_scheme_and_the_fix() -> None:
     with pytest.raises(SecretReferenceError) as caught:
-        SecretReference.parse("vault://kv/databricks-pat")
-    assert "'vault'" in caught.value.message
+        SecretReference.parse("aws://kv/databricks-pat")
+    assert "'aws'" in caught.value.message
     assert "env:NAME" in caught.value.message
+    assert "vault://VAULT/SECRET" in caught.value.message
 
 
 @given(st.text(min_size=12, alphabet=st.characters(codec="ascii", exclude_characters=":")))

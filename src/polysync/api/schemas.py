@@ -38,7 +38,7 @@ from polysync.domain.models import (
     TaskRunState,
 )
 from polysync.domain.parameters import MASK
-from polysync.domain.records import AuditEvent, Job, Platform, Run, RunEvent
+from polysync.domain.records import AuditEvent, Job, Platform, Run, RunEvent, SecretVault
 from polysync.errors import ParameterTextError
 from polysync.jobtypes.base import DiscoveredJob
 from polysync.shapes import (
@@ -50,6 +50,7 @@ from polysync.shapes import (
     run_fields,
     run_summary_fields,
     task_fields,
+    vault_fields,
 )
 
 _NAME_PATTERN = r"^[^\x00-\x1f\x7f]*$"  # no control characters (documented in the schema)
@@ -162,6 +163,53 @@ class PlatformOut(BaseModel):
     @classmethod
     def of(cls, platform: Platform) -> PlatformOut:
         return cls(**platform_fields(platform))
+
+
+class VaultIn(_In):
+    """A Secret Vault to register (D15)."""
+
+    name: Name = Field(description="Used in references: vault://NAME/SECRET[/VERSION].")
+    vault_url: Url = Field(description="https://<vault>.vault.azure.net")
+    auth: dict[AuthKey, AuthValue | bool | None] = Field(
+        max_length=20,
+        description="method: managed_identity (client_id), entra_service_principal (tenant_id, "
+        "client_id, client_secret as env:/file: reference, authority_host) or azure_default.",
+    )
+    description: Description = ""
+    options: dict[OptionKey, Any] = Field(
+        default_factory=dict,
+        max_length=20,
+        description="verify_challenge_resource (default: on, off on loopback), tls_ca_bundle, "
+        "cache_ttl_s (0-3600, default 60).",
+    )
+
+
+class VaultOut(BaseModel):
+    id: int
+    name: str
+    provider: str
+    vault_url: str
+    auth: dict[str, Any] = Field(description="Method, non-secret fields and a secret reference.")
+    auth_method: str
+    description: str
+    options: dict[str, Any]
+    reference: str
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, vault: SecretVault) -> VaultOut:
+        return cls(**vault_fields(vault))
+
+
+class VaultTestOut(BaseModel):
+    ok: bool
+    vault: str
+    vault_url: str
+    signed_in_as: str
+    message: str
+    secret: str | None
+    version: str | None
 
 
 class ConnectivityOut(BaseModel):

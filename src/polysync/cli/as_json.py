@@ -9,7 +9,7 @@ from enum import Enum
 from typing import Any
 
 from polysync.domain.models import Parameter
-from polysync.domain.records import Job, Platform, Run, RunEvent
+from polysync.domain.records import Job, Platform, Run, RunEvent, SecretVault
 from polysync.jobtypes.base import DiscoveredJob
 from polysync.shapes import (
     discovered_fields,
@@ -19,6 +19,7 @@ from polysync.shapes import (
     run_fields,
     run_summary_fields,
     task_fields,
+    vault_fields,
 )
 
 
@@ -47,6 +48,11 @@ def json_object(fields: Mapping[str, Any]) -> dict[str, Any]:
 def platform_json(platform: Platform) -> dict[str, Any]:
     """The API's shape (polysync.shapes)."""
     return json_object(platform_fields(platform))
+
+
+def vault_json(vault: SecretVault) -> dict[str, Any]:
+    """The API's shape (polysync.shapes)."""
+    return json_object(vault_fields(vault))
 
 
 def discovered_json(job: DiscoveredJob, imported_job_id: int | None) -> dict[str, Any]:

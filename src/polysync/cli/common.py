@@ -117,6 +117,7 @@ def cli_actor() -> Actor:
 
 CLI_HINTS: dict[str, str] = {
     "list_platforms": "`polysync platform list` shows the registered platforms.",
+    "list_vaults": "`polysync vaults list` shows the registered Secret Vaults.",
     "list_jobs": "`polysync jobs list` shows the imported jobs.",
     "list_runs": "`polysync runs list` shows the runs.",
     "list_tasks": "`polysync tasks list` shows the Tasks.",

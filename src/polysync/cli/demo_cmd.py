@@ -9,7 +9,7 @@ import signal
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -30,14 +30,17 @@ from polysync.cli.render import discover_summary, discover_table, kinds_summary
 from polysync.cli.terminal import safe_markup, terminal_safe
 from polysync.cli.watch import print_outcome, watch
 from polysync.domain.models import RunStatus
-from polysync.domain.records import PLATFORM_ATTRIBUTES, NewPlatform, Run
-from polysync.errors import NotFoundError, UsageError
+from polysync.domain.records import PLATFORM_ATTRIBUTES, NewPlatform, NewSecretVault, Run
+from polysync.errors import ConfigError, NotFoundError, UsageError
 
 if TYPE_CHECKING:
     from polysync.services import Services
 
 PLATFORM = "demo"
 TOKEN_VARIABLE = "POLYSYNC_DEMO_TOKEN"  # noqa: S105 - the name of a variable, not a token
+KV_SECRET_VARIABLE = "POLYSYNC_DEMO_KV_SECRET"  # noqa: S105 - the name of a variable
+DEMO_VAULT = "demo-kv"
+DEMO_TOKEN_REFERENCE = "vault://demo-kv/databricks-token"  # noqa: S105 - a reference
 SALES, FRAUD, BACKFILL = "nightly-sales-etl", "fraud-scoring", "warehouse-backfill"
 VACUUM = "vacuum-delta-tables"  # a single-task Databricks Job
 REPORT = "daily_sales_report"  # a Databricks Notebook (/Shared/polysync-demo)
@@ -121,8 +124,15 @@ async def _demo(speed: float, serve: bool, home: Path, home_given: bool) -> list
     out.print(
         Rule("[bold]Polysync demo[/]: Databricks workflows, end to end, on an emulated workspace")
     )
+    from polysync.emulator.tls import make_self_signed_cert
+
     app = create_app(spec, clock=ScaledClock(speed))
-    async with running_server(app) as url:
+    # The demo vault (Key Vault clients speak https only): the same emulator, also over TLS.
+    tls = make_self_signed_cert(home / "demo-tls")
+    sp = spec.auth.service_principals[0]
+    os.environ[KV_SECRET_VARIABLE] = sp.client_secret.get_secret_value()
+    vault = DemoVault(tenant_id=sp.tenant_id, client_id=sp.client_id, ca_path=tls.ca_path)
+    async with running_server(app) as url, running_server(app, tls=tls) as vault_url:
         say(
             "Emulator",
             f"serving the demo workspace ({len(spec.jobs)} jobs, clock x{speed:g}) at "
@@ -130,15 +140,16 @@ async def _demo(speed: float, serve: bool, home: Path, home_given: bool) -> list
         )
         say("Database", f"SQLite at {safe_markup(str(home / 'polysync.db'))}")
         async with session(settings=settings) as services:
-            runs = await _story(services, url)
+            runs = await _story(services, url, replace(vault, url=vault_url))
         _summary(time.monotonic() - started_s, None if home_given else home, runs, serve)
         if serve:
             await _serve_until_stopped(url, home, home_given, spec.auth.tokens[0])
     return runs
 
 
-async def _story(services: Services, url: str) -> list[Run]:
+async def _story(services: Services, url: str, vault: DemoVault) -> list[Run]:
     await _register(services, url)
+    await _use_the_demo_vault(services, vault)
 
     _, found = await services.discover(PLATFORM)
     say("Discover", f"Get Pipelines: {discover_summary(found)}")
@@ -272,6 +283,51 @@ async def _register(services: Services, url: str) -> None:
         "Platform",
         f"'{PLATFORM}' {verb}: Personal Access Token from env:{TOKEN_VARIABLE} (the reference is "
         f"stored, never the token). Test connectivity [green]✔[/] workspace {report.workspace_id}",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DemoVault:
+    """Where the demo's emulated Key Vault answers and who signs in to it."""
+
+    tenant_id: str
+    client_id: str
+    ca_path: Path
+    url: str = ""
+
+
+async def _use_the_demo_vault(services: Services, vault: DemoVault) -> None:
+    """Register the emulator's vault `demo-kv` and move the platform's token into it (D15)."""
+    new = NewSecretVault(
+        name=DEMO_VAULT,
+        vault_url=vault.url,
+        auth={
+            "method": "entra_service_principal",
+            "tenant_id": vault.tenant_id,
+            "client_id": vault.client_id,
+            "client_secret": f"env:{KV_SECRET_VARIABLE}",
+            "authority_host": vault.url,
+            "disable_instance_discovery": True,
+        },
+        description="The demo's emulated Azure Key Vault.",
+        options={"tls_ca_bundle": str(vault.ca_path)},
+    )
+    with contextlib.suppress(NotFoundError):  # a database kept in POLYSYNC_HOME
+        await services.remove_vault(DEMO_VAULT, actor=cli_actor())
+    await services.add_vault(new, actor=cli_actor())
+    report = await services.test_vault(DEMO_VAULT, "databricks-token")
+    if not report.ok:
+        raise ConfigError(report.message)
+    platform = await services.store.get_platform(PLATFORM)
+    await services.update_platform(
+        replace(platform, auth={"method": "pat", "token": DEMO_TOKEN_REFERENCE}),
+        actor=cli_actor(),
+    )
+    say(
+        "Vault",
+        f"Secret Vault '{DEMO_VAULT}' (Azure Key Vault, emulated at {vault.url}) registered; "
+        f"the platform's token is now {DEMO_TOKEN_REFERENCE}, read on demand "
+        f"(secret version {report.version}; the value is never stored or shown).",
     )
 
 

@@ -33,6 +33,12 @@ COMMANDS: dict[str, LazyCommand] = {
     "platform": LazyCommand(
         "platform_cmd", "app", "Azure Databricks workspaces Polysync connects to.", group=True
     ),
+    "vaults": LazyCommand(
+        "vaults_cmd",
+        "app",
+        "Secret Vaults: Azure Key Vaults that vault://VAULT/SECRET references are read from.",
+        group=True,
+    ),
     "discover": LazyCommand(
         "jobs_cmd",
         "discover",

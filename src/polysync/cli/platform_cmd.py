@@ -24,12 +24,13 @@ from polysync.cli.common import (
     session,
     store_session,
 )
-from polysync.cli.render import AUTH_LABELS, platform_view, platforms_table, plural
+from polysync.cli.render import platform_view, platforms_table, plural
 from polysync.cli.terminal import safe_markup
 from polysync.databricks.settings import ApiVersions
 from polysync.domain.records import PLATFORM_ATTRIBUTES, NewPlatform, Platform
 from polysync.errors import SecretReferenceError
 from polysync.lookup import find_platform
+from polysync.presentation import AUTH_LABELS
 from polysync.secrets import SecretReference
 
 app = typer.Typer(help="Azure Databricks workspaces Polysync connects to.", no_args_is_help=True)
@@ -68,11 +69,12 @@ def secret_reference(flag: str, value: str) -> str:
     try:
         return str(SecretReference.parse(value))
     except SecretReferenceError as exc:
-        if value.strip().startswith(("env:", "file:")):  # a reference, but an incomplete one
+        if value.strip().startswith(("env:", "file:", "vault:")):  # a reference, incomplete
             fail(f"{flag}: {exc.message}.", EXIT_USAGE)
         fail(
             f"{flag} takes a secret reference, not a secret: write `env:NAME` to read the "
-            f"environment variable NAME, or `file:PATH` to read the file at PATH (the value given "
+            f"environment variable NAME, `file:PATH` to read the file at PATH, or "
+            f"`vault://VAULT/SECRET` to read a Secret Vault's secret (the value given "
             f"is not shown). Polysync never stores a secret, and one typed on a command line ends "
             f"up in your shell history: e.g. `export DATABRICKS_TOKEN=...` then "
             f"`{flag} env:DATABRICKS_TOKEN`.",

@@ -72,8 +72,17 @@ class TokenProvider(Protocol):
     async def aclose(self) -> None: ...
 
 
+def rereads_secret(secret: Secret) -> bool:
+    """Whether `secret` is re-read at each use (a `vault://` reference, through its vault's
+    short cache), so a rotation reaches the next call (D15)."""
+    return isinstance(secret, SecretReference) and secret.scheme == "vault"
+
+
 class PatAuth:
-    """A personal access token. Refresh re-reads the reference, so a rotated PAT is picked up."""
+    """A personal access token. Refresh re-reads the reference, so a rotated PAT is picked up.
+
+    A `vault://` token is asked of its vault at every call (the vault's cache answers within its
+    TTL), and a refresh after Databricks refused it (401 or 403) skips that cache (D15)."""
 
     description = "personal access token"
 
@@ -81,17 +90,23 @@ class PatAuth:
         self._secret = token
         self._metrics = metrics or ClientMetrics()
         self._current: SecretStr | None = None
+        self.refresh_on_refusal = rereads_secret(token)
 
     async def token(self) -> SecretStr:
-        if self._current is None:
-            self._current = await _reveal(self._secret)
-            self._metrics.token_fetches += 1
+        if self._current is None or self.refresh_on_refusal:
+            value = await _reveal(self._secret)
+            if self._current is None or not _same(self._current, value):
+                self._metrics.token_fetches += 1
+            self._current = value
         return self._current
 
     async def refresh(self, rejected: SecretStr | None = None) -> SecretStr:
         if self._current is not None and not _same(self._current, rejected):
             return self._current
-        self._current = await _reveal(self._secret)
+        if isinstance(self._secret, SecretReference):
+            self._current = await self._secret.resolve_async(fresh=True)
+        else:
+            self._current = self._secret
         self._metrics.token_fetches += 1
         self._metrics.token_refreshes += 1
         return self._current
@@ -277,13 +292,17 @@ class EntraServicePrincipalAuth(AzureIdentityAuth):
         refresh_lead_s: float = DEFAULT_REFRESH_LEAD_S,
         metrics: ClientMetrics | None = None,
     ) -> None:
+        revealed: list[SecretStr] = []
+
         def make_credential() -> _TokenCredential:
             from azure.identity import ClientSecretCredential
 
+            # A `vault://` secret was read on the loop just before (`_fetch`); others here.
+            value = revealed.pop() if revealed else _reveal_blocking(client_secret)
             credential: _TokenCredential = ClientSecretCredential(
                 tenant_id,
                 client_id,
-                _reveal_blocking(client_secret).get_secret_value(),
+                value.get_secret_value(),
                 authority=authority_host,
                 disable_instance_discovery=disable_instance_discovery,
                 **_azure_transport_options(ca_bundle),
@@ -297,6 +316,14 @@ class EntraServicePrincipalAuth(AzureIdentityAuth):
             refresh_lead_s=refresh_lead_s,
             metrics=metrics,
         )
+        self._client_secret = client_secret
+        self._revealed = revealed
+
+    async def _fetch(self, *, force: bool) -> tuple[SecretStr, float]:
+        if rereads_secret(self._client_secret) and (force or self._credential is None):
+            assert isinstance(self._client_secret, SecretReference)
+            self._revealed[:] = [await self._client_secret.resolve_async(fresh=force)]
+        return await super()._fetch(force=force)
 
 
 class ManagedIdentityAuth(AzureIdentityAuth):
@@ -457,10 +484,13 @@ def token_principal(token: SecretStr) -> str | None:
     return None
 
 
-def check_secret_references(settings: WorkspaceSettings) -> None:
+async def check_secret_references(
+    settings: WorkspaceSettings, scope: SecretScope = UNRESTRICTED
+) -> None:
     """Resolve every secret reference the workspace's auth names, now, and forget the values:
-    SecretReferenceError if one cannot be read (an unset `env:` variable, a missing file). Used
-    before a run is recorded, so a command that cannot authenticate leaves no run to start."""
+    SecretReferenceError if one cannot be read (an unset `env:` variable, a missing file, a
+    vault secret that cannot be read). Used before a run is recorded, so a command that cannot
+    authenticate leaves no run to start. `scope` carries the Secret Vaults (D15)."""
     auth = settings.auth
     references: list[str] = []
     if isinstance(auth, PatAuthSettings):
@@ -468,7 +498,7 @@ def check_secret_references(settings: WorkspaceSettings) -> None:
     elif isinstance(auth, EntraServicePrincipalAuthSettings | DatabricksOAuthM2MAuthSettings):
         references.append(auth.client_secret)
     for reference in references:
-        SecretReference.parse(reference).resolve()
+        await SecretReference.parse(reference, scope).resolve_async()
 
 
 def build_auth(

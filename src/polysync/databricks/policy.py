@@ -76,6 +76,11 @@ def parse_host_patterns(text: str | None) -> tuple[str, ...] | None:
     return tuple(patterns) or None
 
 
+def host_allowed(host: str, patterns: Iterable[str]) -> bool:
+    """Whether `host` matches one of `patterns` (`parse_host_patterns`), as DNS names."""
+    return _host_allowed(host, patterns)
+
+
 def _host_allowed(host: str, patterns: Iterable[str]) -> bool:
     """DNS-name matching, case-blind, a trailing dot ignored: `*.example.org` is any subdomain
     of example.org (not example.org itself, nor evilexample.org); anything else exactly."""

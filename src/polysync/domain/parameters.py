@@ -251,18 +251,23 @@ CHANGE_DIRECTION = (
 MASK = "********"
 """How a Secret value that is not a reference is shown (a Databricks default, an old value)."""
 
-SECRET_REFERENCE_SCHEMES = ("env", "file")
-"""`env:NAME` and `file:PATH`: the secret-reference schemes (polysync.secrets resolves them)."""
+SECRET_REFERENCE_SCHEMES = ("env", "file", "vault")
+"""`env:NAME`, `file:PATH` and `vault://VAULT/SECRET[/VERSION]`: the secret-reference schemes
+(polysync.secrets resolves them; a vault is a registered Secret Vault, D15)."""
+
+_VAULT_TARGET = re.compile(r"//[A-Za-z0-9-]{1,63}/[0-9A-Za-z-]{1,127}(?:/[0-9A-Za-z]{1,64})?")
 
 
 def is_secret_reference(text: str) -> bool:
     """Whether `text` is shaped as a secret reference: `env:NAME` (NAME an environment variable
-    name) or `file:PATH`, whitespace around ignored. The shape only: polysync.secrets parses it
+    name), `file:PATH` or `vault://VAULT/SECRET[/VERSION]`, whitespace around ignored. The shape only: polysync.secrets parses it
     fully (scope, token-shaped names) and resolves it when a run starts."""
     scheme, sep, target = text.strip().partition(":")
     target = target.strip()
     if not sep or scheme not in SECRET_REFERENCE_SCHEMES or not target:
         return False
+    if scheme == "vault":
+        return _VAULT_TARGET.fullmatch(target) is not None
     return is_env_name(target) if scheme == "env" else True
 
 
@@ -270,8 +275,8 @@ def secret_reference_needed(name: str) -> ParameterValueError:
     """The refusal of a Secret value given as text rather than as a reference (never quoted)."""
     return ParameterValueError(
         f"Parameter {name!r} is a Secret: give a secret reference, not the secret itself - "
-        "`env:NAME` (an environment variable of the Polysync server and engine) or `file:PATH` "
-        "(a file they can read). Polysync stores and shows only the reference and reads the "
+        "`env:NAME` (an environment variable of the Polysync server and engine), `file:PATH` "
+        "(a file they can read) or `vault://VAULT/SECRET` (a secret of a registered vault). Polysync stores and shows only the reference and reads the "
         "secret when the run starts. The value given is not shown."
     )
 

@@ -279,3 +279,39 @@ class AuditEvent:
     subject_id: int | None
     subject: str  # what it was called then, e.g. "platform 'prod'"
     detail: str  # what changed (field names, never secret values)
+
+
+KEY_VAULT_PROVIDER = "azure-key-vault"
+"""The one Secret Vault provider: Azure Key Vault (D15)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewSecretVault:
+    """A Secret Vault to register (D15): where `vault://NAME/...` references are read. `auth`
+    holds the method, its non-secret fields and a client secret's *reference* (`env:`/`file:`);
+    `options`: verify_challenge_resource, tls_ca_bundle, cache_ttl_s."""
+
+    name: str
+    vault_url: str
+    auth: Mapping[str, Any]
+    description: str = ""
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SecretVault:
+    """A registered Secret Vault: an Azure Key Vault and how Polysync signs in to it."""
+
+    id: int
+    name: str
+    provider: str  # KEY_VAULT_PROVIDER
+    vault_url: str
+    auth: Mapping[str, Any]
+    description: str
+    options: Mapping[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def auth_method(self) -> str:
+        return str(self.auth.get("method", "?"))

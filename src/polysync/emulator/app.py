@@ -41,6 +41,8 @@ class Emulator:
         self.stats = RequestStats()
         self.faults = FaultInjector()
         self.issuer = TokenIssuer(real_clock)
+        # The personal access tokens the bearer middleware accepts (`/emulator/tokens` edits it).
+        self.auth = spec.auth
         self.limiter = RateLimiter(spec.rate_limits, real_clock)
         self.workspace = self._new_workspace(spec)
         self.keyvault = KeyVaultService(self._new_vault(spec), self.issuer, spec.workspace.host)

@@ -12,6 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from polysync.clock import AdvanceableClock
+from polysync.emulator.auth import AuthConfig
 from polysync.emulator.engine import Workspace
 from polysync.emulator.errors import INVALID_PARAMETER_VALUE, ApiError
 from polysync.emulator.keyvault import KeyVaultError, Vault
@@ -31,6 +32,7 @@ class Controllable(Protocol):
     workspace: Workspace
     clock: AdvanceableClock
     keyvault: KeyVaultService
+    auth: AuthConfig
 
     def reset(self, spec: WorkspaceSpec | None = None) -> None: ...
 
@@ -212,6 +214,24 @@ async def vault_set_secret(request: Request, emu: Controllable) -> Response:
     return _ok({"name": request.path_params["name"], "version": version.version})
 
 
+async def edit_tokens(request: Request, emu: Controllable) -> Response:
+    """Accept and revoke personal access tokens: `{"add": [...], "revoke": [...]}` (a token
+    rotation: the workspace accepts the new token, then refuses the old one). Answers the
+    number of tokens accepted now; never a token."""
+    data = await _json_body(request)
+    if not isinstance(data, dict) or not set(data) <= {"add", "revoke"}:
+        raise ValueError('Send {"add": ["<token>", ...], "revoke": ["<token>", ...]}.')
+    add, revoke = data.get("add") or [], data.get("revoke") or []
+    if not all(isinstance(t, str) and t for t in [*add, *revoke]):
+        raise ValueError("add and revoke are lists of non-empty token strings.")
+    tokens = emu.auth.tokens
+    for token in add:
+        if token not in tokens:
+            tokens.append(token)
+    tokens[:] = [t for t in tokens if t not in set(revoke)]
+    return _ok({"tokens": len(tokens)})
+
+
 async def clock_get(request: Request, emu: Controllable) -> Response:
     return _ok({"now_ms": round(emu.clock.now() * 1000)})
 
@@ -272,6 +292,7 @@ def control_routes() -> list[Route]:
         ),
         Route("/emulator/vault", _guard(vault_summary), methods=["GET"]),
         Route("/emulator/vault/secrets/{name}", _guard(vault_set_secret), methods=["PUT", "POST"]),
+        Route("/emulator/tokens", _guard(edit_tokens), methods=["POST"]),
         Route("/emulator/clock", _guard(clock_get), methods=["GET"]),
         Route("/emulator/clock/advance", _guard(clock_advance), methods=["POST"]),
         Route("/emulator/runs", _guard(runs_summary), methods=["GET"]),

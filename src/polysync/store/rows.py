@@ -15,6 +15,7 @@ from polysync.domain.records import (
     Platform,
     Run,
     RunEvent,
+    SecretVault,
 )
 from polysync.store.codec import (
     parameters_from_json,
@@ -152,4 +153,18 @@ def audit_event_from_row(row: Any) -> AuditEvent:
         subject_id=row.subject_id,
         subject=row.subject,
         detail=row.detail,
+    )
+
+
+def secret_vault_from_row(row: Any) -> SecretVault:
+    return SecretVault(
+        id=row.id,
+        name=row.name,
+        provider=row.provider,
+        vault_url=row.vault_url,
+        auth=dict(row.auth),
+        description=row.description,
+        options=dict(row.options),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
     )

@@ -31,17 +31,20 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from polysync.domain.access import ApiKey, Role
 from polysync.domain.models import ImportedJob, RunSnapshot, RunStatus
 from polysync.domain.records import (
+    KEY_VAULT_PROVIDER,
     AuditEvent,
     EngineHeartbeat,
     Job,
     Lease,
     NewPlatform,
     NewRun,
+    NewSecretVault,
     Platform,
     Run,
     RunEvent,
     RunFilter,
     RunRepair,
+    SecretVault,
 )
 from polysync.engine.ports import Observation, PollFailure, Submission
 from polysync.errors import (
@@ -49,6 +52,7 @@ from polysync.errors import (
     LIST_JOBS,
     LIST_PLATFORMS,
     LIST_RUNS,
+    LIST_VAULTS,
     ConflictError,
     NotFoundError,
     UsageError,
@@ -81,6 +85,7 @@ from polysync.store.rows import (
     job_schema_values,
     platform_from_row,
     run_from_row,
+    secret_vault_from_row,
     status_values,
 )
 from polysync.store.tables import (
@@ -92,6 +97,7 @@ from polysync.store.tables import (
     platforms,
     run_events,
     runs,
+    secret_vaults,
 )
 from polysync.store.task_store import TaskStoreMixin
 
@@ -947,6 +953,97 @@ class SqlStore(TaskStoreMixin):
             result = await conn.execute(statement)
         return int(result.rowcount)
 
+    # ------------------------------------------------------------------ secret vaults (D15)
+
+    @store_call
+    async def add_vault(
+        self, new: NewSecretVault, now: datetime, *, actor: str | None = None
+    ) -> SecretVault:
+        """Insert a Secret Vault (its auth's secret-named fields must be references); an audit
+        entry "vault.create". ConflictError when the name is taken."""
+        values = {
+            "name": new.name,
+            "provider": KEY_VAULT_PROVIDER,
+            "vault_url": new.vault_url,
+            "auth": checked_auth(new.auth),
+            "description": new.description,
+            "options": dict(new.options),
+            "created_at": now,
+            "updated_at": now,
+        }
+        try:
+            async with self._write() as conn:
+                row = (await conn.execute(_returning(insert(secret_vaults).values(values)))).one()
+                await _audit(
+                    conn,
+                    now,
+                    actor,
+                    "vault.create",
+                    ("vault", row.id, f"vault {row.name!r}"),
+                    f"vault {row.vault_url}, auth {row.auth.get('method')}",
+                )
+        except IntegrityError as exc:
+            raise ConflictError(
+                f"A Secret Vault named {new.name!r} already exists; choose another name.",
+                hint=LIST_VAULTS,
+            ) from exc
+        return secret_vault_from_row(row)
+
+    @store_call
+    async def get_vault(self, ref: int | str) -> SecretVault:
+        """By id or exact name; NotFoundError otherwise."""
+        column = secret_vaults.c.id if isinstance(ref, int) else secret_vaults.c.name
+        async with self._read() as conn:
+            row = (await conn.execute(select(secret_vaults).where(column == ref))).one_or_none()
+        if row is None:
+            raise _vault_not_found(ref)
+        return secret_vault_from_row(row)
+
+    @store_call
+    async def list_vaults(self) -> Sequence[SecretVault]:
+        async with self._read() as conn:
+            result = await conn.execute(select(secret_vaults))
+            vaults = [secret_vault_from_row(row) for row in result]
+        return sorted(vaults, key=lambda v: (v.name.casefold(), v.name, v.id))
+
+    @store_call
+    async def remove_vault(
+        self, vault_id: int, *, actor: str | None = None, now: datetime | None = None
+    ) -> None:
+        """Delete a Secret Vault, unless a platform's credentials name it (ConflictError naming
+        the platforms); an audit entry "vault.delete"."""
+        async with self._write() as conn:
+            name = await conn.scalar(
+                select(secret_vaults.c.name).where(secret_vaults.c.id == vault_id).with_for_update()
+            )
+            if name is None:
+                raise _vault_not_found(vault_id)
+            prefix = f"vault://{name}/"
+            users = sorted(
+                row.name
+                for row in await conn.execute(select(platforms.c.name, platforms.c.auth))
+                if any(
+                    isinstance(value, str) and value.startswith(prefix)
+                    for value in (row.auth or {}).values()
+                )
+            )
+            if users:
+                raise ConflictError(
+                    f"Secret Vault {name!r} is used by platform(s) "
+                    f"{', '.join(repr(u) for u in users[:20])}: give them other secret "
+                    "references first, then remove the vault.",
+                    hint=LIST_PLATFORMS,
+                )
+            await conn.execute(delete(secret_vaults).where(secret_vaults.c.id == vault_id))
+            await _audit(
+                conn,
+                now or datetime.now(UTC),
+                actor,
+                "vault.delete",
+                ("vault", vault_id, f"vault {name!r}"),
+                "removed",
+            )
+
     # ------------------------------------------------------------------ API keys, health, metrics
 
     @store_call
@@ -1209,6 +1306,11 @@ def _name_taken(name: str) -> ConflictError:
 def _platform_not_found(ref: int | str) -> NotFoundError:
     what = f"with id {ref}" if isinstance(ref, int) else f"named {ref!r}"
     return NotFoundError(f"No platform {what}.", hint=LIST_PLATFORMS)
+
+
+def _vault_not_found(ref: int | str) -> NotFoundError:
+    what = f"with id {ref}" if isinstance(ref, int) else f"named {ref!r}"
+    return NotFoundError(f"No Secret Vault {what}.", hint=LIST_VAULTS)
 
 
 def _run_not_found(run_id: int) -> NotFoundError:

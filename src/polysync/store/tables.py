@@ -234,6 +234,23 @@ audit_events = Table(
     sqlite_autoincrement=True,
 )
 
+# Secret Vaults (D15, migration 0006): where `vault://NAME/...` references are read. `auth` holds
+# the method, its non-secret fields and a client secret's reference, never a secret.
+secret_vaults = Table(
+    "secret_vaults",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", StoredText, nullable=False, unique=True),
+    Column("provider", String(64), nullable=False),
+    Column("vault_url", StoredText, nullable=False),
+    Column("auth", _json(), nullable=False),
+    Column("description", StoredText, nullable=False),
+    Column("options", _json(), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    sqlite_autoincrement=True,
+)
+
 # --- Tasks (issue 12, migration 0005; docs/tasks.md "Wiring") -------------------------------
 
 tasks = Table(

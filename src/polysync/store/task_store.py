@@ -240,7 +240,8 @@ class TaskStoreMixin:
         TaskRuns, (schedule position, last fired for)), what `add_task_runs` with overlap does
         (a Queued TaskRun of a Task at its cap with on-overlap skip is recorded Skipped), in a
         few statements for the whole batch. Tasks are locked in id order (two engines never
-        deadlock); a Task deleted meanwhile is left out. Returns (task id, inserted, None) per
+        deadlock); a Task deleted meanwhile is left out, one paused meanwhile records nothing
+        (its watermark still moves: pausing drops fire times). Returns (task id, inserted, None) per
         group (watermarks only move forward; they are not read back)."""
         if not fires:
             return []
@@ -250,7 +251,9 @@ class TaskStoreMixin:
                 int(row.id): row
                 for row in (
                     await conn.execute(
-                        select(tasks.c.id, tasks.c.concurrency_cap, tasks.c.on_overlap)
+                        select(
+                            tasks.c.id, tasks.c.concurrency_cap, tasks.c.on_overlap, tasks.c.paused
+                        )
                         .where(tasks.c.id.in_(ids))
                         .order_by(tasks.c.id)
                         .with_for_update()
@@ -275,8 +278,8 @@ class TaskStoreMixin:
             candidates: list[TaskRun] = []
             for task_id, new, _ in fires:
                 row = rows.get(task_id)
-                if row is None:
-                    continue
+                if row is None or row.paused:
+                    continue  # paused meanwhile (maybe by another process): its fires drop
                 for run in new:
                     chosen = run
                     count = active.get(task_id, 0)

@@ -13,6 +13,7 @@ from polysync.web.platform_pages import platform_router
 from polysync.web.run_pages import run_router
 from polysync.web.security import Authenticate, Sessions
 from polysync.web.task_pages import task_router
+from polysync.web.vault_pages import vault_router
 
 
 def create_web_router(
@@ -33,6 +34,6 @@ def create_web_router(
         services, Sessions(authenticate, secret_key), limiter or FailureLimiter(services.clock)
     )
     router = ctx.router()
-    for build in (auth_router, platform_router, job_router, run_router, task_router):
+    for build in (auth_router, platform_router, vault_router, job_router, run_router, task_router):
         router.include_router(build(ctx))
     return router
