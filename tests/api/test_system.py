@@ -57,7 +57,7 @@ async def test_metrics_count_calls_runs_and_poll_lag(api: Api) -> None:
 
 
 async def test_the_audit_migration_is_the_head(api: Api) -> None:
-    assert head_revision() == "0004"
+    assert head_revision() == "0007"
     assert await api.store.list_api_keys()  # the fixture's keys live in the new table
 
 

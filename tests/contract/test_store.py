@@ -181,7 +181,7 @@ async def test_a_fresh_database_is_migrated_to_head(database_url: str) -> None:
         revision = await conn.scalar(text("SELECT version_num FROM alembic_version"))
     expected = {"platforms", "jobs", "runs", "run_events", "api_keys", "engines", "audit_events"}
     assert expected | {"alembic_version"} <= tables
-    assert revision == head_revision() == "0004"
+    assert revision == head_revision() == "0007"
 
 
 async def test_opening_twice_is_idempotent_and_keeps_the_data(database_url: str) -> None:

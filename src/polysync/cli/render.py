@@ -31,6 +31,7 @@ AUTH_LABELS = {
 OPTION_LABELS = {"api_versions": "API versions", "tls_ca_bundle": "CA bundle"}
 STATUS_STYLES = {
     RunStatus.STARTING: "cyan",
+    RunStatus.QUEUED: "magenta",
     RunStatus.RUNNING: "blue",
     RunStatus.SUCCESS: "bold green",
     RunStatus.FAILED: "bold red",

@@ -96,6 +96,8 @@ class EngineSettings:
     backoff_max_s: float = 30.0
     # Unexpected errors (not Databricks' answers) while starting one run before it is failed.
     max_submit_errors: int = 5
+    # A run waiting on a full concurrency profile is looked at again after this long (D14).
+    profile_recheck_s: float = 5.0
 
 
 @dataclass(slots=True)
@@ -111,6 +113,7 @@ class StepReport:
     errors: int = 0
     deferred: int = 0  # runs whose work failed or ran out of budget, retried later
     ended: int = 0  # runs ended by the engine itself (refused, deleted in Databricks, ...)
+    queued: int = 0  # runs a contention profile holds back for now (D14)
 
     @property
     def did_work(self) -> bool:
@@ -573,13 +576,26 @@ class Engine:
         candidates = [run for run in due if not run.submitted]
         # Each run-now is counted before it is sent, under the runs' row locks (one transaction):
         # a cancel that came first ended its run without any; one that comes after knows one may
-        # have been sent (H5).
-        begun = await self.store.begin_submits(
-            [(run.id, run.lease) for run in candidates], utc(self.clock.now())
+        # have been sent (H5). A run new to Databricks is admitted in that same transaction by
+        # every contention profile of its platform, or held back by one (D14).
+        admission = await self.store.admit_submits(
+            [(run.id, run.lease) for run in candidates],
+            utc(self.clock.now()),
+            recheck_s=self.settings.profile_recheck_s,
         )
-        allowed = {run.id for run in begun}
+        allowed = {run.id for run in admission.begun}
+        held_back = {run.id: run for run in admission.held_back}
         for run in candidates:
-            if run.id not in allowed:
+            if run.id in held_back:
+                written = held_back[run.id]
+                if written.is_terminal:
+                    report.ended += 1
+                    log.warning("run %s: not started: %s", run.id, written.message)
+                else:
+                    report.queued += 1
+                    log.info("run %s: %s", run.id, written.message)
+                self._drop(run.id)
+            elif run.id not in allowed:
                 log.info("run %s: not submitted: cancelled first, or no longer ours", run.id)
                 self._drop(run.id)
         to_submit = [run for run in candidates if run.id in allowed]
