@@ -8,7 +8,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from pydantic import ValidationError
@@ -74,6 +74,7 @@ from polysync.errors import (
 from polysync.jobtypes.base import DiscoveredJob, JobType, JobTypeRegistry
 from polysync.jobtypes.registry import default_registry
 from polysync.lookup import find_job, find_platform
+from polysync.profiles import ContentionProfiles, ProfileStore
 from polysync.secrets import SecretReference, SecretScope
 from polysync.store import open_store, upgrade
 from polysync.store.auth_fields import is_secret_field
@@ -287,6 +288,8 @@ class Services:
         self.engine = engine
         self.clock = clock
         self.settings = settings
+        # Contention profiles (D14): the SQL store implements their store protocol too.
+        self.profiles = ContentionProfiles(cast(ProfileStore, store), clock)
 
     @classmethod
     async def open(

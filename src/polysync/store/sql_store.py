@@ -106,6 +106,7 @@ from polysync.store.tables import (
 
 if TYPE_CHECKING:
     from polysync.engine.ports import Store
+    from polysync.profiles import ProfileStore
 
 log = logging.getLogger(__name__)
 PROVIDER = "azure-databricks"
@@ -1385,8 +1386,9 @@ def _run_not_found(run_id: int) -> NotFoundError:
 
 
 if TYPE_CHECKING:
-    # mypy proves here that SqlStore implements the engine's Store protocol.
+    # mypy proves here that SqlStore implements the engine's Store protocol, and the profiles'.
     _conforms: type[Store] = SqlStore
+    _profiles_conform: type[ProfileStore] = SqlStore
 
 
 def _never_sent(row: Any) -> bool:
