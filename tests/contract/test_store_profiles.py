@@ -130,7 +130,8 @@ async def test_a_concurrency_profile_queues_the_run_over_the_cap_until_a_slot_fr
     ]
     # Still full: no new event, the next try moves on.
     again = await admit(store, [third], 6)
-    assert again.begun == [] and again.held_back[0].next_poll_at == at(11)
+    assert again.begun == []
+    assert again.held_back[0].next_poll_at == at(11)
     assert len(await store.run_events(third.id)) == 2
     await finish(store, first, 8)
     (admitted,) = (await admit(store, [third], 11)).begun
