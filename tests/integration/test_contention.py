@@ -17,7 +17,7 @@ from polysync.domain.records import NewPlatform, RunFilter
 from polysync.engine.engine import EngineSettings
 from polysync.engine.polling import PollPolicy
 from polysync.services import Services
-from tests.conftest import TEST_TOKEN, EmulatorHarness, make_harness, make_spec
+from tests.conftest import TEST_TOKEN, EmulatorHarness, make_harness, make_spec, open_services
 from tests.contract.test_store import database_url  # noqa: F401 - the two-backend fixture
 
 JOB_ID = 700000000000001
@@ -160,3 +160,49 @@ async def test_two_engines_one_killed_keep_every_profile_limit(
     assert any(
         "Waiting for profile 'pace' (10 of 10 started in the last 60 s)" in m for m in history
     )
+
+
+async def test_an_engine_wakes_when_a_held_back_run_may_start(
+    harness: EmulatorHarness, tmp_path: Path
+) -> None:
+    services = await open_services(harness, tmp_path / "polysync.db")
+    try:
+        await services.add_platform(
+            NewPlatform(
+                name="east",
+                workspace_url=harness.base_url,
+                auth={"method": "pat", "token": "env:POLYSYNC_TEST_DATABRICKS_TOKEN"},
+            )
+        )
+        await services.import_jobs("east", [str(JOB_ID)])
+        await services.profiles.create(
+            {
+                "name": "pace",
+                "type": "rate",
+                "limit": 1,
+                "window_s": 3,
+                "algorithm": "leaky_bucket",
+            },
+            platforms=["east"],
+        )
+        job = await services.get_job(str(JOB_ID), platform="east")
+        first, second = [await services.execute(job, {}) for _ in range(2)]
+        report = await services.engine.step()
+        assert (report.submitted, report.queued) == (1, 1)
+        waiting = await services.store.get_run(second.id)
+        assert waiting.status is RunStatus.QUEUED
+        assert waiting.message == "Waiting for profile 'pace' (one start per 3 s)"
+        # Not its next idle look (10 s) nor the watch grid: the moment the profile admits it.
+        assert services.engine.next_work_in_s() == 3
+        harness.advance(3)
+        assert (await services.engine.step()).submitted == 1
+        started = await services.store.get_run(second.id)
+        assert started.run_id is not None
+        assert [e.status for e in await services.store.run_events(second.id)][:3] == [
+            RunStatus.STARTING,
+            RunStatus.QUEUED,
+            RunStatus.STARTING,
+        ]
+        assert (await services.store.get_run(first.id)).waiting_profile_id is None
+    finally:
+        await services.aclose()

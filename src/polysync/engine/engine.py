@@ -186,6 +186,9 @@ class Engine:
         self._platforms: dict[int, Platform] = {}
         self._last_beat_s: float | None = None
         self._beat_lock = asyncio.Lock()
+        # The earliest next try of a run a contention profile held back (D14): the engine wakes
+        # then, rather than at its next idle look.
+        self._admission_due_s: float | None = None
 
     # ------------------------------------------------------------------ entry points
     async def submit(
@@ -448,6 +451,8 @@ class Engine:
         for held in self._held.values():
             if held.due_s is not None:
                 soonest_s = min(soonest_s, held.due_s)
+        if self._admission_due_s is not None:
+            soonest_s = min(soonest_s, self._admission_due_s)
         return max(0.0, soonest_s - now_s)
 
     def poll_lags_s(self) -> list[float]:
@@ -473,6 +478,8 @@ class Engine:
     async def _cycle(self, only: Sequence[int] | None = None) -> StepReport:
         report = StepReport()
         now_s = self.clock.now()
+        if self._admission_due_s is not None and self._admission_due_s <= now_s:
+            self._admission_due_s = None  # claimed below; set again if still held back
         await self._renew_if_due(now_s)
         claimed = await self.store.claim_due_runs(
             self.owner,
@@ -594,6 +601,13 @@ class Engine:
                 else:
                     report.queued += 1
                     log.info("run %s: %s", run.id, written.message)
+                    if written.next_poll_at is not None:
+                        # Not held by this engine any more, but worth waking up for.
+                        retry_s = written.next_poll_at.timestamp()
+                        earliest = self._admission_due_s
+                        self._admission_due_s = (
+                            retry_s if earliest is None else min(earliest, retry_s)
+                        )
                 self._drop(run.id)
             elif run.id not in allowed:
                 log.info("run %s: not submitted: cancelled first, or no longer ours", run.id)
