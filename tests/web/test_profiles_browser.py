@@ -46,7 +46,7 @@ def test_a_profile_made_in_the_editor_holds_execute_now_and_says_why(
     page.get_by_label("Type").select_option("concurrency")
     page.get_by_label("Max Concurrent").fill("1")
     page.get_by_label("demo").check()
-    shot(page, "14-contention-profile-editor")
+    shot(page, "20-contention-profile-editor")
     page.get_by_role("button", name="Add profile").click()
     expect(page.get_by_role("status")).to_contain_text("Contention profile saved")
     expect(page.get_by_label("Type")).to_be_disabled()  # locked after creation
@@ -62,7 +62,7 @@ def test_a_profile_made_in_the_editor_holds_execute_now_and_says_why(
     expect(waiting).to_have_count(1, timeout=RUN_BOUND_MS)
     expect(waiting).to_contain_text("Queued")
     expect(waiting).to_contain_text("Waiting for profile 'one at a time' (1 of 1 running)")
-    shot(page, "15-runs-waiting-for-a-profile")
+    shot(page, "21-runs-waiting-for-a-profile")
 
     # Raising the cap applies at once: the waiting run starts, no restart.
     page.goto("/profiles")
