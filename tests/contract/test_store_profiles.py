@@ -12,6 +12,7 @@ from sqlalchemy import inspect, text
 from polysync.domain.contention import check_profile
 from polysync.domain.models import RunStatus
 from polysync.domain.records import Job, Run
+from polysync.engine.ports import SubmitAdmission
 from polysync.errors import ConflictError, NotFoundError, UsageError
 from polysync.store import SqlStore, open_store
 from tests.contract.test_store import (
@@ -297,3 +298,29 @@ async def test_two_stores_admitting_at_once_never_exceed_the_cap(database_url: s
                 text("SELECT count(*) FROM runs WHERE admitted_at IS NOT NULL")
             )
         assert admitted == 3
+
+
+async def test_a_queued_run_cancelled_ends_at_once_and_is_never_sent(store: SqlStore) -> None:
+    platform, job = await platform_and_job(store)
+    await store.add_profile(concurrency(max_concurrent=1), T0, platform_ids=[platform.id])
+    first, second = await runs_of(store, job, 2)
+    await admit(store, [first, second], 1)
+    cancelled = await store.request_cancel(second.id, at(2), cancelled_by="cli:ops")
+    assert cancelled.status is RunStatus.CANCELLED
+    assert cancelled.message == "Cancelled before it was submitted to Databricks"
+    await finish(store, first, 3)
+    assert await admit(store, [second], 4) == SubmitAdmission([], [])
+    assert (await store.get_run(second.id)).submit_attempts == 0
+
+
+async def test_a_waiting_run_is_claimed_by_any_engine_when_it_falls_due(store: SqlStore) -> None:
+    platform, job = await platform_and_job(store)
+    await store.add_profile(concurrency(max_concurrent=1), T0, platform_ids=[platform.id])
+    _, second = await runs_of(store, job, 2)
+    claimed = await store.claim_due_runs("engine-a", at(1), 60, 10)
+    admission = await store.admit_submits([(r.id, r.lease) for r in claimed], at(1), recheck_s=5)
+    assert [r.id for r in admission.held_back] == [second.id]
+    # Not held by engine-a any more: due at its next try, engine-b may take it.
+    assert await store.claim_due_runs("engine-b", at(5), 60, 10) == []
+    (taken,) = await store.claim_due_runs("engine-b", at(6), 60, 10)
+    assert (taken.id, taken.lease_owner) == (second.id, "engine-b")
