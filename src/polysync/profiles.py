@@ -9,7 +9,13 @@ from typing import Any, Protocol
 
 from polysync.clock import Clock
 from polysync.domain.access import Actor
-from polysync.domain.contention import ContentionProfile, ProfileSettings, check_profile
+from polysync.domain.contention import (
+    ContentionProfile,
+    ProfileSettings,
+    ProfileType,
+    Usage,
+    check_profile,
+)
 from polysync.domain.limits import MAX_INT64, check_text
 from polysync.domain.records import Platform, utc
 from polysync.errors import LIST_PLATFORMS, LIST_PROFILES, UsageError
@@ -55,6 +61,10 @@ class ProfileStore(Protocol):
 
     async def list_platforms(self) -> Sequence[Platform]: ...
 
+    async def profile_usage(
+        self, profile_id: int, now: datetime
+    ) -> list[tuple[int | None, Usage]]: ...
+
 
 _TIERS: tuple[Tier[ContentionProfile], ...] = (
     by_id(lambda p: p.id),
@@ -91,6 +101,24 @@ class ContentionProfiles:
             names=lambda p: (p.name,),
             hint=LIST_PROFILES,
         )
+
+    async def usage(self, profile: ContentionProfile) -> list[str]:
+        """What the profile counts now, one line per counter: "east: 3 of 5 running, 2
+        waiting", "all platforms: 7 of 10 started in the last 60 s"."""
+        names = {p.id: p.name for p in await self.store.list_platforms()}
+        lines: list[str] = []
+        s = profile.settings
+        now_s = self.clock.now()
+        for platform_id, usage in await self.store.profile_usage(profile.id, self._now()):
+            where = "all linked platforms" if platform_id is None else names.get(platform_id, "?")
+            if s.type is ProfileType.CONCURRENCY:
+                counted = f"{usage.active} of {s.max_concurrent} running"
+            else:
+                window_s = s.window_s or 0.0
+                recent = sum(1 for t in usage.starts if t > now_s - window_s)
+                counted = f"{recent} of {s.limit} started in the last {window_s:g} s"
+            lines.append(f"{where}: {counted}, {usage.queued} waiting")
+        return lines
 
     async def create(
         self,

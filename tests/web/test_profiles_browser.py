@@ -63,10 +63,11 @@ def test_a_profile_made_in_the_editor_holds_execute_now_and_says_why(
     expect(waiting).to_contain_text("Queued")
     expect(waiting).to_contain_text("Waiting for profile 'one at a time' (1 of 1 running)")
     shot(page, "21-runs-waiting-for-a-profile")
-
-    # Raising the cap applies at once: the waiting run starts, no restart.
     page.goto("/profiles")
     page.get_by_role("link", name="one at a time").click()
+    expect(page.locator("#profile-usage")).to_have_text("demo: 1 of 1 running, 1 waiting")
+
+    # Raising the cap applies at once: the waiting run starts, no restart.
     page.get_by_label("Max Concurrent").fill("2")
     page.get_by_role("button", name="Save profile").click()
     page.goto("/runs")

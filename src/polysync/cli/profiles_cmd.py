@@ -150,10 +150,17 @@ def show(ref: RefArgument, json_out: JsonOption = False, db: DbOption = None) ->
 
     async def main() -> Any:
         async with store_session(db) as store:
-            return await _uses(store).get(ref), await _names(store)
+            uses = _uses(store)
+            profile = await uses.get(ref)
+            return profile, await _names(store), await uses.usage(profile)
 
-    profile, names = run_async(main)
-    _print_one(profile, names, json_out)
+    profile, names, usage = run_async(main)
+    if json_out:
+        print_json(json_object(profile_fields(profile)) | {"usage": usage})
+        return
+    out.print(profile_view(profile, names))
+    for line in usage:
+        out.print(f"Now  {safe_markup(line)}", soft_wrap=True)
 
 
 @app.command("edit")

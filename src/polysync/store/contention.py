@@ -230,6 +230,18 @@ async def _usage(
     return Usage(active=active, starts=starts, queued=queued)
 
 
+async def usage_of(
+    conn: AsyncConnection, profile: ContentionProfile, now: datetime
+) -> list[tuple[int | None, Usage]]:
+    """Each counter of the profile now: (platform id, usage) per linked platform, or one
+    (None, usage) for a global profile."""
+    if profile.settings.scope is ProfileScope.GLOBAL:
+        if not profile.platform_ids:
+            return [(None, Usage())]
+        return [(None, await _usage(conn, profile, profile.platform_ids[0], now))]
+    return [(p, await _usage(conn, profile, p, now)) for p in profile.platform_ids]
+
+
 async def counters_for(conn: AsyncConnection, platform_ids: Iterable[int]) -> _Counters:
     """The enabled profiles linked to these platforms, their rows locked FOR UPDATE in id
     order: two engines admitting under one profile take turns, each counting what the other

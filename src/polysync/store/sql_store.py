@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from polysync.domain.access import ApiKey, Role
-from polysync.domain.contention import ContentionProfile, ProfileSettings
+from polysync.domain.contention import ContentionProfile, ProfileSettings, Usage
 from polysync.domain.models import ImportedJob, RunSnapshot, RunStatus
 from polysync.domain.records import (
     AuditEvent,
@@ -68,6 +68,7 @@ from polysync.store.contention import (
     profile_values,
     read_profiles,
     remove_links,
+    usage_of,
     wake_waiting,
 )
 from polysync.store.database import (
@@ -668,6 +669,15 @@ class SqlStore:
         if not found:
             raise profile_not_found(ref)
         return found[0]
+
+    @store_call
+    async def profile_usage(self, profile_id: int, now: datetime) -> list[tuple[int | None, Usage]]:
+        """The profile's counters now (see `store.contention.usage_of`)."""
+        async with self._read() as conn:
+            found = await read_profiles(conn, contention_profiles.c.id == profile_id)
+            if not found:
+                raise profile_not_found(profile_id)
+            return await usage_of(conn, found[0], now)
 
     @store_call
     async def list_profiles(self) -> Sequence[ContentionProfile]:

@@ -103,6 +103,7 @@ def profile_router(ctx: WebContext) -> APIRouter:
         saved: bool = False,
     ) -> Response:
         platforms: Sequence[Platform] = await services.store.list_platforms()
+        usage = await services.profiles.usage(profile) if profile else []
         return ctx.render(
             request,
             visitor,
@@ -115,6 +116,7 @@ def profile_router(ctx: WebContext) -> APIRouter:
             choices=CHOICES,
             error=error,
             saved=saved,
+            usage=usage,
         )
 
     @router.get("/profiles", include_in_schema=False)
