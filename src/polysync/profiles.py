@@ -4,6 +4,7 @@ create, read, edit, link and delete profiles, with the one validation of their f
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -66,6 +67,36 @@ class ProfileStore(Protocol):
     ) -> list[tuple[int | None, Usage]]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class CounterNow:
+    """One counter of a profile now (D14): `platform_id` None for a global profile's one
+    counter; `running` (concurrency) or `started_in_window` (rate); runs `waiting` in its queue;
+    `text` says it all in a line ("east: 3 of 5 running, 2 waiting")."""
+
+    platform_id: int | None
+    platform: str | None
+    running: int | None
+    started_in_window: int | None
+    waiting: int
+    text: str
+
+
+def _counter_text(
+    s: ProfileSettings,
+    platform_id: int | None,
+    names: Mapping[int, str],
+    running: int,
+    recent: int | None,
+    waiting: int,
+) -> str:
+    where = "all linked platforms" if platform_id is None else names.get(platform_id, "?")
+    if recent is None:
+        counted = f"{running} of {s.max_concurrent} running"
+    else:
+        counted = f"{recent} of {s.limit} started in the last {(s.window_s or 0):g} s"
+    return f"{where}: {counted}, {waiting} waiting"
+
+
 _TIERS: tuple[Tier[ContentionProfile], ...] = (
     by_id(lambda p: p.id),
     by_text("name", lambda p: p.name),
@@ -102,23 +133,29 @@ class ContentionProfiles:
             hint=LIST_PROFILES,
         )
 
-    async def usage(self, profile: ContentionProfile) -> list[str]:
-        """What the profile counts now, one line per counter: "east: 3 of 5 running, 2
-        waiting", "all platforms: 7 of 10 started in the last 60 s"."""
+    async def usage(self, profile: ContentionProfile) -> list[CounterNow]:
+        """What each counter of the profile holds now: one per linked platform, or one for all
+        of them (a global profile)."""
         names = {p.id: p.name for p in await self.store.list_platforms()}
-        lines: list[str] = []
         s = profile.settings
         now_s = self.clock.now()
+        counters: list[CounterNow] = []
         for platform_id, usage in await self.store.profile_usage(profile.id, self._now()):
-            where = "all linked platforms" if platform_id is None else names.get(platform_id, "?")
-            if s.type is ProfileType.CONCURRENCY:
-                counted = f"{usage.active} of {s.max_concurrent} running"
-            else:
+            recent = None
+            if s.type is ProfileType.RATE:
                 window_s = s.window_s or 0.0
                 recent = sum(1 for t in usage.starts if t > now_s - window_s)
-                counted = f"{recent} of {s.limit} started in the last {window_s:g} s"
-            lines.append(f"{where}: {counted}, {usage.queued} waiting")
-        return lines
+            counters.append(
+                CounterNow(
+                    platform_id=platform_id,
+                    platform=None if platform_id is None else names.get(platform_id),
+                    running=usage.active if s.type is ProfileType.CONCURRENCY else None,
+                    started_in_window=recent,
+                    waiting=usage.queued,
+                    text=_counter_text(s, platform_id, names, usage.active, recent, usage.queued),
+                )
+            )
+        return counters
 
     async def create(
         self,
@@ -215,6 +252,11 @@ def _task_ids(refs: Sequence[int | str]) -> list[int]:
             raise UsageError(f"A Task is named by its id, a positive whole number, not {shown}.")
         ids.append(int(text))
     return sorted(set(ids))
+
+
+def counter_fields(counter: CounterNow) -> dict[str, Any]:
+    """The JSON shape of a counter (REST API and `profiles show --json`)."""
+    return asdict(counter)
 
 
 def _who(actor: Actor | None) -> str | None:

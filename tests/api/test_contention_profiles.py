@@ -118,3 +118,15 @@ async def test_execute_now_waits_on_the_profile_and_the_runs_list_says_which(api
     assert waiting["status"] == "Queued"
     assert waiting["message"] == "Waiting for profile 'cap' (1 of 1 running)"
     assert by_id[runs[0].json()["id"]]["status"] in ("Starting", "Running")
+    (profile,) = (await api.client.get(URL, headers=admin)).json()
+    usage = await api.client.get(f"{URL}/{profile['id']}/usage", headers=api.auth("viewer"))
+    assert usage.json() == [
+        {
+            "platform_id": api.platform_id,
+            "platform": "demo",
+            "running": 1,
+            "started_in_window": None,
+            "waiting": 1,
+            "text": "demo: 1 of 1 running, 1 waiting",
+        }
+    ]

@@ -49,12 +49,17 @@ def test_create_list_show_edit_link_unlink_delete(polysync: Any) -> None:
     assert rate.exit_code == 0, rate.output
     assert "10 per 60 s (leaky bucket)" in polysync("profiles", "show", "pace").stdout
     assert "5 running at once" in polysync("profiles", "show", "cap").stdout
-    assert json.loads(polysync("profiles", "show", "cap", "--json").stdout)["usage"] == [
-        "all linked platforms: 0 of 5 running, 0 waiting"
-    ]
-    assert json.loads(polysync("profiles", "show", "pace", "--json").stdout)["usage"] == [
-        "east: 0 of 10 started in the last 60 s, 0 waiting"
-    ]
+    (cap_now,) = json.loads(polysync("profiles", "show", "cap", "--json").stdout)["now"]
+    assert cap_now == {
+        "platform_id": None,
+        "platform": None,
+        "running": 0,
+        "started_in_window": None,
+        "waiting": 0,
+        "text": "all linked platforms: 0 of 5 running, 0 waiting",
+    }
+    (pace_now,) = json.loads(polysync("profiles", "show", "pace", "--json").stdout)["now"]
+    assert pace_now["text"] == "east: 0 of 10 started in the last 60 s, 0 waiting"
     listed = polysync("profiles", "list")
     assert listed.exit_code == 0
     assert "pace" in listed.stdout

@@ -75,3 +75,15 @@ class ProfileOut(BaseModel):
     @classmethod
     def of(cls, profile: ContentionProfile) -> ProfileOut:
         return cls(**profile_fields(profile))
+
+
+class CounterOut(BaseModel):
+    """One counter of a profile now: per linked platform, or one for a global profile
+    (`platform_id` null)."""
+
+    platform_id: int | None
+    platform: str | None
+    running: int | None = Field(description="Concurrency: admitted runs not ended.")
+    started_in_window: int | None = Field(description="Rate: starts within the window.")
+    waiting: int = Field(description="Runs Queued in this profile's queue.")
+    text: str

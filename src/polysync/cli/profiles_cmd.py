@@ -27,7 +27,7 @@ from polysync.cli.common import (
 from polysync.cli.terminal import safe_markup
 from polysync.clock import SystemClock
 from polysync.domain.contention import ContentionProfile, ProfileType
-from polysync.profiles import ContentionProfiles
+from polysync.profiles import ContentionProfiles, counter_fields
 from polysync.shapes import profile_fields
 
 app = typer.Typer(
@@ -156,11 +156,13 @@ def show(ref: RefArgument, json_out: JsonOption = False, db: DbOption = None) ->
 
     profile, names, usage = run_async(main)
     if json_out:
-        print_json(json_object(profile_fields(profile)) | {"usage": usage})
+        print_json(
+            json_object(profile_fields(profile)) | {"now": [counter_fields(c) for c in usage]}
+        )
         return
     out.print(profile_view(profile, names))
-    for line in usage:
-        out.print(f"Now  {safe_markup(line)}", soft_wrap=True)
+    for counter in usage:
+        out.print(f"Now  {safe_markup(counter.text)}", soft_wrap=True)
 
 
 @app.command("edit")

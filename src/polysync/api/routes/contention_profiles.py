@@ -8,8 +8,15 @@ from fastapi import APIRouter, Path, Response
 
 from polysync.api.deps import Admin, ServicesDep, Viewer
 from polysync.api.problems import Problem
-from polysync.api.profile_schemas import ProfileIn, ProfileLinks, ProfileOut, ProfileUpdate
+from polysync.api.profile_schemas import (
+    CounterOut,
+    ProfileIn,
+    ProfileLinks,
+    ProfileOut,
+    ProfileUpdate,
+)
 from polysync.domain.access import Actor
+from polysync.profiles import counter_fields
 
 router = APIRouter(prefix="/api/v1/contention-profiles", tags=["contention profiles"])
 ProfileId = Annotated[int, Path(ge=1, le=2**63 - 1)]
@@ -38,6 +45,15 @@ async def create_profile(
 @router.get("/{profile_id}", response_model=ProfileOut, responses=_ERRORS)
 async def read_profile(profile_id: ProfileId, services: ServicesDep, caller: Viewer) -> ProfileOut:
     return ProfileOut.of(await services.profiles.get(profile_id))
+
+
+@router.get("/{profile_id}/usage", response_model=list[CounterOut], responses=_ERRORS)
+async def read_usage(
+    profile_id: ProfileId, services: ServicesDep, caller: Viewer
+) -> list[CounterOut]:
+    """What each counter holds now: running (or started in the window) and waiting runs."""
+    profile = await services.profiles.get(profile_id)
+    return [CounterOut(**counter_fields(c)) for c in await services.profiles.usage(profile)]
 
 
 @router.patch("/{profile_id}", response_model=ProfileOut, responses=_ERRORS)
