@@ -11,6 +11,7 @@
     │   ├── AccessDeniedError          the caller's role may not do this (API 403)
     │   ├── NotFoundError              a Polysync record (platform, job, run) that does not exist
     │   ├── ConflictError              the change conflicts with the record's state (HTTP 409)
+    │   │   └── RepairNotSupportedError  a run of a Job Type that cannot be repaired (D13)
     │   ├── TaskDefinitionError        a Task setting that cannot be saved (names the field and the fix)
     │   │   ├── ScheduleError          a cron expression, time zone, start/end or misfire setting
     │   │   ├── RetryPolicyError       a retry policy field (attempts, delays, backoff, strategy)
@@ -124,6 +125,10 @@ class NotFoundError(UsageError):
 
 class ConflictError(UsageError):
     """The change conflicts with the current state of the record."""
+
+
+class RepairNotSupportedError(ConflictError):
+    """Runs of this Job Type cannot be repaired; start a new run instead."""
 
 
 class TaskDefinitionError(UsageError):

@@ -665,6 +665,20 @@ class Services:
             await self.store.get_run(run_id), cancelled_by=_who(actor)
         )
 
+    def supports_repair(self, job_type: str) -> bool:
+        """Whether runs of the Job Type `job_type` can be repaired (D13; the registry says)."""
+        return self.connections.registry.supports_repair(job_type)
+
+    async def repair_run(self, run_id: int, *, actor: Actor | None = None) -> Run:
+        """Repair a Failed or Cancelled run by hand (D13): its failed and skipped tasks rerun in
+        the same Databricks run. Recorded as intent (Running, "Repair #N requested (tasks:
+        ...)"), with `actor` as who asked; an engine sends it once and follows the run to its
+        new end. ConflictError (409 / exit 2) for any other run, or a Job Type whose runs cannot
+        be repaired; NotFoundError for an unknown run; DatabricksError when the run's repair
+        history cannot be read."""
+        run = await self.store.get_run(run_id)
+        return await self.engine.request_repair(run, requested_by=_who(actor))
+
     async def dispatch(self, run_id: int) -> Run:
         """Work on this one run now, in this process, if it is due and no live engine holds it:
         start it, send its cancel, or poll it (`Engine.drive`). For commands with no engine

@@ -15,7 +15,7 @@ from typing import Any
 from polysync.domain.contention import ContentionProfile
 from polysync.domain.models import Parameter, TaskRunState
 from polysync.domain.parameters import shown_default, shown_value, shown_values
-from polysync.domain.records import Job, Platform, Run, RunEvent
+from polysync.domain.records import Job, Platform, Run, RunEvent, RunRepair
 from polysync.jobtypes.base import DiscoveredJob
 
 
@@ -135,6 +135,22 @@ def run_summary_fields(run: Run) -> dict[str, Any]:
         "cancel_requested_at": run.cancel_requested_at,
         "executed_by": run.executed_by,
         "cancelled_by": run.cancelled_by,
+        "repair": None if run.repair is None else repair_fields(run.repair, run.repair_pending),
+    }
+
+
+def repair_fields(repair: RunRepair, pending: bool) -> dict[str, Any]:
+    """The latest repair of a run (D13): its number, the tasks it reruns, who asked, and
+    Databricks' repair id once sent (`pending`: recorded, not sent yet)."""
+    return {
+        "number": repair.number,
+        "task_keys": list(repair.task_keys),
+        "latest_repair_id": repair.latest_repair_id,
+        "requested_at": repair.requested_at,
+        "requested_by": repair.requested_by,
+        "repair_id": repair.repair_id,
+        "sent_at": repair.sent_at,
+        "pending": pending,
     }
 
 

@@ -54,6 +54,8 @@ ROUTES = [
     Route("GET", "/api/v1/runs/{active_run}", "viewer", 200),
     Route("GET", "/api/v1/runs/{done_run}/events", "viewer", 200),
     Route("POST", "/api/v1/runs/{active_run}/cancel", "operator", 202),
+    # The role is checked first; `done_run` never reached Databricks, so an operator gets 409 (D13).
+    Route("POST", "/api/v1/runs/{done_run}/repair", "operator", 409),
 ]
 CALLERS = ("none", "bad", *ROLES)
 

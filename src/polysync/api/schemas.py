@@ -368,6 +368,21 @@ class EventOut(BaseModel):
         return cls(**event_fields(event))
 
 
+class RepairOut(BaseModel):
+    """The latest repair of a run (D13): `jobs/runs/repair` rerunning its failed tasks in place."""
+
+    number: int = Field(description='Its number in the run\'s history: "Repair #1" first.')
+    task_keys: list[str] = Field(description="The tasks it reruns: failed, skipped, cancelled.")
+    latest_repair_id: str | None = Field(
+        description="The run's latest repair before this one (sent as `latest_repair_id`)."
+    )
+    requested_at: datetime
+    requested_by: str | None = Field(description="Who asked for it.")
+    repair_id: str | None = Field(description="Databricks' repair id, once sent.")
+    sent_at: datetime | None
+    pending: bool = Field(description="Recorded, not yet sent by an engine.")
+
+
 class RunSummary(BaseModel):
     id: int
     job_id: int
@@ -387,6 +402,9 @@ class RunSummary(BaseModel):
     cancel_requested_at: datetime | None
     executed_by: str | None = Field(description="Who executed it: `api:NAME (psk_...)`, ...")
     cancelled_by: str | None = Field(description="Who asked to cancel it, if anyone.")
+    repair: RepairOut | None = Field(
+        default=None, description="The latest repair asked of the run (D13), if any."
+    )
 
     @classmethod
     def fields_of(cls, run: Run) -> dict[str, Any]:
@@ -415,6 +433,11 @@ class RunOut(RunSummary):
 
 class CancelOut(BaseModel):
     detail: str
+    run: RunSummary
+
+
+class RepairRunOut(BaseModel):
+    detail: str = Field(description='E.g. "Repair #1 requested (tasks: build, score); ...".')
     run: RunSummary
 
 

@@ -54,7 +54,7 @@ COMMANDS: dict[str, LazyCommand] = {
         "run",
         "Execute Now: start the job with these values, then watch it live to the end.",
     ),
-    "runs": LazyCommand("runs_cmd", "app", "Runs: list, show, watch, cancel.", group=True),
+    "runs": LazyCommand("runs_cmd", "app", "Runs: list, show, watch, cancel, repair.", group=True),
     "profiles": LazyCommand(
         "profiles_cmd",
         "app",

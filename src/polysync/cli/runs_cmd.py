@@ -1,4 +1,4 @@
-"""`polysync run JOB` (Execute Now) and `polysync runs ...`: list, show, cancel."""
+"""`polysync run JOB` (Execute Now) and `polysync runs ...`: list, show, watch, cancel, repair."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ from polysync.domain.records import Run, RunFilter
 from polysync.errors import PolysyncError
 from polysync.lookup import find_job, find_platform
 
-app = typer.Typer(help="Runs: list, show, watch, cancel.", no_args_is_help=True)
+app = typer.Typer(help="Runs: list, show, watch, cancel, repair.", no_args_is_help=True)
 
 IntervalOption = Annotated[
     float | None,
@@ -331,4 +331,53 @@ def cancel(
             soft_wrap=True,
         )
     if requested and current.is_terminal and current.status is not RunStatus.CANCELLED:
+        raise typer.Exit(EXIT_RUN_FAILED)
+
+
+@app.command("repair")
+def repair(
+    run_id: RunIdArgument,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait/--no-wait", help="Follow the repaired run to its new end (default), or not."
+        ),
+    ] = True,
+    interval: IntervalOption = None,
+    json_out: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """Repair a Failed or Cancelled run (D13): its failed and skipped tasks rerun in the same
+    Databricks run (jobs/runs/repair), which Polysync follows to its new end.
+
+    Exit status: 0 the repaired run succeeded (or the repair was requested, with --no-wait),
+    1 it failed or was cancelled again, 2 this run cannot be repaired (not Failed or Cancelled,
+    no failed task to rerun, gone from Databricks, or a Job Type whose runs cannot be),
+    3 Databricks refused or was unreachable.
+    """
+    from polysync.cli.watch import print_outcome, repair_and_watch
+
+    live_console = err if json_out else out
+
+    async def main() -> Any:
+        async with session(db) as services:
+            return await repair_and_watch(
+                services, run_id, wait=wait, interval_s=interval, console=live_console
+            )
+
+    current, job, requested = run_async(main)
+    assert requested.repair is not None
+    if json_out:
+        print_json(run_json(current, job))
+    else:
+        out.print(safe_markup(requested.repair.describe()) + ".", soft_wrap=True)
+        if current.is_terminal:
+            print_outcome(current, out)
+        else:
+            out.print(
+                f"Run {current.id} is {current.status.value}: the engine sends the repair and "
+                f"follows it. [bold]polysync runs watch {current.id}[/] shows it live.",
+                soft_wrap=True,
+            )
+    if current.is_terminal and current.status is not RunStatus.SUCCESS:
         raise typer.Exit(EXIT_RUN_FAILED)

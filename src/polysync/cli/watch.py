@@ -1,4 +1,5 @@
-"""Watching a run live (rich.live), driving it from this process when no engine runs; cancel."""
+"""Watching a run live (rich.live), driving it from this process when no engine runs; cancel and
+repair."""
 
 from __future__ import annotations
 
@@ -210,6 +211,27 @@ async def cancel_and_watch(
     else:
         run = await advance(services, run.id)  # with no engine running, send the cancel now
     return await settle(services, run), job, True
+
+
+async def repair_and_watch(
+    services: Services, run_id: int, *, wait: bool, interval_s: float | None, console: Console
+) -> tuple[Run, Job, Run]:
+    """Ask for the repair (D13; ConflictError for a run that cannot be repaired) and, with
+    `wait`, follow the repaired run to its new end; without, send it now when no engine runs.
+    Returns (the run afterwards, its job, the run as the request recorded it)."""
+    requested = await services.repair_run(run_id, actor=cli_actor())
+    job = await services.store.get_job(requested.job_id)
+    if wait:
+        run = await watch(
+            services,
+            requested,
+            job,
+            interval_s=watch_interval_s(services, interval_s),
+            console=console,
+        )
+    else:
+        run = await advance(services, requested.id)
+    return await settle(services, run), job, requested
 
 
 def after_interrupt(

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import random
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -342,13 +342,47 @@ class DatabricksClient:
             body["all_queued_runs"] = True
         await self._call(Endpoint.RUNS_CANCEL_ALL, body=body)
 
-    async def get_run_json(self, run_id: int) -> dict[str, Any]:
+    async def get_run_json(self, run_id: int, *, include_history: bool = False) -> dict[str, Any]:
         """runs/get as Databricks sent it (pages merged), for the tolerant decoder (D6): no wire
-        model stands between the answer and `decode_run`, so an odd field never fails a poll."""
-        params = {"run_id": run_id}
+        model stands between the answer and `decode_run`, so an odd field never fails a poll.
+        `include_history` adds `repair_history` (D13)."""
+        params: dict[str, Any] = {"run_id": run_id}
+        if include_history:
+            params["include_history"] = True
         return await self._get_all_pages(
             Endpoint.RUNS_GET, params, container=None, keys=RUN_PAGED_ARRAYS
         )
+
+    async def repair_run(
+        self,
+        run_id: int,
+        *,
+        rerun_all_failed_tasks: bool = False,
+        rerun_tasks: Sequence[str] = (),
+        latest_repair_id: int | None = None,
+        job_parameters: Mapping[str, str] | None = None,
+    ) -> int:
+        """jobs/runs/repair: rerun tasks of an ended run inside that run; its `repair_id`.
+        Sent once (no blind retry): a repeat that landed is refused by Databricks as a stale
+        `latest_repair_id`, which the caller reads from `repair_history` (D13)."""
+        body: dict[str, Any] = {"run_id": run_id}
+        if rerun_all_failed_tasks:
+            body["rerun_all_failed_tasks"] = True
+        if rerun_tasks:
+            body["rerun_tasks"] = list(rerun_tasks)
+        if latest_repair_id is not None:
+            body["latest_repair_id"] = latest_repair_id
+        if job_parameters:
+            body["job_parameters"] = dict(job_parameters)
+        answer, _ = await self._call(Endpoint.RUNS_REPAIR, body=body)
+        repair_id = answer.get("repair_id")
+        if not isinstance(repair_id, int) or isinstance(repair_id, bool):
+            raise DatabricksAnswerError(
+                f"runs/repair answered without a repair_id: {str(answer)[:200]}",
+                method="POST",
+                path=Endpoint.RUNS_REPAIR.path,
+            )
+        return repair_id
 
     async def submit_run(
         self, body: Mapping[str, Any], *, idempotency_token: str

@@ -24,6 +24,8 @@ class Endpoint(enum.Enum):
     RUNS_CANCEL_ALL = ("POST", "jobs/runs/cancel-all", True)
     # One-time runs; repeatable only with an idempotency_token, like run-now (D11).
     RUNS_SUBMIT = ("POST", "jobs/runs/submit", False)
+    # A repeat that landed is refused as stale (`latest_repair_id`, D13): never retried blindly.
+    RUNS_REPAIR = ("POST", "jobs/runs/repair", False)
     # Workspace API (2.0): the notebooks of the Databricks Notebook job type.
     WORKSPACE_LIST = ("GET", "workspace/list", True)
     WORKSPACE_GET_STATUS = ("GET", "workspace/get-status", True)

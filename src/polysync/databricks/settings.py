@@ -150,6 +150,7 @@ class ApiVersions(_Model):
     runs_cancel: ApiVersion = "2.1"
     runs_cancel_all: ApiVersion = "2.1"
     runs_submit: ApiVersion = "2.1"
+    runs_repair: ApiVersion = "2.1"
     # The Workspace and Pipelines APIs exist in 2.0 only.
     workspace_list: ApiVersion = "2.0"
     workspace_get_status: ApiVersion = "2.0"
@@ -181,6 +182,7 @@ class RateLimits(_Model):
     runs_cancel: Rate = 30.0
     runs_cancel_all: Rate = 30.0
     runs_submit: Rate = 20.0  # as run-now
+    runs_repair: Rate = 20.0  # as run-now: it starts task runs
     # Unlisted in reference §8: the 30 rps Databricks applies to endpoints without their own.
     workspace_list: Rate = 30.0
     workspace_get_status: Rate = 30.0

@@ -167,23 +167,35 @@ class RunStatus(StrEnum):
 
     @property
     def is_terminal(self) -> bool:
-        """Success, Failed and Cancelled never change again; Unknown keeps polling (D6)."""
+        """Success, Failed and Cancelled never change again, except by a repair (D6 as amended
+        by D13); Unknown keeps polling (D6)."""
         return self in _TERMINAL
 
-    def may_follow(self, previous: RunStatus) -> bool:
-        """Whether the status history may go from `previous` to this status (D6).
+    @property
+    def is_repairable(self) -> bool:
+        """Failed and Cancelled runs may be repaired (D13): a repair reopens them as Running."""
+        return self in _REPAIRABLE
+
+    def may_follow(self, previous: RunStatus, *, repair: bool = False) -> bool:
+        """Whether the status history may go from `previous` to this status (D6, D13).
 
         History only moves forward: Starting/Unknown -> Running -> terminal; a terminal status
         is followed by nothing else. So a stale answer (e.g. Starting, seen before a Running that
         is already recorded) can never be written back. Unknown ranks with Starting: a run seen
         Running stays Running while Databricks reports a state Polysync does not know.
+
+        `repair`: the change is a repair of the run (D13), which reopens a Failed or Cancelled
+        run as Running and nothing else; from there the history moves forward again.
         """
+        if repair:
+            return previous.is_repairable and self is RunStatus.RUNNING
         if previous.is_terminal:
             return self is previous
         return _RANK[self] >= _RANK[previous]
 
 
 _TERMINAL = frozenset({RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.CANCELLED})
+_REPAIRABLE = frozenset({RunStatus.FAILED, RunStatus.CANCELLED})
 _RANK = {
     RunStatus.STARTING: 0,
     RunStatus.QUEUED: 0,

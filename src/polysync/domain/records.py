@@ -146,6 +146,14 @@ class Run:
     queued_at: datetime | None = None
     waiting_profile_id: int | None = None
     admitted_at: datetime | None = None
+    repair: RunRepair | None = None
+    """The latest repair asked of this run (D13), None if never repaired."""
+
+    @property
+    def repair_pending(self) -> bool:
+        """A repair was asked of this (reopened) run and no engine has sent it yet (D13); never
+        for a terminal run (a cancel before the send withdraws it)."""
+        return self.repair is not None and self.repair.pending and not self.is_terminal
 
     @property
     def is_terminal(self) -> bool:
@@ -161,6 +169,44 @@ class Run:
         if self.lease_owner is None or self.lease_token is None:
             return None
         return Lease(self.lease_owner, self.lease_token)
+
+
+@dataclass(frozen=True, slots=True)
+class RunRepair:
+    """The latest repair asked of a run (D13): recorded as intent, sent once by the engine.
+
+    `latest_repair_id` (the run's latest repair before this one, None if none) is recorded with
+    the request, before anything is sent: a resend after a crash carries the same one, which
+    Databricks refuses as stale once this repair landed, so the run is repaired once."""
+
+    number: int
+    """Its number in the run's history: "Repair #1" is the first repair of the run."""
+    task_keys: tuple[str, ...]
+    """The tasks it reruns (failed, skipped by a failure, cancelled), as planned."""
+    latest_repair_id: str | None
+    requested_at: datetime
+    requested_by: str | None = None  # str(Actor)
+    repair_id: str | None = None
+    """Databricks' repair id, once the engine has sent it (or found it had landed)."""
+    sent_at: datetime | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self.repair_id is None
+
+    def describe(self) -> str:
+        """What the history says of the request: "Repair #2 requested (tasks: a, b)"; past
+        DESCRIBED_TASKS task keys, how many more (a workflow may have 1,000 tasks)."""
+        shown_keys = self.task_keys[:DESCRIBED_TASKS]
+        tasks = ", ".join(shown_keys) or "none"
+        more = len(self.task_keys) - len(shown_keys)
+        if more:
+            tasks += f" and {more} more"
+        return f"Repair #{self.number} requested (tasks: {tasks})"
+
+
+DESCRIBED_TASKS = 20
+"""The task keys a repair's history entry names; the rest are counted."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ from polysync.emulator.routing import (
     page_limit,
     request_params,
 )
+from polysync.emulator.stats import note_detail
 
 VERSIONS = ("2.0", "2.1", "2.2")
 PAGE_ARRAY = 100  # 2.2 caps arrays inside a job or run at 100 per response (reference §2, §4)
@@ -210,8 +211,16 @@ async def submit_run(
 async def repair_run(
     request: Request, params: Params, ws: Workspace, version: str
 ) -> dict[str, Any]:
-    """`jobs/runs/repair` -> `{"repair_id"}` (sdk-py `RepairRunResponse`)."""
-    return {"repair_id": ws.repair_run(await json_body(request))}
+    """`jobs/runs/repair` -> `{"repair_id"}` (sdk-py `RepairRunResponse`); the request log
+    notes the task keys it reruns ("rerun: a, b")."""
+    body = await json_body(request)
+    repair_id = ws.repair_run(body)
+    run = ws.get_run(int(body["run_id"]))
+    if isinstance(run, JobRun) and run.repairs:
+        keys = {a.run_id: a.task.get("task_key") for a in run.attempts}
+        rerun = [str(keys.get(i)) for i in run.repairs[-1].task_run_ids]
+        note_detail(request.scope, "rerun: " + ", ".join(rerun))
+    return {"repair_id": repair_id}
 
 
 def _task_run_as_run(attempt: TaskAttempt, host: str, workspace_id: int) -> dict[str, Any]:

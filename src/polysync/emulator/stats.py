@@ -20,6 +20,7 @@ CONTROL_PLANE_PREFIX = "/emulator/"
 """Paths of the emulator's own control plane: never counted, faulted, limited or guarded."""
 
 FAULT_SCOPE_KEY = "polysync.fault"
+DETAIL_SCOPE_KEY = "polysync.detail"
 """ASGI scope key where an inner middleware notes the fault it applied (see `note_fault`)."""
 
 DEFAULT_RECENT_LIMIT = 100
@@ -41,6 +42,11 @@ def note_fault(scope: Scope, label: str, *, answered: bool = True) -> None:
     scope[FAULT_SCOPE_KEY] = (label, answered)
 
 
+def note_detail(scope: Scope, detail: str) -> None:
+    """What an endpoint did, for the request log (e.g. the tasks a runs/repair reruns)."""
+    scope[DETAIL_SCOPE_KEY] = detail
+
+
 @dataclass(frozen=True, slots=True)
 class RequestRecord:
     """One request as the client saw it; `status` 0 means the client got no HTTP answer."""
@@ -52,6 +58,8 @@ class RequestRecord:
     status: int
     duration_ms: float
     fault: str | None = None
+    detail: str | None = None
+    """What the endpoint did, when it says (`note_detail`): "rerun: a, b" for runs/repair."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -62,6 +70,7 @@ class RequestRecord:
             "status": self.status,
             "duration_ms": round(self.duration_ms, 3),
             "fault": self.fault,
+            "detail": self.detail,
         }
 
 
@@ -156,6 +165,7 @@ class StatsMiddleware:
                     status=status,
                     duration_ms=(time.perf_counter() - started) * 1000.0,
                     fault=fault,
+                    detail=scope.get(DETAIL_SCOPE_KEY),
                 )
             )
 

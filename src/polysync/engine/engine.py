@@ -40,12 +40,14 @@ from polysync.domain.records import (
     NewRun,
     Platform,
     Run,
+    RunRepair,
     utc,
 )
 from polysync.engine.polling import PollPolicy, sweep_pays
 from polysync.engine.ports import Observation, PollFailure, Store, Submission
 from polysync.errors import (
     ConfigError,
+    ConflictError,
     DatabricksError,
     DatabricksNotFoundError,
     DatabricksTimeoutError,
@@ -53,7 +55,7 @@ from polysync.errors import (
     StoreUnavailableError,
     UsageError,
 )
-from polysync.jobtypes.base import JobType, idempotency_token
+from polysync.jobtypes.base import JobType, RepairPlan, idempotency_token, repair_capability
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -110,6 +112,7 @@ class StepReport:
     swept_platforms: int = 0
     changes: int = 0
     cancels_sent: int = 0
+    repairs_sent: int = 0  # jobs/runs/repair sent (not those found already made, D13)
     errors: int = 0
     deferred: int = 0  # runs whose work failed or ran out of budget, retried later
     ended: int = 0  # runs ended by the engine itself (refused, deleted in Databricks, ...)
@@ -231,6 +234,33 @@ class Engine:
         )
         self._wake.set()
         return cancelled
+
+    async def request_repair(self, run: Run, *, requested_by: str | None = None) -> Run:
+        """Plan and record a repair of the run as intent (D13); the engine sends it once and
+        follows the repaired run to its new end. The one validation path of a repair:
+        ConflictError (RepairNotSupportedError for a Job Type whose runs cannot be repaired)
+        unless the run is Failed or Cancelled, reached Databricks and has tasks to rerun;
+        reads the run's `repair_history` from the platform (DatabricksError when it cannot)."""
+        if not RunStatus.RUNNING.may_follow(run.status, repair=True) or run.run_id is None:
+            hint = " Wait for it to end, then repair it." if not run.is_terminal else ""
+            raise ConflictError(
+                f"Run {run.id} is {run.status.value}: only a Failed or Cancelled run that "
+                f"reached Databricks can be repaired.{hint}"
+            )
+        platform = await self.store.get_platform(run.platform_id)
+        job = await self.store.get_job(run.job_id)
+        repairable = repair_capability(self.job_types.for_job(platform, job))
+        plan = await repairable.plan_repair(run.run_id)
+        repair = RunRepair(
+            number=plan.number,
+            task_keys=plan.task_keys,
+            latest_repair_id=plan.latest_repair_id,
+            requested_at=utc(self.clock.now()),
+            requested_by=requested_by,
+        )
+        repaired = await self.store.request_repair(run.id, repair, utc(self.clock.now()))
+        self._wake.set()
+        return repaired
 
     async def reconcile(self) -> int:
         """On start-up: every non-terminal run becomes due at once, so none is lost."""
@@ -518,7 +548,7 @@ class Engine:
         held = self._held.get(run.id)
         if held is not None and held.run.submitted:
             self._watched[held.run.platform_id] -= 1
-        own = run.run_id is None or run.cancel_requested_at is not None
+        own = run.run_id is None or run.cancel_requested_at is not None or run.repair_pending
         self._held[run.id] = _Held(run, now_s if own else None, fresh=True)
         if run.submitted:
             self._watched[run.platform_id] += 1
@@ -541,6 +571,8 @@ class Engine:
                 self._ticks[run.platform_id] = self.settings.policy.next_tick_s(self.clock.now())
         if run.cancel_requested_at is not None and due_s is None:
             due_s = self.clock.now() + self.settings.policy.cancel_poll_s
+        if run.repair_pending and due_s is None:
+            due_s = self.clock.now()  # on its own timer until its repair is sent (D13)
         self._held[run.id] = _Held(run, due_s)
 
     def _drop(self, run_id: int) -> None:
@@ -625,7 +657,12 @@ class Engine:
             if not run.submitted:
                 continue
             held = self._held.get(run.id)
-            if per_run or run.cancel_requested_at is not None or (held and held.due_s is not None):
+            if (
+                per_run
+                or run.cancel_requested_at is not None
+                or run.repair_pending
+                or (held and held.due_s is not None)
+            ):
                 own.append(run)
             else:
                 by_platform[run.platform_id].append(run)
@@ -838,6 +875,19 @@ class Engine:
             raise
         except DatabricksNotFoundError:
             return self._deleted(run, report)
+        except _RepairRefused as refused:
+            report.ended += 1
+            self._forget(run.id)
+            ended = refused.run
+            snapshot = RunSnapshot(
+                status=ended.status,
+                message=ended.message,
+                life_cycle_state=ended.life_cycle_state,
+                result_state=ended.result_state,
+                run_page_url=ended.run_page_url,
+                tasks=ended.tasks,
+            )
+            return Observation(run.id, snapshot, utc(self.clock.now()), None, run.lease)
         except Exception as exc:  # isolated to this run
             return self._poll_failed(run, exc, report)
         report.polled += 1
@@ -858,13 +908,59 @@ class Engine:
                 log.warning("run %s: %s", run.id, warning)
 
     async def _look(self, job_type: JobType, run: Run, report: StepReport) -> RunSnapshot:
-        """runs/get; for a run whose cancel was asked, runs/cancel first (D10)."""
+        """runs/get; for a run whose cancel was asked, runs/cancel first (D10); for a run whose
+        repair was asked, the repair first (D13)."""
         assert run.run_id is not None
+        if run.repair_pending and run.cancel_requested_at is None:
+            # A cancel asked before the repair was sent withdraws it: the run ends as it was.
+            await self._send_repair(job_type, run, report)
         if run.cancel_requested_at is None:
             return await job_type.poll(run.run_id)
         outcome = await job_type.cancel(run.run_id)
         report.cancels_sent += int(outcome.requested)
         return outcome.snapshot if not outcome.requested else await job_type.poll(run.run_id)
+
+    async def _send_repair(self, job_type: JobType, run: Run, report: StepReport) -> None:
+        """Send the run's pending repair once (D13): the plan recorded with the request carries
+        the run's `latest_repair_id`, so a resend after a crash finds the repair that landed
+        instead of making a second one. Databricks' refusal (not a transient error) ends the
+        run Failed again, saying why (_RepairRefused)."""
+        assert run.run_id is not None
+        assert run.repair is not None
+        job = await self._job(run.job_id)
+        planned = run.repair
+        plan = RepairPlan(
+            run_id=run.run_id,
+            number=planned.number,
+            latest_repair_id=planned.latest_repair_id,
+            task_keys=planned.task_keys,
+        )
+        try:
+            outcome = await repair_capability(job_type).repair(
+                plan, job.as_imported(), run.parameters_sent
+            )
+        except DatabricksNotFoundError:
+            raise
+        except PolysyncError as exc:
+            if isinstance(exc, DatabricksError) and exc.retryable:
+                raise
+            message = f"Repair #{planned.number} was refused: {_refusal_message(exc)}"
+            written = await self.store.record_failure(
+                run.id, message, utc(self.clock.now()), lease=run.lease
+            )
+            raise _RepairRefused(written) from exc
+        report.repairs_sent += int(outcome.sent)
+        log.info(
+            "run %s (Databricks %s): repair #%d %s (repair id %s)",
+            run.id,
+            run.run_id,
+            planned.number,
+            "sent" if outcome.sent else "had landed already",
+            outcome.repair_id,
+        )
+        await self.store.record_repair_sent(
+            run.id, outcome.repair_id, utc(self.clock.now()), sent=outcome.sent, lease=run.lease
+        )
 
     def _deleted(self, run: Run, report: StepReport) -> Observation:
         """Databricks does not know the run any more (deleted, or history expired): it ends
@@ -975,6 +1071,14 @@ class Engine:
         if platform is None:
             platform = self._platforms[platform_id] = await self.store.get_platform(platform_id)
         return platform
+
+
+class _RepairRefused(Exception):
+    """Databricks refused a run's repair: the run was ended Failed (`run`, as written)."""
+
+    def __init__(self, run: Run) -> None:
+        super().__init__(run.message)
+        self.run = run
 
 
 class _Abandoned(Exception):

@@ -18,6 +18,7 @@ from polysync.domain.records import (
     Run,
     RunEvent,
     RunFilter,
+    RunRepair,
 )
 
 
@@ -227,6 +228,23 @@ class Store(Protocol):
         self, run_id: int, now: datetime, *, cancelled_by: str | None = None
     ) -> Run:
         """Mark that the user asked to cancel (the engine sends it), and who; one event."""
+        ...
+
+    async def request_repair(self, run_id: int, repair: RunRepair, now: datetime) -> Run:
+        """Record a repair as intent (D13): a Failed or Cancelled run reopens as Running, due
+        now, with one event; ConflictError for any other status."""
+        ...
+
+    async def record_repair_sent(
+        self,
+        run_id: int,
+        repair_id: str,
+        now: datetime,
+        *,
+        sent: bool = True,
+        lease: Lease | None = None,
+    ) -> Run:
+        """The run's pending repair was sent (or had landed: `sent` False); one event."""
         ...
 
     async def get_run(self, run_id: int) -> Run: ...

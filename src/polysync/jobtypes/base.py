@@ -12,11 +12,11 @@ import hashlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from polysync.domain.models import ImportedJob, JobTypeName, ParameterDiff, RunSnapshot
 from polysync.domain.records import Platform
-from polysync.errors import PolysyncError, UsageError
+from polysync.errors import PolysyncError, RepairNotSupportedError, UsageError
 
 T = TypeVar("T")
 
@@ -130,6 +130,69 @@ class JobType(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class RepairPlan:
+    """What a repair of an ended run will do, read from the platform before it is asked for
+    (D13): the repair's number, the run's latest repair before it, and the tasks it reruns.
+
+    `latest_repair_id` is what makes the repair happen once: it is recorded with the request and
+    sent as `latest_repair_id`; once a repair after it exists, Databricks refuses another one as
+    stale, and `RepairableJobType.repair` adopts the one that landed instead of sending again."""
+
+    run_id: str
+    """The platform's RunId of the run to repair."""
+    number: int
+    """This repair's number in the run's history: 1 for the first repair ("Repair #1")."""
+    latest_repair_id: str | None
+    """The run's latest repair before this one (`repair_history`), None if never repaired."""
+    task_keys: tuple[str, ...]
+    """The tasks it reruns: the failed ones and those they skipped, in the run's order."""
+
+
+@dataclass(frozen=True, slots=True)
+class RepairOutcome:
+    """What `RepairableJobType.repair` did: the repair's id, and whether this call sent it
+    (False: a repair after the plan's `latest_repair_id` had landed already, e.g. sent before a
+    crash, and was adopted instead of sending a second one)."""
+
+    repair_id: str
+    sent: bool
+
+
+@runtime_checkable
+class RepairableJobType(JobType, Protocol):
+    """A job type whose ended runs can be repaired in place (D13): the capability is declared by
+    implementing these two methods, and by registering with `repairs=True` (so that callers
+    holding only a Job Type name, such as a Task's retry strategy, can ask the registry).
+    Databricks Workflow and Databricks Job have it (`jobs/runs/repair`); Notebook and Pipeline
+    do not (`repair_capability` refuses them with `RepairNotSupportedError`)."""
+
+    async def plan_repair(self, run_id: str) -> RepairPlan:
+        """Read the ended run (`runs/get?include_history=true`): its latest repair and the
+        tasks to rerun. UsageError when the platform says it is still in progress, or it has no
+        failed task to rerun; DatabricksNotFoundError when it no longer exists."""
+        ...
+
+    async def repair(
+        self, plan: RepairPlan, job: ImportedJob, parameters_sent: Mapping[str, str]
+    ) -> RepairOutcome:
+        """Rerun the plan's tasks in the same run with the run's own `parameters_sent` (Secret
+        references are read for this request only), at most once per plan: a repair after
+        `plan.latest_repair_id` already in `repair_history` is adopted, not sent again."""
+        ...
+
+
+def repair_capability(job_type: JobType) -> RepairableJobType:
+    """`job_type` as a repairable job type; RepairNotSupportedError (a UsageError) when its
+    runs cannot be repaired, naming the Job Type and what to do instead."""
+    if isinstance(job_type, RepairableJobType):
+        return job_type
+    raise RepairNotSupportedError(
+        f"A {job_type.name} run cannot be repaired: only job runs that rerun their failed "
+        "tasks in place can (Databricks Workflow, Databricks Job). Start a new run instead."
+    )
+
+
 JobTypeFactory = Callable[[Platform, Any], JobType]
 """Builds a job type for a platform from the platform and its provider's client."""
 
@@ -140,6 +203,7 @@ class _Registration:
     provider: str
     factory: JobTypeFactory
     discovered_by: JobTypeName | None
+    repairs: bool = False
 
 
 class JobTypeRegistry:
@@ -156,16 +220,28 @@ class JobTypeRegistry:
         factory: JobTypeFactory,
         *,
         discovered_by: JobTypeName | None = None,
+        repairs: bool = False,
     ) -> None:
+        """`repairs`: its runs can be repaired (it implements `RepairableJobType`, D13)."""
         if name in self._by_name:
             raise ValueError(f"Job Type {name!r} is already registered")
         if discovered_by is not None and discovered_by not in self._by_name:
             raise ValueError(f"Job Type {discovered_by!r} must be registered before {name!r}")
-        self._by_name[name] = _Registration(name, provider, factory, discovered_by)
+        self._by_name[name] = _Registration(name, provider, factory, discovered_by, repairs)
 
     @property
     def names(self) -> tuple[JobTypeName, ...]:
         return tuple(self._by_name)
+
+    def supports_repair(self, name: JobTypeName) -> bool:
+        """Whether runs of the Job Type `name` can be repaired (D13); False for unknown names."""
+        registration = self._by_name.get(name)
+        return registration is not None and registration.repairs
+
+    @property
+    def repairable(self) -> tuple[JobTypeName, ...]:
+        """The Job Types whose runs can be repaired, in registration order (D13)."""
+        return tuple(r.name for r in self._by_name.values() if r.repairs)
 
     def create(self, name: JobTypeName, platform: Platform, client: Any) -> JobType:
         """The job type `name` for `platform`; UsageError for a name nobody registered."""

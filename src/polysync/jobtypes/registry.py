@@ -17,9 +17,15 @@ def default_registry() -> JobTypeRegistry:
     """Every shipped job type. Databricks Job is discovered by Databricks Workflow: one jobs/list
     finds both, classified by task count (D5)."""
     registry = JobTypeRegistry()
-    registry.register(WORKFLOW, AZURE_DATABRICKS, DatabricksWorkflowJobType.for_platform)
     registry.register(
-        JOB, AZURE_DATABRICKS, DatabricksJobJobType.for_platform, discovered_by=WORKFLOW
+        WORKFLOW, AZURE_DATABRICKS, DatabricksWorkflowJobType.for_platform, repairs=True
+    )
+    registry.register(
+        JOB,
+        AZURE_DATABRICKS,
+        DatabricksJobJobType.for_platform,
+        discovered_by=WORKFLOW,
+        repairs=True,
     )
     registry.register(NOTEBOOK, AZURE_DATABRICKS, DatabricksNotebookJobType.for_platform)
     registry.register(PIPELINE, AZURE_DATABRICKS, DatabricksPipelineJobType.for_platform)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from polysync.domain.models import (
@@ -14,6 +15,7 @@ from polysync.domain.models import (
     TaskRunState,
     Termination,
 )
+from polysync.domain.records import RunRepair
 
 # Enums are stored by value (the domain's own spelling, e.g. "Input&Output"), never by Python
 # name, so renaming a member in code does not orphan stored rows. Decoders ignore keys they do
@@ -121,3 +123,37 @@ def string_map_to_json(mapping: Mapping[str, str]) -> dict[str, str]:
 
 def string_map_from_json(data: Mapping[str, str] | None) -> dict[str, str]:
     return dict(data or {})
+
+
+def repair_to_json(repair: RunRepair | None) -> dict[str, Any] | None:
+    """A run's repair (D13) as stored in `runs.repair`; times as ISO 8601 UTC text."""
+    if repair is None:
+        return None
+    return {
+        "number": repair.number,
+        "task_keys": list(repair.task_keys),
+        "latest_repair_id": repair.latest_repair_id,
+        "requested_at": repair.requested_at.isoformat(),
+        "requested_by": repair.requested_by,
+        "repair_id": repair.repair_id,
+        "sent_at": None if repair.sent_at is None else repair.sent_at.isoformat(),
+    }
+
+
+def repair_from_json(data: Mapping[str, Any] | None) -> RunRepair | None:
+    if not data:
+        return None
+    sent_at = data.get("sent_at")
+    return RunRepair(
+        number=int(data["number"]),
+        task_keys=tuple(str(key) for key in data.get("task_keys") or ()),
+        latest_repair_id=data.get("latest_repair_id"),
+        requested_at=_utc(datetime.fromisoformat(str(data["requested_at"]))),
+        requested_by=data.get("requested_by"),
+        repair_id=data.get("repair_id"),
+        sent_at=None if sent_at is None else _utc(datetime.fromisoformat(str(sent_at))),
+    )
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

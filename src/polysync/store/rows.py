@@ -19,6 +19,7 @@ from polysync.domain.records import (
 from polysync.store.codec import (
     parameters_from_json,
     parameters_to_json,
+    repair_from_json,
     string_map_from_json,
     string_map_to_json,
     tasks_from_json,
@@ -107,6 +108,7 @@ def run_from_row(row: Any) -> Run:
         queued_at=row.queued_at,
         waiting_profile_id=row.waiting_profile_id,
         admitted_at=row.admitted_at,
+        repair=repair_from_json(row.repair),
     )
 
 

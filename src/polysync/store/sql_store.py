@@ -7,6 +7,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -41,6 +42,7 @@ from polysync.domain.records import (
     Run,
     RunEvent,
     RunFilter,
+    RunRepair,
 )
 from polysync.engine.ports import Observation, PollFailure, Submission, SubmitAdmission
 from polysync.errors import (
@@ -56,6 +58,8 @@ from polysync.errors import (
 from polysync.store.auth_fields import checked_auth
 from polysync.store.codec import (
     parameters_to_json,
+    repair_from_json,
+    repair_to_json,
     string_map_to_json,
     tasks_to_json,
 )
@@ -122,6 +126,7 @@ SOURCE_ENGINE = "engine"
 SOURCE_SUBMIT = "submit"
 SOURCE_POLL = "poll"
 SOURCE_CANCEL = "cancel"
+SOURCE_REPAIR = "repair"
 
 
 async def open_store(url: str) -> SqlStore:
@@ -886,6 +891,67 @@ class SqlStore:
             }
             row = await _update_run(conn, run_id, values)
             await _add_event(conn, row, now, SOURCE_CANCEL)
+        return run_from_row(row)
+
+    @store_call
+    async def request_repair(self, run_id: int, repair: RunRepair, now: datetime) -> Run:
+        """Record a repair as intent (D13): the Failed or Cancelled run reopens as Running, due
+        at once, with one event "Repair #N requested (tasks: ...)"; the engine sends it.
+        ConflictError when the run is not Failed or Cancelled (e.g. another repair reopened it
+        first: the check and the write are one transaction under the row's lock)."""
+        async with self._write() as conn:
+            current = await _lock_run(conn, run_id)
+            status = RunStatus(current.status)
+            if not RunStatus.RUNNING.may_follow(status, repair=True) or current.run_id is None:
+                raise ConflictError(
+                    f"Run {run_id} is {status.value}: only a Failed or Cancelled run that "
+                    "reached Databricks can be repaired."
+                    + (" Wait for it to end, then repair it." if not status.is_terminal else ""),
+                    hint=LIST_RUNS,
+                )
+            values = status_values(RunStatus.RUNNING) | {
+                "repair": repair_to_json(repair),
+                "message": repair.describe(),
+                "ended_at": None,
+                "updated_at": now,
+                "next_poll_at": now,
+                "poll_failures": 0,
+                # A cancel asked before belongs to the run's previous outcome.
+                "cancel_requested_at": None,
+            }
+            row = await _update_run(conn, run_id, values)
+            await _add_event(conn, row, now, SOURCE_REPAIR)
+        return run_from_row(row)
+
+    @store_call
+    async def record_repair_sent(
+        self,
+        run_id: int,
+        repair_id: str,
+        now: datetime,
+        *,
+        sent: bool = True,
+        lease: Lease | None = None,
+    ) -> Run:
+        """The engine sent the run's pending repair (or found it had landed, `sent` False):
+        keep Databricks' repair id; one event. Fenced by `lease` like every engine write."""
+        async with self._write() as conn:
+            current = await _lock_run(conn, run_id)
+            pending = repair_from_json(current.repair)
+            if current.terminal or not _holds(current, lease) or pending is None:
+                return run_from_row(current)
+            if not pending.pending:
+                return run_from_row(current)
+            done = replace(pending, repair_id=repair_id, sent_at=now)
+            how = "sent to Databricks" if sent else "found already made in Databricks"
+            message = f"Repair #{done.number} {how} (repair id {repair_id})"
+            values = {
+                "repair": repair_to_json(done),
+                "message": message,
+                "updated_at": now,
+            }
+            row = await _update_run(conn, run_id, values)
+            await _add_event(conn, row, now, SOURCE_REPAIR)
         return run_from_row(row)
 
     @store_call

@@ -171,6 +171,8 @@ runs = Table(
     Column("queued_at", UtcDateTime),
     Column("waiting_profile_id", Id),
     Column("admitted_at", UtcDateTime),
+    # The latest repair asked of the run (D13; codec.repair_to_json): migration 0013.
+    Column("repair", _json()),
     Index(None, "terminal", "next_poll_at"),
     Index(None, "platform_id", "admitted_at"),
     Index(None, "job_id", "created_at"),

@@ -1,4 +1,4 @@
-"""Run pages: the filterable list, the run page (live while not terminal), Cancel."""
+"""Run pages: the filterable list, the run page (live while not terminal), Cancel, Repair."""
 
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -10,7 +10,7 @@ from polysync.domain.access import Role
 from polysync.domain.models import RunStatus, TaskRunState
 from polysync.domain.parameters import shown_values
 from polysync.domain.records import Run, RunFilter
-from polysync.errors import UsageError
+from polysync.errors import DatabricksError, UsageError
 from polysync.web.context import WebContext
 from polysync.web.security import Visitor
 
@@ -102,6 +102,10 @@ def run_router(ctx: WebContext) -> APIRouter:
             "events": events,
             "bars": timeline(run.tasks),
             "run_duration_ms": run_duration_ms,
+            # "Repair run" is offered for a Failed or Cancelled run of a Job Type that can (D13).
+            "repairable": run.status.is_repairable
+            and run.run_id is not None
+            and services.supports_repair(job.job_type),
         }
 
     @router.get("/runs", include_in_schema=False)
@@ -137,6 +141,21 @@ def run_router(ctx: WebContext) -> APIRouter:
             await services.cancel(run_id, actor=visitor.actor)
         except UsageError as exc:  # already ended: a no-op that says so (D10)
             notice = exc.message
+        if "hx-request" not in request.headers:
+            return ctx.redirect(request, visitor, f"/runs/{run_id}")
+        return ctx.render(
+            request, visitor, "_run_live.html", notice=notice, **await run_context(run_id)
+        )
+
+    @router.post("/runs/{run_id}/repair", include_in_schema=False)
+    async def repair(
+        request: Request, run_id: int, visitor: Annotated[Visitor, Depends(operator)]
+    ) -> Response:
+        notice: str | None = None
+        try:
+            await services.repair_run(run_id, actor=visitor.actor)
+        except (UsageError, DatabricksError) as exc:  # not repairable, or Databricks refused
+            notice = str(exc)
         if "hx-request" not in request.headers:
             return ctx.redirect(request, visitor, f"/runs/{run_id}")
         return ctx.render(

@@ -86,3 +86,17 @@ def test_latest_attempt_wins_ties_by_order() -> None:
     snapshot = RunSnapshot(status=RunStatus.SUCCESS, tasks=(first, second))
     assert snapshot.latest_attempts() == (second,)
     assert snapshot.failed_tasks == ()
+
+
+@pytest.mark.parametrize("previous", list(RunStatus))
+@pytest.mark.parametrize("new", list(RunStatus))
+def test_only_a_repair_reopens_a_failed_or_cancelled_run_and_only_as_running(
+    previous: RunStatus, new: RunStatus
+) -> None:
+    """D6 as amended by D13: a terminal status never changes, except by a repair, which takes a
+    Failed or Cancelled run back to Running (and nothing else)."""
+    reopens = previous in (RunStatus.FAILED, RunStatus.CANCELLED) and new is RunStatus.RUNNING
+    assert new.may_follow(previous, repair=True) is reopens
+    if previous.is_terminal:
+        assert new.may_follow(previous) is (new is previous)
+    assert previous.is_repairable is (previous in (RunStatus.FAILED, RunStatus.CANCELLED))

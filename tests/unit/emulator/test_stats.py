@@ -136,7 +136,17 @@ async def test_requests_route_returns_the_latest_n_most_recent_last() -> None:
         none = (await http.get("/emulator/requests", params={"limit": 0})).json()["requests"]
         bad = await http.get("/emulator/requests", params={"limit": "-1"})
     assert [r["query"] for r in latest] == ["run_id=2", "run_id=3"]
-    assert set(latest[0]) == {"time_s", "method", "path", "query", "status", "duration_ms", "fault"}
+    assert set(latest[0]) == {
+        "time_s",
+        "method",
+        "path",
+        "query",
+        "status",
+        "duration_ms",
+        "fault",
+        "detail",
+    }
+    assert latest[0]["detail"] is None  # only endpoints that say what they did fill it
     assert none == []
     assert bad.status_code == 400
     assert bad.json()["error_code"] == "INVALID_PARAMETER_VALUE"

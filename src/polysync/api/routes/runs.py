@@ -1,4 +1,4 @@
-"""Runs: list and read (with long poll), a live event stream (viewer); cancel (operator)."""
+"""Runs: list and read (with long poll), a live event stream (viewer); cancel, repair (operator)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from starlette.types import Receive, Scope, Send
 
 from polysync.api.deps import Context, Operator, ServicesDep, Viewer
 from polysync.api.problems import ApiProblem, JSONResponse, Problem
-from polysync.api.schemas import CancelOut, EventOut, RunOut, RunSummary
+from polysync.api.schemas import CancelOut, EventOut, RepairRunOut, RunOut, RunSummary
 from polysync.domain.access import Actor
 from polysync.domain.models import RunStatus, cancel_noop_message
 from polysync.domain.records import RunEvent, RunFilter
@@ -183,6 +183,27 @@ async def cancel_run(run_id: RunId, services: ServicesDep, caller: Operator) -> 
         detail=f"Cancellation of run {cancelled.id} requested; it is {cancelled.status.value} "
         "until Databricks confirms.",
         run=RunSummary.of(cancelled),
+    )
+    return JSONResponse(body.model_dump(mode="json"), status_code=202)
+
+
+@router.post(
+    "/{run_id}/repair",
+    status_code=202,
+    response_model=RepairRunOut,
+    responses={**_ERRORS, 502: {"model": Problem}},
+)
+async def repair_run(run_id: RunId, services: ServicesDep, caller: Operator) -> JSONResponse:
+    """Repair a Failed or Cancelled run (D13): its failed and skipped tasks rerun in the same
+    Databricks run (`jobs/runs/repair`). 202 once recorded: the run is Running again, an
+    engine sends the repair once and the run follows it to its new end. 409 for any other run
+    or a Job Type whose runs cannot be repaired; nothing is recorded then."""
+    repaired = await services.repair_run(run_id, actor=Actor.of_key(caller))
+    assert repaired.repair is not None
+    body = RepairRunOut(
+        detail=f"{repaired.repair.describe()}; run {repaired.id} is Running until the repaired "
+        "Databricks run ends.",
+        run=RunSummary.of(repaired),
     )
     return JSONResponse(body.model_dump(mode="json"), status_code=202)
 

@@ -29,15 +29,16 @@ from polysync.jobtypes.databricks.external_id import (
     parse_external_id,
 )
 from polysync.jobtypes.databricks.parameters import JobKind, classify, imported_job
-from polysync.jobtypes.databricks.runs import JobsApiRuns
+from polysync.jobtypes.databricks.repair import JobRunRepairs
 from polysync.jobtypes.databricks.status import best_run_url
 from polysync.secrets import reveal_parameters
 
 log = logging.getLogger(__name__)
 
 
-class DatabricksWorkflowJobType(JobsApiRuns):
-    """Databricks Workflow on one Azure Databricks workspace (one client, one rate limiter)."""
+class DatabricksWorkflowJobType(JobRunRepairs):
+    """Databricks Workflow on one Azure Databricks workspace (one client, one rate limiter); its
+    runs can be repaired (`jobs/runs/repair`, D13)."""
 
     name = JobKind.WORKFLOW.value
 

@@ -2,7 +2,7 @@
 was queued, by which profile it waits, and when it was admitted.
 
 Revision ID: 0007
-Revises: 0004
+Revises: 0013
 Create Date: 2026-12-01
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0004"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
