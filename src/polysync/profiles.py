@@ -144,7 +144,7 @@ class ContentionProfiles:
             recent = None
             if s.type is ProfileType.RATE:
                 window_s = s.window_s or 0.0
-                recent = sum(1 for t in usage.starts if t > now_s - window_s)
+                recent = sum(1 for t in usage.starts if t + window_s > now_s)
             counters.append(
                 CounterNow(
                     platform_id=platform_id,

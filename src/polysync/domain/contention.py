@@ -302,7 +302,9 @@ def _over(
         return f"{usage.active} of {cap} running", now_s + recheck_s
     limit = settings.limit or 0
     window_s = settings.window_s or DEFAULT_DEFER_WINDOW_S
-    recent = [s for s in usage.starts if s > now_s - window_s]
+    # Written as the retry time below is computed (start + window), so that a run told to come
+    # back at that time is admitted then, whatever the floating-point rounding.
+    recent = [s for s in usage.starts if s + window_s > now_s]
     if settings.algorithm is RateAlgorithm.LEAKY_BUCKET:
         spacing_s = window_s / limit
         if not recent or recent[-1] + spacing_s <= now_s:

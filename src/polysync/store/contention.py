@@ -207,7 +207,8 @@ async def _usage(
         )
     else:
         window_s = settings.window_s or 0.0
-        since = datetime.fromtimestamp(now.timestamp() - window_s, now.tzinfo)
+        # A second more than the window: `judge` counts exactly which starts are within it.
+        since = datetime.fromtimestamp(now.timestamp() - window_s - 1.0, now.tzinfo)
         times = await conn.scalars(
             select(runs.c.admitted_at)
             .where(in_scope, runs.c.admitted_at > since)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -31,9 +32,9 @@ def rate(**fields: Any) -> Any:
     return check_profile({"name": "pace", "type": "rate", "limit": 3, "window_s": 60} | fields)
 
 
-def verdict(settings: Any, usage: Usage, **kw: Any) -> Any:
+def verdict(settings: Any, usage: Usage, *, now_s: float = NOW_S, **kw: Any) -> Any:
     options = {"waiting_since_s": None, "waiting_here": False, "recheck_s": 5.0} | kw
-    return judge(settings, usage, NOW_S, **options)
+    return judge(settings, usage, now_s, **options)
 
 
 def test_defaults_and_spellings() -> None:
@@ -155,3 +156,34 @@ def test_timeout_full_queue_reject_and_defer() -> None:
 
 def test_admitted_counts_the_start() -> None:
     assert admitted(Usage(active=1, starts=(1.0,)), NOW_S) == Usage(2, (1.0, NOW_S), 0)
+
+
+@given(
+    limit=st.integers(1, 12),
+    window_s=st.sampled_from([1.0, 7.5, 60.0, 3600.0]),
+    leaky=st.booleans(),
+    gaps_s=st.lists(st.floats(0, 120, allow_nan=False), min_size=1, max_size=80),
+)
+def test_a_rate_profile_never_admits_more_than_its_limit_in_any_window(
+    limit: int, window_s: float, leaky: bool, gaps_s: list[float]
+) -> None:
+    settings = rate(
+        limit=limit, window_s=window_s, algorithm="leaky_bucket" if leaky else "token_bucket"
+    )
+    usage = Usage()
+    now_s = NOW_S
+    for gap_s in gaps_s:  # a run asks to start after each gap; one waiting retries when told
+        now_s += gap_s
+        held = verdict(settings, usage, now_s=now_s)
+        while held is not None:
+            assert held.retry_at_s is not None
+            assert held.retry_at_s > now_s
+            now_s = held.retry_at_s
+            held = verdict(settings, usage, now_s=now_s)
+        usage = admitted(usage, now_s)
+    starts = list(usage.starts)
+    for first in starts:
+        assert sum(1 for s in starts if first <= s < first + window_s) <= limit
+    if leaky:
+        spacing_s = window_s / limit
+        assert all(b - a >= spacing_s - 1e-6 for a, b in itertools.pairwise(starts))
