@@ -7,6 +7,9 @@
    minimum), wall time against the floor the rate limit sets, notebooks found.
 3. Pipeline discovery: P pipelines, paged 100 at a time: `pipelines` calls made (the floor is
    ceil(P / 100)).
+4. Watching pipeline updates: P pipelines with U of our updates each (the older ones ended
+   unseen, the newest active): the calls one engine sweep (`JobType.sweep`) makes, against a
+   poll of each update; calls per run per grid point.
 
     .venv/bin/python benchmarks/job_types.py
 """
@@ -117,6 +120,38 @@ async def pipeline_discovery(pipelines: int) -> tuple[int, int, int, float]:
     return len(found), calls, math.ceil(pipelines / 100), elapsed_s
 
 
+async def pipeline_sweep(pipelines: int, per_pipeline: int) -> tuple[int, int, int]:
+    """(runs watched, calls of one sweep, calls of polling each run)."""
+    spec = WorkspaceSpec.model_validate(
+        {
+            "auth": {"tokens": [TOKEN]},
+            "pipelines": [{"name": f"p{i}"} for i in range(pipelines)],
+        }
+    )
+    workspace_clock = ManualClock()
+    app = create_app(spec, clock=workspace_clock, real_clock=SystemClock())
+    job_type = DatabricksPipelineJobType(client(app), platform())
+    ids = [found.external_id for found in await job_type.discover()]
+    run_ids: list[str] = []
+    for turn in range(per_pipeline):
+        if turn:
+            workspace_clock.advance(600)  # the previous updates end, unseen by the engine
+        for pipeline_id in ids:
+            answer = await job_type.client.start_pipeline_update(pipeline_id, full_refresh=False)
+            run_ids.append(f"{pipeline_id}:{answer['update_id']}")
+    stats = app.emulator.stats  # type: ignore[attr-defined]
+    before = stats.count()
+    swept = await job_type.sweep(run_ids)
+    sweep_calls = stats.count() - before
+    assert set(swept) == set(run_ids), "the sweep must show every watched update"
+    before = stats.count()
+    for run_id in run_ids:
+        await job_type.poll(run_id)
+    poll_calls = stats.count() - before
+    await job_type.client.aclose()
+    return len(run_ids), sweep_calls, poll_calls
+
+
 async def main() -> None:
     print("Widget parsing (parse_widgets)")
     print(f"{'notebook':<14}{'MB':>8}{'seconds':>10}{'MB/s':>10}{'widgets':>10}")
@@ -143,6 +178,15 @@ async def main() -> None:
     for count in (25, 250, 1_000):
         found_count, calls, floor, elapsed_s = await pipeline_discovery(count)
         print(f"{count:>10,}{found_count:>8,}{calls:>8}{floor:>7}{elapsed_s:>10.2f}")
+
+    print("\nWatching pipeline updates: one grid point (JobType.sweep) against a poll of each")
+    print(f"{'pipelines':>10}{'updates':>9}{'runs':>7}{'sweep':>7}{'poll each':>11}{'per run':>9}")
+    for count, per_pipeline in ((10, 1), (10, 3), (50, 5)):
+        runs, sweep_calls, poll_calls = await pipeline_sweep(count, per_pipeline)
+        print(
+            f"{count:>10}{per_pipeline:>9}{runs:>7}{sweep_calls:>7}{poll_calls:>11}"
+            f"{sweep_calls / runs:>9.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -142,3 +142,35 @@ async def autojump(clock: ManualClock, awaitable: Awaitable[T], *, limit_s: floa
             await asyncio.wait({task}, timeout=0.005)  # real I/O in a thread, not emulated time
     task.cancel()
     raise AssertionError(f"autojump: still not done after {limit_s} s")
+
+
+ENDLESS_NOTEBOOK = "/Shared/polysync-tests/endless"
+
+
+def seed_endless_notebook(emulator_url: str) -> str:
+    """A notebook whose runs never end on their own, seeded in a served emulator: its path."""
+    seeded = httpx.post(
+        f"{emulator_url}/emulator/notebooks",
+        json={
+            "notebooks": [
+                {
+                    "path": ENDLESS_NOTEBOOK,
+                    "language": "PYTHON",
+                    "source": 'dbutils.widgets.text("n", "1")\n',
+                    "emulator": {"duration_s": 10_000_000},
+                }
+            ]
+        },
+    )
+    seeded.raise_for_status()
+    return ENDLESS_NOTEBOOK
+
+
+def seed_endless_pipeline(emulator_url: str) -> str:
+    """A pipeline ("endless-dlt") whose updates never end on their own: its id."""
+    seeded = httpx.post(
+        f"{emulator_url}/emulator/pipelines",
+        json={"pipelines": [{"name": "endless-dlt", "emulator": {"duration_s": 10_000_000}}]},
+    )
+    seeded.raise_for_status()
+    return str(seeded.json()["pipeline_ids"][0])

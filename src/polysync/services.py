@@ -8,7 +8,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import httpx
 from pydantic import ValidationError
@@ -20,7 +20,7 @@ from polysync.databricks.client import ConnectivityReport, DatabricksClient
 from polysync.databricks.policy import ConnectionPolicy, parse_host_patterns
 from polysync.databricks.ratelimit import RateLimiterRegistry
 from polysync.databricks.settings import WorkspaceSettings
-from polysync.domain.access import Actor
+from polysync.domain.access import Actor, ApiKey
 from polysync.domain.limits import (
     MAX_FIELD_CHARS,
     MAX_JOB_NAME_CHARS,
@@ -39,6 +39,7 @@ from polysync.domain.models import (
     Parameter,
     ParameterDiff,
     RunStatus,
+    cancel_noop_message,
 )
 from polysync.domain.parameters import (
     Keep,
@@ -64,6 +65,7 @@ from polysync.engine.engine import Engine, EngineSettings
 from polysync.engine.polling import PollPolicy
 from polysync.engine.ports import Store
 from polysync.errors import (
+    ConfigError,
     ConflictError,
     Hint,
     PolysyncError,
@@ -73,11 +75,14 @@ from polysync.errors import (
 )
 from polysync.jobtypes.base import DiscoveredJob, JobType, JobTypeRegistry
 from polysync.jobtypes.registry import default_registry
-from polysync.lookup import find_job, find_platform
+from polysync.lookup import find_api_key, find_job, find_platform
 from polysync.profiles import ContentionProfiles, ProfileStore
 from polysync.secrets import SecretReference, SecretScope
 from polysync.store import open_store, upgrade
 from polysync.store.auth_fields import is_secret_field
+
+if TYPE_CHECKING:
+    from polysync.api.ports import ApiKeyStore
 
 log = logging.getLogger(__name__)
 TransportFactory = Callable[[Platform], httpx.AsyncBaseTransport | None]
@@ -203,10 +208,6 @@ class Connections:
 
     def for_job(self, platform: Platform, job: Job) -> JobType:
         return self.job_type(platform, job.job_type)
-
-    def for_platform(self, platform: Platform) -> JobType:
-        """The platform's first job type: the one whose `active_runs` the engine sweeps."""
-        return self.registry.primary(platform, self.client(platform))
 
     def discoverers(self, platform: Platform) -> list[JobType]:
         """Every job type that discovers on the platform's provider (Get Pipelines asks each)."""
@@ -659,11 +660,18 @@ class Services:
 
     async def cancel(self, run_id: int, *, actor: Actor | None = None) -> Run:
         """Record the request to cancel (D10), with `actor` as cancelled_by, and return: an
-        engine sends runs/cancel and polls for the final status. UsageError when the run has
-        already ended."""
-        return await self.engine.request_cancel(
-            await self.store.get_run(run_id), cancelled_by=_who(actor)
-        )
+        engine sends runs/cancel and polls for the final status. ConflictError (D10's no-op
+        message) when the run has already ended, also when it ended while being asked."""
+        run = await self.store.get_run(run_id)
+        if run.is_terminal:
+            raise ConflictError(cancel_noop_message(run.id, run.status))
+        try:
+            return await self.engine.request_cancel(run, cancelled_by=_who(actor))
+        except UsageError:
+            latest = await self.store.get_run(run_id)
+            if latest.is_terminal:  # it ended between the read and the request
+                raise ConflictError(cancel_noop_message(latest.id, latest.status)) from None
+            raise
 
     def supports_repair(self, job_type: str) -> bool:
         """Whether runs of the Job Type `job_type` can be repaired (D13; the registry says)."""
@@ -761,6 +769,34 @@ class Services:
 
     async def list_runs(self, where: RunFilter) -> Sequence[Run]:
         return await self.store.list_runs(where)
+
+    # ------------------------------------------------------------------ API keys
+    # polysync.api is imported on use: a CLI command that needs no key loads no FastAPI.
+    def _key_store(self) -> ApiKeyStore:
+        from polysync.api.ports import ApiKeyStore
+
+        if not isinstance(self.store, ApiKeyStore):
+            raise ConfigError("API keys need a store that keeps them (SqlStore).")
+        return self.store
+
+    async def create_api_key(self, name: str, role: str) -> tuple[ApiKey, str]:
+        """A new key (docs/security.md): its record and the key itself, shown this once.
+        UsageError for a bad name or role."""
+        from polysync.api.keys import create_api_key
+
+        return await create_api_key(self._key_store(), name, role, now=self.now())
+
+    async def list_api_keys(self) -> Sequence[ApiKey]:
+        return await self._key_store().list_api_keys()
+
+    async def revoke_api_key(self, ref: str) -> ApiKey:
+        """Revoke the key `ref` names (id, prefix or name; `find_api_key`): it stops working at
+        once. NotFoundError / UsageError (ambiguous) naming `ref`."""
+        from polysync.api.keys import PREFIX_CHARS, revoke_api_key
+
+        store = self._key_store()
+        key = find_api_key(await store.list_api_keys(), ref, prefix_chars=PREFIX_CHARS)
+        return await revoke_api_key(store, key.id, now=self.now())
 
     async def run_details(self, run_id: int) -> tuple[Run, Job, Sequence[RunEvent]]:
         run = await self.store.get_run(run_id)

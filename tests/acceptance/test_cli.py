@@ -23,6 +23,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import seed_endless_notebook, seed_endless_pipeline
+
 POLYSYNC = str(Path(sys.executable).with_name("polysync"))
 DEMO_TOKEN = "dapi-demo-token-0000000000000000"  # the emulator's demo workspace credential
 TOKEN_VAR = "POLYSYNC_ACCEPTANCE_TOKEN"
@@ -698,33 +700,13 @@ IOT_PIPELINE = "0a9b8c7d-6e5f-4a3b-9c2d-1e0f9a8b7c6d"
 @pytest.fixture(scope="module")
 def endless_notebook(emulator_url: str) -> str:
     """A notebook whose runs never end on their own (seeded in the emulator)."""
-    path = "/Shared/polysync-tests/endless"
-    seeded = httpx.post(
-        f"{emulator_url}/emulator/notebooks",
-        json={
-            "notebooks": [
-                {
-                    "path": path,
-                    "language": "PYTHON",
-                    "source": 'dbutils.widgets.text("n", "1")\n',
-                    "emulator": {"duration_s": 10_000_000},
-                }
-            ]
-        },
-    )
-    seeded.raise_for_status()
-    return path
+    return seed_endless_notebook(emulator_url)
 
 
 @pytest.fixture(scope="module")
 def endless_pipeline(emulator_url: str) -> str:
     """A pipeline whose updates never end on their own (seeded in the emulator)."""
-    seeded = httpx.post(
-        f"{emulator_url}/emulator/pipelines",
-        json={"pipelines": [{"name": "endless-dlt", "emulator": {"duration_s": 10_000_000}}]},
-    )
-    seeded.raise_for_status()
-    return str(seeded.json()["pipeline_ids"][0])
+    return seed_endless_pipeline(emulator_url)
 
 
 def test_notebook_job_type_from_discovery_to_success_failure_and_cancel(

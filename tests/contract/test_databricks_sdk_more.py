@@ -368,6 +368,13 @@ def test_pipeline_update_completes_and_lists(
     assert got.latest_updates is not None
     assert got.latest_updates[0].update_id == update_id
     assert [p.pipeline_id for p in w.pipelines.list_pipelines(max_results=1)] == [pipeline_id]
+    # The listing the engine's pipeline sweep reads: newest first, each update with its state.
+    second = w.pipelines.start_update(pipeline_id).update_id or ""
+    listed = w.pipelines.list_updates(pipeline_id, max_results=100).updates or []
+    assert [(u.update_id, u.state) for u in listed] == [
+        (second, pipelines.UpdateInfoState.WAITING_FOR_RESOURCES),
+        (update_id, pipelines.UpdateInfoState.COMPLETED),
+    ]
 
 
 def test_pipeline_failure_events_conflict_and_stop(

@@ -110,8 +110,10 @@ async def test_a_start_while_an_update_is_active_shows_databricks_refusal(
     second = await services.execute(job, {})
     await services.engine.step()
     runs = {r.id: r for r in await services.store.list_runs(RunFilter())}
-    assert runs[first.id].run_id is not None
-    refused = runs[second.id]
+    # Both starts are sent in one cycle, concurrently: whichever Databricks saw second is refused.
+    started = [runs[r.id] for r in (first, second) if runs[r.id].run_id is not None]
+    assert len(started) == 1
+    (refused,) = [runs[r.id] for r in (first, second) if runs[r.id].run_id is None]
     assert refused.status is RunStatus.FAILED
     assert "An active update" in refused.message
     assert "already exists" in refused.message
@@ -154,3 +156,58 @@ async def test_stored_values_go_through_one_rule_whatever_the_adapter(services: 
         await services.save_job(with_value("source_path", "/elsewhere"))
     run = await services.execute(saved, {})
     assert dict(run.parameters_sent) == {"full_refresh": "true"}
+
+
+def update_gets(harness: EmulatorHarness, *run_ids: str) -> int:
+    """Requests for these updates' `pipelines/{id}/updates/{update_id}`."""
+    stats = harness.app.emulator.stats
+    return sum(stats.count("pipelines/" + run_id.replace(":", "/updates/")) for run_id in run_ids)
+
+
+async def test_the_sweep_lists_a_pipelines_updates_once_and_gets_a_lone_one(
+    harness: EmulatorHarness, services: Services
+) -> None:
+    # Issue 11: pipeline updates are swept per pipeline, not polled one by one: a pipeline with
+    # several of our updates costs one `pipelines/{id}/updates` listing, one with a single
+    # update its `updates/{update_id}`; a bad RunId is left to its poll.
+    platform = await services.get_platform("demo")
+    pipelines = services.connections.job_type(platform, PIPELINE)
+    client = services.connections.client(platform)
+    first = (await client.start_pipeline_update(SALES_DLT, full_refresh=False))["update_id"]
+    harness.advance(120)  # the first update completes
+    second = (await client.start_pipeline_update(SALES_DLT, full_refresh=False))["update_id"]
+    lone = (await client.start_pipeline_update(IOT_DLT, full_refresh=False))["update_id"]
+    ours = [f"{SALES_DLT}:{first}", f"{SALES_DLT}:{second}", f"{IOT_DLT}:{lone}", "junk"]
+    stats = harness.app.emulator.stats
+    lists = stats.count(f"pipelines/{SALES_DLT}/updates", method="GET")
+    gets = update_gets(harness, *ours[:3])
+    seen = await pipelines.sweep(ours)
+    assert stats.count(f"pipelines/{SALES_DLT}/updates", method="GET") - lists == 1
+    assert update_gets(harness, *ours[:3]) - gets == 1
+    assert update_gets(harness, ours[2]) == 1  # the lone update's
+    assert set(seen) == set(ours[:3])
+    assert seen[f"{SALES_DLT}:{first}"].status is RunStatus.SUCCESS
+    assert seen[f"{SALES_DLT}:{second}"].status is RunStatus.STARTING
+    assert seen[f"{IOT_DLT}:{lone}"].status is RunStatus.STARTING
+
+
+async def test_a_pipeline_run_is_watched_by_its_own_sweep_not_by_runs_list(
+    harness: EmulatorHarness, services: Services
+) -> None:
+    # The engine sweeps each job type's sweep group: a platform watching only a pipeline update
+    # makes no jobs/runs/list call, and its update is seen by one call per grid point.
+    job = await imported(services, SALES_DLT)
+    run = await services.execute(job, {})
+    await services.engine.step()
+    stats = harness.app.emulator.stats
+    started = await services.store.get_run(run.id)
+    assert started.run_id is not None
+    runs_lists, gets = stats.count("jobs/runs/list"), update_gets(harness, started.run_id)
+    harness.advance(services.engine.settings.policy.sweep_interval_s)
+    report = await services.engine.step()
+    assert report.swept_platforms == 1
+    assert stats.count("jobs/runs/list") == runs_lists
+    assert update_gets(harness, started.run_id) - gets == 1
+    seen = await services.store.get_run(run.id)
+    assert seen.status is RunStatus.STARTING
+    assert seen.life_cycle_state == "INITIALIZING"  # 10 s in: past WAITING_FOR_RESOURCES

@@ -40,6 +40,10 @@ ODD_RUN = {
     "job_parameters": "odd",
 }
 
+# A run-now answer with odd optional fields: the run started (it has a run id), so the start
+# must be confirmed; a strict model would call it unconfirmed and resend it for ever.
+ODD_START = {"run_id": 9, "number_in_job": "nine", "run_page_url": {"not": "a url"}}
+
 
 def odd_workspace() -> Starlette:
     async def jobs_list(request: Request) -> JSONResponse:
@@ -54,8 +58,12 @@ def odd_workspace() -> Starlette:
     async def runs_list(request: Request) -> JSONResponse:
         return JSONResponse({"runs": [ODD_RUN, {"run_id": "nine"}, "junk"], "has_more": False})
 
+    async def run_now(request: Request) -> JSONResponse:
+        return JSONResponse(ODD_START)
+
     return Starlette(
         routes=[
+            Route("/api/{version}/jobs/run-now", run_now, methods=["POST"]),
             Route("/api/{version}/jobs/list", jobs_list),
             Route("/api/{version}/jobs/get", jobs_get),
             Route("/api/{version}/jobs/runs/get", runs_get),
@@ -109,3 +117,12 @@ async def test_poll_and_sweep_decode_odd_runs(workflow: DatabricksWorkflowJobTyp
     assert snapshot.run_page_url.startswith(URL)
     active = await workflow.active_runs()
     assert set(active) == {"9"}
+
+
+async def test_a_start_with_odd_optional_fields_is_confirmed(
+    workflow: DatabricksWorkflowJobType,
+) -> None:
+    job = await workflow.import_job("7")
+    started = await workflow.start(job, {}, idempotency_token="polysync-odd-start")
+    assert started.run_id == "9"
+    assert started.run_page_url.startswith(URL)  # ours, built from the run id (D7)

@@ -4,12 +4,12 @@ job pages show widgets and reference-only parameters, Execute Now runs them to t
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from playwright.sync_api import Locator, Page, expect
 
 from polysync.domain.records import PLATFORM_ATTRIBUTES, NewPlatform
-from tests.web.conftest import TOKEN_VARIABLE, WebServer, needs_chromium, sign_in
+from tests.conftest import seed_endless_notebook, seed_endless_pipeline
+from tests.web.conftest import TOKEN_VARIABLE, WebServer, needs_chromium, shot, sign_in
 
 RUN_BOUND_MS = 45_000  # an upper bound for a run at 60x, not an expected duration
 NOTEBOOK = "daily_sales_report"
@@ -35,14 +35,6 @@ def prepare(web: WebServer) -> None:
             await web.services.import_jobs("demo", None)
 
     web.call(run())
-
-
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
-
-
-def shot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
 
 
 def badge(page: Page) -> Locator:
@@ -129,3 +121,46 @@ def test_pipeline_job_page_and_run(page: Page, web: WebServer) -> None:
         "href", re.compile(rf"#joblist/pipelines/{PIPELINE_ID}/updates/")
     )
     expect(page.locator("main")).to_contain_text(PIPELINE_ID)
+
+
+def seed_endless(web: WebServer) -> tuple[str, str]:
+    """A notebook and a pipeline whose runs never end on their own, seeded in the emulator and
+    imported: (notebook path, pipeline id)."""
+    path = seed_endless_notebook(web.emulator_url)
+    pipeline_id = seed_endless_pipeline(web.emulator_url)
+
+    async def imported() -> None:
+        _, results = await web.services.import_jobs("demo", [path, pipeline_id])
+        assert all(result.error is None for result in results), results
+
+    web.call(imported())
+    return path, pipeline_id
+
+
+def execute_from_job_page(page: Page, name: str) -> None:
+    page.goto("/jobs")
+    page.get_by_role("link", name=name, exact=True).click()
+    page.get_by_role("button", name="Execute Now").click()
+    page.get_by_role("dialog").get_by_role("button", name="Run now").click()
+    expect(page).to_have_url(re.compile(r"/runs/\d+$"))
+
+
+def test_notebook_and_pipeline_runs_fail_and_cancel(page: Page, web: WebServer) -> None:
+    # Issue 11's proof in the web UI: each new type watched to Failed (with Databricks' error)
+    # and cancelled from its run page.
+    prepare(web)
+    notebook_path, pipeline_id = seed_endless(web)
+    sign_in(page, web.keys["operator"])
+    execute_from_job_page(page, "forecast_demand")
+    expect(badge(page)).to_have_text("Failed", timeout=RUN_BOUND_MS)
+    expect(page.locator("main")).to_contain_text("there is no package called 'forecast'")
+    execute_from_job_page(page, "iot-telemetry-dlt")
+    expect(badge(page)).to_have_text("Failed", timeout=RUN_BOUND_MS)
+    expect(page.locator("main")).to_contain_text("TABLE_OR_VIEW_NOT_FOUND")
+    for name in (notebook_path.rsplit("/", 1)[-1], "endless-dlt"):
+        execute_from_job_page(page, name)
+        expect(badge(page)).to_have_text(re.compile("Starting|Running"), timeout=RUN_BOUND_MS)
+        page.once("dialog", lambda confirm: confirm.accept())
+        page.get_by_role("button", name="Cancel run").click()
+        expect(badge(page)).to_have_text("Cancelled", timeout=RUN_BOUND_MS)
+    expect(page.locator("main")).to_contain_text(pipeline_id)  # the last: the pipeline's run

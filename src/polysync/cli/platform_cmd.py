@@ -24,12 +24,13 @@ from polysync.cli.common import (
     session,
     store_session,
 )
-from polysync.cli.render import AUTH_LABELS, platform_view, platforms_table, plural
+from polysync.cli.render import platform_view, platforms_table, plural
 from polysync.cli.terminal import safe_markup
 from polysync.databricks.settings import ApiVersions
 from polysync.domain.records import PLATFORM_ATTRIBUTES, NewPlatform, Platform
 from polysync.errors import SecretReferenceError
 from polysync.lookup import find_platform
+from polysync.presentation import AUTH_LABELS
 from polysync.secrets import SecretReference
 
 app = typer.Typer(help="Azure Databricks workspaces Polysync connects to.", no_args_is_help=True)

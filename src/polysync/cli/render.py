@@ -13,35 +13,30 @@ from rich.text import Text
 
 from polysync.cli.terminal import link_style, safe_markup, terminal_safe
 from polysync.domain.models import JobTypeName, Parameter, RunSnapshot, RunStatus, TaskRunState
-from polysync.domain.parameters import shown_default, shown_value, shown_values
 from polysync.domain.records import Job, Platform, Run, RunEvent
 from polysync.jobtypes.base import DiscoveredJob
-from polysync.jobtypes.labels import counts_text, short_label
+from polysync.presentation import (
+    AUTH_LABELS,
+    STATUS_COLOURS,
+    STATUS_ICONS,
+    counts_text,
+    duration_text,
+    local_time_text,
+    run_duration_ms,
+    short_label,
+    shown_default,
+    shown_value,
+    shown_values,
+)
 
 if TYPE_CHECKING:
     from polysync.services import ImportResult
 
-AUTH_LABELS = {
-    "pat": "Personal Access Token",
-    "entra_service_principal": "Service Principal (Microsoft Entra ID)",
-    "managed_identity": "Managed identity",
-    "azure_default": "Azure default credential",
-    "databricks_oauth_m2m": "Databricks OAuth (machine-to-machine)",
-}
 OPTION_LABELS = {"api_versions": "API versions", "tls_ca_bundle": "CA bundle"}
+# Terminal states in bold: the line a user waited for stands out.
 STATUS_STYLES = {
-    RunStatus.STARTING: "cyan",
-    RunStatus.QUEUED: "magenta",
-    RunStatus.RUNNING: "blue",
-    RunStatus.SUCCESS: "bold green",
-    RunStatus.FAILED: "bold red",
-    RunStatus.CANCELLED: "bold magenta",
-    RunStatus.UNKNOWN: "yellow",
-}
-STATUS_ICONS = {
-    RunStatus.SUCCESS: "✔",
-    RunStatus.FAILED: "✘",
-    RunStatus.CANCELLED: "■",
+    status: f"bold {colour}" if status.is_terminal else colour
+    for status, colour in STATUS_COLOURS.items()
 }
 
 
@@ -57,22 +52,7 @@ def status_text(status: RunStatus) -> Text:
 
 def when(moment: datetime | None, *, short: bool = False) -> str:
     """Local time; `short` for tables (a month abbreviation, to the minute)."""
-    if moment is None:
-        return "-"
-    return moment.astimezone().strftime("%b %d %H:%M" if short else "%Y-%m-%d %H:%M:%S")
-
-
-def duration_text(ms: int | None) -> str:
-    if ms is None:
-        return "-"
-    seconds = round(ms / 1000)
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m {seconds:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m"
+    return local_time_text(moment, short=short)
 
 
 def tags_text(tags: Mapping[str, str]) -> str:
@@ -87,15 +67,6 @@ def first_line(text: str, limit: int = 70) -> str:
 def latest_attempts(run: Run) -> tuple[TaskRunState, ...]:
     """The last attempt of each task (the one that decides), in Databricks' order."""
     return RunSnapshot(status=run.status, tasks=run.tasks).latest_attempts()
-
-
-def run_duration_ms(run: Run) -> int | None:
-    """How long Databricks ran it: first task start to last task end (the workspace's clock)."""
-    starts = [t.start_time_ms for t in run.tasks if t.start_time_ms]
-    ends = [t.end_time_ms for t in run.tasks if t.end_time_ms]
-    if not starts or not ends or not run.is_terminal:
-        return None
-    return max(ends) - min(starts)
 
 
 def task_state(task: TaskRunState) -> Text:
@@ -355,7 +326,7 @@ def runs_table(runs: Sequence[Run], jobs: Mapping[int, Job]) -> Table:
             safe_markup(job.name if job else str(run.job_id)),
             status_text(run.status),
             when(run.created_at, short=True),
-            duration_text(run_duration_ms(run)),
+            duration_text(run_duration_ms(run), nothing="-"),
             Text(
                 terminal_safe(first_line(run.message, 200)),
                 style="dim",
@@ -386,7 +357,7 @@ def tasks_table(tasks: Iterable[TaskRunState], *, full_detail: bool = True) -> T
             safe_markup(task.task_key or f"(task run {task.run_id})"),
             task_state(task),
             str(task.attempt_number + 1),
-            duration_text(task.duration_ms) if task.status.is_terminal else "…",
+            duration_text(task.duration_ms, nothing="-") if task.status.is_terminal else "…",
             Text(detail, style="red" if task.error else "dim")
             if full_detail
             else Text(
@@ -453,7 +424,7 @@ def run_outcome(run: Run) -> Text:
     elif run.is_terminal and run.run_id is None:
         text.append(f": run {run.id} was never started in Databricks")
     elif duration is not None:
-        text.append(f" after {duration_text(duration)} in Databricks")
+        text.append(f" after {duration_text(duration)}")
     return text
 
 
@@ -480,7 +451,7 @@ def run_view(run: Run, job: Job, events: Sequence[RunEvent], now: datetime | Non
         by = f" by {run.cancelled_by}" if run.cancelled_by else ""
         grid.add_row("Cancel requested", safe_markup(when(run.cancel_requested_at) + by))
     grid.add_row("Ended", when(run.ended_at))
-    grid.add_row("Databricks duration", duration_text(run_duration_ms(run)))
+    grid.add_row("Duration", duration_text(run_duration_ms(run), nothing="-"))
     parts: list[RenderableType] = [grid]
     if run.run_page_url:
         parts.append(url_line(run.run_page_url))

@@ -68,11 +68,10 @@ def create(
     as_json: JsonOption = False,
 ) -> None:
     """Create a key; it is printed once and stored only as a hash."""
-    from polysync.api.keys import create_api_key
 
     async def main() -> tuple[str, str, str]:
         async with session(db) as services:
-            record, plaintext = await create_api_key(services.store, name, role)  # type: ignore[arg-type]
+            record, plaintext = await services.create_api_key(name, role)
             return record.name, record.role.value, plaintext
 
     key_name, key_role, plaintext = run_async(main)
@@ -88,12 +87,11 @@ def create(
 @apikey_app.command("list")
 def list_keys(db: DbOption = None, as_json: JsonOption = False) -> None:
     """The keys (name, role, prefix, created, revoked); never the keys themselves."""
-    from polysync.api.keys import list_api_keys
     from polysync.cli.render import when
 
     async def main() -> Sequence[ApiKey]:
         async with session(db) as services:
-            return await list_api_keys(services.store)  # type: ignore[arg-type]
+            return await services.list_api_keys()
 
     keys = run_async(main)
     if as_json:
@@ -136,14 +134,10 @@ def revoke(
     db: DbOption = None,
 ) -> None:
     """Revoke a key: it stops working at once, in the API and in web sessions."""
-    from polysync.api.keys import PREFIX_CHARS, list_api_keys, revoke_api_key
-    from polysync.lookup import find_api_key
 
     async def main() -> ApiKey:
         async with session(db) as services:
-            keys = await list_api_keys(services.store)  # type: ignore[arg-type]
-            key = find_api_key(keys, ref, prefix_chars=PREFIX_CHARS)
-            return await revoke_api_key(services.store, key.id)  # type: ignore[arg-type]
+            return await services.revoke_api_key(ref)
 
     record = run_async(main)
     if json_out:

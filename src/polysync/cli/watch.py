@@ -26,6 +26,7 @@ from polysync.cli.render import (
 from polysync.cli.terminal import link_style, terminal_safe
 from polysync.domain.models import RunStatus
 from polysync.domain.records import Job, Run
+from polysync.errors import ConflictError
 
 if TYPE_CHECKING:
     from polysync.services import Services
@@ -201,9 +202,10 @@ async def cancel_and_watch(
     Returns (run, job, whether a cancel was requested: False when the run had already ended)."""
     run = await services.store.get_run(run_id)
     job = await services.store.get_job(run.job_id)
-    if run.is_terminal:
-        return run, job, False
-    run = await services.cancel(run_id, actor=cli_actor())
+    try:
+        run = await services.cancel(run_id, actor=cli_actor())
+    except ConflictError:  # it had ended: a no-op (D10), said by the caller
+        return await services.store.get_run(run_id), job, False
     if wait:
         run = await watch(
             services, run, job, interval_s=watch_interval_s(services, interval_s), console=console

@@ -22,9 +22,9 @@ from polysync.databricks.endpoints import Endpoint
 from polysync.databricks.errors import MAX_MESSAGE_CHARS, error_from_response, redact
 from polysync.databricks.metrics import TRANSPORT_ERROR, ClientMetrics
 from polysync.databricks.models import (
+    MAX_INT64,
     DatabricksJob,
     DatabricksRun,
-    RunNowResponse,
     RunOutput,
     WireModel,
 )
@@ -214,7 +214,7 @@ class DatabricksClient:
         job_id: int,
         job_parameters: Mapping[str, str] | None = None,
         idempotency_token: str | None = None,
-    ) -> RunNowResponse:
+    ) -> RunNowAnswer:
         """Start a run. With an idempotency token the call is retried until it is known to have
         landed, and Databricks starts at most one run per token (reference §3, D8); without one,
         only refusals (429) and unsent requests are retried.
@@ -235,7 +235,7 @@ class DatabricksClient:
             answer, _ = await self._call(
                 Endpoint.RUN_NOW, body=body, idempotent=idempotency_token is not None
             )
-            return _parse(RunNowResponse, answer, Endpoint.RUN_NOW)
+            return _run_now_answer(answer)
         except DatabricksAnswerError as exc:
             if idempotency_token is None:
                 raise
@@ -462,6 +462,19 @@ class DatabricksClient:
         answer, _ = await self._call(
             Endpoint.PIPELINES_GET_UPDATE,
             path_params={"pipeline_id": pipeline_id, "update_id": update_id},
+        )
+        return answer
+
+    async def list_pipeline_updates(
+        self, pipeline_id: str, *, page_token: str | None = None, max_results: int = 100
+    ) -> dict[str, Any]:
+        """One page of the pipeline's updates, newest first: `{"updates": [UpdateInfo],
+        "next_page_token"}` (both absent when there are none)."""
+        _check_page_size(max_results, 100)
+        answer, _ = await self._call(
+            Endpoint.PIPELINES_LIST_UPDATES,
+            params={"max_results": max_results, "page_token": page_token},
+            path_params={"pipeline_id": pipeline_id},
         )
         return answer
 
@@ -808,6 +821,34 @@ def _parse(model: type[M], answer: Any, endpoint: Endpoint) -> M:
             for error in exc.errors(include_url=False, include_input=False)[:3]
         )
         raise _unexpected(endpoint, problems[:MAX_MESSAGE_CHARS]) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class RunNowAnswer:
+    """run-now's answer read tolerantly: the run id is required (a start without one is not
+    confirmed); `run_page_url` (real Databricks sends none, reference §3; used when present, D7)
+    and `number_in_job` are kept only when usable, never a reason to refuse the answer."""
+
+    run_id: int
+    run_page_url: str | None = None
+    number_in_job: int | None = None
+
+
+def _run_now_answer(answer: Mapping[str, Any]) -> RunNowAnswer:
+    def positive_int(value: object) -> int | None:
+        if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_INT64:
+            return value
+        return None
+
+    run_id = positive_int(answer.get("run_id"))
+    if run_id is None:
+        raise _unexpected(Endpoint.RUN_NOW, "no positive integer run_id")
+    url = answer.get("run_page_url")
+    return RunNowAnswer(
+        run_id,
+        url if isinstance(url, str) and url else None,
+        positive_int(answer.get("number_in_job")),
+    )
 
 
 def _unexpected(endpoint: Endpoint, what: str) -> DatabricksAnswerError:

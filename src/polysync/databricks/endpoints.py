@@ -35,6 +35,7 @@ class Endpoint(enum.Enum):
     PIPELINES_GET = ("GET", "pipelines/{pipeline_id}", True)
     # A repeated start would start a second update (or meet the first one's 409): never retried.
     PIPELINES_START_UPDATE = ("POST", "pipelines/{pipeline_id}/updates", False)
+    PIPELINES_LIST_UPDATES = ("GET", "pipelines/{pipeline_id}/updates", True)
     PIPELINES_GET_UPDATE = ("GET", "pipelines/{pipeline_id}/updates/{update_id}", True)
     # Stopping a stopped pipeline is a no-op.
     PIPELINES_STOP = ("POST", "pipelines/{pipeline_id}/stop", True)

@@ -163,10 +163,3 @@ class RunOutput(WireModel):
     logs_truncated: bool | None = None
     notebook_output: dict[str, Any] | None = None
     metadata: DatabricksRun | None = None
-
-
-class RunNowResponse(WireModel):
-    run_id: DatabricksId
-    number_in_job: int | None = None
-    # Real Databricks does not send it (reference §3); used when present (D7).
-    run_page_url: str | None = None

@@ -158,6 +158,7 @@ class ApiVersions(_Model):
     pipelines_list: ApiVersion = "2.0"
     pipelines_get: ApiVersion = "2.0"
     pipelines_start_update: ApiVersion = "2.0"
+    pipelines_list_updates: ApiVersion = "2.0"
     pipelines_get_update: ApiVersion = "2.0"
     pipelines_stop: ApiVersion = "2.0"
     pipelines_events: ApiVersion = "2.0"
@@ -190,6 +191,7 @@ class RateLimits(_Model):
     pipelines_list: Rate = 30.0
     pipelines_get: Rate = 30.0
     pipelines_start_update: Rate = 30.0
+    pipelines_list_updates: Rate = 30.0
     pipelines_get_update: Rate = 30.0
     pipelines_stop: Rate = 30.0
     pipelines_events: Rate = 30.0

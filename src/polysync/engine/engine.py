@@ -43,7 +43,7 @@ from polysync.domain.records import (
     RunRepair,
     utc,
 )
-from polysync.engine.polling import PollPolicy, sweep_pays
+from polysync.engine.polling import PollPolicy
 from polysync.engine.ports import Observation, PollFailure, Store, Submission
 from polysync.errors import (
     ConfigError,
@@ -69,8 +69,6 @@ class JobTypes(Protocol):
     """Chooses the job-type implementation for a platform's jobs (wired in services.py)."""
 
     def for_job(self, platform: Platform, job: Job) -> JobType: ...
-
-    def for_platform(self, platform: Platform) -> JobType: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +177,8 @@ class Engine:
         self._held: dict[int, _Held] = {}
         self._watched: dict[int, int] = defaultdict(int)  # started runs held, by platform
         self._ticks: dict[int, float] = {}  # next grid point of each platform
-        self._active_in: dict[int, int] = {}  # active runs a platform's last sweep listed
+        # Runs the last sweep of each (platform, sweep group) listed.
+        self._active_in: dict[tuple[int, str], int] = {}
         self._own_due: dict[int, float] = {}  # next own look decided by the poll just made
         self._renewed_s: float | None = None
         self._in_flight: set[int] = set()  # runs being worked on now: never claimed again
@@ -800,28 +799,50 @@ class Engine:
     async def _watch_platform(
         self, platform_id: int, runs: list[Run], report: StepReport
     ) -> list[Observation | PollFailure]:
-        """Look at a workspace's watched runs at its grid point: one sweep when it costs no more
-        than a runs/get per run, else a runs/get each. The outcomes are written by the caller."""
+        """Look at a workspace's watched runs at its grid point: each sweep group of their job
+        types (`JobType.sweep_group`) is swept once when that costs no more than a poll per run
+        (`JobType.sweep_pays`), else each run is polled. The outcomes are written by the caller."""
         platform = await self._platform(platform_id)
-        try:
-            job_type = self.job_types.for_platform(platform)
-        except Exception as exc:  # e.g. a platform edited into an unusable one
-            return [self._poll_failed(run, exc, report) for run in runs]
-        if sweep_pays(self._active_in.get(platform_id), len(runs)):
+        groups: dict[str, tuple[JobType, list[Run]]] = {}
+        outcomes: list[Observation | PollFailure] = []
+        for run in runs:
+            job = await self._job(run.job_id)
+            try:
+                job_type = self.job_types.for_job(platform, job)
+            except Exception as exc:  # e.g. a platform edited into an unusable one
+                outcomes.append(self._poll_failed(run, exc, report))
+                continue
+            groups.setdefault(job_type.sweep_group, (job_type, []))[1].append(run)
+        for group, (job_type, members) in groups.items():
+            outcomes += await self._sweep_group(platform, group, job_type, members, report)
+        return outcomes
+
+    async def _sweep_group(
+        self,
+        platform: Platform,
+        group: str,
+        job_type: JobType,
+        runs: list[Run],
+        report: StepReport,
+    ) -> list[Observation | PollFailure]:
+        key = (platform.id, group)
+        if job_type.sweep_pays(self._active_in.get(key), len(runs)):
             started_s = self.clock.now()
             try:
-                active = await self._within_budget(job_type.active_runs())
+                listed = job_type.sweep([run.run_id for run in runs if run.run_id is not None])
+                active = await self._within_budget(listed)
             except StoreUnavailableError:
                 raise
             except Exception as exc:  # polling one by one still works
                 log.warning(
-                    "sweep of platform %s failed, polling runs one by one: %s",
+                    "sweep of %s on platform %s failed, polling runs one by one: %s",
+                    group,
                     platform.name,
                     _one_line(exc),
                 )
             else:
                 report.swept_platforms += 1
-                self._active_in[platform_id] = len(active)
+                self._active_in[key] = len(active)
                 return await self._after_sweep(platform, runs, active, started_s, report)
         return await self._gather(self._poll(platform, run, report) for run in runs)
 

@@ -1,23 +1,22 @@
 """When to look at runs: one sweep grid per workspace, so no run is seen later than the grid.
 
-Every watched run of a workspace belongs to its grid: every `sweep_interval_s` one
-`runs/list?active_only=true&expand_tasks=true` pass (25 runs a page) gives the state and the task
-states of all of them at once (reference §6). What changed is written; a run that left the active
-list gets one `runs/get` to learn how it ended (and `runs/get-output` per failed task). So the
-detection lag of any change is at most one interval plus the calls' time, by construction, and a
-workspace costs ceil(active runs / 25) calls per interval however many runs change.
+Every watched run of a workspace belongs to its grid: every `sweep_interval_s` each sweep group
+of the workspace's job types is swept once (`JobType.sweep`): for the Jobs API types one
+`runs/list?active_only=true&expand_tasks=true` pass (25 runs a page) gives the state and task
+states of all their runs at once (reference §6); for pipeline updates, one call per pipeline.
+What changed is written; a run the sweep does not show as active gets one `poll` to learn how it
+ended. So the detection lag of any change is at most one interval plus the calls' time, by
+construction, whatever the job type.
 
-Where the workspace has far more active runs than ours (other users' runs), a sweep would cost
-more pages than our runs: then each of our runs gets its own `runs/get` on the same grid instead -
-the cheaper of the two, with the same lag bound.
+Where a sweep would cost more calls than polling each of our runs (a workspace with far more
+active runs than ours: other users' runs), the job type says so (`JobType.sweep_pays`) and each
+of our runs gets its own poll on the same grid instead - the cheaper of the two, same lag bound.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
-RUNS_PER_PAGE = 25  # runs/list limit on 2.1+ (reference §6)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,11 +42,3 @@ class PollPolicy:
         interval, so every engine and every workspace share them)."""
         interval = self.sweep_interval_s
         return (math.floor(now_s / interval) + 1) * interval
-
-
-def sweep_pays(active_in_workspace: int | None, ours: int) -> bool:
-    """Whether one sweep (a page per 25 active runs of the whole workspace) costs no more than
-    a runs/get for each of `ours`; unknown (never swept) counts as paying."""
-    if active_in_workspace is None:
-        return True
-    return math.ceil(active_in_workspace / RUNS_PER_PAGE) <= ours

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -123,10 +123,19 @@ class JobType(Protocol):
         """The best link to the run's page known now."""
         ...
 
-    async def active_runs(self) -> Mapping[str, RunSnapshot]:
-        """The state of every active run on the platform in one pass (by RunId), with its task
-        states: how the engine watches all its runs of a platform at once. A run that ended is
-        absent (learn its end with `poll`)."""
+    sweep_group: str
+    """Job types whose runs one sweep covers share a group (every Jobs API run is in runs/list):
+    the engine sweeps each group of a platform once per grid point, through any of its types."""
+
+    def sweep_pays(self, listed_last: int | None, ours: int) -> bool:
+        """Whether one `sweep` costs no more calls than a `poll` of each of `ours` runs, given
+        how many runs the group's last sweep listed (None: never swept)."""
+        ...
+
+    async def sweep(self, run_ids: Collection[str]) -> Mapping[str, RunSnapshot]:
+        """The state of our runs `run_ids` (by RunId) in as few calls as the type allows, with
+        their task states; the answer may list other runs too. A run absent from it (ended, or
+        not shown) is polled with `poll` by the engine to learn its end."""
         ...
 
 
@@ -262,13 +271,6 @@ class JobTypeRegistry:
             for registration in self._by_name.values()
             if registration.provider == platform.provider and registration.discovered_by is None
         ]
-
-    def primary(self, platform: Platform, client: Any) -> JobType:
-        """The first job type registered for the platform's provider (the engine's sweeps)."""
-        discoverers = self.discoverers(platform, client)
-        if not discoverers:
-            raise UsageError(f"No Job Type is registered for provider {platform.provider!r}.")
-        return discoverers[0]
 
 
 async def bounded_gather(calls: Iterable[Callable[[], Awaitable[T]]]) -> list[T]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +17,15 @@ from polysync.api.throttle import FailureLimiter
 from polysync.domain.access import Role
 from polysync.domain.limits import http_url, replace_unencodable
 from polysync.domain.models import RunStatus
-from polysync.domain.parameters import MASK
 from polysync.errors import NotFoundError
-from polysync.jobtypes.labels import counts_text, short_label
+from polysync.presentation import (
+    AUTH_LABELS,
+    MASK,
+    counts_text,
+    duration_text,
+    short_label,
+    utc_time_text,
+)
 from polysync.services import Services
 from polysync.web.security import CSRF_FIELD, CSRF_HEADER, Sessions, SignInRequired, Visitor
 
@@ -27,39 +33,22 @@ TEMPLATES_DIR = Path(__file__).parent / "templates"
 STATIC_DIR = Path(__file__).parent / "static"
 LIVE_POLL_S = 2
 
-AUTH_LABELS = {
-    "pat": "Personal Access Token",
-    "entra_service_principal": "Service principal (Microsoft Entra ID)",
-    "managed_identity": "Managed identity",
-    "azure_default": "Azure default credential",
-    "databricks_oauth_m2m": "Databricks OAuth (machine-to-machine)",
-}
-
 
 def format_when(value: datetime | None) -> str:
-    if value is None:
-        return "\u2013"  # an en dash: nothing to show
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return utc_time_text(value)
 
 
 def format_duration_ms(value: int | float | None) -> str:
-    if value is None:
-        return "\u2013"  # an en dash: nothing to show
-    seconds = max(0, round(value / 1000))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h {minutes:02d}m {secs:02d}s"
-    if minutes:
-        return f"{minutes}m {secs:02d}s"
-    return f"{secs}s"
+    return duration_text(value)
 
 
 def status_class(status: RunStatus | str) -> str:
     return f"status-{str(getattr(status, 'value', status)).lower()}"
 
 
-def _environment() -> Environment:
+def template_environment() -> Environment:
+    """The Jinja2 environment of every page: autoescaping, and the filters and globals of
+    `polysync.presentation` (times, durations, status classes, labels, MASK)."""
     env = Environment(
         loader=FileSystemLoader(TEMPLATES_DIR),
         autoescape=select_autoescape(["html"]),
@@ -94,7 +83,7 @@ class WebContext:
 
     @classmethod
     def create(cls, services: Services, sessions: Sessions, limiter: FailureLimiter) -> WebContext:
-        return cls(services, sessions, _environment(), limiter)
+        return cls(services, sessions, template_environment(), limiter)
 
     def router(self) -> APIRouter:
         """A router whose routes render errors themselves (see `web_route_class`)."""

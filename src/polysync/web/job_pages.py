@@ -9,14 +9,10 @@ from fastapi.responses import Response
 
 from polysync.domain.access import Role
 from polysync.domain.models import DataType, Direction, Parameter
-from polysync.domain.parameters import (
-    checked_parameter,
-    describe_diff,
-    shown_default,
-    shown_value,
-)
+from polysync.domain.parameters import checked_parameter, describe_diff
 from polysync.domain.records import Job, RunFilter
 from polysync.errors import ConfigError, PolysyncError, UsageError
+from polysync.presentation import shown_default, shown_value
 from polysync.web.context import WebContext
 from polysync.web.security import Visitor
 

@@ -8,9 +8,9 @@ from fastapi.responses import Response
 
 from polysync.domain.access import Role
 from polysync.domain.models import RunStatus, TaskRunState
-from polysync.domain.parameters import shown_values
-from polysync.domain.records import Run, RunFilter
+from polysync.domain.records import RunFilter
 from polysync.errors import DatabricksError, UsageError
+from polysync.presentation import run_duration_ms, shown_values
 from polysync.web.context import WebContext
 from polysync.web.security import Visitor
 
@@ -53,13 +53,6 @@ def timeline(tasks: tuple[TaskRunState, ...]) -> list[TaskBar]:
         width = max((end - task.start_time_ms) / span * 100, 1.0)
         bars.append(TaskBar(task, round(left, 2), round(min(width, 100 - left), 2), duration))
     return bars
-
-
-def run_duration_ms(run: Run) -> int | None:
-    started = run.submitted_at or run.created_at
-    if run.ended_at is None:
-        return None
-    return int((run.ended_at - started).total_seconds() * 1000)
 
 
 def _status_filter(value: str | None) -> RunStatus | None:

@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from polysync.databricks.models import DatabricksJob, DatabricksRun, RunNowResponse, RunOutput
+from polysync.databricks.models import DatabricksJob, DatabricksRun, RunOutput
 
 FAILED_RUN: dict[str, Any] = {
     "job_id": 977904116405742,
@@ -127,9 +127,7 @@ def test_job_fields_read_by_the_domain() -> None:
     assert [t.task_type for t in job.settings.tasks] == ["notebook_task", "python_wheel_task", None]
 
 
-def test_run_now_and_output() -> None:
-    started = RunNowResponse.model_validate({"run_id": 7, "number_in_job": 7})
-    assert (started.run_id, started.run_page_url) == (7, None)
+def test_run_output() -> None:
     output = RunOutput.model_validate(
         {
             "error": "ZeroDivisionError",

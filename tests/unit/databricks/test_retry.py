@@ -81,6 +81,7 @@ def test_endpoint_retry_safety() -> None:
         Endpoint.WORKSPACE_EXPORT,
         Endpoint.PIPELINES_LIST,
         Endpoint.PIPELINES_GET,
+        Endpoint.PIPELINES_LIST_UPDATES,
         Endpoint.PIPELINES_GET_UPDATE,
         Endpoint.PIPELINES_STOP,
         Endpoint.PIPELINES_EVENTS,

@@ -17,6 +17,7 @@ from polysync.jobtypes.databricks.pipeline import (
     UPDATE_STATES,
     check_pipeline_id,
     decode_update,
+    decode_updates_page,
     error_message,
     split_run_id,
 )
@@ -139,3 +140,39 @@ def test_a_registry_refuses_duplicates_and_unknown_discoverers() -> None:
         registry.register("A", "p", lambda platform, client: client)
     with pytest.raises(ValueError, match="must be registered before"):
         registry.register("B", "p", lambda platform, client: client, discovered_by="C")
+
+
+def test_a_page_of_updates_keeps_ours_only() -> None:
+    ours = {f"{PID}:u2", f"{PID}:u9"}
+    page = {
+        "updates": [
+            {"update_id": "u3", "state": "RUNNING"},
+            {"update_id": "u2", "state": "COMPLETED", "creation_time": 5},
+            {"update_id": 2, "state": "RUNNING"},
+            "junk",
+        ]
+    }
+    found = decode_updates_page(page, PID, ours, WS)
+    assert set(found) == {f"{PID}:u2"}
+    assert found[f"{PID}:u2"].status is RunStatus.SUCCESS
+    assert decode_updates_page({"updates": "none"}, PID, ours, WS) == {}
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["updates", "next_page_token", "x"]),
+        JSON | st.lists(st.dictionaries(st.sampled_from(["update_id", "state"]), JSON)),
+    )
+)
+def test_a_page_of_updates_never_raises(answer: dict[str, Any]) -> None:
+    found = decode_updates_page(answer, PID, {f"{PID}:u1", f"{PID}:None"}, WS)
+    assert set(found) <= {f"{PID}:u1"}

@@ -13,10 +13,10 @@ from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from polysync.api.deps import Context, Operator, ServicesDep, Viewer
-from polysync.api.problems import ApiProblem, JSONResponse, Problem
+from polysync.api.problems import JSONResponse, Problem
 from polysync.api.schemas import CancelOut, EventOut, RepairRunOut, RunOut, RunSummary
 from polysync.domain.access import Actor
-from polysync.domain.models import RunStatus, cancel_noop_message
+from polysync.domain.models import RunStatus
 from polysync.domain.records import RunEvent, RunFilter
 from polysync.errors import UsageError
 from polysync.services import Services
@@ -168,17 +168,8 @@ def _sse(kind: str, event_id: int, data: dict[str, Any]) -> str:
 )
 async def cancel_run(run_id: RunId, services: ServicesDep, caller: Operator) -> JSONResponse:
     """Ask Databricks to cancel (D10): 202 once requested; the final status follows on the run.
-    A run already terminal answers 409 and nothing is sent."""
-    run = await services.store.get_run(run_id)
-    if run.is_terminal:
-        raise _already_terminal(run.id, run.status)
-    try:
-        cancelled = await services.cancel(run.id, actor=Actor.of_key(caller))
-    except UsageError:
-        latest = await services.store.get_run(run.id)
-        if latest.is_terminal:  # it ended between our read and the request
-            raise _already_terminal(latest.id, latest.status) from None
-        raise
+    A run already terminal answers 409 (services' ConflictError) and nothing is sent."""
+    cancelled = await services.cancel(run_id, actor=Actor.of_key(caller))
     body = CancelOut(
         detail=f"Cancellation of run {cancelled.id} requested; it is {cancelled.status.value} "
         "until Databricks confirms.",
@@ -206,7 +197,3 @@ async def repair_run(run_id: RunId, services: ServicesDep, caller: Operator) -> 
         run=RunSummary.of(repaired),
     )
     return JSONResponse(body.model_dump(mode="json"), status_code=202)
-
-
-def _already_terminal(run_id: int, status: RunStatus) -> ApiProblem:
-    return ApiProblem(409, "already-terminal", cancel_noop_message(run_id, status))

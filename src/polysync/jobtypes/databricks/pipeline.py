@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from polysync.domain.models import (
@@ -46,6 +47,7 @@ from polysync.jobtypes.base import (
     DiscoveredJob,
     StartedRun,
     StartRequest,
+    bounded_gather,
     import_each,
 )
 from polysync.jobtypes.databricks.status import trusted_run_url
@@ -136,6 +138,21 @@ def decode_update(answer: Mapping[str, Any], run_id: str, workspace_url: str) ->
         start_time_ms=start_ms if start_ms and start_ms > 0 else None,
         warnings=warnings,
     )
+
+
+def decode_updates_page(
+    answer: Mapping[str, Any], pipeline_id: str, wanted: Collection[str], workspace_url: str
+) -> dict[str, RunSnapshot]:
+    """The updates among `wanted` (RunIds) on one page of `pipelines/{id}/updates`, decoded by
+    `UPDATE_STATES`. Never raises: an entry that is not an update of ours is passed over."""
+    updates = answer.get("updates")
+    found: dict[str, RunSnapshot] = {}
+    for update in updates if isinstance(updates, list) else []:
+        update_id = update.get("update_id") if isinstance(update, Mapping) else None
+        run_id = f"{pipeline_id}:{update_id}"
+        if isinstance(update_id, str) and run_id in wanted:
+            found[run_id] = decode_update({"update": update}, run_id, workspace_url)
+    return found
 
 
 def update_url(workspace_url: str, run_id: str) -> str:
@@ -346,9 +363,62 @@ class DatabricksPipelineJobType(WorkspaceJobType):
             snapshot,
         )
 
-    async def active_runs(self) -> Mapping[str, RunSnapshot]:
-        """Pipeline updates are not in runs/list: none listed here, each update is polled."""
-        return {}
+    # ------------------------------------------------------------------ sweep
+    sweep_group = "databricks-pipeline-updates"
+    """Pipeline updates are not in runs/list: they are swept per pipeline."""
+
+    def sweep_pays(self, listed_last: int | None, ours: int) -> bool:
+        """A sweep makes at most one call per run of ours (one per pipeline; a listing stops
+        once it has cost as many pages as the pipeline's runs): it always pays."""
+        return True
+
+    async def sweep(self, run_ids: Collection[str]) -> Mapping[str, RunSnapshot]:
+        """Our updates by pipeline: a pipeline with one of them gets its
+        `pipelines/{id}/updates/{update_id}`, one with several a `pipelines/{id}/updates`
+        listing (newest first, 100 a page) until it has shown them all or has cost as many
+        pages as their number. A pipeline whose call fails, or an update not shown, is absent
+        (the engine polls it); a FAILED update's error events are left to that poll."""
+        by_pipeline: dict[str, list[str]] = {}
+        for run_id in run_ids:
+            try:
+                pipeline_id, _ = split_run_id(run_id)
+            except UsageError:
+                continue  # its poll says what is wrong with it
+            by_pipeline.setdefault(pipeline_id, []).append(run_id)
+        found: dict[str, RunSnapshot] = {}
+        for seen in await bounded_gather(
+            partial(self._sweep_pipeline, pipeline_id, ours)
+            for pipeline_id, ours in by_pipeline.items()
+        ):
+            found.update(seen)
+        return found
+
+    async def _sweep_pipeline(
+        self, pipeline_id: str, ours: Sequence[str]
+    ) -> dict[str, RunSnapshot]:
+        try:
+            if len(ours) == 1:
+                _, update_id = split_run_id(ours[0])
+                answer = await self.client.get_pipeline_update(pipeline_id, update_id)
+                return {ours[0]: decode_update(answer, ours[0], self.workspace_url)}
+            return await self._listed_updates(pipeline_id, ours)
+        except DatabricksError as exc:
+            log.info("sweep of pipeline %s failed, its updates are polled: %s", pipeline_id, exc)
+            return {}
+
+    async def _listed_updates(
+        self, pipeline_id: str, ours: Sequence[str]
+    ) -> dict[str, RunSnapshot]:
+        wanted = set(ours)
+        found: dict[str, RunSnapshot] = {}
+        token: str | None = None
+        for _ in range(len(ours)):
+            answer = await self.client.list_pipeline_updates(pipeline_id, page_token=token)
+            found.update(decode_updates_page(answer, pipeline_id, wanted, self.workspace_url))
+            token = answer.get("next_page_token")
+            if len(found) == len(wanted) or not isinstance(token, str) or not token:
+                break
+        return found
 
     def run_url(self, run_id: str, *, reported_url: str | None = None) -> str:
         trusted = trusted_run_url(reported_url, self.workspace_url)

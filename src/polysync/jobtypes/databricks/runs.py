@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Collection, Mapping, Sequence
 
 from polysync.domain.models import RunSnapshot, RunStatus, cancel_noop_message
 from polysync.errors import DatabricksError, UsageError
@@ -20,6 +21,8 @@ from polysync.jobtypes.databricks.status import (
 from polysync.jobtypes.databricks.workspace import WorkspaceJobType
 
 log = logging.getLogger(__name__)
+
+RUNS_PER_PAGE = 25  # runs/list limit on 2.1+ (reference §6)
 
 
 class JobsApiRuns(WorkspaceJobType):
@@ -51,6 +54,21 @@ class JobsApiRuns(WorkspaceJobType):
 
         results = await asyncio.gather(*(one(task_run_id) for task_run_id in task_run_ids))
         return {task_run_id: error for task_run_id, error in results if error}
+
+    # ------------------------------------------------------------------ sweep (reference §6)
+    sweep_group = "databricks-jobs-runs"
+    """Workflow, Job and Notebook runs are all in runs/list: one sweep covers the three."""
+
+    def sweep_pays(self, listed_last: int | None, ours: int) -> bool:
+        """One runs/list page per 25 active runs of the whole workspace (other users' runs
+        too) against a runs/get per run of ours; never swept counts as paying."""
+        if listed_last is None:
+            return True
+        return math.ceil(listed_last / RUNS_PER_PAGE) <= ours
+
+    async def sweep(self, run_ids: Collection[str]) -> Mapping[str, RunSnapshot]:
+        """Every active run of the workspace (`active_runs`): ours among them."""
+        return await self.active_runs()
 
     async def active_runs(self) -> Mapping[str, RunSnapshot]:
         """runs/list?active_only=true&expand_tasks=true to the last page (25 runs a page),
