@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from polysync.domain.contention import ContentionProfile
 from polysync.domain.models import Parameter, TaskRunState
 from polysync.domain.parameters import shown_default, shown_value, shown_values
 from polysync.domain.records import Job, Platform, Run, RunEvent, RunRepair, SecretVault
@@ -182,4 +183,28 @@ def run_fields(run: Run, job: Job, events: Sequence[RunEvent]) -> dict[str, Any]
         "tasks": [task_fields(t) for t in run.tasks],
         "events": [event_fields(e) for e in events],
         "last_event_id": events[-1].id if events else 0,
+    }
+
+
+def profile_fields(profile: ContentionProfile) -> dict[str, Any]:
+    """A contention profile (D14): its settings, flat, and its links by id."""
+    settings = profile.settings
+    return {
+        "id": profile.id,
+        "name": settings.name,
+        "type": settings.type.value,
+        "enabled": settings.enabled,
+        "scope": settings.scope.value,
+        "description": settings.description,
+        "max_concurrent": settings.max_concurrent,
+        "limit": settings.limit,
+        "window_s": settings.window_s,
+        "algorithm": settings.algorithm.value,
+        "queue_size_limit": settings.queue_size_limit,
+        "queue_timeout_s": settings.queue_timeout_s,
+        "exceed_action": settings.exceed_action.value,
+        "platform_ids": list(profile.platform_ids),
+        "task_ids": list(profile.task_ids),
+        "created_at": profile.created_at,
+        "updated_at": profile.updated_at,
     }

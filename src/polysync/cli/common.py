@@ -118,6 +118,7 @@ CLI_HINTS: dict[str, str] = {
     "list_jobs": "`polysync jobs list` shows the imported jobs.",
     "list_runs": "`polysync runs list` shows the runs.",
     "list_api_keys": "`polysync apikey list` shows the keys and their prefixes.",
+    "list_profiles": "`polysync profiles list` shows the contention profiles.",
     "sync_parameters": "Re-read the job's parameters: `polysync jobs sync-params {subject}`.",
     "edit_platform": "Correct it in the web UI, or remove it (`polysync platform remove "
     "{subject} --yes`) and add it again.",

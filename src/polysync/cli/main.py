@@ -61,6 +61,12 @@ COMMANDS: dict[str, LazyCommand] = {
         "Execute Now: start the job with these values, then watch it live to the end.",
     ),
     "runs": LazyCommand("runs_cmd", "app", "Runs: list, show, watch, cancel, repair.", group=True),
+    "profiles": LazyCommand(
+        "profiles_cmd",
+        "app",
+        "Contention profiles: cap the runs started on platforms (concurrency or rate).",
+        group=True,
+    ),
     "engine": LazyCommand(
         "engine_cmd",
         "engine",
