@@ -45,6 +45,7 @@ AUTH_LABELS = {
 
 STATUS_COLOURS = {
     RunStatus.STARTING: "cyan",
+    RunStatus.QUEUED: "magenta",  # held back by a contention profile (D14)
     RunStatus.RUNNING: "blue",
     RunStatus.SUCCESS: "green",
     RunStatus.FAILED: "red",

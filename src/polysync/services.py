@@ -85,6 +85,7 @@ from polysync.errors import (
 from polysync.jobtypes.base import DiscoveredJob, JobType, JobTypeRegistry
 from polysync.jobtypes.registry import default_registry
 from polysync.lookup import find_api_key, find_job, find_platform
+from polysync.profiles import ContentionProfiles, ProfileStore
 from polysync.secrets import VAULT_NAME, SecretReference, SecretScope
 from polysync.store import open_store, upgrade
 from polysync.store.auth_fields import is_secret_field
@@ -322,6 +323,8 @@ class Services:
         self.vaults = vaults or VaultSecrets(
             self.vault_store.get_vault, clock, connections.policy.secret_scope
         )
+        # Contention profiles (D14): the SQL store implements their store protocol too.
+        self.profiles = ContentionProfiles(cast(ProfileStore, store), clock)
 
     @classmethod
     async def open(

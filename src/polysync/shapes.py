@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from polysync.domain.contention import ContentionProfile
 from polysync.domain.models import Parameter, TaskRunState
 from polysync.domain.parameters import shown_default, shown_value, shown_values
 from polysync.domain.records import Job, Platform, Run, RunEvent, RunRepair, SecretVault
@@ -257,3 +258,27 @@ def taskrun_fields(task_run: TaskRun) -> dict[str, Any]:
 def fire_time_fields(fire: FireTime) -> dict[str, Any]:
     """One previewed fire time: `at` (UTC) and the schedule's position."""
     return {"at": fire.at, "schedule": fire.schedule}
+
+
+def profile_fields(profile: ContentionProfile) -> dict[str, Any]:
+    """A contention profile (D14): its settings, flat, and its links by id."""
+    settings = profile.settings
+    return {
+        "id": profile.id,
+        "name": settings.name,
+        "type": settings.type.value,
+        "enabled": settings.enabled,
+        "scope": settings.scope.value,
+        "description": settings.description,
+        "max_concurrent": settings.max_concurrent,
+        "limit": settings.limit,
+        "window_s": settings.window_s,
+        "algorithm": settings.algorithm.value,
+        "queue_size_limit": settings.queue_size_limit,
+        "queue_timeout_s": settings.queue_timeout_s,
+        "exceed_action": settings.exceed_action.value,
+        "platform_ids": list(profile.platform_ids),
+        "task_ids": list(profile.task_ids),
+        "created_at": profile.created_at,
+        "updated_at": profile.updated_at,
+    }

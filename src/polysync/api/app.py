@@ -13,7 +13,18 @@ from polysync.api.deps import ApiContext, ApiSettings, api_key_admits
 from polysync.api.middleware import RequestGuard, SecurityHeaders
 from polysync.api.ports import ApiStore
 from polysync.api.problems import JSONResponse, install_problem_handlers
-from polysync.api.routes import audit, docs, jobs, platforms, runs, system, taskruns, tasks, vaults
+from polysync.api.routes import (
+    audit,
+    contention_profiles,
+    docs,
+    jobs,
+    platforms,
+    runs,
+    system,
+    taskruns,
+    tasks,
+    vaults,
+)
 from polysync.api.routes.docs import docs_page
 from polysync.api.throttle import FailureLimiter
 from polysync.errors import ConfigError
@@ -61,7 +72,18 @@ def create_api_app(
     # Outermost last: the security headers also go on a 413 from the body cap.
     app.add_middleware(RequestGuard, clock=services.clock, admits=api_key_admits(store))
     app.add_middleware(SecurityHeaders)
-    for module in (platforms, vaults, jobs, runs, tasks, taskruns, audit, system, docs):
+    for module in (
+        platforms,
+        vaults,
+        jobs,
+        runs,
+        tasks,
+        taskruns,
+        contention_profiles,
+        audit,
+        system,
+        docs,
+    ):
         app.include_router(module.router)
 
     @app.get("/docs", include_in_schema=False)

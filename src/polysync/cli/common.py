@@ -123,6 +123,7 @@ CLI_HINTS: dict[str, str] = {
     "list_tasks": "`polysync tasks list` shows the Tasks.",
     "list_task_runs": "`polysync taskruns list` shows the TaskRuns.",
     "list_api_keys": "`polysync apikey list` shows the keys and their prefixes.",
+    "list_profiles": "`polysync profiles list` shows the contention profiles.",
     "sync_parameters": "Re-read the job's parameters: `polysync jobs sync-params {subject}`.",
     "edit_platform": "Correct it in the web UI, or remove it (`polysync platform remove "
     "{subject} --yes`) and add it again.",

@@ -70,6 +70,12 @@ COMMANDS: dict[str, LazyCommand] = {
     "taskruns": LazyCommand(
         "tasks_cmd", "taskruns_app", "TaskRuns: list, show, cancel, repair.", group=True
     ),
+    "profiles": LazyCommand(
+        "profiles_cmd",
+        "app",
+        "Contention profiles: cap the runs started on platforms (concurrency or rate).",
+        group=True,
+    ),
     "engine": LazyCommand(
         "engine_cmd",
         "engine",

@@ -158,6 +158,7 @@ class RunStatus(StrEnum):
     """A Polysync run status, decoded by each job type from its platform's answer (D6, D11)."""
 
     STARTING = "Starting"
+    QUEUED = "Queued"  # held back by a contention profile before its start (D14)
     RUNNING = "Running"
     SUCCESS = "Success"
     FAILED = "Failed"
@@ -197,6 +198,7 @@ _TERMINAL = frozenset({RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.CANCELLED}
 _REPAIRABLE = frozenset({RunStatus.FAILED, RunStatus.CANCELLED})
 _RANK = {
     RunStatus.STARTING: 0,
+    RunStatus.QUEUED: 0,
     RunStatus.UNKNOWN: 0,
     RunStatus.RUNNING: 1,
     RunStatus.SUCCESS: 2,

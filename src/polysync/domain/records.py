@@ -141,6 +141,11 @@ class Run:
     """Consecutive failed polls (the next poll backs off with them); 0 after a good one."""
     executed_by: str | None = None  # who executed it (str(Actor)); None before migration 0004
     cancelled_by: str | None = None  # who asked to cancel it
+    # Contention profiles (D14): when it first waited, the profile holding it back now, and
+    # when it was admitted (its start counted against every profile of its platform).
+    queued_at: datetime | None = None
+    waiting_profile_id: int | None = None
+    admitted_at: datetime | None = None
     repair: RunRepair | None = None
     """The latest repair asked of this run (D13), None if never repaired."""
 

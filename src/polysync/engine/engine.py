@@ -100,6 +100,8 @@ class EngineSettings:
     # The Task scheduler (issue 12): on in every engine; off only for tests of runs alone.
     tasks_enabled: bool = True
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
+    # A run waiting on a full concurrency profile is looked at again after this long (D14).
+    profile_recheck_s: float = 5.0
 
 
 @dataclass(slots=True)
@@ -116,6 +118,7 @@ class StepReport:
     errors: int = 0
     deferred: int = 0  # runs whose work failed or ran out of budget, retried later
     ended: int = 0  # runs ended by the engine itself (refused, deleted in Databricks, ...)
+    queued: int = 0  # runs a contention profile holds back for now (D14)
 
     @property
     def did_work(self) -> bool:
@@ -192,6 +195,9 @@ class Engine:
         self.tasks = TaskScheduler(self, self.settings.scheduler)
         self.last_tasks_report = SchedulerReport()
         """The Task scheduler (issue 12): each step fires schedules and starts TaskRuns."""
+        # The earliest next try of a run a contention profile held back (D14): the engine wakes
+        # then, rather than at its next idle look.
+        self._admission_due_s: float | None = None
 
     # ------------------------------------------------------------------ entry points
     async def submit(
@@ -493,6 +499,8 @@ class Engine:
                 soonest_s = min(soonest_s, held.due_s)
         if self.settings.tasks_enabled:
             soonest_s = min(soonest_s, now_s + self.tasks.next_work_in_s())
+        if self._admission_due_s is not None:
+            soonest_s = min(soonest_s, self._admission_due_s)
         return max(0.0, soonest_s - now_s)
 
     def poll_lags_s(self) -> list[float]:
@@ -518,6 +526,8 @@ class Engine:
     async def _cycle(self, only: Sequence[int] | None = None) -> StepReport:
         report = StepReport()
         now_s = self.clock.now()
+        if self._admission_due_s is not None and self._admission_due_s <= now_s:
+            self._admission_due_s = None  # claimed below; set again if still held back
         await self._renew_if_due(now_s)
         claimed = await self.store.claim_due_runs(
             self.owner,
@@ -623,13 +633,33 @@ class Engine:
         candidates = [run for run in due if not run.submitted]
         # Each run-now is counted before it is sent, under the runs' row locks (one transaction):
         # a cancel that came first ended its run without any; one that comes after knows one may
-        # have been sent (H5).
-        begun = await self.store.begin_submits(
-            [(run.id, run.lease) for run in candidates], utc(self.clock.now())
+        # have been sent (H5). A run new to Databricks is admitted in that same transaction by
+        # every contention profile of its platform, or held back by one (D14).
+        admission = await self.store.admit_submits(
+            [(run.id, run.lease) for run in candidates],
+            utc(self.clock.now()),
+            recheck_s=self.settings.profile_recheck_s,
         )
-        allowed = {run.id for run in begun}
+        allowed = {run.id for run in admission.begun}
+        held_back = {run.id: run for run in admission.held_back}
         for run in candidates:
-            if run.id not in allowed:
+            if run.id in held_back:
+                written = held_back[run.id]
+                if written.is_terminal:
+                    report.ended += 1
+                    log.warning("run %s: not started: %s", run.id, written.message)
+                else:
+                    report.queued += 1
+                    log.info("run %s: %s", run.id, written.message)
+                    if written.next_poll_at is not None:
+                        # Not held by this engine any more, but worth waking up for.
+                        retry_s = written.next_poll_at.timestamp()
+                        earliest = self._admission_due_s
+                        self._admission_due_s = (
+                            retry_s if earliest is None else min(earliest, retry_s)
+                        )
+                self._drop(run.id)
+            elif run.id not in allowed:
                 log.info("run %s: not submitted: cancelled first, or no longer ours", run.id)
                 self._drop(run.id)
         to_submit = [run for run in candidates if run.id in allowed]

@@ -151,6 +151,15 @@ class TaskStore(Protocol):
     async def count_task_runs(self) -> Mapping[tuple[int, str, datetime], int]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class SubmitAdmission:
+    """What `admit_submits` decided: the runs whose run-now may be sent now, and those a
+    contention profile held back (Queued until their next try, or Failed), as written (D14)."""
+
+    begun: list[Run]
+    held_back: list[Run]
+
+
 class Store(TaskStore, Protocol):
     """Persistence of platforms, jobs, runs and status history.
 
@@ -252,6 +261,17 @@ class Store(TaskStore, Protocol):
         """Count a run-now about to be sent for each (run id, lease), in one transaction; the
         runs it may be sent for. Not those ended, whose lease was lost, or cancelled before any
         run-now (they end Cancelled here)."""
+        ...
+
+    async def admit_submits(
+        self, claims: Sequence[tuple[int, Lease | None]], now: datetime, *, recheck_s: float
+    ) -> SubmitAdmission:
+        """`begin_submits`, with each run not admitted before judged against every enabled
+        contention profile linked to its platform, in the same transaction (the profiles' rows
+        locked in id order): admitted, it is counted (`admitted_at`); held back, it is Queued
+        with the reason and looked at again when the profile may admit it (a concurrency
+        profile: after `recheck_s`), or Failed (Reject, a full queue, a Queue Timeout) - its
+        lease dropped either way (D14)."""
         ...
 
     async def record_submit_attempt(

@@ -106,6 +106,9 @@ def run_from_row(row: Any) -> Run:
         poll_failures=row.poll_failures,
         executed_by=row.executed_by,
         cancelled_by=row.cancelled_by,
+        queued_at=row.queued_at,
+        waiting_profile_id=row.waiting_profile_id,
+        admitted_at=row.admitted_at,
         repair=repair_from_json(row.repair),
     )
 

@@ -29,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from polysync.domain.access import ApiKey, Role
+from polysync.domain.contention import ContentionProfile, ProfileSettings, Usage
 from polysync.domain.models import ImportedJob, RunSnapshot, RunStatus
 from polysync.domain.records import (
     KEY_VAULT_PROVIDER,
@@ -46,11 +47,12 @@ from polysync.domain.records import (
     RunRepair,
     SecretVault,
 )
-from polysync.engine.ports import Observation, PollFailure, Submission
+from polysync.engine.ports import Observation, PollFailure, Submission, SubmitAdmission
 from polysync.errors import (
     LIST_API_KEYS,
     LIST_JOBS,
     LIST_PLATFORMS,
+    LIST_PROFILES,
     LIST_RUNS,
     LIST_VAULTS,
     ConflictError,
@@ -64,6 +66,18 @@ from polysync.store.codec import (
     repair_to_json,
     string_map_to_json,
     tasks_to_json,
+)
+from polysync.store.contention import (
+    add_links,
+    counters_for,
+    decide,
+    held_back_values,
+    profile_not_found,
+    profile_values,
+    read_profiles,
+    remove_links,
+    usage_of,
+    wake_waiting,
 )
 from polysync.store.database import (
     READ_ONLY_MESSAGE,
@@ -92,6 +106,7 @@ from polysync.store.tables import (
     UtcDateTime,
     api_keys,
     audit_events,
+    contention_profiles,
     engines,
     jobs,
     platforms,
@@ -103,12 +118,15 @@ from polysync.store.task_store import TaskStoreMixin
 
 if TYPE_CHECKING:
     from polysync.engine.ports import Store
+    from polysync.profiles import ProfileStore
 
 log = logging.getLogger(__name__)
 PROVIDER = "azure-databricks"
 SUBMITTING_MESSAGE = "Submitting to Databricks"
 CANCEL_REQUESTED_MESSAGE = "Cancellation requested"
 CANCELLED_UNSENT_MESSAGE = "Cancelled before it was submitted to Databricks"
+DEFAULT_RECHECK_S = 5.0
+"""How soon a run waiting on a full concurrency profile is looked at again (D14)."""
 
 # RunEvent.source values.
 SOURCE_ENGINE = "engine"
@@ -515,17 +533,26 @@ class SqlStore(TaskStoreMixin):
         begun = await self.begin_submits([(run_id, lease)], now)
         return begun[0] if begun else None
 
-    @store_call
     async def begin_submits(
         self, claims: Sequence[tuple[int, Lease | None]], now: datetime
     ) -> list[Run]:
         """`begin_submit` for several runs in one transaction (rows locked in id order): the
-        runs whose run-now may be sent, in the order given."""
+        runs whose run-now may be sent, in the order given (contention profiles apply: see
+        `admit_submits`)."""
+        return (await self.admit_submits(claims, now, recheck_s=DEFAULT_RECHECK_S)).begun
+
+    @store_call
+    async def admit_submits(
+        self, claims: Sequence[tuple[int, Lease | None]], now: datetime, *, recheck_s: float
+    ) -> SubmitAdmission:
+        """See `polysync.engine.ports.Store.admit_submits` (D14)."""
         if not claims:
-            return []
+            return SubmitAdmission([], [])
         begun: dict[int, Run] = {}
+        held: dict[int, Run] = {}
         async with self._write() as conn:
             current = await _lock_runs(conn, [run_id for run_id, _ in claims])
+            eligible: list[Any] = []
             for run_id, lease in sorted(claims, key=lambda claim: claim[0]):
                 row = current[run_id]
                 if row.terminal or not _holds(row, lease):
@@ -533,9 +560,218 @@ class SqlStore(TaskStoreMixin):
                 if _never_sent(row) and row.cancel_requested_at is not None:
                     await _end_unsent(conn, row, now)
                     continue
-                values = {"submit_attempts": runs.c.submit_attempts + 1}
-                begun[run_id] = run_from_row(await _update_run(conn, run_id, values))
-        return [begun[run_id] for run_id, _ in claims if run_id in begun]
+                eligible.append(row)
+            new = [row for row in eligible if row.admitted_at is None]
+            counters = await counters_for(conn, (row.platform_id for row in new)) if new else None
+            for row in eligible:
+                values: dict[str, Any] = {"submit_attempts": runs.c.submit_attempts + 1}
+                if counters is not None and row.admitted_at is None:
+                    decision = await decide(conn, counters, row, now, recheck_s)
+                    if not decision.admitted:
+                        written = await _update_run(
+                            conn, row.id, held_back_values(row, decision, now)
+                        )
+                        if written.status != row.status or written.message != row.message:
+                            await _add_event(conn, written, now, SOURCE_ENGINE)
+                        held[row.id] = run_from_row(written)
+                        continue
+                    values |= {"admitted_at": now, "waiting_profile_id": None}
+                    if row.status == RunStatus.QUEUED.value:
+                        values |= status_values(RunStatus.STARTING) | {
+                            "message": SUBMITTING_MESSAGE,
+                            "updated_at": now,
+                        }
+                written = await _update_run(conn, row.id, values)
+                if written.status != row.status:
+                    await _add_event(conn, written, now, SOURCE_ENGINE)
+                begun[row.id] = run_from_row(written)
+        order = [run_id for run_id, _ in claims]
+        return SubmitAdmission(
+            [begun[i] for i in order if i in begun], [held[i] for i in order if i in held]
+        )
+
+    # ------------------------------------------------------------------ contention profiles
+
+    @store_call
+    async def add_profile(
+        self,
+        settings: ProfileSettings,
+        now: datetime,
+        *,
+        platform_ids: Sequence[int] = (),
+        task_ids: Sequence[int] = (),
+        actor: str | None = None,
+    ) -> ContentionProfile:
+        """Insert a profile with its links; ConflictError if the name is taken, NotFoundError
+        for a platform that does not exist; an audit entry "profile.create"."""
+        values = profile_values(settings) | {"created_at": now, "updated_at": now}
+        try:
+            async with self._write() as conn:
+                for platform_id in sorted(set(platform_ids)):
+                    await self._require_platform(conn, platform_id)
+                row = (
+                    await conn.execute(_returning(insert(contention_profiles).values(values)))
+                ).one()
+                await add_links(conn, row.id, platform_ids, task_ids)
+                await _audit(
+                    conn, now, actor, "profile.create", _profile_subject(row), f"type {row.type}"
+                )
+                (profile,) = await read_profiles(conn, contention_profiles.c.id == row.id)
+        except IntegrityError as exc:
+            raise _profile_name_taken(settings.name) from exc
+        return profile
+
+    @store_call
+    async def update_profile(
+        self, profile_id: int, settings: ProfileSettings, now: datetime, *, actor: str | None = None
+    ) -> ContentionProfile:
+        """Save a profile's settings (its type never changes: UsageError); the runs waiting on
+        it are looked at again at once. ConflictError if the new name is taken."""
+        try:
+            async with self._write() as conn:
+                before = (
+                    await conn.execute(
+                        select(contention_profiles)
+                        .where(contention_profiles.c.id == profile_id)
+                        .with_for_update()
+                    )
+                ).one_or_none()
+                if before is None:
+                    raise profile_not_found(profile_id)
+                if before.type != settings.type.value:
+                    raise UsageError(
+                        f"The type of contention profile {before.name!r} is {before.type} and "
+                        "cannot change after creation; create a new profile instead."
+                    )
+                values = profile_values(settings) | {"updated_at": now}
+                statement = update(contention_profiles).where(
+                    contention_profiles.c.id == profile_id
+                )
+                row = (await conn.execute(_returning(statement.values(values)))).one()
+                changed = [
+                    name
+                    for name in values
+                    if name != "updated_at" and before._mapping[name] != row._mapping[name]
+                ]
+                await _audit(
+                    conn,
+                    now,
+                    actor,
+                    "profile.update",
+                    _profile_subject(row),
+                    _changed_fields(changed),
+                )
+                (profile,) = await read_profiles(conn, contention_profiles.c.id == profile_id)
+        except IntegrityError as exc:
+            raise _profile_name_taken(settings.name) from exc
+        await self._wake_waiting(profile_id, now)
+        return profile
+
+    async def _wake_waiting(self, profile_id: int, now: datetime) -> None:
+        # Its own transaction, after the profile's: never a profile lock held while waiting
+        # for run rows (admission takes run rows first, then profiles).
+        async with self._write() as conn:
+            await wake_waiting(conn, profile_id, now)
+
+    @store_call
+    async def get_profile(self, ref: int | str) -> ContentionProfile:
+        column = contention_profiles.c.id if isinstance(ref, int) else contention_profiles.c.name
+        async with self._read() as conn:
+            found = await read_profiles(conn, column == ref)
+        if not found:
+            raise profile_not_found(ref)
+        return found[0]
+
+    @store_call
+    async def profile_usage(self, profile_id: int, now: datetime) -> list[tuple[int | None, Usage]]:
+        """The profile's counters now (see `store.contention.usage_of`)."""
+        async with self._read() as conn:
+            found = await read_profiles(conn, contention_profiles.c.id == profile_id)
+            if not found:
+                raise profile_not_found(profile_id)
+            return await usage_of(conn, found[0], now)
+
+    @store_call
+    async def list_profiles(self) -> Sequence[ContentionProfile]:
+        async with self._read() as conn:
+            found = await read_profiles(conn)
+        return sorted(found, key=lambda p: (p.name.casefold(), p.name, p.id))
+
+    @store_call
+    async def remove_profile(
+        self, profile_id: int, now: datetime, *, actor: str | None = None
+    ) -> None:
+        """Delete a profile and its links; the runs waiting on it are looked at again at once."""
+        async with self._write() as conn:
+            name = await conn.scalar(
+                select(contention_profiles.c.name)
+                .where(contention_profiles.c.id == profile_id)
+                .with_for_update()
+            )
+            if name is None:
+                raise profile_not_found(profile_id)
+            await conn.execute(
+                delete(contention_profiles).where(contention_profiles.c.id == profile_id)
+            )
+            await _audit(
+                conn,
+                now,
+                actor,
+                "profile.delete",
+                ("contention_profile", profile_id, f"contention profile {name!r}"),
+                "removed with its links",
+            )
+        await self._wake_waiting(profile_id, now)
+
+    @store_call
+    async def link_profile(
+        self,
+        profile_id: int,
+        now: datetime,
+        *,
+        platform_ids: Sequence[int] = (),
+        task_ids: Sequence[int] = (),
+        unlink: bool = False,
+        actor: str | None = None,
+    ) -> ContentionProfile:
+        """Add (or with `unlink`, remove) links to platforms and Tasks; NotFoundError for a
+        platform that does not exist."""
+        async with self._write() as conn:
+            row = (
+                await conn.execute(
+                    select(contention_profiles)
+                    .where(contention_profiles.c.id == profile_id)
+                    .with_for_update()
+                )
+            ).one_or_none()
+            if row is None:
+                raise profile_not_found(profile_id)
+            if unlink:
+                await remove_links(conn, profile_id, platform_ids, task_ids)
+            else:
+                for platform_id in sorted(set(platform_ids)):
+                    await self._require_platform(conn, platform_id)
+                await add_links(conn, profile_id, platform_ids, task_ids)
+            await conn.execute(
+                update(contention_profiles)
+                .where(contention_profiles.c.id == profile_id)
+                .values(updated_at=now)
+            )
+            what = ", ".join(
+                [f"platform id {p}" for p in sorted(set(platform_ids))]
+                + [f"Task id {t}" for t in sorted(set(task_ids))]
+            )
+            await _audit(
+                conn,
+                now,
+                actor,
+                "profile.unlink" if unlink else "profile.link",
+                _profile_subject(row),
+                what or "nothing",
+            )
+            (profile,) = await read_profiles(conn, contention_profiles.c.id == profile_id)
+        await self._wake_waiting(profile_id, now)
+        return profile
 
     @store_call
     async def record_submit_attempt(
@@ -1265,6 +1501,17 @@ async def _audit(
     )
 
 
+def _profile_subject(row: Any) -> Subject:
+    return ("contention_profile", row.id, f"contention profile {row.name!r}")
+
+
+def _profile_name_taken(name: str) -> ConflictError:
+    return ConflictError(
+        f"A contention profile named {name!r} already exists; choose another name.",
+        hint=LIST_PROFILES,
+    )
+
+
 def _platform_subject(row: Any) -> Subject:
     return ("platform", row.id, f"platform {row.name!r}")
 
@@ -1318,8 +1565,9 @@ def _run_not_found(run_id: int) -> NotFoundError:
 
 
 if TYPE_CHECKING:
-    # mypy proves here that SqlStore implements the engine's Store protocol.
+    # mypy proves here that SqlStore implements the engine's Store protocol, and the profiles'.
     _conforms: type[Store] = SqlStore
+    _profiles_conform: type[ProfileStore] = SqlStore
 
 
 def _never_sent(row: Any) -> bool:

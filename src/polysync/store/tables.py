@@ -12,10 +12,12 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -163,9 +165,16 @@ runs = Table(
     # Who asked (an API key, a web user, `cli:<os user>`): migration 0004.
     Column("executed_by", StoredText),
     Column("cancelled_by", StoredText),
+    # Contention profiles (migration 0007, D14): when the run first waited on a profile, which
+    # one holds it back now, and when it was admitted (its run-now counted: a start, and a slot
+    # while it is not terminal).
+    Column("queued_at", UtcDateTime),
+    Column("waiting_profile_id", Id),
+    Column("admitted_at", UtcDateTime),
     # The latest repair asked of the run (D13; codec.repair_to_json): migration 0013.
     Column("repair", _json()),
     Index(None, "terminal", "next_poll_at"),
+    Index(None, "platform_id", "admitted_at"),
     Index(None, "job_id", "created_at"),
     Index(None, "created_at"),
     sqlite_autoincrement=True,
@@ -249,6 +258,47 @@ secret_vaults = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     sqlite_autoincrement=True,
+)
+
+# Contention profiles (migration 0007, D14): what a profile caps, and the platforms (and Tasks)
+# it is linked to. The counters are the runs themselves (runs.admitted_at), so they live in the
+# database and hold across engines.
+contention_profiles = Table(
+    "contention_profiles",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", StoredText, nullable=False, unique=True),
+    Column("type", String(16), nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("scope", String(16), nullable=False),
+    Column("description", StoredText, nullable=False),
+    Column("max_concurrent", Integer),
+    Column("rate_limit", Integer),
+    Column("window_s", Float),
+    Column("algorithm", String(16), nullable=False),
+    Column("queue_size_limit", Integer),
+    Column("queue_timeout_s", Float),
+    Column("exceed_action", String(16), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    sqlite_autoincrement=True,
+)
+
+contention_profile_platforms = Table(
+    "contention_profile_platforms",
+    metadata,
+    Column("profile_id", Id, _fk("contention_profiles.id"), nullable=False),
+    Column("platform_id", Id, _fk("platforms.id"), nullable=False, index=True),
+    PrimaryKeyConstraint("profile_id", "platform_id"),
+)
+
+# A Task's id once Tasks exist (issue 12): no foreign key here, the tasks table lands with them.
+contention_profile_tasks = Table(
+    "contention_profile_tasks",
+    metadata,
+    Column("profile_id", Id, _fk("contention_profiles.id"), nullable=False),
+    Column("task_id", Id, nullable=False, index=True),
+    PrimaryKeyConstraint("profile_id", "task_id"),
 )
 
 # --- Tasks (issue 12, migration 0005; docs/tasks.md "Wiring") -------------------------------

@@ -10,6 +10,7 @@ from polysync.web.auth_pages import auth_router
 from polysync.web.context import WebContext
 from polysync.web.job_pages import job_router
 from polysync.web.platform_pages import platform_router
+from polysync.web.profile_pages import profile_router
 from polysync.web.run_pages import run_router
 from polysync.web.security import Authenticate, Sessions
 from polysync.web.task_pages import task_router
@@ -34,6 +35,14 @@ def create_web_router(
         services, Sessions(authenticate, secret_key), limiter or FailureLimiter(services.clock)
     )
     router = ctx.router()
-    for build in (auth_router, platform_router, vault_router, job_router, run_router, task_router):
+    for build in (
+        auth_router,
+        platform_router,
+        vault_router,
+        job_router,
+        run_router,
+        profile_router,
+        task_router,
+    ):
         router.include_router(build(ctx))
     return router

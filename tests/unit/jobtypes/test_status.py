@@ -606,6 +606,7 @@ def test_is_terminal(status: RunStatus, terminal: bool) -> None:
 def test_status_values() -> None:
     assert [str(s) for s in RunStatus] == [
         "Starting",
+        "Queued",
         "Running",
         "Success",
         "Failed",

@@ -21,7 +21,9 @@ MAX_LIMIT = 1000
 async def list_audit_events(
     context: Context,
     caller: Admin,
-    subject_type: Annotated[Literal["platform", "job"] | None, Query()] = None,
+    subject_type: Annotated[
+        Literal["platform", "job", "contention_profile"] | None, Query()
+    ] = None,
     subject_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
 ) -> list[AuditEventOut]:

@@ -1,7 +1,7 @@
 """Tasks: schedules, dependencies, TaskRuns with their attempts and history (issue 12, D12).
 
 Revision ID: 0005
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-01
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005"
-down_revision = "0006"  # chained after main's head (0013 run repairs, 0006 vaults)
+down_revision = "0007"  # chained after main's head (0013 repairs, 0006 vaults, 0007 profiles)
 branch_labels = None
 depends_on = None
 
