@@ -20,12 +20,10 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
-
 from polysync.tasks.dependencies import Dependency
 from polysync.tasks.model import Task, TaskRun
 from polysync.tasks.states import TaskRunStatus, TriggerType
-from polysync.web.context import TEMPLATES_DIR, format_when, status_class
+from polysync.web.context import template_environment
 from polysync.web.task_views import dependency_graph, timeline
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -93,10 +91,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    env = Environment(
-        loader=FileSystemLoader(TEMPLATES_DIR), autoescape=select_autoescape(["html"])
-    )
-    env.filters.update(when=format_when, status_class=status_class)
+    env = template_environment()
     env.globals.update(TASK_RUN_STATUSES=list(TaskRunStatus), can_admin=True)
     template = env.get_template("_timeline.html")
 
