@@ -171,7 +171,7 @@ runs = Table(
     Column("queued_at", UtcDateTime),
     Column("waiting_profile_id", Id),
     Column("admitted_at", UtcDateTime),
-    # The latest repair asked of the run (D13; codec.repair_to_json): migration 0013.
+    # The latest repair asked of the run (D13; codec.repair_to_json): migration 0005.
     Column("repair", _json()),
     Index(None, "terminal", "next_poll_at"),
     Index(None, "platform_id", "admitted_at"),
@@ -301,7 +301,7 @@ contention_profile_tasks = Table(
     PrimaryKeyConstraint("profile_id", "task_id"),
 )
 
-# --- Tasks (issue 12, migration 0005; docs/tasks.md "Wiring") -------------------------------
+# --- Tasks (issue 12, migration 0008; docs/tasks.md "Wiring") -------------------------------
 
 tasks = Table(
     "tasks",

@@ -1,6 +1,6 @@
 """Tasks: schedules, dependencies, TaskRuns with their attempts and history (issue 12, D12).
 
-Revision ID: 0005
+Revision ID: 0008
 Revises: 0007
 Create Date: 2026-12-01
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
-down_revision = "0007"  # chained after main's head (0013 repairs, 0006 vaults, 0007 profiles)
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
