@@ -27,7 +27,7 @@ ADAPTERS = ("api", "web", "cli")
 # The API-key use cases (draw, hash, revoke): called by services only (checked below).
 KEY_USE_CASES = SRC / "api" / "keys.py"
 READ_PREFIXES = ("get_", "list_", "find_", "count_", "events_", "last_", "job_", "run_", "poll_")
-READS = {"ping", "write_problem", "aclose"}
+READS = {"ping", "write_problem", "aclose", "task_run_of_run"}
 # Helpers that take the store to read it (lookups, key checks, metrics); a new helper handed the
 # store must be added here, after checking that it only reads.
 STORE_READERS = {

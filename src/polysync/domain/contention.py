@@ -306,10 +306,15 @@ def _over(
     # back at that time is admitted then, whatever the floating-point rounding.
     recent = [s for s in usage.starts if s + window_s > now_s]
     if settings.algorithm is RateAlgorithm.LEAKY_BUCKET:
+        # One start per Window / Limit, and never more than Limit in any window: Limit spacings
+        # added up in floating point can fall a hair short of the window.
         spacing_s = window_s / limit
-        if not recent or recent[-1] + spacing_s <= now_s:
+        frees_at_s = [recent[-1] + spacing_s] if recent else []
+        if len(recent) >= limit:
+            frees_at_s.append(recent[-limit] + window_s)
+        if all(at_s <= now_s for at_s in frees_at_s):
             return None
-        return f"one start per {spacing_s:g} s", recent[-1] + spacing_s
+        return f"one start per {spacing_s:g} s", max(frees_at_s)
     if len(recent) < limit:
         return None
     # Each start's token comes back `window_s` after it was spent: the oldest one that keeps
