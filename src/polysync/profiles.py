@@ -17,7 +17,7 @@ from polysync.domain.contention import (
     Usage,
     check_profile,
 )
-from polysync.domain.limits import MAX_INT64, check_text
+from polysync.domain.limits import check_text, record_id
 from polysync.domain.records import Platform, utc
 from polysync.errors import LIST_PLATFORMS, LIST_PROFILES, UsageError
 from polysync.lookup import PLATFORM_TIERS, Tier, by_id, by_text, find_one
@@ -247,10 +247,11 @@ def _task_ids(refs: Sequence[int | str]) -> list[int]:
     ids: list[int] = []
     for ref in refs:
         text = str(ref).strip()
-        if not text.isdigit() or not 0 < int(text) <= MAX_INT64:
+        task_id = record_id(text)
+        if task_id is None:
             shown = repr(text if len(text) <= 40 else text[:37] + "...")
             raise UsageError(f"A Task is named by its id, a positive whole number, not {shown}.")
-        ids.append(int(text))
+        ids.append(task_id)
     return sorted(set(ids))
 
 

@@ -35,6 +35,7 @@ from polysync.domain.limits import (
     check_optional_text,
     check_parameter_value,
     check_parameter_values,
+    record_id,
     unique_ids,
 )
 from polysync.domain.models import (
@@ -578,9 +579,9 @@ class Services:
 
     async def get_vault(self, ref: int | str) -> SecretVault:
         """By id or name (NotFoundError otherwise)."""
-        if isinstance(ref, str) and ref.strip().isdigit():
+        if isinstance(ref, str) and (vault_id := record_id(ref)) is not None:
             try:
-                return await self.vault_store.get_vault(int(ref.strip()))
+                return await self.vault_store.get_vault(vault_id)
             except NotFoundError:
                 pass
         return await self.vault_store.get_vault(ref)

@@ -28,6 +28,7 @@ from typing import Any
 
 from polysync.clock import Clock
 from polysync.domain.access import Actor
+from polysync.domain.limits import record_id
 from polysync.domain.models import DataType
 from polysync.domain.records import Job, utc
 from polysync.domain.text import shown
@@ -212,11 +213,11 @@ class TaskServices:
 
     async def get(self, ref: int | str) -> Task:
         """By id (an int, or digits) or name; NotFoundError if absent."""
-        if isinstance(ref, str) and ref.strip().isdigit():
+        if isinstance(ref, str) and (task_id := record_id(ref)) is not None:
             try:
                 return await self.store.get_task(ref)
             except UsageError:
-                return await self.store.get_task(int(ref.strip()))
+                return await self.store.get_task(task_id)
         return await self.store.get_task(ref)
 
     async def list_tasks(self) -> list[TaskSummary]:

@@ -35,6 +35,7 @@ from polysync.cli.render import (
     url_line,
 )
 from polysync.cli.terminal import safe_markup
+from polysync.domain.limits import MAX_INT64
 from polysync.domain.models import RunStatus
 from polysync.domain.records import Run, RunFilter
 from polysync.errors import PolysyncError
@@ -53,7 +54,9 @@ IntervalOption = Annotated[
         show_default=False,
     ),
 ]
-RunIdArgument = Annotated[int, typer.Argument(help="Polysync run id.", metavar="ID")]
+RunIdArgument = Annotated[
+    int, typer.Argument(help="Polysync run id.", metavar="ID", min=1, max=MAX_INT64)
+]
 
 
 def parse_parameters(pairs: list[str]) -> dict[str, str]:

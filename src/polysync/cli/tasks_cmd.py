@@ -24,6 +24,7 @@ from polysync.cli.common import (
 )
 from polysync.cli.render import _field_grid, _table, first_line, print_view, when
 from polysync.cli.terminal import safe_markup, terminal_safe
+from polysync.domain.limits import MAX_INT64
 
 app = typer.Typer(
     help="Tasks: configured Jobs with schedules, dependencies, retries and timeouts.",
@@ -32,7 +33,9 @@ app = typer.Typer(
 taskruns_app = typer.Typer(help="TaskRuns: list, show, cancel, repair.", no_args_is_help=True)
 
 TaskArgument = Annotated[str, typer.Argument(help="Task id or name.", metavar="TASK")]
-TaskRunArgument = Annotated[int, typer.Argument(help="TaskRun id.", metavar="ID")]
+TaskRunArgument = Annotated[
+    int, typer.Argument(help="TaskRun id.", metavar="ID", min=1, max=MAX_INT64)
+]
 
 STATUS_STYLES = {
     "Queued": "cyan",

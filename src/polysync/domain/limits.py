@@ -56,6 +56,7 @@ MAX_INT64 = 2**63 - 1
 _SINGLE_LINE_REFUSED = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _MULTI_LINE_REFUSED = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ASCII_DIGITS = re.compile(r"[0-9]+")
 # What no encoder can carry: NUL (PostgreSQL text refuses it) and lone surrogates (no UTF-8 form).
 _UNENCODABLE = re.compile("[\x00\ud800-\udfff]")
 REPLACEMENT_CHARACTER = "\ufffd"
@@ -306,6 +307,17 @@ def check_int64(text: str, *, field: str) -> int:
             f"got {shown(text)}."
         )
     return int(digits)
+
+
+def record_id(text: str) -> int | None:
+    """The record id (a Task, a TaskRun, a vault, ...) that `text` spells - ASCII digits,
+    whitespace around ignored, from 1 to MAX_INT64 - or None: then `text` is a name. Unicode
+    digits ('²', U+0661) and numbers past 64 bits are names too, never a database error."""
+    digits = text.strip()
+    if _ASCII_DIGITS.fullmatch(digits) is None or not fits_int64(digits):
+        return None
+    value = int(digits)
+    return value if value >= 1 else None
 
 
 def fits_int64(digits: str) -> bool:
