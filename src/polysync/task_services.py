@@ -47,6 +47,7 @@ from polysync.tasks.model import (
     check_task,
     new_task_run,
 )
+from polysync.tasks.retry import Backoff, RetryStrategy
 from polysync.tasks.schedule import (
     MAX_PREVIEW,
     MisfirePolicy,
@@ -444,6 +445,7 @@ def parse_task(data: Mapping[str, Any], *, job_id: int) -> Task:
             "the retry policy",
             prefix="retry.",
         )
+        _check_retry_fields(retry)
         try:
             values["retry"] = retry_from_json(retry)
         except (TypeError, ValueError) as exc:
@@ -549,6 +551,28 @@ def _bool(raw: object, field: str) -> bool:
     if not isinstance(raw, bool):
         raise TaskDefinitionError(f"{field} must be true or false, not {shown(raw)}.", field=field)
     return raw
+
+
+def _check_retry_fields(retry: Mapping[str, Any]) -> None:
+    """Each retry field's type and choices, named: a text "false" would enable retries and a
+    misspelt backoff would only say which enum refused it."""
+    if "enabled" in retry and not isinstance(retry["enabled"], bool):
+        raise TaskDefinitionError(
+            f"retry.enabled must be true or false, not {shown(retry['enabled'])}.",
+            field="retry.enabled",
+        )
+    if "max_attempts" in retry:
+        _int(retry["max_attempts"], "retry.max_attempts")
+    for key in ("initial_delay_s", "max_delay_s"):
+        raw = retry.get(key, 0)
+        if isinstance(raw, bool) or not isinstance(raw, int | float):
+            raise TaskDefinitionError(
+                f"retry.{key} must be a number of seconds, not {shown(raw)}.", field=f"retry.{key}"
+            )
+    if "backoff" in retry:
+        _member(Backoff, retry["backoff"], "retry.backoff")
+    if retry.get("strategy"):  # absent, null or "": the Job Type's strategy
+        _member(RetryStrategy, retry["strategy"], "retry.strategy")
 
 
 def _int(raw: object, field: str) -> int:

@@ -82,3 +82,25 @@ def test_a_naive_start_and_a_bad_condition_name_their_fields() -> None:
         with pytest.raises(TaskDefinitionError) as caught:
             parse_task({"name": "t", **shape}, job_id=1)
         assert caught.value.field == field, (shape, caught.value.message)
+
+
+@pytest.mark.parametrize(
+    ("retry", "field", "says"),
+    [
+        ({"enabled": "false"}, "retry.enabled", "must be true or false, not 'false'"),
+        ({"max_attempts": "3"}, "retry.max_attempts", "must be a whole number, not '3'"),
+        ({"initial_delay_s": "60"}, "retry.initial_delay_s", "a number of seconds, not '60'"),
+        ({"max_delay_s": True}, "retry.max_delay_s", "a number of seconds, not True"),
+        ({"backoff": "Bogus"}, "retry.backoff", "'Bogus' is not one of Fixed, Linear, Exponential"),
+        ({"strategy": "repair"}, "retry.strategy", "'repair' is not one of Repair, Restart"),
+    ],
+)
+def test_each_retry_field_is_named_with_its_choices(
+    retry: dict[str, Any], field: str, says: str
+) -> None:
+    # Found by trying the CLI: "'Bogus' is not a valid Backoff" named no choices, and a text
+    # "false" for enabled turned retries on (bool("false") is True).
+    with pytest.raises(TaskDefinitionError) as caught:
+        parse_task({"name": "t", "retry": retry}, job_id=1)
+    assert caught.value.field == field
+    assert says in caught.value.message
