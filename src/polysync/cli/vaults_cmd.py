@@ -152,7 +152,8 @@ def add(
     db: DbOption = None,
 ) -> None:
     """Register an Azure Key Vault; platforms and Secret parameters then name its secrets as
-    vault://NAME/SECRET[/VERSION]. Nothing is read from it until one is used."""
+    vault://NAME/SECRET (or vault://NAME/SECRET/VERSION). Nothing is read from it until one
+    is used."""
     options: dict[str, Any] = {}
     if verify_challenge_resource is not None:
         options["verify_challenge_resource"] = verify_challenge_resource
