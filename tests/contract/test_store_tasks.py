@@ -217,3 +217,27 @@ async def test_delete_refuses_a_task_others_depend_on_and_cancel_and_repair_foll
     await tasks.delete("down")
     with pytest.raises(NotFoundError):
         await tasks.get("down")
+
+
+async def test_removing_a_platform_keeps_the_task_rules_of_delete(store: SqlStore) -> None:
+    # Found by trying the CLI: `platform remove --yes` deleted the Tasks of its jobs even with a
+    # TaskRun Queued, and silently took an upstream away from a Task of another platform.
+    east, east_job = await platform_and_job(store, "east")
+    west, west_job = await platform_and_job(store, "west")
+    tasks = services(store)
+    await tasks.create({"name": "ingest", "job": east_job.id})
+    await tasks.create({"name": "report", "job": west_job.id, "dependencies": ["ingest"]})
+    queued = await tasks.run_once("ingest")
+    assert queued.id is not None
+    with pytest.raises(ConflictError, match="Queued or Running TaskRuns: 'ingest'"):
+        await store.remove_platform(east.id)
+    await tasks.cancel_run(queued.id)
+    with pytest.raises(ConflictError, match="'report' would lose an upstream"):
+        await store.remove_platform(east.id)
+    assert (await store.get_task("ingest")).job_id == east_job.id
+    await tasks.edit("report", {"dependencies": []})
+    await store.remove_platform(east.id)
+    with pytest.raises(NotFoundError):
+        await tasks.get("ingest")
+    await store.remove_platform(west.id)  # its Tasks have no TaskRun and no dependents
+    assert await store.list_tasks() == []

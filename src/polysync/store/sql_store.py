@@ -113,6 +113,9 @@ from polysync.store.tables import (
     run_events,
     runs,
     secret_vaults,
+    task_dependencies,
+    task_runs,
+    tasks,
 )
 from polysync.store.task_store import TaskStoreMixin
 
@@ -318,6 +321,7 @@ class SqlStore(TaskStoreMixin):
                     "Cancel them or let them finish, then remove the platform.",
                     hint=LIST_RUNS,
                 )
+            await _refuse_busy_tasks(conn, platform_id, name)
             # Jobs, runs and run events go with it (ON DELETE CASCADE).
             await conn.execute(delete(platforms).where(platforms.c.id == platform_id))
             await _audit(
@@ -1422,6 +1426,55 @@ class SqlStore(TaskStoreMixin):
         )
         if found is None:
             raise _platform_not_found(platform_id)
+
+
+async def _refuse_busy_tasks(conn: AsyncConnection, platform_id: int, name: str) -> None:
+    """ConflictError when the platform's Tasks (Tasks of its jobs, which go with it) have a
+    Queued or Running TaskRun, or when a Task of another platform depends on one of them: the
+    rules of `delete_task`, which removing the platform would otherwise skip."""
+    own = {
+        int(row.id): row.name
+        for row in await conn.execute(
+            select(tasks.c.id, tasks.c.name)
+            .join(jobs, jobs.c.id == tasks.c.job_id)
+            .where(jobs.c.platform_id == platform_id)
+        )
+    }
+    if not own:
+        return
+    busy = sorted(
+        {
+            own[int(row.task_id)]
+            for row in await conn.execute(
+                select(task_runs.c.task_id).where(
+                    task_runs.c.task_id.in_(own), task_runs.c.terminal.is_(False)
+                )
+            )
+        }
+    )
+    if busy:
+        raise ConflictError(
+            f"Platform {name!r} has Tasks with Queued or Running TaskRuns: "
+            f"{', '.join(map(repr, busy[:10]))}. Cancel those TaskRuns or let them end, then "
+            "remove the platform (`polysync taskruns list --status Running` shows them).",
+        )
+    downstream = sorted(
+        {
+            row.name
+            for row in await conn.execute(
+                select(tasks.c.name)
+                .join(task_dependencies, task_dependencies.c.task_id == tasks.c.id)
+                .where(task_dependencies.c.upstream_task_id.in_(own), tasks.c.id.not_in(own))
+            )
+        }
+    )
+    if downstream:
+        raise ConflictError(
+            f"Platform {name!r} has Tasks that other Tasks depend on: "
+            f"{', '.join(map(repr, downstream[:10]))} would lose an upstream. Remove those "
+            "dependencies first (`polysync tasks edit TASK --depends-on ...`), then remove "
+            "the platform."
+        )
 
 
 async def _active_run_ids(conn: AsyncConnection, platform_id: int) -> Sequence[int]:
