@@ -241,3 +241,12 @@ async def test_removing_a_platform_keeps_the_task_rules_of_delete(store: SqlStor
         await tasks.get("ingest")
     await store.remove_platform(west.id)  # its Tasks have no TaskRun and no dependents
     assert await store.list_tasks() == []
+
+
+async def test_an_id_past_64_bits_is_not_found_not_an_overflow(store: SqlStore) -> None:
+    # Found by trying the web UI: /tasks/99999999999999999999999 (and /runs/..., /taskruns/...,
+    # /jobs/...) answered 500 on SQLite, whose driver cannot bind the number.
+    past = 2**64 + 7
+    for read in (store.get_task(past), store.get_task_run(past), store.get_run(past)):
+        with pytest.raises(NotFoundError):
+            await read

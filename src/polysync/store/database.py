@@ -28,7 +28,7 @@ from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.util import await_only
 
-from polysync.errors import ConfigError, StoreError, StoreUnavailableError
+from polysync.errors import ConfigError, NotFoundError, StoreError, StoreUnavailableError
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -255,6 +255,18 @@ def _first_line(exc: BaseException | None) -> str:
     return line[:300]
 
 
+def _out_of_range(exc: BaseException) -> bool:
+    """PostgreSQL's "bigint out of range" (SQLSTATE 22003): a number past 64 bits was bound."""
+    return getattr(getattr(exc, "orig", None), "sqlstate", None) == "22003"
+
+
+def _id_too_large() -> NotFoundError:
+    return NotFoundError(
+        "No such record: an id is a whole number from 1 to 9223372036854775807 (64 bits), and "
+        "the one given is larger. Check the id."
+    )
+
+
 def store_call(
     method: Callable[P, Coroutine[Any, Any, T]],
 ) -> Callable[P, Coroutine[Any, Any, T]]:
@@ -277,10 +289,16 @@ def store_call(
                     # the other transaction needs a moment to commit.
                     await asyncio.sleep(_TRANSIENT_BACKOFF_S * attempt * (0.5 + random.random()))
                     continue
+                if _out_of_range(exc):
+                    raise _id_too_large() from exc
                 error = translated(exc)
                 if error is None:
                     raise
                 raise error from exc
+            except OverflowError as exc:
+                # SQLite binds only 64-bit integers: an id past them (a typed URL, a CLI
+                # argument) names no record.
+                raise _id_too_large() from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     return call
