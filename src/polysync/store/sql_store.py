@@ -76,6 +76,7 @@ from polysync.store.contention import (
     profile_values,
     read_profiles,
     remove_links,
+    tasks_of_runs,
     usage_of,
     wake_waiting,
 )
@@ -562,7 +563,13 @@ class SqlStore(TaskStoreMixin):
                     continue
                 eligible.append(row)
             new = [row for row in eligible if row.admitted_at is None]
-            counters = await counters_for(conn, (row.platform_id for row in new)) if new else None
+            counters = (
+                await counters_for(
+                    conn, (row.platform_id for row in new), await tasks_of_runs(conn, new)
+                )
+                if new
+                else None
+            )
             for row in eligible:
                 values: dict[str, Any] = {"submit_attempts": runs.c.submit_attempts + 1}
                 if counters is not None and row.admitted_at is None:
