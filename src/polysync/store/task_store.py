@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, bindparam, delete, func, insert, select, text, update
@@ -643,6 +643,8 @@ async def _add_runs(
     inserted: list[TaskRun] = []
     for given in new:
         run = given
+        if run.trigger.by_user:
+            run = await _own_instant(conn, run)
         if (
             overlap
             and run.status is TaskRunStatus.QUEUED
@@ -679,6 +681,23 @@ async def _add_runs(
                     update(task_schedules).where(*where).values(last_fired_for=stored_mark)
                 )
     return inserted, stored_mark
+
+
+async def _own_instant(conn: AsyncConnection, run: TaskRun) -> TaskRun:
+    """A TaskRun made by a user's press, its scheduled-for moved a microsecond past the
+    latest of the same Task and trigger when that instant is taken: a second press at one
+    instant is a second TaskRun, never a unique-key clash (the Task row is locked: see
+    `_add_runs`)."""
+    same = (task_runs.c.task_id == run.task_id, task_runs.c.trigger == run.trigger.value)
+    taken = await conn.scalar(
+        select(func.count())
+        .select_from(task_runs)
+        .where(*same, task_runs.c.scheduled_for == run.scheduled_for)
+    )
+    if not taken:
+        return run
+    latest = await conn.scalar(select(func.max(task_runs.c.scheduled_for)).where(*same))
+    return replace(run, scheduled_for=max(latest, run.scheduled_for) + timedelta(microseconds=1))
 
 
 def _task_values(task: Task, now: datetime) -> dict[str, Any]:
