@@ -183,6 +183,32 @@ async def test_a_run_of_a_task_is_judged_by_the_profiles_of_its_task_and_of_its_
     assert (admitted.status, admitted.admitted_at) == (RunStatus.STARTING, at(11))
 
 
+async def test_a_global_profile_counts_its_platforms_and_its_tasks_together(
+    store: SqlStore,
+) -> None:
+    platform, job = await platform_and_job(store)
+    _, elsewhere = await platform_and_job(store, "other")
+    task = await task_services(store).create({"name": "score", "job": elsewhere.id})
+    assert task.id is not None
+    await store.add_profile(
+        concurrency(scope="global"), T0, platform_ids=[platform.id], task_ids=[task.id]
+    )
+    await store.add_task_runs(task.id, [new_task_run(task, TriggerType.MANUAL, T0, T0)], T0)
+    (task_run,) = await store.begin_task_runs(T0, slots=5)
+    of_task = await start(store, elsewhere, key=f"taskrun-{task_run.id}-attempt-1")
+    await store.save_task_run(task_run, attach_run(task_run, of_task.id))
+    here = await start(store, job)
+    # On the Task's platform but no run of the Task: not counted, not judged.
+    bystander = await start(store, elsewhere)
+    late = await start(store, job)
+    admission = await admit(store, [of_task, here, bystander, late], 1)
+    assert [r.id for r in admission.begun] == [of_task.id, here.id, bystander.id]
+    (waiting,) = admission.held_back
+    assert (waiting.id, waiting.message) == (late.id, "Waiting for profile 'cap' (2 of 2 running)")
+    await finish(store, of_task, 2)  # the Task's run frees the shared slot
+    assert [r.id for r in (await admit(store, [late], 6)).begun] == [late.id]
+
+
 async def test_a_concurrency_profile_queues_the_run_over_the_cap_until_a_slot_frees(
     store: SqlStore,
 ) -> None:

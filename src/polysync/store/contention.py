@@ -321,13 +321,14 @@ async def tasks_of_runs(conn: AsyncConnection, rows: Sequence[Any]) -> dict[int,
 
 
 async def counters_for(
-    conn: AsyncConnection, platform_ids: Iterable[int], task_of_run: Mapping[int, int] = {}
+    conn: AsyncConnection, platform_ids: Iterable[int], task_of_run: Mapping[int, int] | None = None
 ) -> _Counters:
     """The enabled profiles linked to these platforms or to the Tasks of these runs
     (`task_of_run`: run id -> Task id), their rows locked FOR UPDATE in id order: two engines
     admitting under one profile take turns, each counting what the other committed (the same
     discipline as the runs' row locks in begin_submits)."""
     wanted = sorted(set(platform_ids))
+    task_of_run = task_of_run or {}
     wanted_tasks = sorted(set(task_of_run.values()))
     linked = select(contention_profile_platforms.c.profile_id).where(
         contention_profile_platforms.c.platform_id.in_(wanted)
