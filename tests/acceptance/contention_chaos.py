@@ -72,6 +72,7 @@ class ContentionChaosConfig:
     queue_timeout_s: float | None = None  # on "cap": the longest wait before a run fails
     queue_size_limit: int | None = None  # on "cap": a run finding this many waiting fails
     lease_s: float = 3.0
+    profile_recheck_s: float = 0.5  # POLYSYNC_PROFILE_RECHECK_S of the engines (default 5)
     sample_every_s: float = 0.1
     settle_timeout_s: float = 600.0
     seed: int = 13
@@ -153,6 +154,7 @@ class ContentionChaos:
             "POLYSYNC_POLL_MAX_S": "1",
             "POLYSYNC_SWEEP_INTERVAL_S": "0.5",
             "POLYSYNC_LEASE_S": str(self.config.lease_s),
+            "POLYSYNC_PROFILE_RECHECK_S": str(self.config.profile_recheck_s),
             "POLYSYNC_LOG_LEVEL": "WARNING",
             TOKEN_VARIABLE: TOKEN,
         }
