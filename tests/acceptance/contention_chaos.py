@@ -141,7 +141,9 @@ class ContentionChaos:
         self.config = config
         self.rng = random.Random(config.seed)
         self.report = ContentionReport()
-        self.workers = [Worker(name, ["engine"], self._env(), tmp) for name in ("engine-a", "engine-b")]
+        self.workers = [
+            Worker(name, ["engine"], self._env(), tmp) for name in ("engine-a", "engine-b")
+        ]
         self.run_now: dict[tuple[float, float], float] = {}  # (time_s, duration_ms) -> time_s
         self.done = asyncio.Event()
 
