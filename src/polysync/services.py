@@ -89,6 +89,7 @@ from polysync.profiles import ContentionProfiles, ProfileStore
 from polysync.secrets import VAULT_NAME, SecretReference, SecretScope
 from polysync.store import open_store, upgrade
 from polysync.store.auth_fields import is_secret_field
+from polysync.task_services import TaskServices
 from polysync.vaults.keyvault import PROBE_SECRET, describe_auth
 from polysync.vaults.ports import VaultStore
 from polysync.vaults.resolver import VaultSecrets
@@ -316,6 +317,8 @@ class Services:
         self.engine = engine
         self.clock = clock
         self.settings = settings
+        self.tasks = TaskServices(store, clock, wake=engine.wake)
+        """Tasks and TaskRuns (issue 12): see polysync.task_services."""
         self.vault_store = cast(VaultStore, store)
         self.vaults = vaults or VaultSecrets(
             self.vault_store.get_vault, clock, connections.policy.secret_scope

@@ -17,6 +17,8 @@ from polysync.domain.models import Parameter, TaskRunState
 from polysync.domain.parameters import shown_default, shown_value, shown_values
 from polysync.domain.records import Job, Platform, Run, RunEvent, RunRepair, SecretVault
 from polysync.jobtypes.base import DiscoveredJob
+from polysync.task_services import FireTime, TaskSummary, task_data
+from polysync.tasks.model import TaskRun
 
 
 def platform_fields(platform: Platform) -> dict[str, Any]:
@@ -184,6 +186,78 @@ def run_fields(run: Run, job: Job, events: Sequence[RunEvent]) -> dict[str, Any]
         "events": [event_fields(e) for e in events],
         "last_event_id": events[-1].id if events else 0,
     }
+
+
+def polysync_task_fields(summary: TaskSummary) -> dict[str, Any]:
+    """A Task (issue 12) with its Job, next fire time and last result: its editable fields
+    (what `polysync.task_services.parse_task` reads) plus `id`, `job` {id, name, job_type,
+    platform_id}, `next_fire`, `last_run` (a TaskRun summary or None)."""
+    task = summary.task
+    job = summary.job
+    return {
+        "id": task.id,
+        **task_data(task),
+        "enabled": task.enabled,
+        "job": (
+            None
+            if job is None
+            else {
+                "id": job.id,
+                "name": job.name,
+                "job_type": job.job_type,
+                "platform_id": job.platform_id,
+            }
+        ),
+        "next_fire": summary.next_fire,
+        "last_run": taskrun_summary_fields(summary.last_run) if summary.last_run else None,
+    }
+
+
+def taskrun_summary_fields(task_run: TaskRun) -> dict[str, Any]:
+    """A TaskRun without its history: status, trigger, times, attempts (each with our run's
+    `run_id`, the Polysync run id)."""
+    return {
+        "id": task_run.id,
+        "task_id": task_run.task_id,
+        "trigger": task_run.trigger.value,
+        "scheduled_for": task_run.scheduled_for,
+        "status": task_run.status.value,
+        "priority": task_run.priority,
+        "queued_at": task_run.queued_at,
+        "started_at": task_run.started_at,
+        "ended_at": task_run.ended_at,
+        "next_attempt_at": task_run.next_attempt_at,
+        "retry_of": task_run.retry_of,
+        "message": task_run.message,
+        "attempts": [
+            {
+                "number": a.number,
+                "kind": a.kind.value,
+                "run_id": a.run_id,
+                "started_at": a.started_at,
+                "ended_at": a.ended_at,
+                "status": a.status.value if a.status is not None else None,
+                "message": a.message,
+            }
+            for a in task_run.attempts
+        ],
+    }
+
+
+def taskrun_fields(task_run: TaskRun) -> dict[str, Any]:
+    """A TaskRun with its status history (`events`, oldest first)."""
+    return {
+        **taskrun_summary_fields(task_run),
+        "events": [
+            {"at": e.at, "status": e.status.value, "message": e.message, "attempt": e.attempt}
+            for e in task_run.history
+        ],
+    }
+
+
+def fire_time_fields(fire: FireTime) -> dict[str, Any]:
+    """One previewed fire time: `at` (UTC) and the schedule's position."""
+    return {"at": fire.at, "schedule": fire.schedule}
 
 
 def profile_fields(profile: ContentionProfile) -> dict[str, Any]:

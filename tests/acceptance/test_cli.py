@@ -685,6 +685,13 @@ def test_demo_runs_the_whole_story(tmp_path: Path) -> None:
     assert "sales-medallion-dlt  ·  run 6" in out
     assert "Submitted to Databricks as run 6f1c2b7e-" in out  # RunId "{pipeline}:{update}"
     assert "runs 1 Success, 2 Failed, 3 Cancelled, 4 Success, 5 Success, 6 Success" in out
+    # Two Tasks (issue 12): a schedule, a dependency with a mapped value, a retry by repair.
+    assert "nightly-ingest runs nightly-sales-etl at 02:00 Europe/London" in out
+    assert "of nightly-ingest (Manual): Succeeded - attempts: start run 7: Succeeded" in out
+    assert (
+        "of fraud-after-ingest (Dependency): Failed - attempts: start run 8: Failed, repair run "
+        "8: Failed" in out
+    )
     assert "polysync runs list" in out
     assert DEMO_TOKEN not in out + done.stderr
     assert (tmp_path / "polysync.db").exists()

@@ -18,7 +18,7 @@ RANK = {"viewer": 1, "operator": 2, "admin": 3}
 @dataclass(frozen=True)
 class Route:
     method: str
-    path: str  # {platform}, {spare}, {job}, {active_run}, {done_run} are filled in
+    path: str  # {platform}, {spare}, {job}, {active_run}, {done_run}, {task}, ... filled in
     role: str | None  # the least role allowed; None: no authentication
     ok: int
     body: dict[str, Any] | None = None
@@ -56,6 +56,20 @@ ROUTES = [
     Route("POST", "/api/v1/runs/{active_run}/cancel", "operator", 202),
     # The role is checked first; `done_run` never reached Databricks, so an operator gets 409 (D13).
     Route("POST", "/api/v1/runs/{done_run}/repair", "operator", 409),
+    # Tasks (D12): viewers read, operators pause/resume (and run once, cancel, repair: in
+    # tests/api/test_tasks.py, as a second success of those is a 4xx), admins edit.
+    Route("GET", "/api/v1/tasks", "viewer", 200),
+    Route("POST", "/api/v1/tasks", "admin", 201, {"name": "another", "job": SALES}),
+    Route("GET", "/api/v1/tasks/{task}", "viewer", 200),
+    Route("PATCH", "/api/v1/tasks/{task}", "admin", 200, {"description": "edited"}),
+    Route("DELETE", "/api/v1/tasks/{spare_task}", "admin", 204),
+    Route("POST", "/api/v1/tasks/{task}/pause", "operator", 200),
+    Route("POST", "/api/v1/tasks/{task}/resume", "operator", 200),
+    Route("GET", "/api/v1/tasks/{task}/preview", "viewer", 200),
+    Route("POST", "/api/v1/tasks/preview", "viewer", 200, {"schedules": [{"cron": "@daily"}]}),
+    Route("GET", "/api/v1/tasks/{task}/runs", "viewer", 200),
+    Route("GET", "/api/v1/taskruns", "viewer", 200),
+    Route("GET", "/api/v1/taskruns/{task_run}", "viewer", 200),
 ]
 CALLERS = ("none", "bad", *ROLES)
 
@@ -77,7 +91,16 @@ async def seed(api: Api) -> dict[str, int]:
     await services.dispatch(active.id)
     done = await services.engine.submit(await services.store.get_job(api.job_ids[SALES]), {})
     await services.store.record_failure(done.id, "refused (test)", services.now())
+    task = await services.tasks.create({"name": "nightly", "job_id": api.job_ids[SALES]})
+    spare_task = await services.tasks.create({"name": "spare", "job_id": api.job_ids[SALES]})
+    task_run = await services.tasks.run_once(task.name)
+    assert task.id is not None
+    assert spare_task.id is not None
+    assert task_run.id is not None
     return {
+        "task": task.id,
+        "spare_task": spare_task.id,
+        "task_run": task_run.id,
         "platform": api.platform_id,
         "spare": spare.id,
         "job": api.job_ids[SALES],

@@ -427,8 +427,14 @@ async def test_the_engine_loop_survives_a_database_outage_and_resumes(
 
         await until(submitted, "the run to start")
         assert "cycling again after" in caplog.text
-        beats = {beat.owner: beat for beat in await services.store.list_engines()}
-        assert beats[engine.owner].state is EngineState.RUNNING
+
+        async def beat_running() -> bool:
+            # The change of state is written right after the cycle that started the run (the
+            # cycle may also run the Task scheduler's step first): wait for that write.
+            beats = {beat.owner: beat for beat in await services.store.list_engines()}
+            return beats[engine.owner].state is EngineState.RUNNING
+
+        await until(beat_running, "the heartbeat to say running")
     finally:
         stop.set()
         await asyncio.wait_for(loop, 30)

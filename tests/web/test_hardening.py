@@ -89,7 +89,16 @@ def test_every_page_has_the_headers_and_breaks_no_policy(
     assert answer is not None
     check_headers(answer.headers)
     sign_in(page, web.keys["admin"])
-    for path in ("/runs", "/jobs", "/platforms", "/platforms/new", "/docs"):
+    for path in (
+        "/",
+        "/runs",
+        "/jobs",
+        "/platforms",
+        "/platforms/new",
+        "/tasks",
+        "/tasks/new",
+        "/docs",
+    ):
         answer = page.goto(path)
         assert answer is not None
         assert answer.status == 200, path

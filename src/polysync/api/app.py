@@ -21,6 +21,8 @@ from polysync.api.routes import (
     platforms,
     runs,
     system,
+    taskruns,
+    tasks,
     vaults,
 )
 from polysync.api.routes.docs import docs_page
@@ -36,7 +38,8 @@ Polysync for Azure Databricks: platforms, imported jobs, runs.
 Every route except `/health` needs an API key (`polysync apikey create --role ...`), sent as
 `Authorization: Bearer psk_...` or `X-API-Key: psk_...`. Roles: **viewer** reads;
 **operator** also executes, cancels, syncs parameters, edits jobs, tests platforms and lists
-their pipelines; **admin** also creates, edits and deletes platforms and imports jobs. Errors are
+their pipelines, runs Tasks once, pauses and resumes them, cancels and repairs TaskRuns;
+**admin** also creates, edits and deletes platforms and Tasks and imports jobs. Errors are
 RFC 7807 problem details (`application/problem+json`).
 """
 
@@ -69,7 +72,18 @@ def create_api_app(
     # Outermost last: the security headers also go on a 413 from the body cap.
     app.add_middleware(RequestGuard, clock=services.clock, admits=api_key_admits(store))
     app.add_middleware(SecurityHeaders)
-    for module in (platforms, vaults, jobs, runs, contention_profiles, audit, system, docs):
+    for module in (
+        platforms,
+        vaults,
+        jobs,
+        runs,
+        tasks,
+        taskruns,
+        contention_profiles,
+        audit,
+        system,
+        docs,
+    ):
         app.include_router(module.router)
 
     @app.get("/docs", include_in_schema=False)

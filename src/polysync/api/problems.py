@@ -26,6 +26,8 @@ from polysync.errors import (
     ParameterTextError,
     PolysyncError,
     StoreUnavailableError,
+    TaskDefinitionError,
+    TaskRunTransitionError,
     UsageError,
 )
 
@@ -49,6 +51,9 @@ STATUS_BY_ERROR: tuple[tuple[type[PolysyncError], int, str], ...] = (
     (NotFoundError, 404, "not-found"),
     (AccessDeniedError, 403, "forbidden"),
     (ConflictError, 409, "conflict"),
+    # A Task that cannot be saved names its field (`errors`); a TaskRun change its state forbids.
+    (TaskDefinitionError, 422, "invalid-task"),
+    (TaskRunTransitionError, 409, "invalid-transition"),
     # Unsendable text (lone surrogates, control characters) is content the API cannot process.
     (ParameterTextError, 422, "invalid-text"),
     (UsageError, 400, "bad-request"),
@@ -142,8 +147,11 @@ def error_response(exc: PolysyncError) -> JSONResponse:
         headers = {"Retry-After": str(max(1, round(exc.retry_after_s)))}
     if status >= 500:
         log.warning("%s answered %d: %s", type(exc).__name__, status, exc)
+    errors = None
+    if isinstance(exc, TaskDefinitionError):
+        errors = [{"field": exc.field or "task", "message": exc.message, "type": slug}]
     # str(): a DatabricksError adds the HTTP status, error code and call; messages hold no secrets.
-    return problem_response(status, slug, str(exc), headers=headers)
+    return problem_response(status, slug, str(exc), errors=errors, headers=headers)
 
 
 def install_problem_handlers(app: FastAPI) -> None:

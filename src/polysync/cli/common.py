@@ -19,6 +19,7 @@ from polysync.domain.access import Actor
 from polysync.domain.limits import replace_unencodable
 from polysync.errors import (
     ConfigError,
+    ConflictError,
     DatabricksAuthError,
     DatabricksError,
     DatabricksTransportError,
@@ -26,6 +27,8 @@ from polysync.errors import (
     PolysyncError,
     SecretReferenceError,
     StoreUnavailableError,
+    TaskDefinitionError,
+    TaskRunTransitionError,
     UsageError,
 )
 
@@ -117,6 +120,8 @@ CLI_HINTS: dict[str, str] = {
     "list_vaults": "`polysync vaults list` shows the registered Secret Vaults.",
     "list_jobs": "`polysync jobs list` shows the imported jobs.",
     "list_runs": "`polysync runs list` shows the runs.",
+    "list_tasks": "`polysync tasks list` shows the Tasks.",
+    "list_task_runs": "`polysync taskruns list` shows the TaskRuns.",
     "list_api_keys": "`polysync apikey list` shows the keys and their prefixes.",
     "list_profiles": "`polysync profiles list` shows the contention profiles.",
     "sync_parameters": "Re-read the job's parameters: `polysync jobs sync-params {subject}`.",
@@ -129,6 +134,9 @@ CLI_HINTS: dict[str, str] = {
 # its JSON `code` (the same slugs as the REST API's problem types, polysync.api.problems).
 ERROR_CODES: tuple[tuple[type[PolysyncError], int, str], ...] = (
     (NotFoundError, EXIT_USAGE, "not-found"),
+    (ConflictError, EXIT_USAGE, "conflict"),
+    (TaskRunTransitionError, EXIT_USAGE, "conflict"),
+    (TaskDefinitionError, EXIT_USAGE, "invalid-task"),
     (UsageError, EXIT_USAGE, "bad-request"),
     (ConfigError, EXIT_USAGE, "configuration"),
     (DatabricksAuthError, EXIT_PLATFORM, "databricks-auth"),

@@ -199,7 +199,66 @@ async def _story(services: Services, url: str, vault: DemoVault) -> list[Run]:
 
     say("Pipeline", f"[bold]{MEDALLION}[/]: an update of a Lakeflow pipeline", gap=True)
     outcomes.append(await _execute(services, MEDALLION, {"full_refresh": "true"}))
+    await _tasks(services)
     return outcomes
+
+
+async def _tasks(services: Services) -> None:
+    """Two Tasks (issue 12): a scheduled one and one that depends on it, with a mapped value
+    and a retry that repairs the failed run in place."""
+    sales = await services.get_job(SALES, PLATFORM)
+    fraud = await services.get_job(FRAUD, PLATFORM)
+    for name in ("fraud-after-ingest", "nightly-ingest"):  # a database kept in POLYSYNC_HOME
+        with contextlib.suppress(NotFoundError):
+            await services.tasks.delete(name, actor=cli_actor())
+    await services.tasks.create(
+        {
+            "name": "nightly-ingest",
+            "job": sales.id,
+            "parameters": {"env": "dev", "batch_size": "700"},
+            "schedules": [{"cron": "0 2 * * *", "timezone": "Europe/London"}],
+        },
+        actor=cli_actor(),
+    )
+    await services.tasks.create(
+        {
+            "name": "fraud-after-ingest",
+            "job": fraud.id,
+            "parameters": {"model_version": "{{upstream.nightly-ingest.parameters.batch_size}}"},
+            "dependencies": ["nightly-ingest"],
+            "retry": {"enabled": True, "max_attempts": 2, "initial_delay_s": 1},
+        },
+        actor=cli_actor(),
+    )
+    fires = await services.tasks.preview("nightly-ingest", 3)
+    say(
+        "Tasks",
+        "[bold]nightly-ingest[/] runs "
+        f"{SALES} at 02:00 Europe/London (next: "
+        + ", ".join(f.at.strftime("%d %b %H:%M UTC") for f in fires)
+        + f"); [bold]fraud-after-ingest[/] runs {FRAUD} after it succeeds, with model_version "
+        "mapped from its batch_size, and repairs its run once if it fails.",
+        gap=True,
+    )
+    await services.tasks.run_once("nightly-ingest", actor=cli_actor())
+    say("Run once", "nightly-ingest queued; the engine starts it, then its downstream Task")
+    for _ in range(2400):  # at most ~10 minutes of real time
+        await services.engine.step()
+        runs = await services.tasks.list_runs("fraud-after-ingest", limit=1)
+        if runs and runs[0].status.is_terminal:
+            break
+        await asyncio.sleep(POLL_S)
+    for name in ("nightly-ingest", "fraud-after-ingest"):
+        latest = (await services.tasks.list_runs(name, limit=1))[0]
+        attempts = ", ".join(
+            f"{a.kind.value} run {a.run_id}: {a.status.value if a.status else 'running'}"
+            for a in latest.attempts
+        )
+        say(
+            "TaskRun",
+            f"{latest.id} of [bold]{name}[/] ({latest.trigger.value}): "
+            f"{latest.status.value} - attempts: {safe_markup(attempts) or 'none'}",
+        )
 
 
 async def _register(services: Services, url: str) -> None:
@@ -305,6 +364,8 @@ def _summary(elapsed_s: float, temp_home: Path | None, runs: list[Run], serve: b
         "polysync runs list",
         f"polysync runs show {failed}",
         "polysync jobs list",
+        "polysync tasks list",
+        "polysync taskruns list",
         f"polysync jobs show {SALES} --platform {PLATFORM}",
         f"polysync platform show {PLATFORM}",
     ):

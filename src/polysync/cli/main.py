@@ -61,6 +61,15 @@ COMMANDS: dict[str, LazyCommand] = {
         "Execute Now: start the job with these values, then watch it live to the end.",
     ),
     "runs": LazyCommand("runs_cmd", "app", "Runs: list, show, watch, cancel, repair.", group=True),
+    "tasks": LazyCommand(
+        "tasks_cmd",
+        "app",
+        "Tasks: configured Jobs with schedules, dependencies, retries and timeouts.",
+        group=True,
+    ),
+    "taskruns": LazyCommand(
+        "tasks_cmd", "taskruns_app", "TaskRuns: list, show, cancel, repair.", group=True
+    ),
     "profiles": LazyCommand(
         "profiles_cmd",
         "app",

@@ -45,6 +45,7 @@ from polysync.domain.records import (
 )
 from polysync.engine.polling import PollPolicy
 from polysync.engine.ports import Observation, PollFailure, Store, Submission
+from polysync.engine.scheduler import SchedulerReport, SchedulerSettings, TaskScheduler
 from polysync.errors import (
     ConfigError,
     ConflictError,
@@ -96,6 +97,9 @@ class EngineSettings:
     backoff_max_s: float = 30.0
     # Unexpected errors (not Databricks' answers) while starting one run before it is failed.
     max_submit_errors: int = 5
+    # The Task scheduler (issue 12): on in every engine; off only for tests of runs alone.
+    tasks_enabled: bool = True
+    scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
     # A run waiting on a full concurrency profile is looked at again after this long (D14).
     profile_recheck_s: float = 5.0
 
@@ -188,6 +192,9 @@ class Engine:
         self._platforms: dict[int, Platform] = {}
         self._last_beat_s: float | None = None
         self._beat_lock = asyncio.Lock()
+        self.tasks = TaskScheduler(self, self.settings.scheduler)
+        self.last_tasks_report = SchedulerReport()
+        """The Task scheduler (issue 12): each step fires schedules and starts TaskRuns."""
         # The earliest next try of a run a contention profile held back (D14): the engine wakes
         # then, rather than at its next idle look.
         self._admission_due_s: float | None = None
@@ -222,6 +229,11 @@ class Engine:
         run = await self.store.create_run(new, utc(self.clock.now()))
         self._wake.set()
         return run
+
+    def wake(self) -> None:
+        """Look for work at once (a Task saved, a TaskRun queued in this process)."""
+        self.tasks.changed()
+        self._wake.set()
 
     async def request_cancel(self, run: Run, *, cancelled_by: str | None = None) -> Run:
         """Record the request (and who made it); the engine sends runs/cancel and keeps polling
@@ -358,8 +370,13 @@ class Engine:
         self._leased &= self._in_flight
 
     async def step(self) -> StepReport:
-        """One cycle: claim what is due, submit what is new, poll what is active."""
-        return await self._cycle()
+        """One cycle: claim what is due, submit what is new, poll what is active; then the Task
+        scheduler's step (fire, follow TaskRuns, decide cycles, start TaskRuns: the runs it
+        creates are submitted by the next cycle, at once when the engine loop runs)."""
+        report = await self._cycle()
+        if self.settings.tasks_enabled:
+            self.last_tasks_report = await self.tasks.step()
+        return report
 
     async def drive(self, run_id: int) -> StepReport:
         """One cycle for one run only (a command with no engine running drives its own run):
@@ -480,6 +497,8 @@ class Engine:
         for held in self._held.values():
             if held.due_s is not None:
                 soonest_s = min(soonest_s, held.due_s)
+        if self.settings.tasks_enabled:
+            soonest_s = min(soonest_s, now_s + self.tasks.next_work_in_s())
         if self._admission_due_s is not None:
             soonest_s = min(soonest_s, self._admission_due_s)
         return max(0.0, soonest_s - now_s)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -20,6 +20,10 @@ from polysync.domain.records import (
     RunFilter,
     RunRepair,
 )
+from polysync.tasks.mapping import UpstreamRunFacts
+from polysync.tasks.model import Task, TaskRun
+from polysync.tasks.schedule import Schedule
+from polysync.tasks.states import TaskRunStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +60,97 @@ class PollFailure:
     lease: Lease | None = None
 
 
+TaskChecker = Callable[[Task, Sequence[Task]], Task]
+"""Checks a Task about to be saved against every other saved Task (`check_task`, then
+`check_acyclic`), inside the saving transaction: returns the Task to save, or raises
+TaskDefinitionError."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleState:
+    """One schedule of a Task as the scheduler needs it: its watermark (`last_fired_for`, the
+    scheduled-for time of the last fire handled, or when it was saved or resumed)."""
+
+    task_id: int
+    position: int
+    """Its place in the Task's schedules (0-based)."""
+    schedule: Schedule
+    last_fired_for: datetime
+    task_paused: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRunFilter:
+    """Which TaskRuns to list: of one Task, in some statuses, queued since a time; newest
+    first, at most `limit` (1..1000)."""
+
+    task_id: int | None = None
+    statuses: tuple[TaskRunStatus, ...] = ()
+    since: datetime | None = None
+    limit: int = 100
+
+
+class TaskStore(Protocol):
+    """Persistence of Tasks and TaskRuns (issue 12; `polysync.store.task_store`). Each method is
+    one transaction; TaskRuns are inserted at most once per (task, trigger, scheduled-for)."""
+
+    async def save_task(
+        self, task: Task, now: datetime, *, check: TaskChecker, actor: str | None = None
+    ) -> Task: ...
+
+    async def get_task(self, ref: int | str) -> Task: ...
+
+    async def list_tasks(self) -> Sequence[Task]: ...
+
+    async def delete_task(self, task_id: int, now: datetime) -> Task: ...
+
+    async def set_task_paused(self, task_id: int, paused: bool, now: datetime) -> Task: ...
+
+    async def list_schedule_states(self) -> Sequence[ScheduleState]: ...
+
+    async def add_task_runs(
+        self,
+        task_id: int,
+        new: Sequence[TaskRun],
+        now: datetime,
+        *,
+        overlap: bool = True,
+        watermark: tuple[int, datetime] | None = None,
+    ) -> tuple[list[TaskRun], datetime | None]: ...
+
+    async def record_fires(
+        self, fires: Sequence[tuple[int, Sequence[TaskRun], tuple[int, datetime]]]
+    ) -> list[tuple[int, list[TaskRun], datetime | None]]: ...
+
+    async def get_task_run(self, task_run_id: int) -> TaskRun: ...
+
+    async def list_task_runs(self, where: TaskRunFilter) -> Sequence[TaskRun]: ...
+
+    async def latest_task_runs(self) -> Mapping[int, TaskRun]: ...
+
+    async def active_task_runs(self) -> Sequence[TaskRun]: ...
+
+    async def save_task_run(self, previous: TaskRun, updated: TaskRun) -> TaskRun: ...
+
+    async def begin_task_runs(
+        self, now: datetime, slots: int, *, running_limit: int | None = None
+    ) -> list[TaskRun]: ...
+
+    async def task_run_of_run(self, run_id: int) -> TaskRun | None: ...
+
+    async def runs_by_id(self, run_ids: Sequence[int]) -> Mapping[int, Run]: ...
+
+    async def downstream_task_ids(self, task_id: int) -> Sequence[int]: ...
+
+    async def dependent_task_ids(self) -> Sequence[int]: ...
+
+    async def decide_downstream(self, task_id: int, now: datetime) -> TaskRun | None: ...
+
+    async def upstream_facts(self, task_run: TaskRun) -> Mapping[str, UpstreamRunFacts]: ...
+
+    async def count_task_runs(self) -> Mapping[tuple[int, str, datetime], int]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class SubmitAdmission:
     """What `admit_submits` decided: the runs whose run-now may be sent now, and those a
@@ -65,7 +160,7 @@ class SubmitAdmission:
     held_back: list[Run]
 
 
-class Store(Protocol):
+class Store(TaskStore, Protocol):
     """Persistence of platforms, jobs, runs and status history.
 
     Every method is one transaction. Writes that change a run's status add one RunEvent in the

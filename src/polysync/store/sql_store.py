@@ -114,6 +114,7 @@ from polysync.store.tables import (
     runs,
     secret_vaults,
 )
+from polysync.store.task_store import TaskStoreMixin
 
 if TYPE_CHECKING:
     from polysync.engine.ports import Store
@@ -151,7 +152,7 @@ async def open_store(url: str) -> SqlStore:
     return SqlStore(engine)
 
 
-class SqlStore:
+class SqlStore(TaskStoreMixin):
     """Platforms, jobs, runs and run events in SQL tables (see `polysync.engine.ports.Store`)."""
 
     def __init__(self, engine: AsyncEngine) -> None:

@@ -171,7 +171,7 @@ runs = Table(
     Column("queued_at", UtcDateTime),
     Column("waiting_profile_id", Id),
     Column("admitted_at", UtcDateTime),
-    # The latest repair asked of the run (D13; codec.repair_to_json): migration 0013.
+    # The latest repair asked of the run (D13; codec.repair_to_json): migration 0005.
     Column("repair", _json()),
     Index(None, "terminal", "next_poll_at"),
     Index(None, "platform_id", "admitted_at"),
@@ -299,4 +299,110 @@ contention_profile_tasks = Table(
     Column("profile_id", Id, _fk("contention_profiles.id"), nullable=False),
     Column("task_id", Id, nullable=False, index=True),
     PrimaryKeyConstraint("profile_id", "task_id"),
+)
+
+# --- Tasks (issue 12, migration 0008; docs/tasks.md "Wiring") -------------------------------
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", StoredText, nullable=False, unique=True),
+    Column("job_id", Id, _fk("jobs.id"), nullable=False, index=True),
+    Column("parameters", _json(), nullable=False),
+    Column("paused", Boolean, nullable=False),
+    Column("description", StoredText, nullable=False),
+    Column("tags", _json(), nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("concurrency_cap", Integer, nullable=False),
+    Column("on_overlap", String(16), nullable=False),
+    Column("timeout_s", Integer),
+    Column("retry", _json(), nullable=False),
+    # The first dependency cycle's start (later cycles start at the last Dependency TaskRun's
+    # scheduled-for).
+    Column("dependencies_saved_at", UtcDateTime, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    sqlite_autoincrement=True,
+)
+
+task_schedules = Table(
+    "task_schedules",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("task_id", Id, _fk("tasks.id"), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("cron", StoredText, nullable=False),
+    Column("timezone", StoredText, nullable=False),
+    Column("starts_at", UtcDateTime),
+    Column("ends_at", UtcDateTime),
+    Column("paused", Boolean, nullable=False),
+    Column("misfire_policy", String(16), nullable=False),
+    Column("misfire_cap", Integer, nullable=False),
+    # The scheduled-for time of the last fire handled (or when the schedule was saved/resumed).
+    Column("last_fired_for", UtcDateTime, nullable=False),
+    UniqueConstraint("task_id", "position"),
+    sqlite_autoincrement=True,
+)
+
+task_dependencies = Table(
+    "task_dependencies",
+    metadata,
+    Column("task_id", Id, _fk("tasks.id"), primary_key=True),
+    Column("upstream_task_id", Id, _fk("tasks.id"), primary_key=True, index=True),
+    Column("position", Integer, nullable=False),
+    Column("condition", String(16), nullable=False),
+)
+
+task_runs = Table(
+    "task_runs",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("task_id", Id, _fk("tasks.id"), nullable=False),
+    Column("trigger", String(16), nullable=False),
+    Column("scheduled_for", UtcDateTime, nullable=False),
+    Column("status", String(16), nullable=False),
+    # Kept equal to status.is_terminal by the store, for the dispatch and cycle indexes.
+    Column("terminal", Boolean, nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("queued_at", UtcDateTime, nullable=False),
+    Column("started_at", UtcDateTime),
+    Column("ended_at", UtcDateTime),
+    Column("next_attempt_at", UtcDateTime),
+    Column("next_attempt_kind", String(16)),
+    Column("retry_of", Id),
+    Column("message", StoredText, nullable=False),
+    # Optimistic concurrency: the number of history events; a write from a stale copy fails.
+    Column("revision", Integer, nullable=False),
+    UniqueConstraint("task_id", "trigger", "scheduled_for"),
+    Index(None, "terminal", "status"),
+    Index(None, "task_id", "ended_at"),
+    Index(None, "queued_at"),
+    sqlite_autoincrement=True,
+)
+
+task_run_attempts = Table(
+    "task_run_attempts",
+    metadata,
+    Column("task_run_id", Id, _fk("task_runs.id"), primary_key=True),
+    Column("number", Integer, primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("run_id", Id, ForeignKey("runs.id", ondelete="SET NULL"), index=True),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("ended_at", UtcDateTime),
+    Column("status", String(16)),
+    Column("message", StoredText, nullable=False),
+)
+
+task_run_events = Table(
+    "task_run_events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("task_run_id", Id, _fk("task_runs.id"), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("message", StoredText, nullable=False),
+    Column("attempt", Integer),
+    Index(None, "task_run_id", "id"),
+    sqlite_autoincrement=True,
 )

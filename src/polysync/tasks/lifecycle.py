@@ -45,7 +45,7 @@ def start_attempt(
     task_run: TaskRun,
     at: datetime,
     *,
-    kind: AttemptKind = AttemptKind.START,
+    kind: AttemptKind | None = None,
     run_id: int | None = None,
 ) -> TaskRun:
     """`task_run` with its next attempt started at `at`: the first one (Queued -> Running) or a
@@ -57,6 +57,9 @@ def start_attempt(
             f"Attempt {len(task_run.attempts)} of this TaskRun is still running; end it first."
         )
     number = len(task_run.attempts) + 1
+    if kind is None:
+        # A retry repairs or restarts as its policy said when the attempt ended.
+        kind = task_run.next_attempt_kind or AttemptKind.START
     attempt = Attempt(number, kind, at, run_id=run_id)
     if task_run.status is TaskRunStatus.QUEUED:
         if kind is not AttemptKind.START:
@@ -74,7 +77,12 @@ def start_attempt(
             f"{at.isoformat()}."
         )
     return _note(
-        replace(task_run, attempts=(*task_run.attempts, attempt), next_attempt_at=None),
+        replace(
+            task_run,
+            attempts=(*task_run.attempts, attempt),
+            next_attempt_at=None,
+            next_attempt_kind=None,
+        ),
         at,
         f"attempt {number} started ({kind})",
     )
@@ -116,7 +124,11 @@ def end_attempt(
             f"attempt {attempt.number} {outcome}{': ' + message if message else ''}; attempt "
             f"{decision.attempt} ({how}) in {decision.delay_s:g} s"
         )
-        return _note(replace(recorded, next_attempt_at=due), at, text), decision
+        kind = (
+            AttemptKind.REPAIR if decision.strategy is RetryStrategy.REPAIR else AttemptKind.START
+        )
+        waiting = replace(recorded, next_attempt_at=due, next_attempt_kind=kind)
+        return _note(waiting, at, text), decision
     return advance(
         recorded, outcome, at, message or f"attempt {attempt.number} {outcome}"
     ), decision

@@ -225,6 +225,9 @@ class TaskRun:
     retry_of: int | None = None
     """The TaskRun this one retries (trigger Retry)."""
     id: int | None = None
+    next_attempt_kind: AttemptKind | None = None
+    """While a retry waits: whether it repairs the run or starts a new one (the retry policy's
+    strategy when the attempt ended)."""
 
 
 def new_task_run(
@@ -290,6 +293,7 @@ def advance(
         ended_at=ended_at,
         message=event_message or task_run.message,
         next_attempt_at=None if status.is_terminal else task_run.next_attempt_at,
+        next_attempt_kind=None if status.is_terminal else task_run.next_attempt_kind,
         history=(
             *task_run.history,
             TaskRunEvent(at, status, event_message, len(task_run.attempts) or None),

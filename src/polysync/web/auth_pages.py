@@ -1,7 +1,8 @@
-"""Sign-in with an API key, sign-out, the home page and the static files."""
+"""Sign-in with an API key, sign-out and the static files."""
 
 import math
 import re
+from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote, urlsplit
 
@@ -43,20 +44,29 @@ def safe_next(target: str | None) -> str:
     return quote(replace_unencodable(cleaned), safe="/?#&=%:@!$'()*+,;~-._")
 
 
+def _static_file(folder: Path, name: str) -> FileResponse:
+    path = folder / name
+    if "/" in name or path.suffix not in _STATIC_TYPES or not path.is_file():
+        raise HTTPException(status_code=404, detail="No such file.")
+    return FileResponse(
+        path,
+        media_type=_STATIC_TYPES[path.suffix],
+        headers={"Cache-Control": "public, max-age=3600"},
+    )
+
+
 def auth_router(ctx: WebContext) -> APIRouter:
     router = ctx.router()
     viewer = ctx.guard(Role.VIEWER)
 
     @router.get("/static/{name}", include_in_schema=False)
     async def static(name: str) -> FileResponse:
-        path = STATIC_DIR / name
-        if "/" in name or path.suffix not in _STATIC_TYPES or not path.is_file():
-            raise HTTPException(status_code=404, detail="No such file.")
-        return FileResponse(
-            path,
-            media_type=_STATIC_TYPES[path.suffix],
-            headers={"Cache-Control": "public, max-age=3600"},
-        )
+        return _static_file(STATIC_DIR, name)
+
+    @router.get("/static/vendor/{name}", include_in_schema=False)
+    async def vendored(name: str) -> FileResponse:
+        """Third-party scripts served from the package (NOTICE lists them), never a CDN."""
+        return _static_file(STATIC_DIR / "vendor", name)
 
     @router.get("/favicon.ico", include_in_schema=False)
     async def favicon() -> FileResponse:
@@ -66,10 +76,6 @@ def auth_router(ctx: WebContext) -> APIRouter:
             media_type=_STATIC_TYPES[".svg"],
             headers={"Cache-Control": "public, max-age=86400"},
         )
-
-    @router.get("/", include_in_schema=False)
-    async def home(visitor: Annotated[Visitor, Depends(viewer)]) -> Response:
-        return Response(status_code=303, headers={"Location": "/runs"})
 
     @router.get("/sign-in", include_in_schema=False)
     async def sign_in_page(request: Request, next: str | None = None) -> Response:

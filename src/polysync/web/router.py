@@ -1,4 +1,4 @@
-"""The web UI's router: sign-in, platforms, jobs and runs, server-rendered."""
+"""The web UI's router: sign-in, platforms, jobs, runs and Tasks, server-rendered."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from polysync.web.platform_pages import platform_router
 from polysync.web.profile_pages import profile_router
 from polysync.web.run_pages import run_router
 from polysync.web.security import Authenticate, Sessions
+from polysync.web.task_pages import task_router
 from polysync.web.vault_pages import vault_router
 
 
@@ -41,6 +42,7 @@ def create_web_router(
         job_router,
         run_router,
         profile_router,
+        task_router,
     ):
         router.include_router(build(ctx))
     return router

@@ -88,7 +88,9 @@ def run_router(ctx: WebContext) -> APIRouter:
 
     async def run_context(run_id: int) -> dict[str, Any]:
         run, job, events = await services.run_details(run_id)
+        task_run = await services.store.task_run_of_run(run_id)
         return {
+            "task_run": task_run,
             "run": run,
             "job": job,
             "sent": shown_values(job.parameters, run.parameters_sent),

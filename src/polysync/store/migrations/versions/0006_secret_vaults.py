@@ -1,7 +1,7 @@
 """Secret Vaults (D15): the registered Azure Key Vaults `vault://` references are read from.
 
 Revision ID: 0006
-Revises: 0013
+Revises: 0005
 Create Date: 2026-12-01
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-down_revision = "0013"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

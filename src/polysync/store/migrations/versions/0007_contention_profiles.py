@@ -2,7 +2,7 @@
 was queued, by which profile it waits, and when it was admitted.
 
 Revision ID: 0007
-Revises: 0013
+Revises: 0006
 Create Date: 2026-12-01
 """
 

@@ -1,6 +1,6 @@
 """Repairs of runs (D13): the latest repair asked of each run, as intent and as sent.
 
-Revision ID: 0013
+Revision ID: 0005
 Revises: 0004
 Create Date: 2026-12-01
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0013"
+revision = "0005"
 down_revision = "0004"
 branch_labels = None
 depends_on = None
