@@ -262,6 +262,29 @@ async def test_a_re_sent_run_is_not_judged_again(store: SqlStore) -> None:
     assert (again.submit_attempts, again.admitted_at) == (2, at(1))
 
 
+async def test_a_rate_profile_counts_a_start_from_when_databricks_answered_run_now(
+    store: SqlStore,
+) -> None:
+    """Admitted at 1 s, their run-now answered only at 30 s (a slow call, or an engine killed
+    before it sent and its lease taken over): Databricks started them near 30 s, so their
+    tokens come back at 90 s, not 61 s - else a third start at 62 s would make three in the
+    workspace's window 30-90 s (kill -9 benchmark, benchmarks/contention_chaos.py)."""
+    platform, job = await platform_and_job(store)
+    await store.add_profile(rate(limit=2, window_s=60), T0, platform_ids=[platform.id])
+    first, second, third = await runs_of(store, job, 3)
+    assert len((await admit(store, [first, second], 1)).begun) == 2
+    for run in (first, second):
+        await store.record_submitted(run.id, f"db-{run.id}", "https://x/run", at(30), at(31))
+        assert (await store.get_run(run.id)).admitted_at == at(30)
+    (waiting,) = (await admit(store, [third], 62)).held_back
+    assert waiting.message == "Waiting for profile 'pace' (2 of 2 started in the last 60 s)"
+    assert waiting.next_poll_at == at(90)
+    assert len((await admit(store, [third], 90)).begun) == 1
+    # A run-now answered again (same token, same RunId) is not a new start: nothing moves.
+    await store.record_submitted(first.id, f"db-{first.id}", "https://x/run", at(94), at(95))
+    assert (await store.get_run(first.id)).admitted_at == at(30)
+
+
 async def test_reject_fails_the_run_with_the_profile_named(store: SqlStore) -> None:
     platform, job = await platform_and_job(store)
     await store.add_profile(
