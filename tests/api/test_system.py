@@ -71,12 +71,17 @@ async def test_served_app_runs_the_engine_in_its_lifespan_and_mounts_the_web_ui(
         sign_in = await client.get("/sign-in")  # the web UI's page, on the same app
     assert sign_in.status_code == 200
     assert "text/html" in sign_in.headers["content-type"]
-    run = await api.services.engine.submit(await api.store.get_job(api.job_ids[SALES]), {})
+    engine = api.services.engine
+    run = await engine.submit(await api.store.get_job(api.job_ids[SALES]), {})
+    cycles = engine.health.cycles
     async with app.router.lifespan_context(app):
-        for _ in range(200):  # the engine task starts the committed run on its own
-            if (await api.store.get_run(run.id)).run_id is not None:
+        # The engine task's first cycle starts the committed run on its own. Wait for that cycle
+        # to end (its database work runs in threads, so a fixed number of yields is not enough on
+        # a busy machine); the bound only keeps a broken engine from hanging the suite.
+        for _ in range(6_000):
+            if engine.health.cycles > cycles:
                 break
-            await asyncio.sleep(0)
+            await asyncio.sleep(0.01)
     started = await api.store.get_run(run.id)
     assert started.run_id is not None
     assert started.lease_owner is None  # released when the lifespan ended
