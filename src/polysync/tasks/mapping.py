@@ -153,11 +153,12 @@ def check_mapping(
         names = (upstream_parameters or {}).get(reference.upstream)
         if names is not None and reference.parameter not in names:
             close = difflib.get_close_matches(reference.parameter, sorted(names), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
+            choices = ", ".join(sorted(names)[:20]) or "none"
+            hint = f"; did you mean {close[0]!r}" if close else ""
             raise _error(
                 parameter,
                 f"refers to parameter {shown(reference.parameter)} of {reference.upstream!r}, "
-                f"whose Job has no such parameter.{hint}",
+                f"whose Job has no such parameter (its parameters: {choices}){hint}",
             )
     return references
 

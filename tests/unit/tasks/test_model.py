@@ -332,3 +332,13 @@ def test_hostile_task_names_are_accepted_or_refused_never_crash(name: str) -> No
         assert name.strip() == name
         assert not ({".", "{", "}"} & set(name))
     assert field in (None, "name")
+
+
+def test_an_unknown_upstream_parameter_lists_the_upstream_parameters() -> None:
+    # Found by trying the CLI: the message ended "no such parameter.." and named no choice.
+    task = report_task(parameters={"run_date": "{{upstream.ingest.parameters.run_dat}}"})
+    with pytest.raises(ParameterMappingError) as caught:
+        check(task)
+    assert str(caught.value).endswith(
+        "whose Job has no such parameter (its parameters: run_date); did you mean 'run_date'."
+    )
