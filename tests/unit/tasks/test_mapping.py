@@ -130,7 +130,7 @@ def test_check_mapping_against_the_upstreams() -> None:
         match=r"not an upstream Task of this Task \(its upstream Tasks: .ingest.\)",
     ):
         check_mapping("{{upstream.clean.run_id}}", parameter="d", upstreams=upstreams)
-    with pytest.raises(ParameterMappingError, match="Did you mean 'run_date'"):
+    with pytest.raises(ParameterMappingError, match="did you mean 'run_date'"):
         check_mapping(
             "{{upstream.ingest.parameters.rundate}}",
             parameter="d",
