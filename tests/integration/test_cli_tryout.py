@@ -69,3 +69,15 @@ def test_record_id_reads_ascii_digits_within_64_bits() -> None:
 def test_record_id_is_a_positive_int64_or_none(text: str) -> None:
     found = record_id(text)
     assert found is None or (1 <= found <= MAX_INT64 and str(found) == text.strip().lstrip("0"))
+
+
+def test_an_unregistered_vault_is_not_given_the_env_advice(polysync: Any) -> None:
+    result = polysync(
+        "platform", "add", "p", "--url", "https://adb-1.1.azuredatabricks.net",
+        "--token", "vault://nope/sec",
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "no Secret Vault named 'nope' is registered" in text
+    assert "polysync vaults add" in text
+    assert "export NAME" not in text

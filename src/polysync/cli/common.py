@@ -189,6 +189,9 @@ def exit_code(exc: PolysyncError) -> int:
     return next(code for cls, code, _ in ERROR_CODES if isinstance(exc, cls))
 
 
+_VAULT_REFERENCE = ("secret reference vault:", "secret reference `vault:")
+
+
 def error_text(exc: PolysyncError) -> str:
     """The exception's own message (it says what and which value), plus how to fix it where
     only the command line knows the commands to suggest."""
@@ -200,6 +203,9 @@ def error_text(exc: PolysyncError) -> str:
                 "give the parameter another reference: `polysync jobs set-param JOB PARAMETER "
                 "--value env:NAME`."
             )
+        elif isinstance(exc, SecretReferenceError) and text.startswith(_VAULT_REFERENCE):
+            # Not the env: advice: the vault's own message says what to do about the vault.
+            text += ". Or re-add the platform with another reference."
         elif isinstance(exc, SecretReferenceError):
             text += (
                 ". Set it for every polysync process (e.g. `export NAME=...` for env:NAME), or "
