@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from polysync.domain.records import Run
 from polysync.engine.ports import ScheduleState, TaskChecker, TaskRunFilter
-from polysync.errors import ConflictError, Hint, NotFoundError
+from polysync.errors import ConflictError, Hint, NotFoundError, not_found
 from polysync.store.database import store_call
 from polysync.store.rows import run_from_row
 from polysync.store.tables import (
@@ -1084,8 +1084,7 @@ async def _load_task_run(conn: AsyncConnection, task_run_id: int) -> TaskRun:
 
 
 def _task_not_found(ref: int | str) -> NotFoundError:
-    what = f"with id {ref}" if isinstance(ref, int) else f"named {ref!r}"
-    return NotFoundError(f"No Task {what}.", hint=LIST_TASKS)
+    return not_found("Task", ref, LIST_TASKS)
 
 
 def _task_run_not_found(task_run_id: int) -> NotFoundError:
