@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
@@ -16,7 +15,7 @@ from polysync.cli.common import (
     DbOption,
     JsonOption,
     cli_actor,
-    err,
+    confirm_or_exit,
     fail,
     out,
     print_json,
@@ -384,11 +383,7 @@ def remove(
     platform, job_count = run_async(find)  # a platform that does not exist is said first
     what = f"platform {platform.name!r} with its {plural(job_count, 'imported job')} and their runs"
     if not yes:
-        if not sys.stdin.isatty():
-            fail(f"Removing {what} cannot be undone: add --yes to confirm.")
-        if not typer.confirm(f"Remove {what}?", default=False):
-            err.print("Nothing removed.")
-            raise typer.Exit(1)
+        confirm_or_exit("Remove", what)
 
     async def main() -> None:
         async with session(db) as services:

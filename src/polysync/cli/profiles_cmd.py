@@ -3,7 +3,6 @@ unlink. Values are checked by the one validation of the use cases (exit 2 with t
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -17,7 +16,7 @@ from polysync.cli.common import (
     DbOption,
     JsonOption,
     cli_actor,
-    err,
+    confirm_or_exit,
     fail,
     out,
     print_json,
@@ -233,11 +232,7 @@ def delete(
 
     profile = run_async(find)
     if not yes:
-        if not sys.stdin.isatty():
-            fail(f"Deleting contention profile {profile.name!r} cannot be undone: add --yes.")
-        if not typer.confirm(f"Delete contention profile {profile.name!r}?", default=False):
-            err.print("Nothing deleted.")
-            raise typer.Exit(1)
+        confirm_or_exit("Delete", f"contention profile {profile.name!r}")
 
     async def main() -> None:
         async with session(db) as services:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,6 +15,7 @@ from polysync.cli.common import (
     DbOption,
     JsonOption,
     cli_actor,
+    confirm_or_exit,
     err,
     fail,
     out,
@@ -296,11 +296,7 @@ def remove(
 ) -> None:
     """Remove a Secret Vault (refused while a platform's credentials name it)."""
     if not yes:
-        if not sys.stdin.isatty():
-            fail(f"Removing Secret Vault {name!r} cannot be undone: add --yes to confirm.")
-        if not typer.confirm(f"Remove Secret Vault {name!r}?", default=False):
-            err.print("Nothing removed.")
-            raise typer.Exit(1)
+        confirm_or_exit("Remove", f"Secret Vault {name!r}")
 
     async def main() -> SecretVault:
         async with session(db) as services:
