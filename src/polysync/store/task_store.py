@@ -675,6 +675,13 @@ async def _add_runs(
 
 
 def _task_values(task: Task, now: datetime) -> dict[str, Any]:
+    return {**task_settings(task), "updated_at": now}
+
+
+def task_settings(task: Task) -> dict[str, Any]:
+    """A Task's own settings as its `tasks` row holds them, which is also their JSON shape
+    (`task_services.task_data`): name, job_id, parameters, paused, description, tags,
+    priority, concurrency_cap, on_overlap, timeout_s (seconds or None), retry."""
     return {
         "name": task.name,
         "job_id": task.job_id,
@@ -687,7 +694,6 @@ def _task_values(task: Task, now: datetime) -> dict[str, Any]:
         "on_overlap": task.on_overlap.value,
         "timeout_s": task.timeout_s,
         "retry": retry_to_json(task.retry),
-        "updated_at": now,
     }
 
 
@@ -1091,4 +1097,11 @@ def _task_run_not_found(task_run_id: int) -> NotFoundError:
     return NotFoundError(f"No TaskRun with id {task_run_id}.", hint=LIST_TASK_RUNS)
 
 
-__all__ = ["LIST_TASKS", "LIST_TASK_RUNS", "TaskStoreMixin", "retry_from_json", "retry_to_json"]
+__all__ = [
+    "LIST_TASKS",
+    "LIST_TASK_RUNS",
+    "TaskStoreMixin",
+    "retry_from_json",
+    "retry_to_json",
+    "task_settings",
+]
