@@ -696,7 +696,7 @@ class SqlStore(TaskStoreMixin):
     async def list_profiles(self) -> Sequence[ContentionProfile]:
         async with self._read() as conn:
             found = await read_profiles(conn)
-        return sorted(found, key=lambda p: (p.name.casefold(), p.name, p.id))
+        return sorted(found, key=_by_name)
 
     @store_call
     async def remove_profile(
@@ -1240,7 +1240,7 @@ class SqlStore(TaskStoreMixin):
         async with self._read() as conn:
             result = await conn.execute(select(secret_vaults))
             vaults = [secret_vault_from_row(row) for row in result]
-        return sorted(vaults, key=lambda v: (v.name.casefold(), v.name, v.id))
+        return sorted(vaults, key=_by_name)
 
     @store_call
     async def remove_vault(
@@ -1539,7 +1539,7 @@ def _job_changes(before: Any, after: Any) -> str:
     return _changed_fields(changed)
 
 
-def _by_name(record: Platform | Job) -> tuple[str, str, int]:
+def _by_name(record: Platform | Job | SecretVault | ContentionProfile) -> tuple[str, str, int]:
     # Sorted here, not in SQL: PostgreSQL orders text by the server's locale, SQLite by code point.
     return (record.name.casefold(), record.name, record.id)
 
