@@ -7,7 +7,6 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich import box
 from rich.console import RenderableType
 from rich.table import Table
 
@@ -23,6 +22,7 @@ from polysync.cli.common import (
     run_async,
     session,
 )
+from polysync.cli.render import _field_grid, _table
 from polysync.cli.terminal import safe_markup
 from polysync.domain.contention import ContentionProfile, ProfileType
 from polysync.profiles import counter_fields
@@ -319,7 +319,7 @@ def _platforms(profile: ContentionProfile, names: Mapping[int, str]) -> str:
 
 
 def profiles_table(profiles: Sequence[ContentionProfile], names: Mapping[int, str]) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, header_style="bold", show_edge=False)
+    table = _table()
     table.add_column("Name", overflow="fold")
     for header in ("Type", "Limit", "Scope", "Exceed", "Enabled"):
         table.add_column(header, no_wrap=header != "Limit")
@@ -342,9 +342,7 @@ def profiles_table(profiles: Sequence[ContentionProfile], names: Mapping[int, st
 
 def profile_view(profile: ContentionProfile, names: Mapping[int, str]) -> RenderableType:
     s = profile.settings
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold", no_wrap=True)
-    grid.add_column(overflow="fold")
+    grid = _field_grid()
     rows = [
         ("Name", safe_markup(s.name)),
         ("Id", str(profile.id)),
