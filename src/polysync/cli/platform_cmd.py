@@ -81,15 +81,18 @@ def secret_reference(flag: str, value: str) -> str:
         )
 
 
-def auth_fields(method: AuthChoice, given: dict[str, Any]) -> dict[str, Any]:
-    """The platform's `auth` mapping for `method` from the flags given (None = not given)."""
+def auth_fields(
+    method: AuthChoice, given: dict[str, Any], command: str = "platform add"
+) -> dict[str, Any]:
+    """The platform's (or with `command` "vaults add", a Secret Vault's) `auth` mapping for
+    `method` from the flags given (None = not given); exit 2 naming a missing or stray flag."""
     present = {flag for flag, value in given.items() if value not in (None, False)}
     required, optional = _AUTH_FLAGS[method]
     missing = sorted(required - present)
     if missing:
         fail(
             f"--auth {method} needs {', '.join(missing)}. "
-            f"See `polysync platform add --help` for each method's flags."
+            f"See `polysync {command} --help` for each method's flags."
         )
     unused = sorted(present - required - optional)
     if unused:
