@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     # Every active run is swept (runs/list) at this rhythm: its longest detection lag (s).
     sweep_interval_s: float = Field(default=10.0, gt=0)
     lease_s: float = Field(default=60.0, gt=0)
+    # A run waiting on a full concurrency profile is looked at again after this long (D14).
+    profile_recheck_s: float = Field(default=5.0, gt=0)
     log_level: str = "WARNING"
     # Security (docs/security.md). Secret references may read only variables starting with this
     # prefix ("" = any) and only files inside this directory (None = any readable file).

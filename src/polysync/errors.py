@@ -65,6 +65,7 @@ LIST_VAULTS = Hint("list_vaults", "List the Secret Vaults to see their names and
 LIST_PLATFORMS = Hint("list_platforms", "List the platforms to see their names and ids.")
 LIST_JOBS = Hint("list_jobs", "List the imported jobs to see their ids, External Ids and names.")
 LIST_RUNS = Hint("list_runs", "List the runs to see their ids.")
+LIST_TASKS = Hint("list_tasks", "List the Tasks.")
 LIST_PROFILES = Hint("list_profiles", "List the contention profiles to see their names and ids.")
 LIST_API_KEYS = Hint("list_api_keys", "List the API keys to see their names and prefixes.")
 

@@ -364,7 +364,12 @@ class Services:
             store,
             connections,
             clock,
-            engine_settings or EngineSettings(policy=policy, lease_s=settings.lease_s),
+            engine_settings
+            or EngineSettings(
+                policy=policy,
+                lease_s=settings.lease_s,
+                profile_recheck_s=settings.profile_recheck_s,
+            ),
         )
         return cls(store, connections, engine, clock, settings, vaults)
 

@@ -32,7 +32,7 @@ from polysync.domain.models import DataType
 from polysync.domain.records import Job, utc
 from polysync.domain.text import shown
 from polysync.engine.ports import Store, TaskRunFilter
-from polysync.errors import TaskDefinitionError, TaskRunTransitionError, UsageError
+from polysync.errors import ConflictError, TaskDefinitionError, TaskRunTransitionError, UsageError
 from polysync.lookup import find_job
 from polysync.store.task_store import retry_from_json, task_settings
 from polysync.tasks.dependencies import Condition, Dependency, check_acyclic
@@ -188,9 +188,10 @@ class TaskServices:
             task, TriggerType.MANUAL, now, now, message=f"run once by {_who(actor) or 'a user'}"
         )
         inserted, _ = await self.store.add_task_runs(_id(task), [run], now, overlap=False)
-        if not inserted:
-            raise UsageError(
-                f"Task {task.name!r} was already run once at {now.isoformat()}; try again."
+        if not inserted:  # the store gives each press its own instant: not expected
+            raise ConflictError(
+                f"Task {task.name!r} could not be run once at {now.isoformat()}: another "
+                "TaskRun took that instant. Press Run once again."
             )
         self.wake()
         return inserted[0]

@@ -7,7 +7,7 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.api.conftest import BACKFILL, Api
+from tests.api.conftest import BACKFILL, SALES, Api
 from tests.api.test_platforms import is_problem
 
 URL = "/api/v1/contention-profiles"
@@ -58,8 +58,18 @@ async def test_admins_create_edit_link_and_delete_viewers_only_read(api: Api) ->
     assert (edited.json()["max_concurrent"], edited.json()["queue_timeout_s"]) == (3, None)
     unlinked = await api.client.post(f"{one}/unlinks", headers=admin, json={"platforms": ["demo"]})
     assert unlinked.json()["platform_ids"] == []
-    linked = await api.client.post(f"{one}/links", headers=admin, json={"tasks": [12]})
-    assert linked.json()["task_ids"] == [12]
+    missing = is_problem(
+        await api.client.post(f"{one}/links", headers=admin, json={"tasks": [12]}), 404
+    )
+    assert "No Task with id 12" in str(missing["detail"])
+    task = await api.client.post(
+        "/api/v1/tasks", headers=admin, json={"name": "nightly", "job_id": api.job_ids[SALES]}
+    )
+    assert task.status_code == 201, task.text
+    linked = await api.client.post(
+        f"{one}/links", headers=admin, json={"tasks": [task.json()["id"]]}
+    )
+    assert linked.json()["task_ids"] == [task.json()["id"]]
     assert (await api.client.delete(one, headers=admin)).status_code == 204
     is_problem(await api.client.get(one, headers=viewer), 404)
 

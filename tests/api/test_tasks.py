@@ -4,6 +4,7 @@ admins create/edit/delete), the JSON shapes, 422 naming the field, 409 for trans
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -247,6 +248,32 @@ async def test_run_once_queues_a_manual_task_run_which_can_be_cancelled_once(api
     assert "never started a run" in repair.json()["detail"]
     read = (await api.client.get(url, headers=api.auth("viewer"))).json()
     assert [e["status"] for e in read["events"]] == ["Queued", "Cancelled"]
+
+
+async def test_run_once_pressed_twice_at_one_instant_queues_two_task_runs(api: Api) -> None:
+    # The manual clock does not move between the presses: the same instant, twice.
+    task = await _create(api, _task(api, "nightly", concurrency_cap=1))
+    url = f"{TASKS}/{task['id']}/run-once"
+    first = await api.client.post(url, headers=api.auth("operator"))
+    second = await api.client.post(url, headers=api.auth("operator"))
+    assert (first.status_code, second.status_code) == (201, 201), second.text
+    one, two = first.json(), second.json()
+    assert one["id"] != two["id"]
+    assert (one["trigger"], two["trigger"]) == ("Manual", "Manual")
+    assert (one["status"], two["status"]) == ("Queued", "Queued")
+    assert one["queued_at"] == two["queued_at"]
+    step = datetime.fromisoformat(two["scheduled_for"]) - datetime.fromisoformat(
+        one["scheduled_for"]
+    )
+    assert step == timedelta(microseconds=1)  # its own instant, a microsecond on
+    listed = await api.client.get(f"{TASKS}/{task['id']}/runs", headers=api.auth("viewer"))
+    assert sorted(r["id"] for r in listed.json()) == sorted([one["id"], two["id"]])
+    # A third press, still at that instant, is a third TaskRun.
+    third = await api.client.post(url, headers=api.auth("operator"))
+    assert third.status_code == 201, third.text
+    assert datetime.fromisoformat(third.json()["scheduled_for"]) - datetime.fromisoformat(
+        two["scheduled_for"]
+    ) == timedelta(microseconds=1)
 
 
 async def test_run_once_runs_the_job_and_a_failed_task_run_is_repaired(api: Api) -> None:

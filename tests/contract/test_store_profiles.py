@@ -4,17 +4,23 @@ the profile rows and links, and admission in the transaction that counts a run-n
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import inspect, text
 
+from polysync.clock import ManualClock
 from polysync.domain.contention import check_profile
 from polysync.domain.models import RunStatus
 from polysync.domain.records import Job, Run
 from polysync.engine.ports import SubmitAdmission
 from polysync.errors import ConflictError, NotFoundError, UsageError
 from polysync.store import SqlStore, open_store
+from polysync.task_services import TaskServices
+from polysync.tasks.lifecycle import attach_run
+from polysync.tasks.model import new_task_run
+from polysync.tasks.states import TriggerType
 from tests.contract.test_store import (
     T0,
     at,
@@ -43,6 +49,10 @@ async def finish(store: SqlStore, run: Run, seconds: float) -> None:
     await store.record_snapshot(run.id, snapshot(RunStatus.SUCCESS, "done"), at(seconds), None)
 
 
+def task_services(store: SqlStore) -> TaskServices:
+    return TaskServices(store, ManualClock(T0.timestamp()))
+
+
 async def runs_of(store: SqlStore, job: Job, count: int) -> list[Run]:
     return [await start(store, job) for _ in range(count)]
 
@@ -65,17 +75,18 @@ async def test_the_schema_has_the_profile_tables(store: SqlStore) -> None:
 async def test_a_profile_is_stored_with_its_links_and_read_back_by_id_or_name(
     store: SqlStore,
 ) -> None:
-    platform, _ = await platform_and_job(store)
+    platform, job = await platform_and_job(store)
     other = await store.add_platform(new_platform("dev"), T0)
+    task = await task_services(store).create({"name": "ingest", "job": job.id})
     profile = await store.add_profile(
         concurrency(queue_size_limit=3, queue_timeout_s=90, exceed_action="defer"),
         T0,
         platform_ids=[platform.id, other.id, platform.id],
-        task_ids=[7],
+        task_ids=[task.id],
         actor="cli:ops",
     )
     assert profile.platform_ids == tuple(sorted((platform.id, other.id)))
-    assert profile.task_ids == (7,)
+    assert profile.task_ids == (task.id,)
     assert profile.settings.queue_timeout_s == 90.0
     assert await store.get_profile("cap") == profile
     assert await store.get_profile(profile.id) == profile
@@ -111,6 +122,91 @@ async def test_removing_a_platform_or_a_profile_removes_the_links(store: SqlStor
 
 
 # ------------------------------------------------------------------ admission
+
+
+async def test_a_task_link_to_a_missing_task_is_refused_and_deleting_a_task_drops_its_links(
+    store: SqlStore,
+) -> None:
+    _, job = await platform_and_job(store)
+    task = await task_services(store).create({"name": "ingest", "job": job.id})
+    assert task.id is not None
+    with pytest.raises(NotFoundError, match="No Task with id 999") as refused:
+        await store.add_profile(concurrency(), T0, task_ids=[task.id, 999])
+    assert refused.value.hint is not None
+    assert refused.value.hint.action == "list_tasks"
+    assert await store.list_profiles() == []  # nothing half-written
+    profile = await store.add_profile(concurrency(), T0, task_ids=[task.id])
+    with pytest.raises(NotFoundError, match="No Task with id 999"):
+        await store.link_profile(profile.id, at(1), task_ids=[999])
+    assert (await store.get_profile(profile.id)).task_ids == (task.id,)
+    await store.delete_task(task.id, at(2))
+    assert (await store.get_profile(profile.id)).task_ids == ()
+
+
+async def test_a_run_of_a_task_is_judged_by_the_profiles_of_its_task_and_of_its_platform(
+    store: SqlStore,
+) -> None:
+    platform, job = await platform_and_job(store)
+    task = await task_services(store).create(
+        {"name": "ingest", "job": job.id, "concurrency_cap": 5}
+    )
+    assert task.id is not None
+    await store.add_profile(concurrency("plat", max_concurrent=2), T0, platform_ids=[platform.id])
+    await store.add_profile(concurrency("one-at-a-time", max_concurrent=1), T0, task_ids=[task.id])
+    batch = [
+        new_task_run(task, TriggerType.SCHEDULE, T0 + timedelta(minutes=m), T0) for m in (1, 2)
+    ]
+    await store.add_task_runs(task.id, batch, T0, overlap=True)
+    first_tr, second_tr = sorted(await store.begin_task_runs(T0, slots=5), key=lambda r: r.id)
+    # The first attempt's run is attached; the second's is not yet (an engine creates the run
+    # keyed by the attempt, then attaches it): both carry their Task.
+    first = await start(store, job, key=f"taskrun-{first_tr.id}-attempt-1")
+    await store.save_task_run(first_tr, attach_run(first_tr, first.id))
+    plain = await start(store, job)
+    second = await start(store, job, key=f"taskrun-{second_tr.id}-attempt-1")
+    # The Task's profile is full after `first`; `plain` is no run of the Task: only the
+    # platform's profile judges it.
+    admission = await admit(store, [first, plain, second], 1)
+    assert [r.id for r in admission.begun] == [first.id, plain.id]
+    (waiting,) = admission.held_back
+    assert waiting.id == second.id
+    assert waiting.status is RunStatus.QUEUED
+    assert waiting.message == (
+        "Waiting for profile 'plat' (2 of 2 running); "
+        "Waiting for profile 'one-at-a-time' (1 of 1 running)"
+    )
+    await finish(store, plain, 2)
+    (still,) = (await admit(store, [second], 6)).held_back
+    assert still.message == "Waiting for profile 'one-at-a-time' (1 of 1 running)"
+    await finish(store, first, 7)
+    (admitted,) = (await admit(store, [second], 11)).begun
+    assert (admitted.status, admitted.admitted_at) == (RunStatus.STARTING, at(11))
+
+
+async def test_a_global_profile_counts_its_platforms_and_its_tasks_together(
+    store: SqlStore,
+) -> None:
+    platform, job = await platform_and_job(store)
+    _, elsewhere = await platform_and_job(store, "other")
+    task = await task_services(store).create({"name": "score", "job": elsewhere.id})
+    assert task.id is not None
+    await store.add_profile(
+        concurrency(scope="global"), T0, platform_ids=[platform.id], task_ids=[task.id]
+    )
+    await store.add_task_runs(task.id, [new_task_run(task, TriggerType.MANUAL, T0, T0)], T0)
+    (task_run,) = await store.begin_task_runs(T0, slots=5)
+    of_task = await start(store, elsewhere, key=f"taskrun-{task_run.id}-attempt-1")
+    await store.save_task_run(task_run, attach_run(task_run, of_task.id))
+    here = await start(store, job)
+    # On the Task's platform but no run of the Task: not counted, not judged.
+    bystander = await start(store, elsewhere)
+    late = await start(store, job)
+    admission = await admit(store, [of_task, here, bystander, late], 1)
+    assert [r.id for r in admission.begun] == [of_task.id, here.id, bystander.id]
+    (waiting,) = admission.held_back
+    assert (waiting.id, waiting.message) == (late.id, "Waiting for profile 'cap' (2 of 2 running)")
+    await finish(store, of_task, 2)  # the Task's run frees the shared slot
+    assert [r.id for r in (await admit(store, [late], 6)).begun] == [late.id]
 
 
 async def test_a_concurrency_profile_queues_the_run_over_the_cap_until_a_slot_frees(
@@ -164,6 +260,29 @@ async def test_a_re_sent_run_is_not_judged_again(store: SqlStore) -> None:
     # run-now not confirmed: the same run is sent again with its token, already admitted.
     (again,) = (await admit(store, [run], 2)).begun
     assert (again.submit_attempts, again.admitted_at) == (2, at(1))
+
+
+async def test_a_rate_profile_counts_a_start_from_when_databricks_answered_run_now(
+    store: SqlStore,
+) -> None:
+    """Admitted at 1 s, their run-now answered only at 30 s (a slow call, or an engine killed
+    before it sent and its lease taken over): Databricks started them near 30 s, so their
+    tokens come back at 90 s, not 61 s - else a third start at 62 s would make three in the
+    workspace's window 30-90 s (kill -9 benchmark, benchmarks/contention_chaos.py)."""
+    platform, job = await platform_and_job(store)
+    await store.add_profile(rate(limit=2, window_s=60), T0, platform_ids=[platform.id])
+    first, second, third = await runs_of(store, job, 3)
+    assert len((await admit(store, [first, second], 1)).begun) == 2
+    for run in (first, second):
+        await store.record_submitted(run.id, f"db-{run.id}", "https://x/run", at(30), at(31))
+        assert (await store.get_run(run.id)).admitted_at == at(30)
+    (waiting,) = (await admit(store, [third], 62)).held_back
+    assert waiting.message == "Waiting for profile 'pace' (2 of 2 started in the last 60 s)"
+    assert waiting.next_poll_at == at(90)
+    assert len((await admit(store, [third], 90)).begun) == 1
+    # A run-now answered again (same token, same RunId) is not a new start: nothing moves.
+    await store.record_submitted(first.id, f"db-{first.id}", "https://x/run", at(94), at(95))
+    assert (await store.get_run(first.id)).admitted_at == at(30)
 
 
 async def test_reject_fails_the_run_with_the_profile_named(store: SqlStore) -> None:

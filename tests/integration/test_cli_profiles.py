@@ -72,8 +72,11 @@ def test_create_list_show_edit_link_unlink_delete(polysync: Any) -> None:
     assert unlinked.exit_code == 0, unlinked.output
     shown = polysync("profiles", "show", "cap")
     assert "Platforms         east" in shown.stdout
-    linked = polysync("profiles", "link", "cap", "--task", "42", "--json")
-    assert json.loads(linked.stdout)["task_ids"] == [42]
+    # No Task 42 here: the link is refused, naming it, and nothing is written.
+    missing = polysync("profiles", "link", "cap", "--task", "42", "--json")
+    assert missing.exit_code == 2, missing.output
+    assert "No Task with id 42" in missing.output
+    assert json.loads(polysync("profiles", "show", "cap", "--json").stdout)["task_ids"] == []
     assert polysync("profiles", "delete", "pace", "--yes").exit_code == 0
     assert [p["name"] for p in json.loads(polysync("profiles", "list", "--json").stdout)] == ["cap"]
 

@@ -350,3 +350,49 @@ async def test_a_workflow_retry_repairs_the_run_in_place_and_a_repair_by_hand_re
     statuses = [e.status for e in again.history]
     assert statuses.count(TaskRunStatus.FAILED) == 2  # the earlier outcome stays in the history
     assert any(e.message == "reopened by a repair" for e in again.history)
+
+
+async def test_a_task_linked_to_a_concurrency_profile_of_one_runs_its_task_runs_one_by_one(
+    harness: EmulatorHarness, two_platforms: Services
+) -> None:
+    # D14: a run started by a TaskRun attempt is judged by the profiles of its Task too. The
+    # Task's own cap (2) lets both TaskRuns start; the profile (1) holds the second's run.
+    services = two_platforms
+    sales = await services.get_job(SALES, platform="demo")
+    task = await services.tasks.create({"name": "ingest", "job": sales.id, "concurrency_cap": 2})
+    assert task.id is not None
+    await services.profiles.create(
+        {"name": "one-at-a-time", "type": "concurrency", "max_concurrent": 1}, tasks=[task.id]
+    )
+    first = await services.tasks.run_once("ingest")
+    second = await services.tasks.run_once("ingest")  # same instant: a TaskRun of its own
+
+    async def run_of(task_run_id: int) -> Any:
+        current = await services.tasks.get_run(task_run_id)
+        run_id = current.attempts[-1].run_id if current.attempts else None
+        return await services.store.get_run(run_id) if run_id is not None else None
+
+    async def second_waits() -> bool:
+        run = await run_of(second.id or 0)
+        return run is not None and run.status is RunStatus.QUEUED
+
+    await step_until(harness, services, second_waits, step_s=1)
+    waiting = await run_of(second.id or 0)
+    assert waiting.message == "Waiting for profile 'one-at-a-time' (1 of 1 running)"
+    assert (await services.tasks.get_run(second.id or 0)).status is TaskRunStatus.RUNNING
+    holder = await run_of(first.id or 0)
+    assert holder.admitted_at is not None
+    assert not holder.status.is_terminal
+
+    async def both_ended() -> bool:
+        runs = [await services.tasks.get_run(i or 0) for i in (first.id, second.id)]
+        return all(r.status.is_terminal for r in runs)
+
+    await step_until(harness, services, both_ended)
+    done = [await services.tasks.get_run(i or 0) for i in (first.id, second.id)]
+    assert [r.status for r in done] == [TaskRunStatus.SUCCEEDED, TaskRunStatus.SUCCEEDED]
+    ran_first, ran_second = [await run_of(i or 0) for i in (first.id, second.id)]
+    # One at a time: the second run was admitted only once the first had ended.
+    assert ran_second.admitted_at >= ran_first.ended_at
+    history = [e.message for e in await services.store.run_events(ran_second.id)]
+    assert "Waiting for profile 'one-at-a-time' (1 of 1 running)" in history

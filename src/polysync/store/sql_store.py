@@ -79,6 +79,7 @@ from polysync.store.contention import (
     profile_values,
     read_profiles,
     remove_links,
+    tasks_of_runs,
     usage_of,
     wake_waiting,
 )
@@ -564,7 +565,13 @@ class SqlStore(TaskStoreMixin):
                     continue
                 eligible.append(row)
             new = [row for row in eligible if row.admitted_at is None]
-            counters = await counters_for(conn, (row.platform_id for row in new)) if new else None
+            counters = (
+                await counters_for(
+                    conn, (row.platform_id for row in new), await tasks_of_runs(conn, new)
+                )
+                if new
+                else None
+            )
             for row in eligible:
                 values: dict[str, Any] = {"submit_attempts": runs.c.submit_attempts + 1}
                 if counters is not None and row.admitted_at is None:
@@ -1682,6 +1689,13 @@ async def _apply_submission(
         values |= {"run_id": databricks_run_id, "submitted_at": now}
         if not current.terminal:
             values["message"] = message
+        if current.admitted_at is not None and current.admitted_at < now:
+            # A rate profile counts a start from when Databricks has it, no sooner (D14): the
+            # run-now left some time after the admission (a slow first call, an engine killed
+            # before it sent and its lease taken over), and a token given back a window after
+            # the admission would let the next starts reach the workspace within the same
+            # window. Counted at the admission until now, at the answer from now on.
+            values["admitted_at"] = now
     row = await _update_run(conn, current.id, values)
     if not repeated:
         await _add_event(conn, row, now, SOURCE_SUBMIT, message=message)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, bindparam, delete, func, insert, select, text, update
@@ -22,10 +22,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from polysync.domain.records import Run
 from polysync.engine.ports import ScheduleState, TaskChecker, TaskRunFilter
-from polysync.errors import ConflictError, Hint, NotFoundError, not_found
+from polysync.errors import LIST_TASKS, ConflictError, Hint, NotFoundError, not_found
 from polysync.store.database import store_call
 from polysync.store.rows import run_from_row
 from polysync.store.tables import (
+    contention_profile_tasks,
     runs,
     task_dependencies,
     task_run_attempts,
@@ -58,7 +59,6 @@ from polysync.tasks.retry import Backoff, RetryPolicy, RetryStrategy
 from polysync.tasks.schedule import MisfirePolicy, Schedule
 from polysync.tasks.states import TaskRunStatus, TriggerType
 
-LIST_TASKS = Hint("list_tasks", "List the Tasks.")
 LIST_TASK_RUNS = Hint("list_task_runs", "List the TaskRuns.")
 # Any constant: dispatch takes it so two engines never start more than a Task's cap at once.
 _PG_DISPATCH_LOCK = 0x7461736B72756E73  # "taskruns"
@@ -148,7 +148,7 @@ class TaskStoreMixin:
 
     @store_call
     async def delete_task(self, task_id: int, now: datetime) -> Task:
-        """Remove the Task with its schedules and TaskRuns. ConflictError while another Task
+        """Remove the Task with its schedules, TaskRuns and contention profile links. ConflictError while another Task
         depends on it (name them) or one of its TaskRuns is Queued or Running."""
         async with self._write() as conn:
             task = await _load_task(conn, task_id, lock=True)
@@ -172,6 +172,13 @@ class TaskStoreMixin:
                     f"Task {task.name!r} has {active} Queued or Running TaskRun(s). Cancel them "
                     "or wait for them to end, then delete it."
                 )
+            # Its contention profile links go with it (D14): no foreign key, the links predate
+            # the tasks table.
+            await conn.execute(
+                delete(contention_profile_tasks).where(
+                    contention_profile_tasks.c.task_id == task_id
+                )
+            )
             await conn.execute(delete(tasks).where(tasks.c.id == task_id))
             return task
 
@@ -636,6 +643,8 @@ async def _add_runs(
     inserted: list[TaskRun] = []
     for given in new:
         run = given
+        if run.trigger.by_user:
+            run = await _own_instant(conn, run)
         if (
             overlap
             and run.status is TaskRunStatus.QUEUED
@@ -672,6 +681,23 @@ async def _add_runs(
                     update(task_schedules).where(*where).values(last_fired_for=stored_mark)
                 )
     return inserted, stored_mark
+
+
+async def _own_instant(conn: AsyncConnection, run: TaskRun) -> TaskRun:
+    """A TaskRun made by a user's press, its scheduled-for moved a microsecond past the
+    latest of the same Task and trigger when that instant is taken: a second press at one
+    instant is a second TaskRun, never a unique-key clash (the Task row is locked: see
+    `_add_runs`)."""
+    same = (task_runs.c.task_id == run.task_id, task_runs.c.trigger == run.trigger.value)
+    taken = await conn.scalar(
+        select(func.count())
+        .select_from(task_runs)
+        .where(*same, task_runs.c.scheduled_for == run.scheduled_for)
+    )
+    if not taken:
+        return run
+    latest = await conn.scalar(select(func.max(task_runs.c.scheduled_for)).where(*same))
+    return replace(run, scheduled_for=max(latest, run.scheduled_for) + timedelta(microseconds=1))
 
 
 def _task_values(task: Task, now: datetime) -> dict[str, Any]:

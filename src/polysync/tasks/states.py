@@ -20,6 +20,14 @@ class TriggerType(StrEnum):
     """A user restarted a finished TaskRun as a new attempt chain (`retry_of` names it). The
     retry policy's automatic attempts stay inside their own TaskRun and need no new one."""
 
+    @property
+    def by_user(self) -> bool:
+        """A user's action made it (Run once, a restart): every press is a TaskRun of its own,
+        so two presses at one instant are two TaskRuns (the store moves the second one's
+        scheduled-for a microsecond on). A Schedule fire or a Dependency cycle is recorded
+        at most once per scheduled-for instead."""
+        return self in (TriggerType.MANUAL, TriggerType.RETRY)
+
 
 class TaskRunStatus(StrEnum):
     """Where a TaskRun is: Queued -> Running -> Succeeded / Failed / Cancelled, or Skipped."""
