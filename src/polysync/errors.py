@@ -125,6 +125,13 @@ class NotFoundError(UsageError):
     """No such record."""
 
 
+def not_found(noun: str, ref: int | str, hint: Hint) -> NotFoundError:
+    """ "No <noun> with id 3." for an id, "No <noun> named 'x'." for a name; `hint` says where
+    to look the names and ids up."""
+    what = f"with id {ref}" if isinstance(ref, int) else f"named {ref!r}"
+    return NotFoundError(f"No {noun} {what}.", hint=hint)
+
+
 class ConflictError(UsageError):
     """The change conflicts with the current state of the record."""
 

@@ -126,7 +126,11 @@ JOB_TIERS: tuple[Tier[Job], ...] = (
 
 async def find_platform(store: RecordSource, ref: int | str) -> Platform:
     """The platform `ref` names: its id, its name, or its name ignoring case and spaces."""
-    platforms = await store.list_platforms()
+    return platform_among(await store.list_platforms(), ref)
+
+
+def platform_among(platforms: Sequence[Platform], ref: int | str) -> Platform:
+    """`find_platform` among `platforms` already read (one list for many references)."""
     return find_one(
         str(ref),
         platforms,

@@ -19,8 +19,8 @@ from polysync.domain.contention import (
 )
 from polysync.domain.limits import check_text, record_id
 from polysync.domain.records import Platform, utc
-from polysync.errors import LIST_PLATFORMS, LIST_PROFILES, UsageError
-from polysync.lookup import PLATFORM_TIERS, Tier, by_id, by_text, find_one
+from polysync.errors import LIST_PROFILES, UsageError
+from polysync.lookup import Tier, by_id, by_text, find_one, platform_among
 
 MAX_LINKS = 1000
 """Platforms or Tasks named in one link or unlink request."""
@@ -227,17 +227,7 @@ class ContentionProfiles:
         found: list[int] = []
         for ref in refs:
             check_text(str(ref), field="The platform", max_chars=1000, required=True)
-            platform = find_one(
-                str(ref),
-                known,
-                PLATFORM_TIERS,
-                noun="platform",
-                keys="id or name",
-                describe=lambda p: f"{p.name!r} (id {p.id})",
-                names=lambda p: (p.name,),
-                hint=LIST_PLATFORMS,
-            )
-            found.append(platform.id)
+            found.append(platform_among(known, ref).id)
         return sorted(set(found))
 
 

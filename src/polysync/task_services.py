@@ -35,7 +35,7 @@ from polysync.domain.text import shown
 from polysync.engine.ports import Store, TaskRunFilter
 from polysync.errors import ConflictError, TaskDefinitionError, TaskRunTransitionError, UsageError
 from polysync.lookup import find_job
-from polysync.store.task_store import retry_from_json, retry_to_json
+from polysync.store.task_store import retry_from_json, task_settings
 from polysync.tasks.dependencies import Condition, Dependency, check_acyclic
 from polysync.tasks.lifecycle import active_attempt, repair
 from polysync.tasks.model import (
@@ -378,17 +378,7 @@ def preview_schedules(schedules: Sequence[Schedule], n: int, after: datetime) ->
 def task_data(task: Task) -> dict[str, Any]:
     """A Task's editable fields as its JSON shape (what `parse_task` reads back)."""
     return {
-        "name": task.name,
-        "job_id": task.job_id,
-        "parameters": dict(task.parameters),
-        "paused": task.paused,
-        "description": task.description,
-        "tags": dict(task.tags),
-        "priority": task.priority,
-        "concurrency_cap": task.concurrency_cap,
-        "on_overlap": task.on_overlap.value,
-        "timeout_s": task.timeout_s,
-        "retry": retry_to_json(task.retry),
+        **task_settings(task),
         "schedules": [schedule_data(s) for s in task.schedules],
         "dependencies": [
             {"upstream": d.upstream, "condition": d.condition.value} for d in task.dependencies

@@ -57,6 +57,16 @@ async def step_until(
     raise AssertionError("not done")
 
 
+async def run_to_end(harness: EmulatorHarness, services: Services, task_run_id: int) -> TaskRun:
+    """Step the engine until the TaskRun ends; that TaskRun."""
+
+    async def ended() -> bool:
+        return (await services.tasks.get_run(task_run_id)).status.is_terminal
+
+    await step_until(harness, services, ended)
+    return await services.tasks.get_run(task_run_id)
+
+
 async def latest(services: Services, name: str) -> TaskRun | None:
     runs = await services.tasks.list_runs(name, limit=1)
     return runs[0] if runs else None
@@ -188,12 +198,7 @@ async def test_retries_wait_their_backoff_on_the_manual_clock_and_restart_as_new
         }
     )
     queued = await services.tasks.run_once("scoring")
-
-    async def ended() -> bool:
-        return (await services.tasks.get_run(queued.id or 0)).status.is_terminal
-
-    await step_until(harness, services, ended)
-    done = await services.tasks.get_run(queued.id or 0)
+    done = await run_to_end(harness, services, queued.id or 0)
     assert done.status is TaskRunStatus.FAILED
     assert len(done.attempts) == 4
     assert all(a.status is TaskRunStatus.FAILED for a in done.attempts)
@@ -234,12 +239,7 @@ async def test_the_execution_timeout_cancels_the_run_and_the_retry_starts_a_new_
         }
     )
     queued = await services.tasks.run_once("backfill")
-
-    async def ended() -> bool:
-        return (await services.tasks.get_run(queued.id or 0)).status.is_terminal
-
-    await step_until(harness, services, ended)
-    done = await services.tasks.get_run(queued.id or 0)
+    done = await run_to_end(harness, services, queued.id or 0)
     assert done.status is TaskRunStatus.FAILED
     assert done.message == "timed out after 60 s"
     assert [a.message for a in done.attempts] == ["timed out after 60 s"] * 2
@@ -332,12 +332,7 @@ async def test_a_workflow_retry_repairs_the_run_in_place_and_a_repair_by_hand_re
     )
     queued = await services.tasks.run_once("scoring")
     task_run_id = queued.id or 0
-
-    async def ended() -> bool:
-        return (await services.tasks.get_run(task_run_id)).status.is_terminal
-
-    await step_until(harness, services, ended)
-    done = await services.tasks.get_run(task_run_id)
+    done = await run_to_end(harness, services, task_run_id)
     assert done.status is TaskRunStatus.FAILED
     assert [a.kind.value for a in done.attempts] == ["start", "repair"]
     assert done.attempts[0].run_id == done.attempts[1].run_id  # one Databricks run
@@ -347,8 +342,7 @@ async def test_a_workflow_retry_repairs_the_run_in_place_and_a_repair_by_hand_re
     # A repair by hand reopens the Failed TaskRun (D12): Running again, then its new outcome.
     reopened = await services.tasks.repair_run(task_run_id)
     assert reopened.status is TaskRunStatus.RUNNING
-    await step_until(harness, services, ended)
-    again = await services.tasks.get_run(task_run_id)
+    again = await run_to_end(harness, services, task_run_id)
     assert again.status is TaskRunStatus.FAILED
     assert [a.kind.value for a in again.attempts] == ["start", "repair", "repair"]
     assert stats.count("jobs/runs/repair") == 2

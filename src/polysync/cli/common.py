@@ -178,6 +178,17 @@ def fail(
     raise typer.Exit(code)
 
 
+def confirm_or_exit(verb: str, what: str) -> None:
+    """Ask "<verb> <what>?" at a terminal; exit 1 ("Nothing <verb>d.") on no. Without a
+    terminal, fail (exit 2) asking for --yes: nothing answers a prompt there. `verb` is
+    "Remove" or "Delete"."""
+    if not sys.stdin.isatty():
+        fail(f"{verb[:-1]}ing {what} cannot be undone: add --yes to confirm.")
+    if not typer.confirm(f"{verb} {what}?", default=False):
+        err.print(f"Nothing {verb.lower()}d.")
+        raise typer.Exit(1)
+
+
 def fail_with(exc: PolysyncError) -> NoReturn:
     """`fail` for a Polysync error: its exit status and code from ERROR_CODES."""
     code, slug = next((c, s) for cls, c, s in ERROR_CODES if isinstance(exc, cls))

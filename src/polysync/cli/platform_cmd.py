@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
@@ -16,7 +15,7 @@ from polysync.cli.common import (
     DbOption,
     JsonOption,
     cli_actor,
-    err,
+    confirm_or_exit,
     fail,
     out,
     print_json,
@@ -82,15 +81,18 @@ def secret_reference(flag: str, value: str) -> str:
         )
 
 
-def auth_fields(method: AuthChoice, given: dict[str, Any]) -> dict[str, Any]:
-    """The platform's `auth` mapping for `method` from the flags given (None = not given)."""
+def auth_fields(
+    method: AuthChoice, given: dict[str, Any], command: str = "platform add"
+) -> dict[str, Any]:
+    """The platform's (or with `command` "vaults add", a Secret Vault's) `auth` mapping for
+    `method` from the flags given (None = not given); exit 2 naming a missing or stray flag."""
     present = {flag for flag, value in given.items() if value not in (None, False)}
     required, optional = _AUTH_FLAGS[method]
     missing = sorted(required - present)
     if missing:
         fail(
             f"--auth {method} needs {', '.join(missing)}. "
-            f"See `polysync platform add --help` for each method's flags."
+            f"See `polysync {command} --help` for each method's flags."
         )
     unused = sorted(present - required - optional)
     if unused:
@@ -384,11 +386,7 @@ def remove(
     platform, job_count = run_async(find)  # a platform that does not exist is said first
     what = f"platform {platform.name!r} with its {plural(job_count, 'imported job')} and their runs"
     if not yes:
-        if not sys.stdin.isatty():
-            fail(f"Removing {what} cannot be undone: add --yes to confirm.")
-        if not typer.confirm(f"Remove {what}?", default=False):
-            err.print("Nothing removed.")
-            raise typer.Exit(1)
+        confirm_or_exit("Remove", what)
 
     async def main() -> None:
         async with session(db) as services:

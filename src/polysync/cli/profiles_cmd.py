@@ -3,12 +3,10 @@ unlink. Values are checked by the one validation of the use cases (exit 2 with t
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich import box
 from rich.console import RenderableType
 from rich.table import Table
 
@@ -17,13 +15,14 @@ from polysync.cli.common import (
     DbOption,
     JsonOption,
     cli_actor,
-    err,
+    confirm_or_exit,
     fail,
     out,
     print_json,
     run_async,
     session,
 )
+from polysync.cli.render import _field_grid, _table
 from polysync.cli.terminal import safe_markup
 from polysync.domain.contention import ContentionProfile, ProfileType
 from polysync.profiles import counter_fields
@@ -233,11 +232,7 @@ def delete(
 
     profile = run_async(find)
     if not yes:
-        if not sys.stdin.isatty():
-            fail(f"Deleting contention profile {profile.name!r} cannot be undone: add --yes.")
-        if not typer.confirm(f"Delete contention profile {profile.name!r}?", default=False):
-            err.print("Nothing deleted.")
-            raise typer.Exit(1)
+        confirm_or_exit("Delete", f"contention profile {profile.name!r}")
 
     async def main() -> None:
         async with session(db) as services:
@@ -324,7 +319,7 @@ def _platforms(profile: ContentionProfile, names: Mapping[int, str]) -> str:
 
 
 def profiles_table(profiles: Sequence[ContentionProfile], names: Mapping[int, str]) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, header_style="bold", show_edge=False)
+    table = _table()
     table.add_column("Name", overflow="fold")
     for header in ("Type", "Limit", "Scope", "Exceed", "Enabled"):
         table.add_column(header, no_wrap=header != "Limit")
@@ -347,9 +342,7 @@ def profiles_table(profiles: Sequence[ContentionProfile], names: Mapping[int, st
 
 def profile_view(profile: ContentionProfile, names: Mapping[int, str]) -> RenderableType:
     s = profile.settings
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold", no_wrap=True)
-    grid.add_column(overflow="fold")
+    grid = _field_grid()
     rows = [
         ("Name", safe_markup(s.name)),
         ("Id", str(profile.id)),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,14 +15,14 @@ from polysync.cli.common import (
     DbOption,
     JsonOption,
     cli_actor,
+    confirm_or_exit,
     err,
-    fail,
     out,
     print_json,
     run_async,
     session,
 )
-from polysync.cli.platform_cmd import secret_reference
+from polysync.cli.platform_cmd import AuthChoice, auth_fields
 from polysync.domain.records import NewSecretVault, SecretVault
 
 app = typer.Typer(
@@ -52,43 +51,17 @@ def vault_auth(
     authority_host: str | None,
     disable_instance_discovery: bool,
 ) -> dict[str, Any]:
-    """The vault's `auth` mapping from the flags (exit 2 for a missing or a stray flag)."""
-    sp_only = {
-        "--tenant-id": tenant_id,
-        "--client-secret": client_secret,
-        "--authority-host": authority_host,
-        "--disable-instance-discovery": disable_instance_discovery or None,
+    """The vault's `auth` mapping from the flags (exit 2 for a missing or a stray flag): the
+    platform's service principal, managed identity and azure-default methods (`auth_fields`).
+    An empty value counts as not given."""
+    given = {
+        "--tenant-id": tenant_id or None,
+        "--client-id": client_id or None,
+        "--client-secret": client_secret or None,
+        "--authority-host": authority_host or None,
+        "--disable-instance-discovery": disable_instance_discovery,
     }
-    if method is VaultAuthChoice.SERVICE_PRINCIPAL:
-        missing = [
-            flag
-            for flag, value in (
-                ("--tenant-id", tenant_id),
-                ("--client-id", client_id),
-                ("--client-secret", client_secret),
-            )
-            if not value
-        ]
-        if missing:
-            fail(f"--auth service-principal needs {', '.join(missing)}.")
-        assert client_secret is not None
-        auth: dict[str, Any] = {
-            "method": "entra_service_principal",
-            "tenant_id": tenant_id,
-            "client_id": client_id,
-            "client_secret": secret_reference("--client-secret", client_secret),
-        }
-        if authority_host:
-            auth["authority_host"] = authority_host
-        if disable_instance_discovery:
-            auth["disable_instance_discovery"] = True
-        return auth
-    stray = [flag for flag, value in sp_only.items() if value]
-    if stray:
-        fail(f"{', '.join(stray)} does not apply to --auth {method}; remove it.")
-    if method is VaultAuthChoice.MANAGED_IDENTITY:
-        return {"method": "managed_identity", "client_id": client_id}
-    return {"method": "azure_default", "managed_identity_client_id": client_id}
+    return auth_fields(AuthChoice(method.value), given, command="vaults add")
 
 
 @app.command("add")
@@ -297,11 +270,7 @@ def remove(
 ) -> None:
     """Remove a Secret Vault (refused while a platform's credentials name it)."""
     if not yes:
-        if not sys.stdin.isatty():
-            fail(f"Removing Secret Vault {name!r} cannot be undone: add --yes to confirm.")
-        if not typer.confirm(f"Remove Secret Vault {name!r}?", default=False):
-            err.print("Nothing removed.")
-            raise typer.Exit(1)
+        confirm_or_exit("Remove", f"Secret Vault {name!r}")
 
     async def main() -> SecretVault:
         async with session(db) as services:

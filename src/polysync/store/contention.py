@@ -31,7 +31,7 @@ from polysync.domain.contention import (
     judge,
 )
 from polysync.domain.models import RunStatus
-from polysync.errors import LIST_PROFILES, LIST_TASKS, NotFoundError
+from polysync.errors import LIST_PROFILES, LIST_TASKS, NotFoundError, not_found
 from polysync.store.rows import status_values
 from polysync.store.tables import (
     contention_profile_platforms,
@@ -119,8 +119,7 @@ async def read_profiles(
 
 
 def profile_not_found(ref: int | str) -> NotFoundError:
-    what = f"with id {ref}" if isinstance(ref, int) else f"named {ref!r}"
-    return NotFoundError(f"No contention profile {what}.", hint=LIST_PROFILES)
+    return not_found("contention profile", ref, LIST_PROFILES)
 
 
 async def add_links(

@@ -14,6 +14,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
+    ColumnElement,
+    Table,
     case,
     delete,
     false,
@@ -58,6 +60,7 @@ from polysync.errors import (
     ConflictError,
     NotFoundError,
     UsageError,
+    not_found,
 )
 from polysync.store.auth_fields import checked_auth
 from polysync.store.codec import (
@@ -288,9 +291,8 @@ class SqlStore(TaskStoreMixin):
 
     @store_call
     async def get_platform(self, ref: int | str) -> Platform:
-        column = platforms.c.id if isinstance(ref, int) else platforms.c.name
         async with self._read() as conn:
-            row = (await conn.execute(select(platforms).where(column == ref))).one_or_none()
+            row = await _one_by_ref(conn, platforms, ref)
         if row is None:
             raise _platform_not_found(ref)
         return platform_from_row(row)
@@ -686,9 +688,8 @@ class SqlStore(TaskStoreMixin):
 
     @store_call
     async def get_profile(self, ref: int | str) -> ContentionProfile:
-        column = contention_profiles.c.id if isinstance(ref, int) else contention_profiles.c.name
         async with self._read() as conn:
-            found = await read_profiles(conn, column == ref)
+            found = await read_profiles(conn, _by_ref(contention_profiles, ref))
         if not found:
             raise profile_not_found(ref)
         return found[0]
@@ -706,7 +707,7 @@ class SqlStore(TaskStoreMixin):
     async def list_profiles(self) -> Sequence[ContentionProfile]:
         async with self._read() as conn:
             found = await read_profiles(conn)
-        return sorted(found, key=lambda p: (p.name.casefold(), p.name, p.id))
+        return sorted(found, key=_by_name)
 
     @store_call
     async def remove_profile(
@@ -1239,9 +1240,8 @@ class SqlStore(TaskStoreMixin):
     @store_call
     async def get_vault(self, ref: int | str) -> SecretVault:
         """By id or exact name; NotFoundError otherwise."""
-        column = secret_vaults.c.id if isinstance(ref, int) else secret_vaults.c.name
         async with self._read() as conn:
-            row = (await conn.execute(select(secret_vaults).where(column == ref))).one_or_none()
+            row = await _one_by_ref(conn, secret_vaults, ref)
         if row is None:
             raise _vault_not_found(ref)
         return secret_vault_from_row(row)
@@ -1251,7 +1251,7 @@ class SqlStore(TaskStoreMixin):
         async with self._read() as conn:
             result = await conn.execute(select(secret_vaults))
             vaults = [secret_vault_from_row(row) for row in result]
-        return sorted(vaults, key=lambda v: (v.name.casefold(), v.name, v.id))
+        return sorted(vaults, key=_by_name)
 
     @store_call
     async def remove_vault(
@@ -1599,7 +1599,7 @@ def _job_changes(before: Any, after: Any) -> str:
     return _changed_fields(changed)
 
 
-def _by_name(record: Platform | Job) -> tuple[str, str, int]:
+def _by_name(record: Platform | Job | SecretVault | ContentionProfile) -> tuple[str, str, int]:
     # Sorted here, not in SQL: PostgreSQL orders text by the server's locale, SQLite by code point.
     return (record.name.casefold(), record.name, record.id)
 
@@ -1611,13 +1611,21 @@ def _name_taken(name: str) -> ConflictError:
 
 
 def _platform_not_found(ref: int | str) -> NotFoundError:
-    what = f"with id {ref}" if isinstance(ref, int) else f"named {ref!r}"
-    return NotFoundError(f"No platform {what}.", hint=LIST_PLATFORMS)
+    return not_found("platform", ref, LIST_PLATFORMS)
 
 
 def _vault_not_found(ref: int | str) -> NotFoundError:
-    what = f"with id {ref}" if isinstance(ref, int) else f"named {ref!r}"
-    return NotFoundError(f"No Secret Vault {what}.", hint=LIST_VAULTS)
+    return not_found("Secret Vault", ref, LIST_VAULTS)
+
+
+def _by_ref(table: Table, ref: int | str) -> ColumnElement[bool]:
+    """`table.id == ref` for an id, `table.name == ref` for a name."""
+    return (table.c.id if isinstance(ref, int) else table.c.name) == ref
+
+
+async def _one_by_ref(conn: AsyncConnection, table: Table, ref: int | str) -> Any | None:
+    """The row of `table` with id or exact name `ref`, or None."""
+    return (await conn.execute(select(table).where(_by_ref(table, ref)))).one_or_none()
 
 
 def _run_not_found(run_id: int) -> NotFoundError:

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from polysync.domain.records import Run
 from polysync.engine.ports import ScheduleState, TaskChecker, TaskRunFilter
-from polysync.errors import LIST_TASKS, ConflictError, Hint, NotFoundError
+from polysync.errors import LIST_TASKS, ConflictError, Hint, NotFoundError, not_found
 from polysync.store.database import store_call
 from polysync.store.rows import run_from_row
 from polysync.store.tables import (
@@ -701,6 +701,13 @@ async def _own_instant(conn: AsyncConnection, run: TaskRun) -> TaskRun:
 
 
 def _task_values(task: Task, now: datetime) -> dict[str, Any]:
+    return {**task_settings(task), "updated_at": now}
+
+
+def task_settings(task: Task) -> dict[str, Any]:
+    """A Task's own settings as its `tasks` row holds them, which is also their JSON shape
+    (`task_services.task_data`): name, job_id, parameters, paused, description, tags,
+    priority, concurrency_cap, on_overlap, timeout_s (seconds or None), retry."""
     return {
         "name": task.name,
         "job_id": task.job_id,
@@ -713,7 +720,6 @@ def _task_values(task: Task, now: datetime) -> dict[str, Any]:
         "on_overlap": task.on_overlap.value,
         "timeout_s": task.timeout_s,
         "retry": retry_to_json(task.retry),
-        "updated_at": now,
     }
 
 
@@ -1110,12 +1116,18 @@ async def _load_task_run(conn: AsyncConnection, task_run_id: int) -> TaskRun:
 
 
 def _task_not_found(ref: int | str) -> NotFoundError:
-    what = f"with id {ref}" if isinstance(ref, int) else f"named {ref!r}"
-    return NotFoundError(f"No Task {what}.", hint=LIST_TASKS)
+    return not_found("Task", ref, LIST_TASKS)
 
 
 def _task_run_not_found(task_run_id: int) -> NotFoundError:
     return NotFoundError(f"No TaskRun with id {task_run_id}.", hint=LIST_TASK_RUNS)
 
 
-__all__ = ["LIST_TASKS", "LIST_TASK_RUNS", "TaskStoreMixin", "retry_from_json", "retry_to_json"]
+__all__ = [
+    "LIST_TASKS",
+    "LIST_TASK_RUNS",
+    "TaskStoreMixin",
+    "retry_from_json",
+    "retry_to_json",
+    "task_settings",
+]
