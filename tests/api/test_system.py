@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from polysync.api.server import create_server_app
-from polysync.domain.records import EngineState
+from polysync.domain.records import EngineState, utc
 from polysync.emulator.faults import Fault
 from polysync.store.migrate import head_revision, known_head
 from tests.api.conftest import BACKFILL, SALES, Api
@@ -85,6 +85,18 @@ async def test_served_app_runs_the_engine_in_its_lifespan_and_mounts_the_web_ui(
     started = await api.store.get_run(run.id)
     assert started.run_id is not None
     assert started.lease_owner is None  # released when the lifespan ended
+
+
+async def test_a_stopping_engine_releases_a_lease_its_cancelled_claim_took(api: Api) -> None:
+    """A stop cancels the cycle, but the claim's transaction runs to its end (store_call): the
+    lease it took is one the engine never saw, and must still be released at the stop."""
+    engine = api.services.engine
+    run = await engine.submit(await api.store.get_job(api.job_ids[SALES]), {})
+    now = utc(api.services.clock.now())
+    claimed = await api.store.claim_due_runs(engine.owner, now, 300, 10)  # the unseen answer
+    assert [r.id for r in claimed] == [run.id]
+    await engine.release()
+    assert (await api.store.get_run(run.id)).lease_owner is None
 
 
 async def test_health_reports_this_process_engine_and_503_when_stalled_or_dead(api: Api) -> None:

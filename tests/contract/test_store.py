@@ -796,6 +796,22 @@ async def test_release_lets_another_engine_claim_at_once(store: SqlStore) -> Non
     assert [r.id for r in await store.claim_due_runs("engine-b", T0, 300, 10)] == [first.id]
 
 
+async def test_release_of_every_lease_of_an_owner_keeps_only_those_asked_for(
+    store: SqlStore,
+) -> None:
+    """An engine stopping releases every lease it holds in the database, also those taken by a
+    claim whose answer it never saw (a cycle cancelled mid-claim), but the runs it keeps."""
+    _, job = await platform_and_job(store)
+    first, second, in_flight = [await start(store, job) for _ in range(3)]
+    others = await start(store, job)
+    await store.claim_due_runs("engine-a", T0, 300, 10, exclude=[others.id])
+    await store.claim_due_runs("engine-b", T0, 300, 10)
+    await store.release_runs("engine-a", None, keep=[in_flight.id], now=T0)
+    owners = {r.id: (await store.get_run(r.id)).lease_owner for r in (first, second, in_flight)}
+    assert owners == {first.id: None, second.id: None, in_flight.id: "engine-a"}
+    assert (await store.get_run(others.id)).lease_owner == "engine-b"  # not engine-a's
+
+
 async def test_reschedule_moves_only_active_runs_in_one_call(store: SqlStore) -> None:
     _, job = await platform_and_job(store)
     active = await start(store, job, at(0))

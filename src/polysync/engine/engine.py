@@ -362,9 +362,14 @@ class Engine:
             return
 
     async def release(self) -> None:
-        """Drop every lease this engine holds, so another engine can take its runs at once."""
+        """Drop every lease this engine holds but those of runs whose run-now is in flight, so
+        another engine can take its runs at once. Every lease in the database, not only those
+        this engine knows of: a cycle cancelled by a stop still ends its claim's transaction
+        (`store_call`), so a claim can take leases whose answer the engine never saw."""
         released = sorted((self._leased | set(self._held)) - self._in_flight)
-        await self.store.release_runs(self.owner, released, now=utc(self.clock.now()))
+        await self.store.release_runs(
+            self.owner, None, keep=sorted(self._in_flight), now=utc(self.clock.now())
+        )
         for run_id in released:
             self._drop(run_id)
         self._leased &= self._in_flight

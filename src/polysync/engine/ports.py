@@ -406,10 +406,16 @@ class Store(TaskStore, Protocol):
         ...
 
     async def release_runs(
-        self, owner: str, run_ids: Sequence[int], *, now: datetime | None = None
+        self,
+        owner: str,
+        run_ids: Sequence[int] | None,
+        *,
+        keep: Sequence[int] = (),
+        now: datetime | None = None,
     ) -> None:
-        """Drop our leases (graceful shutdown): another engine may take them at once. With
-        `now`, runs whose next poll is later fall due at `now`."""
+        """Drop `owner`'s leases on `run_ids` (None: on every run it leases) but those in `keep`
+        (graceful shutdown): another engine may take them at once. With `now`, runs whose next
+        poll is later fall due at `now`."""
         ...
 
     async def make_all_due(self, now: datetime) -> int:

@@ -1159,9 +1159,14 @@ class SqlStore(TaskStoreMixin):
 
     @store_call
     async def release_runs(
-        self, owner: str, run_ids: Sequence[int], *, now: datetime | None = None
+        self,
+        owner: str,
+        run_ids: Sequence[int] | None,
+        *,
+        keep: Sequence[int] = (),
+        now: datetime | None = None,
     ) -> None:
-        if not run_ids:
+        if run_ids is not None and not run_ids:
             return
         values: dict[str, Any] = {
             "lease_owner": None,
@@ -1173,12 +1178,13 @@ class SqlStore(TaskStoreMixin):
             values["next_poll_at"] = case(
                 (runs.c.next_poll_at > now_value, now_value), else_=runs.c.next_poll_at
             )
+        chosen = [runs.c.lease_owner == owner]
+        if run_ids is not None:
+            chosen.append(runs.c.id.in_(list(run_ids)))
+        if keep:
+            chosen.append(runs.c.id.not_in(list(keep)))
         async with self._write() as conn:
-            await conn.execute(
-                update(runs)
-                .where(runs.c.id.in_(list(run_ids)), runs.c.lease_owner == owner)
-                .values(**values)
-            )
+            await conn.execute(update(runs).where(*chosen).values(**values))
 
     @store_call
     async def make_all_due(self, now: datetime) -> int:
