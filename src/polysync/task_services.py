@@ -436,9 +436,8 @@ def parse_task(data: Mapping[str, Any], *, job_id: int) -> Task:
             "the retry policy",
             prefix="retry.",
         )
-        _check_retry_fields(retry)
         try:
-            values["retry"] = retry_from_json(retry)
+            values["retry"] = retry_from_json(_checked_retry_fields(retry))
         except (TypeError, ValueError) as exc:
             raise TaskDefinitionError(
                 f"The retry policy is not valid: {shown(str(exc))}.", field="retry"
@@ -544,9 +543,10 @@ def _bool(raw: object, field: str) -> bool:
     return raw
 
 
-def _check_retry_fields(retry: Mapping[str, Any]) -> None:
-    """Each retry field's type and choices, named: a text "false" would enable retries and a
-    misspelt backoff would only say which enum refused it."""
+def _checked_retry_fields(retry: Mapping[str, Any]) -> dict[str, Any]:
+    """`retry` with its choices spelt as the enums spell them (given in any case); each field's
+    type and choices checked and named: a text "false" would enable retries and a misspelt
+    backoff would only say which enum refused it. TaskDefinitionError naming the field."""
     if "enabled" in retry and not isinstance(retry["enabled"], bool):
         raise TaskDefinitionError(
             f"retry.enabled must be true or false, not {shown(retry['enabled'])}.",
@@ -560,10 +560,12 @@ def _check_retry_fields(retry: Mapping[str, Any]) -> None:
             raise TaskDefinitionError(
                 f"retry.{key} must be a number of seconds, not {shown(raw)}.", field=f"retry.{key}"
             )
+    checked = dict(retry)
     if "backoff" in retry:
-        _member(Backoff, retry["backoff"], "retry.backoff")
+        checked["backoff"] = _member(Backoff, retry["backoff"], "retry.backoff").value
     if retry.get("strategy"):  # absent, null or "": the Job Type's strategy
-        _member(RetryStrategy, retry["strategy"], "retry.strategy")
+        checked["strategy"] = _member(RetryStrategy, retry["strategy"], "retry.strategy").value
+    return checked
 
 
 def _int(raw: object, field: str) -> int:
@@ -579,13 +581,14 @@ def _text(raw: object, field: str) -> str:
 
 
 def _member(kind: Any, raw: object, field: str) -> Any:
-    try:
-        return kind(raw)
-    except (ValueError, TypeError):
-        choices = ", ".join(m.value for m in kind)
-        raise TaskDefinitionError(
-            f"{field} {shown(raw)} is not one of {choices}.", field=field
-        ) from None
+    """The member of the StrEnum `kind` named by `raw`, in any case; TaskDefinitionError naming
+    `field` and the choices otherwise."""
+    typed = raw.strip().casefold() if isinstance(raw, str) else raw
+    for member in kind:
+        if typed == member.value.casefold():
+            return member
+    choices = ", ".join(m.value for m in kind)
+    raise TaskDefinitionError(f"{field} {shown(raw)} is not one of {choices}.", field=field)
 
 
 def _instant(raw: object, field: str) -> datetime | None:

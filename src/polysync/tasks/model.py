@@ -165,9 +165,25 @@ def check_task(
             f"The Task has {len(task.schedules)} schedules; the limit is {MAX_SCHEDULES}.",
             field="schedules",
         )
+    _check_distinct_schedules(task.schedules)
     check_dependencies(name, task.dependencies, others)
     _check_parameters(task, job_parameters, upstream_parameters, secret_parameters)
     return task
+
+
+def _check_distinct_schedules(schedules: tuple[Schedule, ...]) -> None:
+    """TaskDefinitionError naming `schedules[i]` when schedule i repeats an earlier one's
+    expression, time zone and dates (its fires would be the same: recorded once, a doubt)."""
+    seen: dict[tuple[object, ...], int] = {}
+    for index, schedule in enumerate(schedules):
+        key = (schedule.cron, schedule.timezone, schedule.starts_at, schedule.ends_at)
+        if key in seen:
+            raise TaskDefinitionError(
+                f"Schedule {index} repeats schedule {seen[key]} ({schedule.cron!r} in "
+                f"{schedule.timezone}): a fire time is recorded once per Task, so remove one.",
+                field=f"schedules[{index}]",
+            )
+        seen[key] = index
 
 
 # --- TaskRuns -------------------------------------------------------------------------------

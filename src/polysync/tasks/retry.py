@@ -196,8 +196,10 @@ def _seconds(value: object, field: str) -> float:
 
 
 def _member(kind: type[E], value: object, field: str) -> E:
+    """The member named by `value`, in any case (`repair`, `Repair`, ` REPAIR `)."""
+    typed = value.strip().casefold() if isinstance(value, str) else value
     for member in kind:
-        if value == member.value:
+        if typed == member.value.casefold():
             return member
     choices = ", ".join(member.value for member in kind)
     raise RetryPolicyError(

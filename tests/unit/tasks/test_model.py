@@ -90,6 +90,19 @@ def check(task: Task, **kwargs: object) -> Task:
 # --- Task checks -----------------------------------------------------------------------------
 
 
+def test_a_schedule_repeated_on_one_task_is_refused_naming_the_repeat() -> None:
+    # Found by a new user: `-s "0 2 * * *" -s "0 2 * * *"` was saved and previewed twice.
+    london = Schedule("0 2 * * *", "Europe/London")
+    with pytest.raises(TaskDefinitionError) as caught:
+        check(report_task(schedules=(london, Schedule("0  2 * * *", "Europe/London"))))
+    assert caught.value.field == "schedules[1]"
+    assert "repeats schedule 0 ('0 2 * * *' in Europe/London)" in caught.value.message
+    # The same expression in another zone, or from another date, is another schedule.
+    other_zone = Schedule("0 2 * * *", "Australia/Sydney")
+    later = Schedule("0 2 * * *", "Europe/London", starts_at=datetime(2027, 1, 1, tzinfo=UTC))
+    assert check(report_task(schedules=(london, other_zone, later)))
+
+
 def test_a_good_task_passes() -> None:
     task = report_task()
     assert check(task) is task

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from polysync.errors import TaskDefinitionError
 from polysync.task_services import parse_task, task_data
+from polysync.tasks.retry import RetryStrategy
 
 SCALARS = st.one_of(
     st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=40)
@@ -92,7 +93,7 @@ def test_a_naive_start_and_a_bad_condition_name_their_fields() -> None:
         ({"initial_delay_s": "60"}, "retry.initial_delay_s", "a number of seconds, not '60'"),
         ({"max_delay_s": True}, "retry.max_delay_s", "a number of seconds, not True"),
         ({"backoff": "Bogus"}, "retry.backoff", "'Bogus' is not one of Fixed, Linear, Exponential"),
-        ({"strategy": "repair"}, "retry.strategy", "'repair' is not one of Repair, Restart"),
+        ({"strategy": "mend"}, "retry.strategy", "'mend' is not one of Repair, Restart"),
     ],
 )
 def test_each_retry_field_is_named_with_its_choices(
@@ -104,3 +105,25 @@ def test_each_retry_field_is_named_with_its_choices(
         parse_task({"name": "t", "retry": retry}, job_id=1)
     assert caught.value.field == field
     assert says in caught.value.message
+
+
+def test_choices_are_taken_in_any_case() -> None:
+    # Found by a new user: `--strategy repair` and `--backoff fixed` were refused.
+    task = parse_task(
+        {
+            "name": "t",
+            "on_overlap": "SKIP",
+            "retry": {
+                "enabled": True,
+                "max_attempts": 2,
+                "backoff": " fixed",
+                "strategy": "repair",
+            },
+        },
+        job_id=1,
+    )
+    assert (task.on_overlap.value, task.retry.backoff.value, task.retry.strategy) == (
+        "skip",
+        "Fixed",
+        RetryStrategy.REPAIR,
+    )
