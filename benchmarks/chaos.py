@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from emulator_process import start_emulator
@@ -39,9 +42,13 @@ def emulator_ready(emulator: Emulator) -> bool:
     return True
 
 
-async def main(args: argparse.Namespace) -> int:
-    server = make_url(args.postgres)
-    name = f"polysync_chaos_{uuid.uuid4().hex[:8]}"
+@contextlib.contextmanager
+def emulator_and_database(postgres: str, prefix: str) -> Iterator[tuple[Emulator, str]]:
+    """(an emulator subprocess at --speed 50, listening; the URL of a new PostgreSQL database
+    named `prefix_<hex>` on the server at `postgres`): the process is killed and the database
+    dropped afterwards."""
+    server = make_url(postgres)
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     admin = server.set(drivername="postgresql", database="postgres")
     conninfo = admin.render_as_string(hide_password=False)
     with psycopg.connect(conninfo, autocommit=True) as conn:
@@ -50,21 +57,38 @@ async def main(args: argparse.Namespace) -> int:
     emulator = Emulator(f"http://127.0.0.1:{port}", process)
     try:
         wait_for("the emulator to listen", lambda: emulator_ready(emulator), 30)
-        config = ChaosConfig(
-            duration_s=args.duration_s,
-            runs=args.runs,
-            kill_every_s=args.kill_every_s,
-            cut_every_s=args.cut_every_s,
-            seed=args.seed,
-        )
-        url = server.set(database=name).render_as_string(hide_password=False)
-        with tempfile.TemporaryDirectory(prefix="polysync-chaos-") as tmp:
-            report = await Chaos(emulator, url, Path(tmp), config).run()
+        yield emulator, server.set(database=name).render_as_string(hide_password=False)
     finally:
         process.kill()
         process.wait(timeout=10)
         with psycopg.connect(conninfo, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def print_failures(report: Any) -> int:
+    """Print the entries (up to 10 each) of every count of `report.zero_counts()` that is not
+    zero; the exit status: 1 if there is one, else 0."""
+    failures = {name: count for name, count in report.zero_counts().items() if count}
+    for name in failures:
+        print(f"\n{name}:")
+        for entry in getattr(report, name)[:10]:
+            print(f"  {entry}")
+    return 1 if failures else 0
+
+
+async def main(args: argparse.Namespace) -> int:
+    config = ChaosConfig(
+        duration_s=args.duration_s,
+        runs=args.runs,
+        kill_every_s=args.kill_every_s,
+        cut_every_s=args.cut_every_s,
+        seed=args.seed,
+    )
+    with (
+        emulator_and_database(args.postgres, "polysync_chaos") as (emulator, url),
+        tempfile.TemporaryDirectory(prefix="polysync-chaos-") as tmp,
+    ):
+        report = await Chaos(emulator, url, Path(tmp), config).run()
     print(
         f"\nChaos: {config.duration_s:g} s of chaos, {config.runs} runs, seed {config.seed}, "
         "two workers (engine + serve) on PostgreSQL"
@@ -72,12 +96,7 @@ async def main(args: argparse.Namespace) -> int:
     print("-" * 44)
     for line in lines(report):
         print(line)
-    failures = {name: count for name, count in report.zero_counts().items() if count}
-    for name in failures:
-        print(f"\n{name}:")
-        for entry in getattr(report, name)[:10]:
-            print(f"  {entry}")
-    return 1 if failures else 0
+    return print_failures(report)
 
 
 if __name__ == "__main__":

@@ -21,36 +21,15 @@ import asyncio
 import os
 import sys
 import tempfile
-import uuid
 from pathlib import Path
-
-import psycopg
-from emulator_process import start_emulator
-from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' harness
 
-from tests.acceptance.conftest import Emulator, wait_for
+from chaos import emulator_and_database, print_failures
 from tests.acceptance.contention_chaos import ContentionChaos, ContentionChaosConfig, lines
 
 
-def emulator_ready(emulator: Emulator) -> bool:
-    try:
-        emulator.get("/emulator/health")
-    except Exception:  # not listening yet
-        return False
-    return True
-
-
 async def main(args: argparse.Namespace) -> int:
-    server = make_url(args.postgres)
-    name = f"polysync_cchaos_{uuid.uuid4().hex[:8]}"
-    admin = server.set(drivername="postgresql", database="postgres")
-    conninfo = admin.render_as_string(hide_password=False)
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    process, port = start_emulator("--speed", "50")
-    emulator = Emulator(f"http://127.0.0.1:{port}", process)
     config = ContentionChaosConfig(
         runs=args.runs,
         window_s=args.window_s,
@@ -60,16 +39,11 @@ async def main(args: argparse.Namespace) -> int:
         settle_timeout_s=args.runs / 10 * args.window_s * 3 + 120,
         seed=args.seed,
     )
-    try:
-        wait_for("the emulator to listen", lambda: emulator_ready(emulator), 30)
-        url = server.set(database=name).render_as_string(hide_password=False)
-        with tempfile.TemporaryDirectory(prefix="polysync-cchaos-") as tmp:
-            report = await ContentionChaos(emulator, url, Path(tmp), config).run()
-    finally:
-        process.kill()
-        process.wait(timeout=10)
-        with psycopg.connect(conninfo, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with (
+        emulator_and_database(args.postgres, "polysync_cchaos") as (emulator, url),
+        tempfile.TemporaryDirectory(prefix="polysync-cchaos-") as tmp,
+    ):
+        report = await ContentionChaos(emulator, url, Path(tmp), config).run()
     print(
         f"\nContention chaos: concurrency 5 + rate 10 per {config.window_s:g} s (both global), "
         f"{config.kills} kill -9, seed {config.seed}"
@@ -77,12 +51,7 @@ async def main(args: argparse.Namespace) -> int:
     print("-" * 64)
     for line in lines(report, config):
         print(line)
-    failures = {n: c for n, c in report.zero_counts().items() if c}
-    for failure in failures:
-        print(f"\n{failure}:")
-        for entry in getattr(report, failure)[:10]:
-            print(f"  {entry}")
-    return 1 if failures else 0
+    return print_failures(report)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -455,21 +455,14 @@ class Chaos:
         self.emulator.delete(f"/emulator/faults/{fault_id}")
 
     def _check_alive(self) -> None:
-        for worker in self.workers:
-            exited = worker.exited_on_its_own()
-            if exited:
-                self.report.unexpected_exits.append(exited)
-                worker.start()
+        restart_exited(self.workers, self.report.unexpected_exits)
 
     # ------------------------------------------------------------------ the verdict
     async def _settle(self, services: Services) -> None:
         """Faults over: every run must reach its end while both workers keep going."""
-        deadline = time.monotonic() + self.config.settle_timeout_s
-        while time.monotonic() < deadline:
-            self._check_alive()
-            if not await services.list_runs(RunFilter(active_only=True, limit=1)):
-                return
-            await asyncio.sleep(0.5)
+        await settle(
+            services, self.workers, self.report.unexpected_exits, self.config.settle_timeout_s, 0.5
+        )
 
     async def _check(self, services: Services) -> None:
         report = self.report
@@ -551,11 +544,43 @@ class Chaos:
         self.report.unexpected_exits.append("serve's /health never came back to 200")
 
     def _scan_logs(self) -> None:
-        for log in sorted(self.tmp.glob("*.log")):
-            text = log.read_text(errors="replace")
-            if "Traceback" in text:
-                first = text[text.index("Traceback") :][:2000]
-                self.report.tracebacks.append(f"{log.name}: {first}")
+        self.report.tracebacks.extend(tracebacks_in(self.tmp))
+
+
+def restart_exited(workers: Iterable[Worker], unexpected_exits: list[str]) -> None:
+    """Restart every worker that exited without being killed, recording how it exited."""
+    for worker in workers:
+        exited = worker.exited_on_its_own()
+        if exited:
+            unexpected_exits.append(exited)
+            worker.start()
+
+
+async def settle(
+    services: Services,
+    workers: Iterable[Worker],
+    unexpected_exits: list[str],
+    timeout_s: float,
+    poll_s: float,
+) -> None:
+    """Wait (up to `timeout_s`, looking every `poll_s`) until no run is active, restarting any
+    worker that exits meanwhile."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        restart_exited(workers, unexpected_exits)
+        if not await services.list_runs(RunFilter(active_only=True, limit=1)):
+            return
+        await asyncio.sleep(poll_s)
+
+
+def tracebacks_in(logs: Path) -> list[str]:
+    """The first 2,000 characters from the first traceback of each `*.log` file in `logs`."""
+    found: list[str] = []
+    for log in sorted(logs.glob("*.log")):
+        text = log.read_text(errors="replace")
+        if "Traceback" in text:
+            found.append(f"{log.name}: {text[text.index('Traceback') :][:2000]}")
+    return found
 
 
 def lines(report: ChaosReport) -> Iterator[str]:

@@ -44,7 +44,7 @@ from polysync.config import Settings
 from polysync.domain.models import RunStatus
 from polysync.domain.records import NewPlatform, RunFilter
 from polysync.services import Services
-from tests.acceptance.chaos import Worker
+from tests.acceptance.chaos import Worker, restart_exited, settle, tracebacks_in
 from tests.acceptance.conftest import TOKEN, Emulator
 
 TOKEN_VARIABLE = "POLYSYNC_CHAOS_TOKEN"
@@ -294,19 +294,12 @@ class ContentionChaos:
                     self.refused[key] = int(request["status"])
 
     def _check_alive(self) -> None:
-        for worker in self.workers:
-            exited = worker.exited_on_its_own()
-            if exited:
-                self.report.unexpected_exits.append(exited)
-                worker.start()
+        restart_exited(self.workers, self.report.unexpected_exits)
 
     async def _settle(self, services: Services) -> None:
-        deadline = time.monotonic() + self.config.settle_timeout_s
-        while time.monotonic() < deadline:
-            self._check_alive()
-            if not await services.list_runs(RunFilter(active_only=True, limit=1)):
-                return
-            await asyncio.sleep(0.25)
+        await settle(
+            services, self.workers, self.report.unexpected_exits, self.config.settle_timeout_s, 0.25
+        )
 
     async def _check(self, services: Services) -> None:
         report, config = self.report, self.config
@@ -349,11 +342,7 @@ class ContentionChaos:
                 report.duplicates.append(f"{where}: failed unsent, yet Databricks runs {seen}")
 
     def _scan_logs(self) -> None:
-        for log in sorted(self.tmp.glob("*.log")):
-            text = log.read_text(errors="replace")
-            if "Traceback" in text:
-                first = text[text.index("Traceback") :][:2000]
-                self.report.tracebacks.append(f"{log.name}: {first}")
+        self.report.tracebacks.extend(tracebacks_in(self.tmp))
 
 
 def lines(report: ContentionReport, config: ContentionChaosConfig) -> Iterator[str]:
