@@ -47,7 +47,7 @@ from polysync.tasks.model import (
     check_task,
     new_task_run,
 )
-from polysync.tasks.retry import Backoff, RetryStrategy
+from polysync.tasks.retry import Backoff, RetryStrategy, member_named
 from polysync.tasks.schedule import (
     MAX_PREVIEW,
     MisfirePolicy,
@@ -583,10 +583,9 @@ def _text(raw: object, field: str) -> str:
 def _member(kind: Any, raw: object, field: str) -> Any:
     """The member of the StrEnum `kind` named by `raw`, in any case; TaskDefinitionError naming
     `field` and the choices otherwise."""
-    typed = raw.strip().casefold() if isinstance(raw, str) else raw
-    for member in kind:
-        if typed == member.value.casefold():
-            return member
+    member = member_named(kind, raw)
+    if member is not None:
+        return member
     choices = ", ".join(m.value for m in kind)
     raise TaskDefinitionError(f"{field} {shown(raw)} is not one of {choices}.", field=field)
 

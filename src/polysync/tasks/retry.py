@@ -195,12 +195,20 @@ def _seconds(value: object, field: str) -> float:
     return seconds
 
 
-def _member(kind: type[E], value: object, field: str) -> E:
-    """The member named by `value`, in any case (`repair`, `Repair`, ` REPAIR `)."""
+def member_named(kind: type[E], value: object) -> E | None:
+    """The member of the StrEnum `kind` whose value `value` names, in any case and with spaces
+    around it ignored (`repair`, `Repair`, ` REPAIR `); None when it names none."""
     typed = value.strip().casefold() if isinstance(value, str) else value
     for member in kind:
         if typed == member.value.casefold():
             return member
+    return None
+
+
+def _member(kind: type[E], value: object, field: str) -> E:
+    member = member_named(kind, value)
+    if member is not None:
+        return member
     choices = ", ".join(member.value for member in kind)
     raise RetryPolicyError(
         f"The retry policy's {field} {shown(value)} is not one of {choices}.",
