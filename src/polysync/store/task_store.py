@@ -14,7 +14,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, insert, select, text, update
+from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -384,6 +384,20 @@ class TaskStoreMixin:
         PostgreSQL the transaction takes an advisory lock; SQLite writes one at a time."""
         if slots <= 0:
             return []
+        # Every engine cycle asks: a read first, so that a cycle with nothing to start takes
+        # neither SQLite's write lock nor PostgreSQL's dispatch lock.
+        startable = or_(
+            task_runs.c.status == TaskRunStatus.QUEUED.value,
+            and_(
+                task_runs.c.status == TaskRunStatus.RUNNING.value,
+                task_runs.c.next_attempt_at.is_not(None),
+                task_runs.c.next_attempt_at <= now,
+            ),
+        )
+        async with self._read() as conn:
+            found = await conn.execute(select(task_runs.c.id).where(startable).limit(1))
+            if found.first() is None:
+                return []
         async with self._write() as conn:
             if conn.dialect.name == "postgresql":
                 await conn.execute(
