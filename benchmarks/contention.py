@@ -20,9 +20,10 @@ import asyncio
 import contextlib
 import os
 import secrets
+import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psycopg
@@ -38,6 +39,10 @@ from polysync.emulator.spec import parse_workspace
 from polysync.engine.engine import EngineSettings
 from polysync.engine.polling import PollPolicy
 from polysync.services import Services
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' harness
+
+from tests.acceptance.contention_chaos import most_in_any_window
 
 TOKEN = "dapi-bench-token-0123456789abcdef"
 HOST = "https://adb-1234567890123456.7.azuredatabricks.net"
@@ -59,16 +64,6 @@ async def database(url: str | None, home: Path) -> AsyncIterator[str]:
     finally:
         async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
             await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def most_in_any_window(times_s: Sequence[float], window_s: float) -> int:
-    ordered = sorted(times_s)
-    best, low = 0, 0
-    for high, t in enumerate(ordered):
-        while ordered[low] <= t - window_s:
-            low += 1
-        best = max(best, high - low + 1)
-    return best
 
 
 async def main(args: argparse.Namespace) -> None:

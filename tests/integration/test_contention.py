@@ -6,7 +6,7 @@ sleeps: the emulator's active runs are sampled after every step of every engine.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +17,7 @@ from polysync.domain.records import NewPlatform, RunFilter
 from polysync.engine.engine import EngineSettings
 from polysync.engine.polling import PollPolicy
 from polysync.services import Services
+from tests.acceptance.contention_chaos import most_in_any_window
 from tests.conftest import TEST_TOKEN, EmulatorHarness, make_harness, make_spec, open_services
 from tests.contract.test_store import database_url  # noqa: F401 - the two-backend fixture
 
@@ -75,13 +76,6 @@ async def two(
         # The first engine was stopped abruptly: its leases are left to expire, as after kill -9.
         await first.connections.aclose()
         await first.store.aclose()  # type: ignore[attr-defined]
-
-
-def most_in_any_window(times_s: Sequence[float], window_s: float) -> int:
-    ordered = sorted(times_s)
-    return max(
-        (sum(1 for t in ordered if start <= t < start + window_s) for start in ordered), default=0
-    )
 
 
 async def test_two_engines_one_killed_keep_every_profile_limit(
