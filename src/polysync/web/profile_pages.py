@@ -10,6 +10,7 @@ from fastapi.responses import Response
 
 from polysync.domain.access import Role
 from polysync.domain.contention import (
+    EDITABLE_FIELDS,
     ContentionProfile,
     ExceedAction,
     ProfileScope,
@@ -21,18 +22,8 @@ from polysync.errors import PolysyncError
 from polysync.web.context import WebContext
 from polysync.web.security import Visitor
 
-FIELDS = (
-    "name",
-    "description",
-    "scope",
-    "max_concurrent",
-    "limit",
-    "window_s",
-    "algorithm",
-    "queue_size_limit",
-    "queue_timeout_s",
-    "exceed_action",
-)
+# The form's text fields: every editable field but `enabled`, a checkbox read apart.
+FIELDS = tuple(name for name in EDITABLE_FIELDS if name != "enabled")
 CHOICES = {
     "type": [(t.value, t.value.capitalize()) for t in ProfileType],
     "scope": [
